@@ -1,0 +1,184 @@
+//! The acceptance rule for a record arriving from a peer (DESIGN.md, Records): everything but
+//! the chain link, which the store checks against what it holds.
+
+use crate::agreement::{AgreementSet, CoverError};
+use crate::directory::Directory;
+use crate::payload::ValidationRules;
+use crate::pb;
+use crate::record::{ChannelId, DecodedRecord, RecordError, VerifiedRecord};
+
+/// Why a received record is refused, with its wire reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("origin `{0}` is not a member of the federation directory")]
+    UnknownOrigin(String),
+    #[error("record of channel `{got}` arrived on channel `{expected}`")]
+    WrongChannel { expected: ChannelId, got: ChannelId },
+    #[error(transparent)]
+    Agreement(#[from] CoverError),
+}
+
+impl AcceptError {
+    pub fn reject_reason(&self) -> pb::RejectReason {
+        match self {
+            AcceptError::Record(e) => e.reject_reason(),
+            AcceptError::UnknownOrigin(_) => pb::RejectReason::UnknownOrigin,
+            AcceptError::WrongChannel { expected, got } if expected.origin != got.origin => {
+                pb::RejectReason::OriginNotSender
+            }
+            AcceptError::WrongChannel { .. } => pb::RejectReason::WrongDestination,
+            AcceptError::Agreement(e) => e.reject_reason(),
+        }
+    }
+}
+
+/// What a node knows when it judges a received record.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptContext<'a> {
+    pub directory: &'a Directory,
+    pub agreements: &'a AgreementSet,
+    pub rules: ValidationRules,
+}
+
+impl AcceptContext<'_> {
+    /// Accepts `signed` as a record of `expected`: on `Deliver` that is (TLS peer → this node);
+    /// on `Fetch`, the channel the caller asked for. Checks structure and canonical encoding,
+    /// the origin's directory key, the channel, the agreement at the issue time, the issue time
+    /// against the clock skew, and the payload.
+    pub fn accept(
+        &self,
+        signed: pb::SignedRecord,
+        expected: ChannelId,
+    ) -> Result<VerifiedRecord, AcceptError> {
+        let decoded = DecodedRecord::decode(signed)?;
+        let got = decoded.channel();
+        if got != expected {
+            return Err(AcceptError::WrongChannel { expected, got });
+        }
+        let key = self
+            .directory
+            .signing_key(got.origin)
+            .ok_or_else(|| AcceptError::UnknownOrigin(got.origin.to_string()))?;
+        let verified = decoded.verify(&key)?;
+        self.agreements.check(
+            verified.agreement_id(),
+            got.origin,
+            got.destination,
+            verified.kind(),
+            verified.issued_at_ms(),
+        )?;
+        verified.validate(&self.rules)?;
+        Ok(verified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agreement::{Agreement, tests as agr};
+    use crate::record::RecordId;
+    use crate::record::tests::{NOW, key, region, sample};
+
+    fn directory() -> Directory {
+        let m = |code: &str, seed| pb::Member {
+            region_code: code.into(),
+            name: code.into(),
+            endpoint: "127.0.0.1:1".into(),
+            signing_key: key(seed).verifying_key().to_bytes().to_vec(),
+            tls_identity: format!("urn:interflow:region:{code}"),
+        };
+        let body = pb::DirectoryBody {
+            serial: 1,
+            issued_at_ms: 0,
+            members: vec![m("310115", 1), m("110105", 2)],
+        };
+        let op = key(100);
+        Directory::verify(&Directory::sign(&body, &op), &op.verifying_key()).unwrap()
+    }
+
+    fn check(signed: pb::SignedRecord, expected: ChannelId) -> Result<VerifiedRecord, AcceptError> {
+        let dir = directory();
+        let a = Agreement::verify(
+            agr::signed(&agr::body("310115", "110105"), &key(1), &key(2)),
+            |r| dir.signing_key(r),
+        )
+        .unwrap();
+        let set = AgreementSet::new([a]);
+        AcceptContext {
+            directory: &dir,
+            agreements: &set,
+            rules: ValidationRules {
+                now_ms: NOW,
+                max_future_skew_ms: 60_000,
+            },
+        }
+        .accept(signed, expected)
+    }
+
+    fn channel() -> ChannelId {
+        ChannelId::new(region("310115"), region("110105"))
+    }
+
+    #[test]
+    fn a_good_record_is_accepted() {
+        let rec = sample(0).seal(1, RecordId::ZERO, &key(1)).unwrap();
+        assert_eq!(
+            check(rec.signed().clone(), channel()).unwrap().id(),
+            rec.id()
+        );
+    }
+
+    #[test]
+    fn each_rule_has_its_reason() {
+        let good = sample(0).seal(1, RecordId::ZERO, &key(1)).unwrap();
+        let reason = |signed: pb::SignedRecord, ch| check(signed, ch).unwrap_err().reject_reason();
+        // Sent by 110105 but claiming origin 310115.
+        assert_eq!(
+            reason(
+                good.signed().clone(),
+                ChannelId::new(region("110105"), region("310115"))
+            ),
+            pb::RejectReason::OriginNotSender
+        );
+        // Addressed to another node.
+        assert_eq!(
+            reason(
+                good.signed().clone(),
+                ChannelId::new(region("310115"), region("440305"))
+            ),
+            pb::RejectReason::WrongDestination
+        );
+        // Signed by a key other than the origin's directory key.
+        let forged = sample(0).seal(1, RecordId::ZERO, &key(7)).unwrap();
+        assert_eq!(
+            reason(forged.signed().clone(), channel()),
+            pb::RejectReason::BadSignature
+        );
+        // Agreement id unknown.
+        let mut other = sample(0);
+        other.agreement_id = "agr-unknown".into();
+        let r = other.seal(1, RecordId::ZERO, &key(1)).unwrap();
+        assert_eq!(
+            reason(r.signed().clone(), channel()),
+            pb::RejectReason::NoAgreement
+        );
+        // Issued after the agreement ended.
+        let mut late = sample(0);
+        late.issued_at_ms = NOW + 2 * 86_400_000;
+        let r = late.seal(1, RecordId::ZERO, &key(1)).unwrap();
+        assert_eq!(
+            reason(r.signed().clone(), channel()),
+            pb::RejectReason::AgreementNotValid
+        );
+        // Unknown origin.
+        let mut stranger = sample(0);
+        stranger.channel = ChannelId::new(region("440305"), region("110105"));
+        let r = stranger.seal(1, RecordId::ZERO, &key(1)).unwrap();
+        assert_eq!(
+            reason(r.signed().clone(), stranger.channel),
+            pb::RejectReason::UnknownOrigin
+        );
+    }
+}

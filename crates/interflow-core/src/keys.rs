@@ -1,0 +1,209 @@
+//! Key material files.
+//!
+//! Format (documented for operators): Ed25519 keys as PEM, the same files OpenSSL makes —
+//! a private signing key is PKCS#8 (`-----BEGIN PRIVATE KEY-----`, e.g. from
+//! `openssl genpkey -algorithm ed25519`), a public key is SubjectPublicKeyInfo
+//! (`-----BEGIN PUBLIC KEY-----`, from `openssl pkey -pubout`). Agreement pseudonym keys are
+//! 64 hex characters on one line. These file helpers are the only I/O this crate does.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+
+use crate::pseudonym::PseudonymKey;
+
+/// Why a key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file `{path}`: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write key file `{path}`: {source}")]
+    Unwritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "`{path}` is not an Ed25519 private key in PKCS#8 PEM (`BEGIN PRIVATE KEY`): {reason}; create one with `interflowctl keys gen` or `openssl genpkey -algorithm ed25519`"
+    )]
+    NotSigningKey { path: PathBuf, reason: String },
+    #[error("`{path}` is not an Ed25519 public key in PEM (`BEGIN PUBLIC KEY`): {reason}")]
+    NotPublicKey { path: PathBuf, reason: String },
+    #[error("`{path}` is not a pseudonym key: {reason}")]
+    NotPseudonymKey { path: PathBuf, reason: String },
+}
+
+/// Parses a PKCS#8 PEM Ed25519 private key.
+pub fn signing_key_from_pem(pem: &str) -> Result<SigningKey, String> {
+    SigningKey::from_pkcs8_pem(pem).map_err(|e| e.to_string())
+}
+
+/// Encodes a private key as PKCS#8 PEM.
+pub fn signing_key_to_pem(key: &SigningKey) -> Result<String, String> {
+    key.to_pkcs8_pem(LineEnding::LF)
+        .map(|z| z.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses an SPKI PEM Ed25519 public key.
+pub fn verifying_key_from_pem(pem: &str) -> Result<VerifyingKey, String> {
+    VerifyingKey::from_public_key_pem(pem).map_err(|e| e.to_string())
+}
+
+/// Encodes a public key as SPKI PEM.
+pub fn verifying_key_to_pem(key: &VerifyingKey) -> Result<String, String> {
+    key.to_public_key_pem(LineEnding::LF)
+        .map_err(|e| e.to_string())
+}
+
+fn read(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), KeyError> {
+    write_private_parts(path, &[contents])
+}
+
+/// Writes `parts` to a new owner-only file, without first joining them into another copy
+/// (a secret's copies are what zeroizing cannot reach).
+fn write_private_parts(path: &Path, parts: &[&str]) -> Result<(), KeyError> {
+    use std::io::Write;
+    let unwritable = |source| KeyError::Unwritable {
+        path: path.to_owned(),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(unwritable)?;
+    for p in parts {
+        f.write_all(p.as_bytes()).map_err(unwritable)?;
+    }
+    f.sync_all().map_err(unwritable)
+}
+
+/// Reads a signing key file.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+    signing_key_from_pem(&read(path)?).map_err(|reason| KeyError::NotSigningKey {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+/// Writes a signing key file readable by its owner only.
+pub fn save_signing_key(path: &Path, key: &SigningKey) -> Result<(), KeyError> {
+    let pem = signing_key_to_pem(key).map_err(|reason| KeyError::NotSigningKey {
+        path: path.to_owned(),
+        reason,
+    })?;
+    write_private(path, &pem)
+}
+
+/// Reads a public key file.
+pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
+    verifying_key_from_pem(&read(path)?).map_err(|reason| KeyError::NotPublicKey {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+/// Writes a public key file.
+pub fn save_verifying_key(path: &Path, key: &VerifyingKey) -> Result<(), KeyError> {
+    let pem = verifying_key_to_pem(key).map_err(|reason| KeyError::NotPublicKey {
+        path: path.to_owned(),
+        reason,
+    })?;
+    std::fs::write(path, pem).map_err(|source| KeyError::Unwritable {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads a pseudonym key file (64 hex characters).
+pub fn load_pseudonym_key(path: &Path) -> Result<PseudonymKey, KeyError> {
+    PseudonymKey::from_hex(read(path)?.trim()).map_err(|e| KeyError::NotPseudonymKey {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes a pseudonym key file readable by its owner only.
+pub fn save_pseudonym_key(path: &Path, key: &PseudonymKey) -> Result<(), KeyError> {
+    write_private_parts(path, &[key.to_hex().as_str(), "\n"])
+}
+
+/// A fresh signing key from the operating system's randomness.
+pub fn generate_signing_key() -> SigningKey {
+    SigningKey::generate(&mut rand::rngs::OsRng)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_key_round_trips_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.pem");
+        let key = generate_signing_key();
+        save_signing_key(&path, &key).unwrap();
+        assert_eq!(load_signing_key(&path).unwrap().to_bytes(), key.to_bytes());
+        let pub_path = dir.path().join("signing.pub.pem");
+        save_verifying_key(&pub_path, &key.verifying_key()).unwrap();
+        assert_eq!(load_verifying_key(&pub_path).unwrap(), key.verifying_key());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn wrong_type_unreadable_and_garbage_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.pem");
+        let err = load_signing_key(&missing).unwrap_err();
+        assert!(matches!(err, KeyError::Unreadable { .. }));
+        assert!(err.to_string().contains("nope.pem"));
+
+        // A public key where a private key is expected.
+        let pub_path = dir.path().join("pub.pem");
+        save_verifying_key(&pub_path, &generate_signing_key().verifying_key()).unwrap();
+        assert!(matches!(
+            load_signing_key(&pub_path).unwrap_err(),
+            KeyError::NotSigningKey { .. }
+        ));
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "hello").unwrap();
+        assert!(matches!(
+            load_verifying_key(&garbage).unwrap_err(),
+            KeyError::NotPublicKey { .. }
+        ));
+    }
+
+    #[test]
+    fn pseudonym_key_file_rejects_wrong_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("psk.hex");
+        std::fs::write(&path, "abcd\n").unwrap();
+        assert!(matches!(
+            load_pseudonym_key(&path).unwrap_err(),
+            KeyError::NotPseudonymKey { .. }
+        ));
+        let key = PseudonymKey::from_bytes([7; 32]);
+        save_pseudonym_key(&path, &key).unwrap();
+        assert_eq!(*load_pseudonym_key(&path).unwrap().to_hex(), *key.to_hex());
+    }
+}

@@ -1,0 +1,23 @@
+//! interflow's pure domain: region codes, national IDs and pseudonyms, payload validation,
+//! record signing and verification, agreements, and the federation directory.
+//!
+//! This crate does no I/O beyond reading and writing key files on request, starts no tasks and
+//! never reads the clock: every check that depends on time takes `now` from its caller.
+
+pub mod accept;
+pub mod agreement;
+pub mod canonical;
+pub mod directory;
+pub mod keys;
+pub mod national_id;
+pub mod payload;
+pub mod pseudonym;
+pub mod record;
+pub mod region;
+pub mod sign;
+pub mod statement;
+pub mod time;
+
+pub use interflow_proto::v1 as pb;
+pub use national_id::NationalId;
+pub use region::RegionCode;

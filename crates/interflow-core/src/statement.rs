@@ -1,0 +1,223 @@
+//! Signed statements between peers: delivery receipts (the destination's proof that it stored
+//! a channel up to a seq) and head statements (a peer's signed checkpoint of its channel heads).
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use prost::Message;
+
+use crate::canonical::{CanonicalError, decode_canonical};
+use crate::pb;
+use crate::record::{ChannelId, RecordId};
+use crate::region::RegionCode;
+use crate::sign::{self, Domain, SignatureError};
+use crate::time::UnixMillis;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatementError {
+    #[error("statement signature algorithm `{0}` is not supported")]
+    UnsupportedAlgorithm(i32),
+    #[error(transparent)]
+    Body(#[from] CanonicalError),
+    #[error("statement signature: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("statement field `{field}` is invalid: {reason}")]
+    BadField { field: &'static str, reason: String },
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> StatementError {
+    StatementError::BadField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn region(field: &'static str, s: &str) -> Result<RegionCode, StatementError> {
+    s.parse()
+        .map_err(|e: crate::region::RegionCodeError| bad(field, e.to_string()))
+}
+
+fn hash(field: &'static str, b: &[u8]) -> Result<RecordId, StatementError> {
+    RecordId::try_from(b).map_err(|e| bad(field, e.to_string()))
+}
+
+/// A verified delivery receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub channel: ChannelId,
+    pub acked_seq: u64,
+    pub head_hash: RecordId,
+    pub issued_at_ms: UnixMillis,
+}
+
+/// Signs a receipt as the destination of `channel`.
+pub fn sign_receipt(key: &SigningKey, r: &Receipt) -> pb::SignedReceipt {
+    let body = pb::ReceiptBody {
+        origin: r.channel.origin.to_string(),
+        destination: r.channel.destination.to_string(),
+        acked_seq: r.acked_seq,
+        head_hash: r.head_hash.0.to_vec(),
+        issued_at_ms: r.issued_at_ms,
+    }
+    .encode_to_vec();
+    pb::SignedReceipt {
+        alg: pb::SignatureAlgorithm::Ed25519 as i32,
+        signature: sign::sign(key, Domain::Receipt, &body).to_vec(),
+        body,
+    }
+}
+
+/// Verifies a receipt under the destination's key.
+pub fn verify_receipt(
+    s: &pb::SignedReceipt,
+    destination_key: &VerifyingKey,
+) -> Result<Receipt, StatementError> {
+    if s.alg != pb::SignatureAlgorithm::Ed25519 as i32 {
+        return Err(StatementError::UnsupportedAlgorithm(s.alg));
+    }
+    sign::verify(destination_key, Domain::Receipt, &s.body, &s.signature)?;
+    let b: pb::ReceiptBody = decode_canonical("ReceiptBody", &s.body)?;
+    Ok(Receipt {
+        channel: ChannelId::new(
+            region("origin", &b.origin)?,
+            region("destination", &b.destination)?,
+        ),
+        acked_seq: b.acked_seq,
+        head_hash: hash("head_hash", &b.head_hash)?,
+        issued_at_ms: b.issued_at_ms,
+    })
+}
+
+/// One channel's head in a head statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub channel: ChannelId,
+    pub seq: u64,
+    pub hash: RecordId,
+}
+
+/// A verified head statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heads {
+    pub signer: RegionCode,
+    pub peer: RegionCode,
+    pub issued_at_ms: UnixMillis,
+    pub heads: Vec<Head>,
+}
+
+impl Heads {
+    pub fn head(&self, channel: ChannelId) -> Option<&Head> {
+        self.heads.iter().find(|h| h.channel == channel)
+    }
+}
+
+/// Signs a head statement.
+pub fn sign_heads(key: &SigningKey, h: &Heads) -> pb::SignedHeads {
+    let body = pb::HeadsBody {
+        signer: h.signer.to_string(),
+        peer: h.peer.to_string(),
+        issued_at_ms: h.issued_at_ms,
+        heads: h
+            .heads
+            .iter()
+            .map(|x| pb::ChannelHead {
+                origin: x.channel.origin.to_string(),
+                destination: x.channel.destination.to_string(),
+                seq: x.seq,
+                head_hash: x.hash.0.to_vec(),
+            })
+            .collect(),
+    }
+    .encode_to_vec();
+    pb::SignedHeads {
+        alg: pb::SignatureAlgorithm::Ed25519 as i32,
+        signature: sign::sign(key, Domain::Heads, &body).to_vec(),
+        body,
+    }
+}
+
+/// Verifies a head statement under the signer's key. Every listed channel must be between
+/// the signer and its peer.
+pub fn verify_heads(
+    s: &pb::SignedHeads,
+    signer_key: &VerifyingKey,
+) -> Result<Heads, StatementError> {
+    if s.alg != pb::SignatureAlgorithm::Ed25519 as i32 {
+        return Err(StatementError::UnsupportedAlgorithm(s.alg));
+    }
+    sign::verify(signer_key, Domain::Heads, &s.body, &s.signature)?;
+    let b: pb::HeadsBody = decode_canonical("HeadsBody", &s.body)?;
+    let signer = region("signer", &b.signer)?;
+    let peer = region("peer", &b.peer)?;
+    let mut heads = Vec::with_capacity(b.heads.len());
+    for h in &b.heads {
+        let channel = ChannelId::new(
+            region("origin", &h.origin)?,
+            region("destination", &h.destination)?,
+        );
+        let between = (channel.origin == signer && channel.destination == peer)
+            || (channel.origin == peer && channel.destination == signer);
+        if !between {
+            return Err(bad(
+                "heads",
+                format!("channel `{channel}` is not between signer and peer"),
+            ));
+        }
+        heads.push(Head {
+            channel,
+            seq: h.seq,
+            hash: hash("head_hash", &h.head_hash)?,
+        });
+    }
+    Ok(Heads {
+        signer,
+        peer,
+        issued_at_ms: b.issued_at_ms,
+        heads,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::tests::{key, region as r};
+
+    #[test]
+    fn receipt_round_trip_and_forgery() {
+        let k = key(2);
+        let receipt = Receipt {
+            channel: ChannelId::new(r("310115"), r("110105")),
+            acked_seq: 7,
+            head_hash: RecordId([3; 32]),
+            issued_at_ms: 5,
+        };
+        let s = sign_receipt(&k, &receipt);
+        assert_eq!(verify_receipt(&s, &k.verifying_key()), Ok(receipt));
+        assert!(matches!(
+            verify_receipt(&s, &key(1).verifying_key()),
+            Err(StatementError::Signature(_))
+        ));
+    }
+
+    #[test]
+    fn heads_round_trip_and_foreign_channels_are_refused() {
+        let k = key(2);
+        let mut h = Heads {
+            signer: r("110105"),
+            peer: r("310115"),
+            issued_at_ms: 9,
+            heads: vec![Head {
+                channel: ChannelId::new(r("310115"), r("110105")),
+                seq: 3,
+                hash: RecordId([1; 32]),
+            }],
+        };
+        assert_eq!(
+            verify_heads(&sign_heads(&k, &h), &k.verifying_key()),
+            Ok(h.clone())
+        );
+        h.heads[0].channel = ChannelId::new(r("440305"), r("110105"));
+        assert!(matches!(
+            verify_heads(&sign_heads(&k, &h), &k.verifying_key()),
+            Err(StatementError::BadField { .. })
+        ));
+    }
+}

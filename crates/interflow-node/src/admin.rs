@@ -1,0 +1,325 @@
+//! The local `Admin` service for operators. Every call is written to the audit log with the
+//! caller's certificate identity before it answers; subjects are recorded as record ids or
+//! short subject-ref digests, never as national IDs.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use interflow_core::NationalId;
+use interflow_core::payload::Kind;
+use interflow_core::pb;
+use interflow_core::pseudonym::SubjectRef;
+use interflow_core::record::RecordId;
+use interflow_core::time::latest_permitted_date;
+use interflow_tls::Role;
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::status;
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    pub node: Arc<Node>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn subject_digest(s: &SubjectRef) -> String {
+    format!("ref:{}", hex::encode(&s.as_bytes()[..8]))
+}
+
+impl AdminService {
+    /// Checks the role and writes the audit entry; returns the actor.
+    async fn audited<T>(
+        &self,
+        req: &Request<T>,
+        action: &'static str,
+        subjects: Vec<String>,
+    ) -> Result<String, Status> {
+        let actor = self.node.local_caller(req, Role::Admin)?;
+        let a = actor.clone();
+        self.node
+            .blocking(move |n| {
+                n.store
+                    .audit(n.now(), &a, action, subjects)
+                    .map_err(status::store)
+            })
+            .await?;
+        Ok(actor)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    type ReconcileStream = BoxStream<pb::ReconcileProgress>;
+
+    async fn list_channels(
+        &self,
+        req: Request<pb::ListChannelsRequest>,
+    ) -> Result<Response<pb::ListChannelsResponse>, Status> {
+        self.audited(&req, "Admin.ListChannels", vec![]).await?;
+        let channels = self
+            .node
+            .blocking(|n| {
+                let all = n.store.channels().map_err(status::store)?;
+                Ok(all
+                    .into_iter()
+                    .map(|(c, st)| {
+                        let (head, hash) = n.store.head(c);
+                        pb::ChannelInfo {
+                            origin: c.origin.to_string(),
+                            destination: c.destination.to_string(),
+                            direction: if c.origin == n.region {
+                                pb::Direction::Outbound
+                            } else {
+                                pb::Direction::Inbound
+                            } as i32,
+                            head_seq: head,
+                            head_hash: hash.0.to_vec(),
+                            acked_seq: st.acked_seq,
+                            stopped: st.stopped.is_some(),
+                        }
+                    })
+                    .collect())
+            })
+            .await?;
+        Ok(Response::new(pb::ListChannelsResponse { channels }))
+    }
+
+    async fn list_pending(
+        &self,
+        req: Request<pb::ListPendingRequest>,
+    ) -> Result<Response<pb::ListPendingResponse>, Status> {
+        self.audited(&req, "Admin.ListPending", vec![]).await?;
+        let resp = self
+            .node
+            .blocking(|n| {
+                let pending = n.store.pending(n.region).map_err(status::store)?;
+                Ok(pb::ListPendingResponse {
+                    now_ms: n.now(),
+                    channels: pending
+                        .into_iter()
+                        .map(|p| pb::PendingChannel {
+                            destination: p.channel.destination.to_string(),
+                            head_seq: p.head_seq,
+                            acked_seq: p.acked_seq,
+                            pending_count: p.pending_count,
+                            oldest_pending_issued_at_ms: p.oldest_pending_issued_at_ms.unwrap_or(0),
+                            attempts: p.attempts,
+                            last_error: p.last_error.unwrap_or_default(),
+                            next_attempt_at_ms: p.next_attempt_ms.unwrap_or(0),
+                        })
+                        .collect(),
+                })
+            })
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn get_record(
+        &self,
+        req: Request<pb::GetRecordRequest>,
+    ) -> Result<Response<pb::GetRecordResponse>, Status> {
+        let id = RecordId::try_from(req.get_ref().record_id.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("`record_id`: {e}")))?;
+        self.audited(&req, "Admin.GetRecord", vec![id.to_hex()])
+            .await?;
+        let resp = self
+            .node
+            .blocking(move |n| {
+                let rec = n
+                    .store
+                    .get(id)
+                    .map_err(status::store)?
+                    .ok_or_else(|| Status::not_found(format!("no record `{id}`")))?;
+                let valid = n
+                    .directory
+                    .signing_key(rec.channel().origin)
+                    .is_some_and(|k| rec.clone().verify(&k).is_ok());
+                Ok(pb::GetRecordResponse {
+                    record: Some(rec.into_signed()),
+                    signature_valid: valid,
+                    erased: false,
+                })
+            })
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn lookup(
+        &self,
+        req: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        let today = latest_permitted_date(self.node.now(), 0);
+        let id = NationalId::parse(&req.get_ref().national_id, today)
+            .map_err(|e| Status::invalid_argument(format!("`national_id`: {e}")))?;
+        // One ref per agreement: refs differ between agreements by design.
+        let refs: Vec<(String, interflow_core::RegionCode, SubjectRef)> = self
+            .node
+            .agreements
+            .iter()
+            .filter_map(|a| {
+                let key = self.node.pseudonym_keys.get(&a.id)?;
+                Some((
+                    a.id.clone(),
+                    a.peer_of(self.node.region)?,
+                    SubjectRef::derive(key, &id),
+                ))
+            })
+            .collect();
+        self.audited(
+            &req,
+            "Admin.Lookup",
+            refs.iter().map(|(_, _, r)| subject_digest(r)).collect(),
+        )
+        .await?;
+        let masked = id.masked();
+        let resp = self
+            .node
+            .blocking(move |n| {
+                let mut current = Vec::new();
+                let mut timeline = Vec::new();
+                for (agreement, peer, subject) in refs {
+                    for kind in Kind::ALL {
+                        if let Some(r) = n
+                            .store
+                            .current_status(&subject, kind)
+                            .map_err(status::store)?
+                        {
+                            current.push(pb::SubjectStatus {
+                                agreement_id: agreement.clone(),
+                                peer: peer.to_string(),
+                                kind: pb::RecordKind::from(kind) as i32,
+                                current: Some(r.into_signed()),
+                            });
+                        }
+                    }
+                    timeline.extend(n.store.subject_records(&subject).map_err(status::store)?);
+                }
+                timeline.sort_by_key(|r| (r.payload().observed_on(), r.issued_at_ms()));
+                Ok(pb::LookupResponse {
+                    masked_id: masked,
+                    current,
+                    timeline: timeline.into_iter().map(|r| r.into_signed()).collect(),
+                })
+            })
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn reconcile(
+        &self,
+        req: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<Self::ReconcileStream>, Status> {
+        self.audited(&req, "Admin.Reconcile", vec![]).await?;
+        let r = req.into_inner();
+        let only = if r.peer.is_empty() {
+            None
+        } else {
+            Some(
+                r.peer
+                    .parse::<interflow_core::RegionCode>()
+                    .map_err(|e| Status::invalid_argument(format!("`peer`: {e}")))?,
+            )
+        };
+        let rx = crate::reconcile::start_run(
+            self.node.clone(),
+            only,
+            r.recover || self.node.config.reconcile.recover,
+        )
+        .await?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_reconcile_reports(
+        &self,
+        req: Request<pb::ListReconcileReportsRequest>,
+    ) -> Result<Response<pb::ListReconcileReportsResponse>, Status> {
+        self.audited(&req, "Admin.ListReconcileReports", vec![])
+            .await?;
+        let limit = match req.get_ref().limit {
+            0 => 20,
+            l => l.min(1000) as usize,
+        };
+        let reports = self
+            .node
+            .blocking(move |n| n.store.reports(limit).map_err(status::store))
+            .await?;
+        Ok(Response::new(pb::ListReconcileReportsResponse { reports }))
+    }
+
+    async fn verify_log(
+        &self,
+        req: Request<pb::VerifyLogRequest>,
+    ) -> Result<Response<pb::VerifyLogResponse>, Status> {
+        self.audited(&req, "Admin.VerifyLog", vec![]).await?;
+        let r = self
+            .node
+            .blocking(|n| {
+                n.store
+                    .verify_log(&|r| n.directory.signing_key(r))
+                    .map_err(status::store)
+            })
+            .await?;
+        Ok(Response::new(pb::VerifyLogResponse {
+            ok: r.ok(),
+            records_checked: r.records_checked,
+            audit_entries_checked: r.audit_entries_checked,
+            problems: r
+                .problems
+                .into_iter()
+                .map(|p| pb::ChannelProblem {
+                    origin: p.channel.map(|c| c.origin.to_string()).unwrap_or_default(),
+                    destination: p
+                        .channel
+                        .map(|c| c.destination.to_string())
+                        .unwrap_or_default(),
+                    seq: p.seq,
+                    problem: p.problem,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn audit_log(
+        &self,
+        req: Request<pb::AuditLogRequest>,
+    ) -> Result<Response<pb::AuditLogResponse>, Status> {
+        self.audited(&req, "Admin.AuditLog", vec![]).await?;
+        let since = req.get_ref().since_ms;
+        let limit = match req.get_ref().limit {
+            0 => 100,
+            l => l.min(10_000) as usize,
+        };
+        let entries = self
+            .node
+            .blocking(move |n| n.store.audit_entries(since, limit).map_err(status::store))
+            .await?;
+        Ok(Response::new(pb::AuditLogResponse {
+            entries: entries.iter().map(|e| e.to_pb()).collect(),
+        }))
+    }
+
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        self.audited(&req, "Admin.Stats", vec![]).await?;
+        let s = self
+            .node
+            .blocking(|n| n.store.stats(n.region).map_err(status::store))
+            .await?;
+        Ok(Response::new(pb::StatsResponse {
+            region_code: self.node.region.to_string(),
+            records_outbound: s.records_outbound,
+            records_inbound: s.records_inbound,
+            pending: s.pending,
+            equivocations: s.equivocations,
+            audit_entries: s.audit_entries,
+            reconcile_runs: s.reconcile_runs,
+        }))
+    }
+}

@@ -1,0 +1,543 @@
+//! Node configuration: TOML with a `version`, unknown keys refused, validated once at startup
+//! into a typed [`Config`] whose paths are absolute. Key material, the directory and the
+//! agreements are loaded by [`Config::load_material`], not per connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use interflow_core::agreement::{Agreement, AgreementSet};
+use interflow_core::directory::Directory;
+use interflow_core::pseudonym::PseudonymKey;
+use interflow_core::{RegionCode, keys, pb};
+use prost::Message;
+use serde::Deserialize;
+
+/// The only config version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file `{path}`: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("config key `{key}` names `{path}`, which does not exist")]
+    MissingFile { key: String, path: PathBuf },
+    #[error("config key `{key}`: file `{path}`: {reason}")]
+    BadFile {
+        key: String,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: u32,
+    region: String,
+    #[serde(default)]
+    name: String,
+    data_dir: PathBuf,
+    peer: RawListen,
+    #[serde(default)]
+    local: Option<RawListen>,
+    #[serde(default)]
+    metrics: Option<RawListen>,
+    keys: RawKeys,
+    tls: RawTls,
+    federation: RawFederation,
+    #[serde(default)]
+    pseudonym_keys: Vec<RawPseudonymKey>,
+    #[serde(default)]
+    delivery: Delivery,
+    #[serde(default)]
+    reconcile: Reconcile,
+    #[serde(default)]
+    limits: Limits,
+    /// Read by `interflowctl --config`; the node ignores it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    client: Option<toml::Table>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    signing_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    federation_ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
+    local_ca: PathBuf,
+    local_cert: PathBuf,
+    local_key: PathBuf,
+    #[serde(default)]
+    local_crls: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFederation {
+    directory: PathBuf,
+    operator_key: PathBuf,
+    #[serde(default)]
+    agreements: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPseudonymKey {
+    agreement: String,
+    key_file: PathBuf,
+}
+
+/// Delivery worker tuning.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    pub min_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub batch: usize,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            min_backoff_ms: 200,
+            max_backoff_ms: 60_000,
+            batch: 256,
+        }
+    }
+}
+
+/// Reconciliation schedule.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reconcile {
+    pub interval_secs: u64,
+    pub jitter_secs: u64,
+    pub recover: bool,
+}
+
+impl Default for Reconcile {
+    fn default() -> Self {
+        Reconcile {
+            interval_secs: 300,
+            jitter_secs: 30,
+            recover: false,
+        }
+    }
+}
+
+/// Resource limits of both listeners.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_concurrent_streams: u32,
+    pub max_local_error_reset_streams: usize,
+    pub concurrency_per_connection: usize,
+    pub request_timeout_secs: u64,
+    pub max_connection_age_secs: u64,
+    pub tls_handshake_timeout_ms: u64,
+    pub max_pending_handshakes: usize,
+    pub peer_requests_per_sec: u32,
+    pub peer_burst: u32,
+    pub max_future_skew_secs: u64,
+    pub max_submit_batch: usize,
+    pub max_fetch: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_streams: 64,
+            max_local_error_reset_streams: 32,
+            concurrency_per_connection: 32,
+            request_timeout_secs: 30,
+            max_connection_age_secs: 3600,
+            tls_handshake_timeout_ms: 5000,
+            max_pending_handshakes: 256,
+            peer_requests_per_sec: 200,
+            peer_burst: 400,
+            max_future_skew_secs: 300,
+            max_submit_batch: 1000,
+            max_fetch: 1000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// TLS files of one listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub crls: Vec<PathBuf>,
+}
+
+/// A validated configuration with absolute paths.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub region: RegionCode,
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub peer_listen: SocketAddr,
+    pub local_listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub signing_key: PathBuf,
+    pub peer_tls: TlsPaths,
+    pub local_tls: TlsPaths,
+    pub directory: PathBuf,
+    pub operator_key: PathBuf,
+    pub agreements: Vec<PathBuf>,
+    pub pseudonym_keys: Vec<(String, PathBuf)>,
+    pub delivery: Delivery,
+    pub reconcile: Reconcile,
+    pub limits: Limits,
+}
+
+/// Key material, directory and agreements, loaded and verified.
+#[derive(Debug)]
+pub struct Material {
+    pub signing_key: SigningKey,
+    pub directory: Directory,
+    pub agreements: AgreementSet,
+    pub pseudonym_keys: HashMap<String, PseudonymKey>,
+}
+
+fn addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("`{s}` is not an address like `127.0.0.1:7444`"),
+        )
+    })
+}
+
+fn must_exist(key: impl Into<String>, p: &Path) -> Result<(), ConfigError> {
+    if p.exists() {
+        Ok(())
+    } else {
+        Err(ConfigError::MissingFile {
+            key: key.into(),
+            path: p.to_owned(),
+        })
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file; every named file must exist.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates config text as if read from `path` (relative paths resolve against its dir).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        if raw.version != CONFIG_VERSION {
+            return Err(invalid(
+                "version",
+                format!(
+                    "`{}` is not supported; this build reads version {CONFIG_VERSION}",
+                    raw.version
+                ),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let region: RegionCode =
+            raw.region
+                .parse()
+                .map_err(|e: interflow_core::region::RegionCodeError| {
+                    invalid("region", e.to_string())
+                })?;
+        let local = raw
+            .local
+            .map(|l| l.listen)
+            .unwrap_or_else(|| "127.0.0.1:7444".into());
+        let d = &raw.delivery;
+        if d.min_backoff_ms == 0 || d.max_backoff_ms < d.min_backoff_ms {
+            return Err(invalid(
+                "delivery.max_backoff_ms",
+                "must be at least min_backoff_ms, which must be positive",
+            ));
+        }
+        if d.batch == 0 {
+            return Err(invalid("delivery.batch", "must be positive"));
+        }
+        if raw.reconcile.interval_secs == 0 {
+            return Err(invalid("reconcile.interval_secs", "must be positive"));
+        }
+        let l = &raw.limits;
+        if l.max_submit_batch == 0
+            || l.max_fetch == 0
+            || l.peer_requests_per_sec == 0
+            || l.peer_burst == 0
+        {
+            return Err(invalid(
+                "limits",
+                "max_submit_batch, max_fetch, peer_requests_per_sec and peer_burst must be positive",
+            ));
+        }
+        let cfg = Config {
+            path: path.to_owned(),
+            region,
+            name: raw.name,
+            data_dir: abs(&raw.data_dir),
+            peer_listen: addr("peer.listen", &raw.peer.listen)?,
+            local_listen: addr("local.listen", &local)?,
+            metrics_listen: raw
+                .metrics
+                .map(|m| addr("metrics.listen", &m.listen))
+                .transpose()?,
+            signing_key: abs(&raw.keys.signing_key),
+            peer_tls: TlsPaths {
+                ca: abs(&raw.tls.federation_ca),
+                cert: abs(&raw.tls.cert),
+                key: abs(&raw.tls.key),
+                crls: raw.tls.crls.iter().map(|p| abs(p)).collect(),
+            },
+            local_tls: TlsPaths {
+                ca: abs(&raw.tls.local_ca),
+                cert: abs(&raw.tls.local_cert),
+                key: abs(&raw.tls.local_key),
+                crls: raw.tls.local_crls.iter().map(|p| abs(p)).collect(),
+            },
+            directory: abs(&raw.federation.directory),
+            operator_key: abs(&raw.federation.operator_key),
+            agreements: raw.federation.agreements.iter().map(|p| abs(p)).collect(),
+            pseudonym_keys: raw
+                .pseudonym_keys
+                .iter()
+                .map(|k| (k.agreement.clone(), abs(&k.key_file)))
+                .collect(),
+            delivery: raw.delivery,
+            reconcile: raw.reconcile,
+            limits: raw.limits,
+        };
+        cfg.check_files()?;
+        Ok(cfg)
+    }
+
+    fn check_files(&self) -> Result<(), ConfigError> {
+        must_exist("keys.signing_key", &self.signing_key)?;
+        for (key, t) in [("tls", &self.peer_tls), ("tls.local", &self.local_tls)] {
+            must_exist(format!("{key} ca"), &t.ca)?;
+            must_exist(format!("{key} cert"), &t.cert)?;
+            must_exist(format!("{key} key"), &t.key)?;
+            for c in &t.crls {
+                must_exist(format!("{key} crls"), c)?;
+            }
+        }
+        must_exist("federation.directory", &self.directory)?;
+        must_exist("federation.operator_key", &self.operator_key)?;
+        for a in &self.agreements {
+            must_exist("federation.agreements", a)?;
+        }
+        for (_, p) in &self.pseudonym_keys {
+            must_exist("pseudonym_keys.key_file", p)?;
+        }
+        Ok(())
+    }
+
+    /// Loads and verifies keys, the directory and the agreements. Every agreement must name
+    /// this node as a party and have a pseudonym key.
+    pub fn load_material(&self) -> Result<Material, ConfigError> {
+        let bad = |key: &str, path: &Path, reason: String| ConfigError::BadFile {
+            key: key.into(),
+            path: path.to_owned(),
+            reason,
+        };
+        let signing_key = keys::load_signing_key(&self.signing_key)
+            .map_err(|e| bad("keys.signing_key", &self.signing_key, e.to_string()))?;
+        let operator = keys::load_verifying_key(&self.operator_key)
+            .map_err(|e| bad("federation.operator_key", &self.operator_key, e.to_string()))?;
+        let read = |key: &str, p: &Path| std::fs::read(p).map_err(|e| bad(key, p, e.to_string()));
+        let dir_bytes = read("federation.directory", &self.directory)?;
+        let signed_dir = pb::SignedDirectory::decode(dir_bytes.as_slice()).map_err(|e| {
+            bad(
+                "federation.directory",
+                &self.directory,
+                format!("not a SignedDirectory: {e}"),
+            )
+        })?;
+        let directory = Directory::verify(&signed_dir, &operator)
+            .map_err(|e| bad("federation.directory", &self.directory, e.to_string()))?;
+        let me = directory.member(self.region).ok_or_else(|| {
+            bad(
+                "region",
+                &self.directory,
+                format!("region `{}` is not a member of the directory", self.region),
+            )
+        })?;
+        if me.signing_key != signing_key.verifying_key() {
+            return Err(bad(
+                "keys.signing_key",
+                &self.signing_key,
+                "does not match this region's signing key in the directory".into(),
+            ));
+        }
+        let mut agreements = Vec::new();
+        for p in &self.agreements {
+            let bytes = read("federation.agreements", p)?;
+            let signed = pb::SignedAgreement::decode(bytes.as_slice()).map_err(|e| {
+                bad(
+                    "federation.agreements",
+                    p,
+                    format!("not a SignedAgreement: {e}"),
+                )
+            })?;
+            let a = Agreement::verify(signed, |r| directory.signing_key(r))
+                .map_err(|e| bad("federation.agreements", p, e.to_string()))?;
+            if a.peer_of(self.region).is_none() {
+                return Err(bad(
+                    "federation.agreements",
+                    p,
+                    format!("this node (`{}`) is not a party", self.region),
+                ));
+            }
+            agreements.push(a);
+        }
+        let mut pseudonym_keys = HashMap::new();
+        for (id, p) in &self.pseudonym_keys {
+            let k = keys::load_pseudonym_key(p)
+                .map_err(|e| bad("pseudonym_keys.key_file", p, e.to_string()))?;
+            pseudonym_keys.insert(id.clone(), k);
+        }
+        for a in &agreements {
+            if !pseudonym_keys.contains_key(&a.id) {
+                return Err(invalid(
+                    "pseudonym_keys",
+                    format!(
+                        "agreement `{}` has no pseudonym key; add a [[pseudonym_keys]] entry",
+                        a.id
+                    ),
+                ));
+            }
+        }
+        Ok(Material {
+            signing_key,
+            directory,
+            agreements: AgreementSet::new(agreements),
+            pseudonym_keys,
+        })
+    }
+}
+
+/// A commented starter config for `interflow init`.
+pub fn starter(region: RegionCode) -> String {
+    include_str!("../../../deploy/examples/interflow.toml").replace("310115", region.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_files(dir: &Path) {
+        for f in [
+            "keys/signing.pem",
+            "tls/federation-ca.pem",
+            "tls/node.pem",
+            "tls/node.key",
+            "tls/local-ca.pem",
+            "tls/local-server.pem",
+            "tls/local-server.key",
+            "federation/directory.pb",
+            "federation/operator.pub.pem",
+            "agreements/agr-310115-110105.pb",
+            "agreements/agr-310115-110105.key",
+        ] {
+            let p = dir.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+    }
+
+    #[test]
+    fn the_example_config_parses_with_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path());
+        let path = dir.path().join("interflow.toml");
+        let cfg = Config::parse(&path, &starter("310115".parse().unwrap())).unwrap();
+        assert_eq!(cfg.region.as_str(), "310115");
+        assert_eq!(cfg.signing_key, dir.path().join("keys/signing.pem"));
+        assert_eq!(cfg.local_listen.to_string(), "127.0.0.1:7444");
+        assert_eq!(cfg.limits, Limits::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path());
+        let path = dir.path().join("interflow.toml");
+        let text = starter("310115".parse().unwrap())
+            .replace("[limits]", "[limits]\nmax_mesage_bytes = 1");
+        let err = Config::parse(&path, &text).unwrap_err().to_string();
+        assert!(err.contains("max_mesage_bytes"), "{err}");
+        std::fs::remove_file(dir.path().join("tls/node.key")).unwrap();
+        let err = Config::parse(&path, &starter("310115".parse().unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node.key"), "{err}");
+        let err = Config::parse(
+            &path,
+            &starter("310115".parse().unwrap()).replace("version = 1", "version = 2"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("version"), "{err}");
+    }
+}

@@ -1,0 +1,343 @@
+//! A whole local federation for development and tests: a federation CA and operator key,
+//! per-node peer certificates, local CAs with `admin` and `intake` client certificates,
+//! signing keys, the signed directory, signed two-way agreements between neighbouring nodes
+//! (each with its pseudonym key), and one config file per node. Dev material only: keys are
+//! generated on this machine and written under the chosen directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use interflow_core::agreement::{encode_body, party_signature};
+use interflow_core::directory::{Directory, tls_identity_for};
+use interflow_core::pseudonym::PseudonymKey;
+use interflow_core::{RegionCode, keys, pb};
+use interflow_tls::Role;
+use interflow_tls::pki::{Ca, Validity, write_cert_file};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+/// Sample bureaus for the dev federation, in neighbour order.
+pub const SAMPLE_REGIONS: [(&str, &str); 5] = [
+    ("310115", "Shanghai Pudong"),
+    ("110105", "Beijing Chaoyang"),
+    ("440305", "Shenzhen Nanshan"),
+    ("510104", "Chengdu Jinjiang"),
+    ("330106", "Hangzhou Xihu"),
+];
+
+/// One node of `federation.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevNode {
+    pub region: String,
+    pub name: String,
+    pub peer_addr: SocketAddr,
+    pub local_addr: SocketAddr,
+    pub config: PathBuf,
+    pub federation_ca: PathBuf,
+    pub local_ca: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
+    pub intake_cert: PathBuf,
+    pub intake_key: PathBuf,
+}
+
+/// `federation.json`: what scripts and tools need to reach every node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevFederation {
+    pub nodes: Vec<DevNode>,
+    /// Agreements as pairs of region codes.
+    pub agreements: Vec<(String, String)>,
+}
+
+impl DevFederation {
+    pub fn load(dir: &Path) -> anyhow::Result<DevFederation> {
+        let p = dir.join("federation.json");
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading `{}`", p.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing `{}`", p.display()))
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating `{}`", d.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing `{}`", path.display()))
+}
+
+fn mkdirs(path: &Path) -> anyhow::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating `{}`", d.display()))?;
+    }
+    Ok(())
+}
+
+/// Generates a federation of `addrs.len()` nodes under `dir`, with agreements between
+/// neighbours (node i and i+1). `addrs` are each node's (peer, local) listen addresses.
+pub fn generate(
+    dir: &Path,
+    addrs: &[(SocketAddr, SocketAddr)],
+    now_ms: i64,
+) -> anyhow::Result<DevFederation> {
+    anyhow::ensure!(
+        (2..=SAMPLE_REGIONS.len()).contains(&addrs.len()),
+        "a dev federation has 2 to {} nodes",
+        SAMPLE_REGIONS.len()
+    );
+    let fed_dir = dir.join("federation");
+    std::fs::create_dir_all(&fed_dir)
+        .with_context(|| format!("creating `{}`", fed_dir.display()))?;
+    let ca = Ca::generate("interflow dev federation CA")?;
+    ca.write_pem_files(&fed_dir.join("ca.pem"), &fed_dir.join("ca.key"))?;
+    let operator = keys::generate_signing_key();
+    keys::save_signing_key(&fed_dir.join("operator.pem"), &operator)?;
+    keys::save_verifying_key(&fed_dir.join("operator.pub.pem"), &operator.verifying_key())?;
+
+    let mut members = Vec::new();
+    let mut signing = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, (peer_addr, local_addr)) in addrs.iter().enumerate() {
+        let (code, name) = SAMPLE_REGIONS[i];
+        let region: RegionCode = code.parse()?;
+        let nd = dir.join(code);
+        let key = keys::generate_signing_key();
+        mkdirs(&nd.join("keys/signing.pem"))?;
+        keys::save_signing_key(&nd.join("keys/signing.pem"), &key)?;
+        mkdirs(&nd.join("tls/x"))?;
+        write_cert_file(&nd.join("tls/federation-ca.pem"), &ca.cert_pem())?;
+        let peer = ca.issue_peer_cert(
+            region,
+            &["localhost".into()],
+            &[peer_addr.ip()],
+            Validity::days(825),
+        )?;
+        peer.write_pem_files(&nd.join("tls/node.pem"), &nd.join("tls/node.key"))?;
+        let local_ca = Ca::generate(&format!("interflow dev local CA {code}"))?;
+        local_ca.write_pem_files(&nd.join("tls/local-ca.pem"), &nd.join("tls/local-ca.key"))?;
+        let server = local_ca.issue_local_server_cert(region, Validity::days(825))?;
+        server.write_pem_files(
+            &nd.join("tls/local-server.pem"),
+            &nd.join("tls/local-server.key"),
+        )?;
+        mkdirs(&nd.join("clients/x"))?;
+        let admin = local_ca.issue_role_cert(Role::Admin, "dev-operator", Validity::days(825))?;
+        admin.write_pem_files(&nd.join("clients/admin.pem"), &nd.join("clients/admin.key"))?;
+        let intake = local_ca.issue_role_cert(Role::Intake, "dev-intake", Validity::days(825))?;
+        intake.write_pem_files(
+            &nd.join("clients/intake.pem"),
+            &nd.join("clients/intake.key"),
+        )?;
+        members.push(pb::Member {
+            region_code: code.into(),
+            name: name.into(),
+            endpoint: peer_addr.to_string(),
+            signing_key: key.verifying_key().to_bytes().to_vec(),
+            tls_identity: tls_identity_for(region),
+        });
+        signing.push(key);
+        nodes.push(DevNode {
+            region: code.into(),
+            name: name.into(),
+            peer_addr: *peer_addr,
+            local_addr: *local_addr,
+            config: nd.join("interflow.toml"),
+            federation_ca: nd.join("tls/federation-ca.pem"),
+            local_ca: nd.join("tls/local-ca.pem"),
+            admin_cert: nd.join("clients/admin.pem"),
+            admin_key: nd.join("clients/admin.key"),
+            intake_cert: nd.join("clients/intake.pem"),
+            intake_key: nd.join("clients/intake.key"),
+        });
+    }
+    let directory = Directory::sign(
+        &pb::DirectoryBody {
+            serial: 1,
+            issued_at_ms: now_ms,
+            members,
+        },
+        &operator,
+    )
+    .encode_to_vec();
+    write(&fed_dir.join("directory.pb"), &directory)?;
+
+    let mut agreements = Vec::new();
+    let mut per_node: Vec<Vec<String>> = vec![Vec::new(); addrs.len()];
+    for i in 0..addrs.len() - 1 {
+        let (a, b) = (SAMPLE_REGIONS[i].0, SAMPLE_REGIONS[i + 1].0);
+        let id = format!("agr-{a}-{b}");
+        let body = encode_body(&pb::AgreementBody {
+            agreement_id: id.clone(),
+            party_a: a.into(),
+            party_b: b.into(),
+            kinds: vec![
+                pb::RecordKind::PregnancyStatus as i32,
+                pb::RecordKind::ContraceptionStatus as i32,
+            ],
+            valid_from_ms: now_ms - 86_400_000,
+            valid_until_ms: now_ms + 5 * 365 * 86_400_000,
+            legal_basis: pb::LegalBasisKind::StatutoryDuty as i32,
+            statute_reference: "PFPL-2021-art-19".into(),
+            retention_days: 3650,
+        });
+        let signed = pb::SignedAgreement {
+            signatures: vec![
+                party_signature(&signing[i], a.parse()?, &body),
+                party_signature(&signing[i + 1], b.parse()?, &body),
+            ],
+            body,
+        }
+        .encode_to_vec();
+        let pseudonym = PseudonymKey::generate(&mut rand::rngs::OsRng);
+        for n in [i, i + 1] {
+            let nd = dir.join(SAMPLE_REGIONS[n].0);
+            write(&nd.join(format!("agreements/{id}.pb")), &signed)?;
+            keys::save_pseudonym_key(&nd.join(format!("agreements/{id}.key")), &pseudonym)?;
+            per_node[n].push(id.clone());
+        }
+        agreements.push((a.to_owned(), b.to_owned()));
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let nd = dir.join(&node.region);
+        write(&nd.join("federation/directory.pb"), &directory)?;
+        std::fs::copy(
+            fed_dir.join("operator.pub.pem"),
+            nd.join("federation/operator.pub.pem"),
+        )
+        .context("copying the operator key")?;
+        write(&node.config, config_text(node, &per_node[i]).as_bytes())?;
+    }
+    let fed = DevFederation { nodes, agreements };
+    write(
+        &dir.join("federation.json"),
+        serde_json::to_string_pretty(&fed)?.as_bytes(),
+    )?;
+    Ok(fed)
+}
+
+fn config_text(node: &DevNode, agreements: &[String]) -> String {
+    let list = agreements
+        .iter()
+        .map(|a| format!("\"agreements/{a}.pb\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut keys = String::new();
+    for a in agreements {
+        keys.push_str(&format!(
+            "\n[[pseudonym_keys]]\nagreement = \"{a}\"\nkey_file = \"agreements/{a}.key\"\n"
+        ));
+    }
+    format!(
+        r#"# Generated by `interflow dev`: dev material only. See deploy/examples/interflow.toml for every key.
+version = 1
+region = "{region}"
+name = "{name}"
+data_dir = "data"
+
+[peer]
+listen = "{peer}"
+
+[local]
+listen = "{local}"
+
+[keys]
+signing_key = "keys/signing.pem"
+
+[tls]
+federation_ca = "tls/federation-ca.pem"
+cert = "tls/node.pem"
+key = "tls/node.key"
+local_ca = "tls/local-ca.pem"
+local_cert = "tls/local-server.pem"
+local_key = "tls/local-server.key"
+
+[federation]
+directory = "federation/directory.pb"
+operator_key = "federation/operator.pub.pem"
+agreements = [{list}]
+{keys}
+[delivery]
+min_backoff_ms = 100
+max_backoff_ms = 2000
+
+[reconcile]
+interval_secs = 30
+jitter_secs = 5
+
+[client]
+admin_cert = "clients/admin.pem"
+admin_key = "clients/admin.key"
+intake_cert = "clients/intake.pem"
+intake_key = "clients/intake.key"
+"#,
+        region = node.region,
+        name = node.name,
+        peer = node.peer_addr,
+        local = node.local_addr,
+    )
+}
+
+/// A clearly synthetic resident ID with a valid check character: address code `110105`,
+/// birth date 1990-01-01 plus `n % 3650` days, and sequence `n % 1000` — in the `9xx` range
+/// no real registry uses for the dev sample's sequence numbers.
+pub fn synthetic_id(n: u64) -> String {
+    let birth = chrono::NaiveDate::from_ymd_opt(1990, 1, 1).unwrap_or_default()
+        + chrono::Days::new(n % 3650);
+    let body = format!("110105{}{:03}", birth.format("%Y%m%d"), 900 + n % 100);
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = body
+        .bytes()
+        .zip(WEIGHTS)
+        .map(|(b, w)| u32::from(b - b'0') * w)
+        .sum();
+    let check = b"10X98765432"[(sum % 11) as usize] as char;
+    format!("{body}{check}")
+}
+
+/// A synthetic contraception-status submission for `destination`.
+pub fn sample_submission(n: u64, destination: &str) -> pb::Submission {
+    let methods = [
+        pb::ContraceptiveMethod::Iud,
+        pb::ContraceptiveMethod::Implant,
+        pb::ContraceptiveMethod::OralPill,
+        pb::ContraceptiveMethod::Condom,
+    ];
+    pb::Submission {
+        idempotency_key: format!("dev-{destination}-{n}"),
+        destination: destination.into(),
+        national_id: synthetic_id(n),
+        supersedes: Vec::new(),
+        payload: Some(pb::submission::Payload::Contraception(
+            pb::ContraceptionStatus {
+                method: methods[(n % 4) as usize] as i32,
+                since: Some(pb::Date {
+                    year: 2024,
+                    month: 1 + (n % 12) as u32,
+                    day: 1,
+                }),
+                observed_on: Some(pb::Date {
+                    year: 2025,
+                    month: 1 + (n % 12) as u32,
+                    day: 15,
+                }),
+                service_point: "1101050001".into(),
+            },
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_ids_are_valid() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        for n in 0..500 {
+            assert!(
+                interflow_core::NationalId::parse(&synthetic_id(n), today).is_ok(),
+                "{n}"
+            );
+        }
+    }
+}

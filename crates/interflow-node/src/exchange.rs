@@ -1,0 +1,261 @@
+//! The peer service `Exchange`: `Deliver` (verify, durably append, answer signed receipts),
+//! `Heads` (a signed checkpoint of every channel with the caller) and `Fetch` (pull part of a
+//! channel the caller is a party to). The caller's region always comes from its certificate.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{FutureExt, Stream, StreamExt};
+use interflow_core::pb;
+use interflow_core::record::{ChannelId, RecordId, VerifiedRecord};
+use interflow_core::statement::{Head, Heads, Receipt, sign_heads, sign_receipt};
+use interflow_store::{ApplyError, ApplyOutcome};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::node::Node;
+use crate::status;
+
+/// Most records gathered into one durable batch on `Deliver`.
+const DELIVER_BATCH: usize = 512;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[derive(Debug, Clone)]
+pub struct ExchangeService {
+    pub node: Arc<Node>,
+}
+
+fn rejection(seq: u64, reason: pb::RejectReason, id: Option<RecordId>) -> pb::DeliveryAck {
+    pb::DeliveryAck {
+        result: Some(pb::delivery_ack::Result::Rejection(pb::Rejection {
+            seq,
+            reason: reason as i32,
+            record_id: id.map(|i| i.0.to_vec()).unwrap_or_default(),
+        })),
+    }
+}
+
+/// Best-effort seq of a record that could not be verified, for the rejection.
+fn claimed_seq(signed: &pb::SignedRecord) -> u64 {
+    <pb::RecordBody as prost::Message>::decode(signed.body.as_slice())
+        .map(|b| b.seq)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Verifies and durably applies one batch received on `channel`; returns the acks to send.
+    pub(crate) fn receive_batch(
+        &self,
+        channel: ChannelId,
+        batch: Vec<pb::SignedRecord>,
+    ) -> Result<Vec<pb::DeliveryAck>, Status> {
+        let mut acks = Vec::new();
+        let mut verified: Vec<VerifiedRecord> = Vec::with_capacity(batch.len());
+        let ctx = self.accept_context();
+        for signed in batch {
+            let seq = claimed_seq(&signed);
+            let id = RecordId::of_body(&signed.body);
+            match ctx.accept(signed, channel) {
+                Ok(v) => verified.push(v),
+                Err(e) => {
+                    let reason = e.reject_reason();
+                    tracing::warn!(peer = %channel.origin, seq, reason = reason.as_str_name(), "record rejected");
+                    self.metrics.reject(reason);
+                    acks.push(rejection(seq, reason, Some(id)));
+                }
+            }
+        }
+        if verified.is_empty() {
+            return Ok(acks);
+        }
+        let outcomes = self.store.apply(&verified).map_err(status::store)?;
+        let mut any = false;
+        for (rec, out) in verified.iter().zip(outcomes) {
+            match out {
+                Ok(ApplyOutcome::Stored) => {
+                    self.metrics.received.inc();
+                    any = true;
+                }
+                Ok(ApplyOutcome::Duplicate) => any = true,
+                Err(e) => {
+                    if matches!(e, ApplyError::Equivocation { .. }) {
+                        self.metrics.equivocations.inc();
+                    }
+                    let reason = e.reject_reason();
+                    tracing::warn!(peer = %channel.origin, seq = rec.seq(), reason = reason.as_str_name(), "record not applied");
+                    self.metrics.reject(reason);
+                    acks.push(rejection(rec.seq(), reason, Some(rec.id())));
+                }
+            }
+        }
+        if any {
+            acks.push(self.receipt(channel));
+        }
+        Ok(acks)
+    }
+
+    /// A signed receipt for the durable head of an inbound channel.
+    pub(crate) fn receipt(&self, channel: ChannelId) -> pb::DeliveryAck {
+        let (seq, hash) = self.store.head(channel);
+        let r = Receipt {
+            channel,
+            acked_seq: seq,
+            head_hash: hash,
+            issued_at_ms: self.now(),
+        };
+        pb::DeliveryAck {
+            result: Some(pb::delivery_ack::Result::Receipt(sign_receipt(
+                &self.signing_key,
+                &r,
+            ))),
+        }
+    }
+
+    /// This node's signed heads of both channels with `peer`.
+    pub fn heads_for(&self, peer: interflow_core::RegionCode) -> pb::SignedHeads {
+        let heads = [
+            ChannelId::new(self.region, peer),
+            ChannelId::new(peer, self.region),
+        ]
+        .into_iter()
+        .map(|c| {
+            let (seq, hash) = self.store.head(c);
+            Head {
+                channel: c,
+                seq,
+                hash,
+            }
+        })
+        .collect();
+        sign_heads(
+            &self.signing_key,
+            &Heads {
+                signer: self.region,
+                peer,
+                issued_at_ms: self.now(),
+                heads,
+            },
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl pb::exchange_server::Exchange for ExchangeService {
+    type DeliverStream = BoxStream<pb::DeliveryAck>;
+    type FetchStream = BoxStream<pb::SignedRecord>;
+
+    #[tracing::instrument(skip_all, fields(peer))]
+    async fn deliver(
+        &self,
+        req: Request<Streaming<pb::SignedRecord>>,
+    ) -> Result<Response<Self::DeliverStream>, Status> {
+        let peer = self.node.peer_of(&req)?;
+        tracing::Span::current().record("peer", tracing::field::display(peer));
+        let channel = ChannelId::new(peer, self.node.region);
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            loop {
+                // Group commit: take what has already arrived, up to a batch, then one write.
+                let first = match inbound.next().await {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "deliver stream ended with an error");
+                        return;
+                    }
+                    None => return,
+                };
+                let mut batch = vec![first];
+                while batch.len() < DELIVER_BATCH {
+                    match inbound.next().now_or_never() {
+                        Some(Some(Ok(r))) => batch.push(r),
+                        _ => break,
+                    }
+                }
+                let result = node
+                    .blocking(move |n| n.receive_batch(channel, batch))
+                    .await;
+                match result {
+                    Ok(acks) => {
+                        for a in acks {
+                            if tx.send(Ok(a)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all, fields(peer))]
+    async fn heads(
+        &self,
+        req: Request<pb::HeadsRequest>,
+    ) -> Result<Response<pb::HeadsResponse>, Status> {
+        let peer = self.node.peer_of(&req)?;
+        tracing::Span::current().record("peer", tracing::field::display(peer));
+        if self
+            .node
+            .agreements
+            .all_peers(self.node.region)
+            .binary_search(&peer)
+            .is_err()
+        {
+            return Err(Status::permission_denied(format!(
+                "no agreement with `{peer}`"
+            )));
+        }
+        Ok(Response::new(pb::HeadsResponse {
+            heads: Some(self.node.heads_for(peer)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(peer))]
+    async fn fetch(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let peer = self.node.peer_of(&req)?;
+        tracing::Span::current().record("peer", tracing::field::display(peer));
+        let r = req.into_inner();
+        let parse = |field: &str, v: &str| {
+            v.parse::<interflow_core::RegionCode>()
+                .map_err(|e| Status::invalid_argument(format!("`{field}`: {e}")))
+        };
+        let channel = ChannelId::new(
+            parse("origin", &r.origin)?,
+            parse("destination", &r.destination)?,
+        );
+        let me = self.node.region;
+        let party = (channel.origin == peer && channel.destination == me)
+            || (channel.origin == me && channel.destination == peer);
+        if !party {
+            return Err(Status::permission_denied(format!(
+                "`{peer}` is not a party to channel `{channel}` on this node"
+            )));
+        }
+        let max = self.node.config.limits.max_fetch;
+        let limit = if r.limit == 0 { max } else { r.limit.min(max) } as usize;
+        let from = r.from_seq.max(1);
+        let recs = self
+            .node
+            .blocking(move |n| {
+                n.store
+                    .records_from(channel, from, limit)
+                    .map_err(status::store)
+            })
+            .await?;
+        let items: Vec<Result<pb::SignedRecord, Status>> =
+            recs.into_iter().map(|r| Ok(r.into_signed())).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+}

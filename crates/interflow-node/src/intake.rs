@@ -1,0 +1,216 @@
+//! The local `Intake` service: validates each submission, pseudonymizes the national ID under
+//! the covering agreement's key, and seals and appends every valid item in one durable batch.
+//! The national ID never leaves this function: it is neither stored, sent nor logged.
+
+use std::sync::Arc;
+
+use interflow_core::payload::Payload;
+use interflow_core::pb;
+use interflow_core::pseudonym::SubjectRef;
+use interflow_core::record::{ChannelId, NewRecord, RecordId};
+use interflow_core::time::latest_permitted_date;
+use interflow_core::{NationalId, RegionCode};
+use interflow_store::{AppendOutcome, Submission};
+use interflow_tls::Role;
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::status;
+
+#[derive(Debug, Clone)]
+pub struct IntakeService {
+    pub node: Arc<Node>,
+}
+
+type Code = pb::SubmitErrorCode;
+
+fn error(code: Code, field: &str, reason: impl Into<String>) -> pb::SubmitResult {
+    pb::SubmitResult {
+        outcome: Some(pb::submit_result::Outcome::Error(pb::SubmitError {
+            code: code as i32,
+            field: field.into(),
+            reason: reason.into(),
+        })),
+        duplicate: false,
+    }
+}
+
+fn valid_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl Node {
+    /// Turns one submission into a record to seal, or the precise reason it cannot be.
+    fn prepare(&self, item: pb::Submission) -> Result<Submission, pb::SubmitResult> {
+        if !valid_key(&item.idempotency_key) {
+            return Err(error(
+                Code::InvalidIdempotencyKey,
+                "idempotency_key",
+                "must be 1 to 128 printable ASCII characters without spaces",
+            ));
+        }
+        let now = self.now();
+        let destination: RegionCode =
+            item.destination
+                .parse()
+                .map_err(|e: interflow_core::region::RegionCodeError| {
+                    error(Code::InvalidDestination, "destination", e.to_string())
+                })?;
+        if destination == self.region {
+            return Err(error(
+                Code::InvalidDestination,
+                "destination",
+                "is this node itself",
+            ));
+        }
+        if self.directory.member(destination).is_none() {
+            return Err(error(
+                Code::InvalidDestination,
+                "destination",
+                format!("`{destination}` is not a federation member"),
+            ));
+        }
+        let today = latest_permitted_date(now, 0);
+        let id = NationalId::parse(&item.national_id, today)
+            .map_err(|e| error(Code::InvalidNationalId, "national_id", e.to_string()))?;
+        let payload = Payload::from_submission(item.payload)
+            .map_err(|e| error(Code::InvalidPayload, e.field(), e.reason().to_string()))?;
+        let supersedes = match item.supersedes.len() {
+            0 => None,
+            _ => Some(
+                RecordId::try_from(item.supersedes.as_slice())
+                    .map_err(|e| error(Code::InvalidSupersedes, "supersedes", e.to_string()))?,
+            ),
+        };
+        payload
+            .validate(&self.rules(), supersedes.is_some())
+            .map_err(|e| error(Code::InvalidPayload, e.field(), e.reason().to_string()))?;
+        let kind = payload.kind();
+        let agreement = self
+            .agreements
+            .find_covering(self.region, destination, kind, now)
+            .map_err(|e| error(Code::NoAgreement, "destination", e.to_string()))?;
+        let key = self.pseudonym_keys.get(&agreement.id).ok_or_else(|| {
+            tracing::error!(agreement = %agreement.id, "no pseudonym key for agreement");
+            error(
+                Code::NoAgreement,
+                "destination",
+                "this node has no pseudonym key for the agreement",
+            )
+        })?;
+        let subject = SubjectRef::derive(key, &id);
+        let channel = ChannelId::new(self.region, destination);
+        if crate::reconcile::is_held(self, channel) {
+            return Err(error(
+                Code::ChannelHeld,
+                "destination",
+                format!(
+                    "new records for `{destination}` wait until this node has compared its feed with that peer after start (restore safety); retry shortly"
+                ),
+            ));
+        }
+        if let Some(target) = supersedes {
+            let ok = match self.store.get(target) {
+                Ok(Some(r)) => {
+                    r.channel() == channel && r.subject() == &subject && r.kind() == kind
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading superseded record");
+                    false
+                }
+            };
+            if !ok {
+                return Err(error(
+                    Code::InvalidSupersedes,
+                    "supersedes",
+                    "names no record of this person and kind sent by this node to this destination",
+                ));
+            }
+        }
+        Ok(Submission {
+            record: NewRecord {
+                channel,
+                agreement_id: agreement.id.clone(),
+                subject,
+                issued_at_ms: now,
+                supersedes,
+                payload,
+            },
+            idempotency_key: item.idempotency_key,
+        })
+    }
+
+    /// Validates, then appends every valid item in one durable batch.
+    pub fn submit(&self, items: Vec<pb::Submission>) -> Result<Vec<pb::SubmitResult>, Status> {
+        let mut results: Vec<Option<pb::SubmitResult>> = Vec::with_capacity(items.len());
+        let mut valid = Vec::new();
+        let mut slots = Vec::new();
+        for item in items {
+            match self.prepare(item) {
+                Ok(s) => {
+                    slots.push(results.len());
+                    results.push(None);
+                    valid.push(s);
+                }
+                Err(e) => results.push(Some(e)),
+            }
+        }
+        let outcomes = self
+            .store
+            .append_outbound(&self.signing_key, &valid)
+            .map_err(status::store)?;
+        let mut woken = Vec::new();
+        for ((slot, sub), out) in slots.into_iter().zip(&valid).zip(outcomes) {
+            let r = match out {
+                AppendOutcome::Stored(id) => {
+                    self.metrics.submitted.inc();
+                    woken.push(sub.record.channel.destination);
+                    pb::SubmitResult {
+                        outcome: Some(pb::submit_result::Outcome::RecordId(id.0.to_vec())),
+                        duplicate: false,
+                    }
+                }
+                AppendOutcome::Duplicate(id) => pb::SubmitResult {
+                    outcome: Some(pb::submit_result::Outcome::RecordId(id.0.to_vec())),
+                    duplicate: true,
+                },
+                AppendOutcome::Conflict => error(
+                    Code::IdempotencyConflict,
+                    "idempotency_key",
+                    "was used before with different content; use a new key for a new fact",
+                ),
+                AppendOutcome::Invalid(e) => error(Code::InvalidPayload, "payload", e.to_string()),
+            };
+            results[slot] = Some(r);
+        }
+        woken.sort();
+        woken.dedup();
+        for d in woken {
+            self.wake_delivery(d);
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or_default()).collect())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::intake_server::Intake for IntakeService {
+    #[tracing::instrument(skip_all, fields(caller))]
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let caller = self.node.local_caller(&req, Role::Intake)?;
+        tracing::Span::current().record("caller", caller.as_str());
+        let items = req.into_inner().items;
+        let max = self.node.config.limits.max_submit_batch;
+        if items.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "a batch holds at most {max} items, got {}; split it",
+                items.len()
+            )));
+        }
+        let results = self.node.blocking(move |n| n.submit(items)).await?;
+        Ok(Response::new(pb::SubmitResponse { results }))
+    }
+}

@@ -1,0 +1,22 @@
+//! The interflow node: the peer service `Exchange` over mutual TLS, the local services
+//! `Intake` and `Admin`, delivery workers, scheduled reconciliation, configuration and metrics.
+//!
+//! Owns everything with a socket or a timer. Domain rules come from `interflow-core`; all
+//! persistence goes through `interflow-store` (blocking calls run in `spawn_blocking`).
+//! Never logs national IDs, subject refs or payloads.
+
+pub mod admin;
+pub mod config;
+pub mod delivery;
+pub mod dev;
+pub mod exchange;
+pub mod intake;
+pub mod metrics;
+pub mod node;
+pub mod reconcile;
+pub mod server;
+pub mod status;
+
+pub use config::Config;
+pub use node::{Clock, Node, system_clock};
+pub use server::{Listeners, Running, start};

@@ -1,0 +1,243 @@
+//! The shared state of a running node: its identity and keys, the verified directory and
+//! agreements, the store, the clock, and the wake-ups of its delivery workers.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use interflow_core::RegionCode;
+use interflow_core::accept::AcceptContext;
+use interflow_core::agreement::AgreementSet;
+use interflow_core::directory::Directory;
+use interflow_core::payload::ValidationRules;
+use interflow_core::pseudonym::PseudonymKey;
+use interflow_core::time::UnixMillis;
+use interflow_store::Store;
+use interflow_tls::{PeerIdentity, Role};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use interflow_core::pb::exchange_client::ExchangeClient;
+use tokio::sync::Notify;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use crate::config::{Config, Material};
+use crate::metrics::Metrics;
+
+/// Where the node reads the time. Tests inject a fixed or stepped clock.
+pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    })
+}
+
+/// Everything request handlers and workers share.
+pub struct Node {
+    pub region: RegionCode,
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub directory: Directory,
+    pub agreements: AgreementSet,
+    pub pseudonym_keys: HashMap<String, PseudonymKey>,
+    pub signing_key: SigningKey,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    /// One per peer: wakes its delivery worker when new records are stored for it.
+    pub wake: HashMap<RegionCode, Arc<Notify>>,
+    /// Client TLS config for dialling peers, and one lazily connected channel per peer.
+    peer_tls: Arc<rustls::ClientConfig>,
+    peer_channels: Mutex<HashMap<RegionCode, Channel>>,
+    /// Outbound channels on which no new record may be issued until this node compared its
+    /// head with the peer's signed view (fork-safe restore). All are held at start.
+    pub held: Mutex<std::collections::HashSet<interflow_core::record::ChannelId>>,
+    /// Held by the reconciliation run in progress: at most one at a time.
+    pub reconcile_lock: tokio::sync::Mutex<()>,
+    rate: DefaultKeyedRateLimiter<String>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    pub fn new(
+        config: Config,
+        material: Material,
+        store: Arc<Store>,
+        clock: Clock,
+        peer_tls: Arc<rustls::ClientConfig>,
+    ) -> Arc<Node> {
+        let region = config.region;
+        let wake = material
+            .agreements
+            .all_peers(region)
+            .into_iter()
+            .map(|p| (p, Arc::new(Notify::new())))
+            .collect();
+        let held = material
+            .agreements
+            .all_peers(region)
+            .into_iter()
+            .map(|p| interflow_core::record::ChannelId::new(region, p))
+            .collect();
+        let per_sec =
+            NonZeroU32::new(config.limits.peer_requests_per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.limits.peer_burst).unwrap_or(NonZeroU32::MIN);
+        Arc::new(Node {
+            region,
+            store,
+            directory: material.directory,
+            agreements: material.agreements,
+            pseudonym_keys: material.pseudonym_keys,
+            signing_key: material.signing_key,
+            clock,
+            metrics: Metrics::new(region),
+            wake,
+            peer_tls,
+            peer_channels: Mutex::new(HashMap::new()),
+            held: Mutex::new(held),
+            reconcile_lock: tokio::sync::Mutex::new(()),
+            rate: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
+            config,
+        })
+    }
+
+    pub fn now(&self) -> UnixMillis {
+        (self.clock)()
+    }
+
+    pub fn rules(&self) -> ValidationRules {
+        ValidationRules {
+            now_ms: self.now(),
+            max_future_skew_ms: i64::try_from(self.config.limits.max_future_skew_secs)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
+        }
+    }
+
+    pub fn accept_context(&self) -> AcceptContext<'_> {
+        AcceptContext {
+            directory: &self.directory,
+            agreements: &self.agreements,
+            rules: self.rules(),
+        }
+    }
+
+    /// Per-identity rate limit; excess is answered RESOURCE_EXHAUSTED.
+    fn admit(&self, who: &str) -> Result<(), Status> {
+        self.rate.check_key(&who.to_owned()).map_err(|_| {
+            Status::resource_exhausted("request rate limit exceeded; slow down and retry")
+        })
+    }
+
+    /// The calling peer's region, from its certificate; it must be a directory member.
+    pub fn peer_of<T>(&self, req: &tonic::Request<T>) -> Result<RegionCode, Status> {
+        match interflow_tls::peer_identity(req) {
+            Some(PeerIdentity::Region(r)) => {
+                let r: RegionCode = r
+                    .as_str()
+                    .parse()
+                    .map_err(|_| Status::permission_denied("bad region identity"))?;
+                if self.directory.member(r).is_none() {
+                    return Err(Status::permission_denied(format!(
+                        "region `{r}` is not a member of the federation directory"
+                    )));
+                }
+                self.admit(r.as_str())?;
+                Ok(r)
+            }
+            Some(_) => Err(Status::permission_denied(
+                "a role certificate cannot call the peer service",
+            )),
+            None => Err(Status::unauthenticated("no client certificate identity")),
+        }
+    }
+
+    /// The local caller's name, if its certificate carries `role`.
+    pub fn local_caller<T>(&self, req: &tonic::Request<T>, role: Role) -> Result<String, Status> {
+        match interflow_tls::peer_identity(req) {
+            Some(PeerIdentity::Local { role: r, name }) if r == role => {
+                let actor = format!("{}:{}", role.as_str(), name);
+                self.admit(&actor)?;
+                Ok(actor)
+            }
+            Some(PeerIdentity::Local { role: r, .. }) => Err(Status::permission_denied(format!(
+                "a `{}` certificate cannot call this service; use a `{}` certificate",
+                r.as_str(),
+                role.as_str()
+            ))),
+            Some(_) => Err(Status::permission_denied(
+                "a peer certificate cannot call local services",
+            )),
+            None => Err(Status::unauthenticated("no client certificate identity")),
+        }
+    }
+
+    /// A client of `peer`'s `Exchange` service over mutual TLS, connecting on first use.
+    pub fn exchange_client(&self, peer: RegionCode) -> Result<ExchangeClient<Channel>, String> {
+        let mut channels = self
+            .peer_channels
+            .lock()
+            .map_err(|_| "peer channel cache poisoned".to_owned())?;
+        let channel = match channels.get(&peer) {
+            Some(c) => c.clone(),
+            None => {
+                let member = self
+                    .directory
+                    .member(peer)
+                    .ok_or_else(|| format!("`{peer}` is not in the federation directory"))?;
+                let name = interflow_tls::peer_server_name(
+                    peer.as_str().parse().map_err(|_| "bad region".to_owned())?,
+                );
+                let c = interflow_tls::connect_lazy(
+                    &member.endpoint,
+                    &name,
+                    self.peer_tls.clone(),
+                    Duration::from_secs(5),
+                )
+                .map_err(|e| format!("cannot set up a connection to `{}`: {e}", member.endpoint))?;
+                channels.insert(peer, c.clone());
+                c
+            }
+        };
+        let max = self.config.limits.max_message_bytes;
+        Ok(ExchangeClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max))
+    }
+
+    /// Wakes the delivery worker of `peer`.
+    pub fn wake_delivery(&self, peer: RegionCode) {
+        if let Some(n) = self.wake.get(&peer) {
+            n.notify_one();
+        }
+    }
+
+    /// Runs blocking store work off the async threads.
+    pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, Status>
+    where
+        F: FnOnce(&Node) -> Result<T, Status> + Send + 'static,
+        T: Send + 'static,
+    {
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || f(&node))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "blocking task failed");
+                Status::internal("internal error")
+            })?
+    }
+}

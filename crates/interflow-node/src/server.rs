@@ -1,0 +1,273 @@
+//! Starting and stopping a node: the peer listener (`Exchange`) and the local listener
+//! (`Intake`, `Admin`), each with its own CA, rustls through `serve_with_incoming`, health and
+//! reflection, resource limits; the delivery workers, the reconciliation schedule and the
+//! metrics endpoint. Shutdown lets in-flight requests (and their durable writes) finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use interflow_core::pb;
+use interflow_store::{Store, StoreOptions};
+use interflow_tls::{ReloadableServerConfig, ServerTlsFiles, tls_incoming};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::admin::AdminService;
+use crate::config::{Config, Limits, TlsPaths};
+use crate::exchange::ExchangeService;
+use crate::intake::IntakeService;
+use crate::node::{Clock, Node};
+
+/// How long shutdown waits for open streams before it cuts them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The sockets a node serves on, bound before start so tests can use port 0.
+#[derive(Debug)]
+pub struct Listeners {
+    pub peer: TcpListener,
+    pub local: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses a config names.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let bind = |a: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the {what} listener on `{a}`"))
+        };
+        Ok(Listeners {
+            peer: bind(config.peer_listen, "peer").await?,
+            local: bind(config.local_listen, "local").await?,
+            metrics: match config.metrics_listen {
+                Some(a) => Some(bind(a, "metrics").await?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Running {
+    pub node: Arc<Node>,
+    pub peer_addr: SocketAddr,
+    pub local_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    peer_tls: Arc<ReloadableServerConfig>,
+    local_tls: Arc<ReloadableServerConfig>,
+    shutdown: CancellationToken,
+    servers: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+fn files(t: &TlsPaths) -> ServerTlsFiles {
+    ServerTlsFiles {
+        ca: t.ca.clone(),
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+        crls: t.crls.clone(),
+    }
+}
+
+fn server(l: &Limits) -> Server {
+    Server::builder()
+        .timeout(l.request_timeout())
+        .concurrency_limit_per_connection(l.concurrency_per_connection)
+        .load_shed(true)
+        .max_concurrent_streams(l.max_concurrent_streams)
+        // tonic passes "no limit" here unless told otherwise; hyper's default is 1024.
+        .http2_max_local_error_reset_streams(Some(l.max_local_error_reset_streams))
+        .http2_max_pending_accept_reset_streams(Some(l.max_local_error_reset_streams))
+        .max_connection_age(Duration::from_secs(l.max_connection_age_secs))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
+/// Opens the store, loads the material, and starts serving on `listeners`.
+pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow::Result<Running> {
+    let material = config
+        .load_material()
+        .context("loading keys, directory and agreements")?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory `{}`", data_dir.display()))?;
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, StoreOptions::default()))
+            .await
+            .context("opening the store")??;
+    if let Some(why) = store.write_refusal() {
+        tracing::error!(reason = %why, "store opened read-only; writes are refused");
+    }
+    let peer_tls = Arc::new(
+        ReloadableServerConfig::load(files(&config.peer_tls)).context("peer listener TLS")?,
+    );
+    let local_tls = Arc::new(
+        ReloadableServerConfig::load(files(&config.local_tls)).context("local listener TLS")?,
+    );
+    let client_tls = interflow_tls::client_config_with_crls(
+        &config.peer_tls.ca,
+        &config.peer_tls.cert,
+        &config.peer_tls.key,
+        &config.peer_tls.crls,
+    )
+    .context("peer client TLS")?;
+    let limits = config.limits.clone();
+    let node = Node::new(config, material, Arc::new(store), clock, client_tls);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(interflow_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+    };
+    let max = limits.max_message_bytes;
+    let exchange = pb::exchange_server::ExchangeServer::new(ExchangeService { node: node.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let intake = pb::intake_server::IntakeServer::new(IntakeService { node: node.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let admin = pb::admin_server::AdminServer::new(AdminService { node: node.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    health
+        .set_serving::<pb::exchange_server::ExchangeServer<ExchangeService>>()
+        .await;
+    health
+        .set_serving::<pb::intake_server::IntakeServer<IntakeService>>()
+        .await;
+    health
+        .set_serving::<pb::admin_server::AdminServer<AdminService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let shutdown = CancellationToken::new();
+    let peer_addr = listeners.peer.local_addr()?;
+    let local_addr = listeners.local.local_addr()?;
+    let handshake = Duration::from_millis(limits.tls_handshake_timeout_ms);
+    let mut servers = Vec::new();
+    {
+        let incoming = tls_incoming(
+            listeners.peer,
+            peer_tls.clone(),
+            handshake,
+            limits.max_pending_handshakes,
+        );
+        let router = server(&limits)
+            .add_service(health_service.clone())
+            .add_service(reflection()?)
+            .add_service(exchange);
+        let token = shutdown.clone();
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, token.cancelled())
+                .await
+            {
+                tracing::error!(error = %e, "peer listener stopped");
+            }
+        }));
+    }
+    {
+        let incoming = tls_incoming(
+            listeners.local,
+            local_tls.clone(),
+            handshake,
+            limits.max_pending_handshakes,
+        );
+        let router = server(&limits)
+            .add_service(health_service)
+            .add_service(reflection()?)
+            .add_service(intake)
+            .add_service(admin);
+        let token = shutdown.clone();
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, token.cancelled())
+                .await
+            {
+                tracing::error!(error = %e, "local listener stopped");
+            }
+        }));
+    }
+    let metrics_addr = match listeners.metrics {
+        Some(l) => {
+            let addr = l.local_addr()?;
+            let (m, token) = (node.metrics.clone(), shutdown.clone());
+            servers.push(tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(l, m, token).await {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            }));
+            Some(addr)
+        }
+        None => None,
+    };
+    let workers_token = shutdown.child_token();
+    let mut workers = Vec::new();
+    for peer in node.wake.keys().copied() {
+        workers.push(tokio::spawn(crate::delivery::run(
+            node.clone(),
+            peer,
+            workers_token.clone(),
+        )));
+    }
+    workers.push(tokio::spawn(crate::reconcile::schedule(
+        node.clone(),
+        workers_token,
+    )));
+    tracing::info!(region = %node.region, %peer_addr, %local_addr, "node started");
+    Ok(Running {
+        node,
+        peer_addr,
+        local_addr,
+        metrics_addr,
+        peer_tls,
+        local_tls,
+        shutdown,
+        servers,
+        workers,
+    })
+}
+
+impl Running {
+    /// Re-reads certificates, keys and CRLs of both listeners; a bad file keeps the old ones.
+    pub fn reload_tls(&self) -> anyhow::Result<()> {
+        self.peer_tls
+            .reload()
+            .context("reloading peer listener TLS")?;
+        self.local_tls
+            .reload()
+            .context("reloading local listener TLS")?;
+        tracing::info!("TLS material reloaded");
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded), stops the workers, and
+    /// closes the store.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for s in self.servers {
+            let abort = s.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, s).await.is_err() {
+                tracing::warn!("open streams did not finish in time; closing them");
+                abort.abort();
+            }
+        }
+        for w in self.workers {
+            let _ = w.await;
+        }
+        tracing::info!(region = %self.node.region, "node stopped");
+    }
+}

@@ -1,0 +1,163 @@
+//! Key layout of the single sled tree. One tree with one-byte prefixes keeps every batch
+//! atomic (`apply_batch` on one tree) without multi-tree transactions.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `r` | channel(12) seq(8, BE) | `SignedRecord` bytes as received or sealed |
+//! | `i` | record id(32) | channel(12) seq(8) |
+//! | `c` | channel(12) | channel state (JSON) |
+//! | `s` | subject(32) kind(1) observed day(4, BE, sign-flipped) id(32) | channel(12) seq(8) |
+//! | `k` | idempotency key bytes | record id(32) content hash(32) |
+//! | `e` | channel(12) seq(8) id(32) | `SignedRecord` bytes of an equivocating record |
+//! | `x` | channel(12) | latest verified `SignedReceipt` for an outbound channel |
+//! | `v` | peer region(6) | the peer's latest verified `SignedHeads` (cosigned checkpoint) |
+//! | `p` | run id(8, BE) | `ReconcileReport` bytes |
+//! | `a` | index(8, BE) | `AuditEntry` bytes |
+//! | `m` | name | metadata: schema version, audit head |
+
+use interflow_core::RegionCode;
+use interflow_core::payload::Kind;
+use interflow_core::record::{ChannelId, RecordId};
+
+pub const RECORD: u8 = b'r';
+pub const ID: u8 = b'i';
+pub const CHANNEL: u8 = b'c';
+pub const SUBJECT: u8 = b's';
+pub const INTAKE: u8 = b'k';
+pub const EVIDENCE: u8 = b'e';
+pub const RECEIPT: u8 = b'x';
+pub const CHECKPOINT: u8 = b'v';
+pub const RUN: u8 = b'p';
+pub const AUDIT: u8 = b'a';
+
+pub const META_SCHEMA: &[u8] = b"mschema";
+pub const META_AUDIT_HEAD: &[u8] = b"maudit_head";
+
+pub type Location = [u8; 20];
+
+pub fn channel_bytes(c: ChannelId) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..6].copy_from_slice(c.origin.as_bytes());
+    out[6..].copy_from_slice(c.destination.as_bytes());
+    out
+}
+
+pub fn parse_channel(b: &[u8]) -> Option<ChannelId> {
+    if b.len() != 12 {
+        return None;
+    }
+    let o: RegionCode = std::str::from_utf8(&b[..6]).ok()?.parse().ok()?;
+    let d: RegionCode = std::str::from_utf8(&b[6..]).ok()?.parse().ok()?;
+    Some(ChannelId::new(o, d))
+}
+
+fn with_prefix(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+pub fn location(c: ChannelId, seq: u64) -> Location {
+    let mut l = [0u8; 20];
+    l[..12].copy_from_slice(&channel_bytes(c));
+    l[12..].copy_from_slice(&seq.to_be_bytes());
+    l
+}
+
+pub fn parse_location(b: &[u8]) -> Option<(ChannelId, u64)> {
+    if b.len() != 20 {
+        return None;
+    }
+    let seq = u64::from_be_bytes(b[12..].try_into().ok()?);
+    Some((parse_channel(&b[..12])?, seq))
+}
+
+pub fn record(c: ChannelId, seq: u64) -> Vec<u8> {
+    with_prefix(RECORD, &[&location(c, seq)])
+}
+
+pub fn records_of(c: ChannelId) -> Vec<u8> {
+    with_prefix(RECORD, &[&channel_bytes(c)])
+}
+
+pub fn id(id: RecordId) -> Vec<u8> {
+    with_prefix(ID, &[id.as_bytes()])
+}
+
+pub fn channel(c: ChannelId) -> Vec<u8> {
+    with_prefix(CHANNEL, &[&channel_bytes(c)])
+}
+
+pub fn kind_byte(k: Kind) -> u8 {
+    match k {
+        Kind::Pregnancy => 1,
+        Kind::Contraception => 2,
+    }
+}
+
+/// Days since the epoch, sign-flipped so that big-endian bytes sort in date order.
+pub fn day_bytes(days: i32) -> [u8; 4] {
+    ((days as u32) ^ 0x8000_0000).to_be_bytes()
+}
+
+pub fn subject(subject: &[u8; 32], kind: Kind, days: i32, rid: RecordId) -> Vec<u8> {
+    with_prefix(
+        SUBJECT,
+        &[
+            subject,
+            &[kind_byte(kind)],
+            &day_bytes(days),
+            rid.as_bytes(),
+        ],
+    )
+}
+
+pub fn subject_prefix(subject: &[u8; 32]) -> Vec<u8> {
+    with_prefix(SUBJECT, &[subject])
+}
+
+pub fn intake(key: &str) -> Vec<u8> {
+    with_prefix(INTAKE, &[key.as_bytes()])
+}
+
+pub fn evidence(c: ChannelId, seq: u64, rid: RecordId) -> Vec<u8> {
+    with_prefix(EVIDENCE, &[&location(c, seq), rid.as_bytes()])
+}
+
+pub fn receipt(c: ChannelId) -> Vec<u8> {
+    with_prefix(RECEIPT, &[&channel_bytes(c)])
+}
+
+pub fn checkpoint(peer: RegionCode) -> Vec<u8> {
+    with_prefix(CHECKPOINT, &[peer.as_bytes()])
+}
+
+pub fn run(id: u64) -> Vec<u8> {
+    with_prefix(RUN, &[&id.to_be_bytes()])
+}
+
+pub fn audit(index: u64) -> Vec<u8> {
+    with_prefix(AUDIT, &[&index.to_be_bytes()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_bytes_sort_in_date_order() {
+        let days = [-40_000, -1, 0, 1, 20_000];
+        for w in days.windows(2) {
+            assert!(day_bytes(w[0]) < day_bytes(w[1]));
+        }
+    }
+
+    #[test]
+    fn locations_round_trip() {
+        let c = ChannelId::new("310115".parse().unwrap(), "110105".parse().unwrap());
+        assert_eq!(parse_location(&location(c, 42)), Some((c, 42)));
+    }
+}

@@ -1,0 +1,554 @@
+//! Unit tests of the store's rules. The crash and fsync tests live in `tests/`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use interflow_core::NationalId;
+use interflow_core::payload::Payload;
+use interflow_core::pseudonym::PseudonymKey;
+
+pub const NOW: i64 = 1_780_272_000_000; // 2026-06-01T00:00:00Z
+
+fn region(s: &str) -> RegionCode {
+    s.parse().unwrap()
+}
+
+fn a_to_b() -> ChannelId {
+    ChannelId::new(region("310115"), region("110105"))
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[1; 32])
+}
+
+fn subject(id: &str) -> SubjectRef {
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
+    SubjectRef::derive(
+        &PseudonymKey::from_bytes([9; 32]),
+        &NationalId::parse(id, today).unwrap(),
+    )
+}
+
+const PERSON: &str = "11010519491231002X";
+
+fn contraception(method: pb::ContraceptiveMethod, day: u32) -> Payload {
+    Payload::Contraception(pb::ContraceptionStatus {
+        method: method as i32,
+        since: Some(pb::Date {
+            year: 2025,
+            month: 3,
+            day: 1,
+        }),
+        observed_on: Some(pb::Date {
+            year: 2026,
+            month: 5,
+            day,
+        }),
+        service_point: "3101150042".into(),
+    })
+}
+
+fn new_record(payload: Payload, supersedes: Option<RecordId>) -> NewRecord {
+    NewRecord {
+        channel: a_to_b(),
+        agreement_id: "agr-1".into(),
+        subject: subject(PERSON),
+        issued_at_ms: NOW,
+        supersedes,
+        payload,
+    }
+}
+
+fn sub(key: &str, payload: Payload) -> Submission {
+    Submission {
+        record: new_record(payload, None),
+        idempotency_key: key.into(),
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreOptions::default()).unwrap()
+}
+
+fn stored_id(o: &AppendOutcome) -> RecordId {
+    match o {
+        AppendOutcome::Stored(id) | AppendOutcome::Duplicate(id) => *id,
+        other => panic!("not stored: {other:?}"),
+    }
+}
+
+/// Every key and value in the database, to compare whole states.
+fn dump(s: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+    s.db.iter()
+        .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect()
+}
+
+/// Records sealed by the origin for `a_to_b`, seq 1..=n, without a store.
+fn chain(n: u64) -> Vec<VerifiedRecord> {
+    let mut prev = RecordId::ZERO;
+    (1..=n)
+        .map(|seq| {
+            let r = new_record(
+                contraception(pb::ContraceptiveMethod::Iud, (seq % 28 + 1) as u32),
+                None,
+            )
+            .seal(seq, prev, &key())
+            .unwrap();
+            prev = r.id();
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn outbound_append_assigns_contiguous_linked_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let items: Vec<_> = (0..3)
+        .map(|i| {
+            sub(
+                &format!("k{i}"),
+                contraception(pb::ContraceptiveMethod::Iud, i + 1),
+            )
+        })
+        .collect();
+    let out = s.append_outbound(&key(), &items).unwrap();
+    let ids: Vec<_> = out.iter().map(stored_id).collect();
+    let recs = s.records_from(a_to_b(), 1, 10).unwrap();
+    assert_eq!(
+        recs.iter().map(|r| r.seq()).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(recs[0].prev_hash(), RecordId::ZERO);
+    assert_eq!(recs[1].prev_hash(), ids[0]);
+    assert_eq!(recs[2].prev_hash(), ids[1]);
+    assert_eq!(s.head(a_to_b()), (3, ids[2]));
+    assert_eq!(s.get(ids[1]).unwrap().unwrap().seq(), 2);
+    assert!(s.verify_log(&|_| Some(key().verifying_key())).unwrap().ok());
+}
+
+#[test]
+fn idempotency_key_reuse_same_content_is_duplicate_other_content_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let first = s
+        .append_outbound(
+            &key(),
+            &[sub("k1", contraception(pb::ContraceptiveMethod::Iud, 1))],
+        )
+        .unwrap();
+    let again = s
+        .append_outbound(
+            &key(),
+            &[
+                sub("k1", contraception(pb::ContraceptiveMethod::Iud, 1)),
+                sub("k1", contraception(pb::ContraceptiveMethod::Implant, 1)),
+            ],
+        )
+        .unwrap();
+    assert_eq!(again[0], AppendOutcome::Duplicate(stored_id(&first[0])));
+    assert_eq!(again[1], AppendOutcome::Conflict);
+    assert_eq!(s.head(a_to_b()).0, 1);
+    // Within one batch too.
+    let batch = s
+        .append_outbound(
+            &key(),
+            &[
+                sub("k2", contraception(pb::ContraceptiveMethod::Iud, 2)),
+                sub("k2", contraception(pb::ContraceptiveMethod::Iud, 2)),
+                sub("k2", contraception(pb::ContraceptiveMethod::Condom, 2)),
+            ],
+        )
+        .unwrap();
+    assert!(matches!(batch[0], AppendOutcome::Stored(_)));
+    assert_eq!(batch[1], AppendOutcome::Duplicate(stored_id(&batch[0])));
+    assert_eq!(batch[2], AppendOutcome::Conflict);
+    assert_eq!(s.head(a_to_b()).0, 2);
+}
+
+#[test]
+fn inbound_apply_stores_in_order_and_duplicate_apply_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let recs = chain(5);
+    let out = s.apply(&recs).unwrap();
+    assert!(out.iter().all(|o| *o == Ok(ApplyOutcome::Stored)));
+    let before = dump(&s);
+    let again = s.apply(&recs).unwrap();
+    assert!(again.iter().all(|o| *o == Ok(ApplyOutcome::Duplicate)));
+    assert_eq!(dump(&s), before, "duplicate apply changed the database");
+    assert_eq!(s.head(a_to_b()), (5, recs[4].id()));
+}
+
+#[test]
+fn gaps_and_broken_links_are_refused_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let recs = chain(3);
+    assert_eq!(
+        s.apply(&recs[1..2]).unwrap(),
+        vec![Err(ApplyError::Gap { head: 0, seq: 2 })]
+    );
+    s.apply(&recs[..1]).unwrap();
+    // A record at seq 2 whose prev_hash is not the id of seq 1.
+    let bad = new_record(contraception(pb::ContraceptiveMethod::Iud, 9), None)
+        .seal(2, RecordId([7; 32]), &key())
+        .unwrap();
+    let before = dump(&s);
+    assert_eq!(
+        s.apply(&[bad]).unwrap(),
+        vec![Err(ApplyError::ChainBroken { seq: 2 })]
+    );
+    assert_eq!(dump(&s), before);
+    assert_eq!(s.head(a_to_b()).0, 1);
+}
+
+#[test]
+fn equivocation_is_refused_kept_as_evidence_and_stops_the_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let recs = chain(2);
+    s.apply(&recs).unwrap();
+    let other = new_record(contraception(pb::ContraceptiveMethod::Condom, 3), None)
+        .seal(2, recs[0].id(), &key())
+        .unwrap();
+    let out = s.apply(std::slice::from_ref(&other)).unwrap();
+    assert_eq!(
+        out,
+        vec![Err(ApplyError::Equivocation {
+            seq: 2,
+            stored: recs[1].id(),
+            received: other.id()
+        })]
+    );
+    // Both records are kept: the stored one in the log, the other as evidence.
+    let ev = s.evidence(a_to_b()).unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(&ev[0].stored, recs[1].signed());
+    assert_eq!(&ev[0].received, other.signed());
+    assert_eq!(s.get(recs[1].id()).unwrap().unwrap().id(), recs[1].id());
+    assert!(s.get(other.id()).unwrap().is_none());
+    // The channel accepts nothing more until an operator clears it.
+    let next = new_record(contraception(pb::ContraceptiveMethod::Iud, 4), None)
+        .seal(3, recs[1].id(), &key())
+        .unwrap();
+    assert!(matches!(
+        s.apply(std::slice::from_ref(&next)).unwrap()[0],
+        Err(ApplyError::ChannelStopped(_))
+    ));
+    s.clear_stop(a_to_b()).unwrap();
+    assert_eq!(s.apply(&[next]).unwrap(), vec![Ok(ApplyOutcome::Stored)]);
+}
+
+#[test]
+fn corrections_change_the_current_status_and_retractions_remove_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let who = subject(PERSON);
+    let first = stored_id(
+        &s.append_outbound(
+            &key(),
+            &[sub("a", contraception(pb::ContraceptiveMethod::Iud, 10))],
+        )
+        .unwrap()[0],
+    );
+    let cur = s
+        .current_status(&who, Kind::Contraception)
+        .unwrap()
+        .unwrap();
+    assert_eq!(cur.id(), first);
+
+    // A correction of the same observation, entered later.
+    let fix = Submission {
+        record: new_record(
+            contraception(pb::ContraceptiveMethod::Implant, 10),
+            Some(first),
+        ),
+        idempotency_key: "b".into(),
+    };
+    let fixed = stored_id(&s.append_outbound(&key(), &[fix]).unwrap()[0]);
+    assert_eq!(
+        s.current_status(&who, Kind::Contraception)
+            .unwrap()
+            .unwrap()
+            .id(),
+        fixed
+    );
+
+    // Retracting the correction leaves no current status: the original was superseded.
+    let retract = Submission {
+        record: new_record(Payload::Retraction(Kind::Contraception), Some(fixed)),
+        idempotency_key: "c".into(),
+    };
+    s.append_outbound(&key(), &[retract]).unwrap();
+    assert!(
+        s.current_status(&who, Kind::Contraception)
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.current_status(&who, Kind::Pregnancy).unwrap().is_none());
+    assert_eq!(s.subject_records(&who).unwrap().len(), 3);
+}
+
+#[test]
+fn latest_observation_wins_without_corrections() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let out = s
+        .append_outbound(
+            &key(),
+            &[
+                sub("late", contraception(pb::ContraceptiveMethod::Condom, 20)),
+                sub("early", contraception(pb::ContraceptiveMethod::Iud, 5)),
+            ],
+        )
+        .unwrap();
+    let cur = s
+        .current_status(&subject(PERSON), Kind::Contraception)
+        .unwrap()
+        .unwrap();
+    assert_eq!(cur.id(), stored_id(&out[0]));
+}
+
+#[test]
+fn receipts_advance_acks_only_forward_and_must_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let items: Vec<_> = (0..3)
+        .map(|i| {
+            sub(
+                &format!("k{i}"),
+                contraception(pb::ContraceptiveMethod::Iud, i + 1),
+            )
+        })
+        .collect();
+    let ids: Vec<_> = s
+        .append_outbound(&key(), &items)
+        .unwrap()
+        .iter()
+        .map(stored_id)
+        .collect();
+    let me = region("310115");
+    assert_eq!(s.pending(me).unwrap()[0].pending_count, 3);
+    assert_eq!(
+        s.pending(me).unwrap()[0].oldest_pending_issued_at_ms,
+        Some(NOW)
+    );
+    let dest_key = SigningKey::from_bytes(&[2; 32]);
+    let receipt = |seq: u64, hash: RecordId| {
+        let r = Receipt {
+            channel: a_to_b(),
+            acked_seq: seq,
+            head_hash: hash,
+            issued_at_ms: NOW,
+        };
+        let signed = interflow_core::statement::sign_receipt(&dest_key, &r);
+        (r, signed)
+    };
+    let (r, sr) = receipt(2, ids[1]);
+    assert!(s.record_receipt(&r, &sr).unwrap());
+    let p = &s.pending(me).unwrap()[0];
+    assert_eq!((p.acked_seq, p.pending_count), (2, 1));
+    let (r1, sr1) = receipt(1, ids[0]);
+    assert!(
+        !s.record_receipt(&r1, &sr1).unwrap(),
+        "acks never move back"
+    );
+    let (bad, sbad) = receipt(3, ids[0]);
+    assert!(matches!(
+        s.record_receipt(&bad, &sbad),
+        Err(StoreError::ReceiptMismatch { .. })
+    ));
+    assert_eq!(s.receipt(a_to_b()).unwrap(), Some(sr));
+}
+
+#[test]
+fn audit_chain_detects_edited_and_removed_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for i in 0..3 {
+        s.audit(
+            NOW + i,
+            "admin:alice",
+            "Admin.Lookup",
+            vec![format!("ref:{i}")],
+        )
+        .unwrap();
+    }
+    assert!(s.verify_log(&|_| None).unwrap().ok());
+    assert_eq!(s.audit_entries(NOW + 1, 10).unwrap().len(), 2);
+
+    // Edit the middle entry.
+    let k = keys::audit(2);
+    let mut e = AuditEntry::from_bytes(&s.db.get(&k).unwrap().unwrap()).unwrap();
+    e.actor = "admin:mallory".into();
+    s.db.insert(&k, e.to_pb().encode_to_vec()).unwrap();
+    let r = s.verify_log(&|_| None).unwrap();
+    assert!(!r.ok());
+    assert!(
+        r.problems[0].problem.contains("does not link"),
+        "{:?}",
+        r.problems
+    );
+
+    // Remove the last entry instead.
+    let dir2 = tempfile::tempdir().unwrap();
+    let s2 = open(dir2.path());
+    for i in 0..3 {
+        s2.audit(NOW + i, "admin:alice", "Admin.Lookup", vec![])
+            .unwrap();
+    }
+    s2.db.remove(keys::audit(3)).unwrap();
+    assert!(!s2.verify_log(&|_| None).unwrap().ok());
+}
+
+#[test]
+fn verify_log_reports_a_broken_index_and_a_bad_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let recs = chain(3);
+    s.apply(&recs).unwrap();
+    assert!(s.verify_log(&|_| Some(key().verifying_key())).unwrap().ok());
+    let wrong_key = SigningKey::from_bytes(&[3; 32]).verifying_key();
+    let r = s.verify_log(&|_| Some(wrong_key)).unwrap();
+    assert_eq!(
+        r.problems.len(),
+        1,
+        "first problem per channel only: {:?}",
+        r.problems
+    );
+    s.db.remove(keys::id(recs[1].id())).unwrap();
+    let r = s.verify_log(&|_| Some(key().verifying_key())).unwrap();
+    assert_eq!(r.problems[0].seq, 2);
+}
+
+#[test]
+fn integrity_mismatch_on_open_makes_the_store_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.apply(&chain(3)).unwrap();
+        // Simulate lost data: the last record vanishes behind the state's back.
+        s.db.remove(keys::record(a_to_b(), 3)).unwrap();
+        s.db.flush().unwrap();
+    }
+    let s = open(dir.path());
+    let refusal = s.write_refusal().expect("store should be read-only");
+    assert!(refusal.contains("310115->110105"), "{refusal}");
+    assert!(matches!(s.apply(&chain(1)), Err(StoreError::ReadOnly(_))));
+    // Reads still work, so peers and operators can see what is there.
+    assert_eq!(s.records_from(a_to_b(), 1, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.db.insert(keys::META_SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
+            .unwrap();
+        s.db.flush().unwrap();
+    }
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn every_acknowledged_write_is_synced_once_per_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let counter = syncs.clone();
+    let opts = StoreOptions {
+        sync: Arc::new(move |f: &File| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            f.sync_all()
+        }),
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), opts).unwrap();
+    let base = syncs.load(Ordering::SeqCst);
+    let items: Vec<_> = (0..64)
+        .map(|i| {
+            sub(
+                &format!("k{i}"),
+                contraception(pb::ContraceptiveMethod::Iud, 1),
+            )
+        })
+        .collect();
+    s.append_outbound(&key(), &items).unwrap();
+    assert_eq!(
+        syncs.load(Ordering::SeqCst) - base,
+        1,
+        "one fsync per batch (group commit)"
+    );
+    s.apply(&chain(0)).unwrap();
+    assert_eq!(
+        syncs.load(Ordering::SeqCst) - base,
+        1,
+        "an empty batch syncs nothing"
+    );
+}
+
+#[test]
+fn an_fsync_error_stops_every_later_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f2 = fail.clone();
+    let opts = StoreOptions {
+        sync: Arc::new(move |f: &File| {
+            if f2.load(Ordering::SeqCst) {
+                Err(io::Error::from_raw_os_error(5)) // EIO
+            } else {
+                f.sync_all()
+            }
+        }),
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), opts).unwrap();
+    s.append_outbound(
+        &key(),
+        &[sub("ok", contraception(pb::ContraceptiveMethod::Iud, 1))],
+    )
+    .unwrap();
+    fail.store(true, Ordering::SeqCst);
+    let err = s
+        .append_outbound(
+            &key(),
+            &[sub("eio", contraception(pb::ContraceptiveMethod::Iud, 2))],
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Poisoned(_)), "{err}");
+    // Even once the disk recovers, the store does not retry and then acknowledge.
+    fail.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        s.append_outbound(
+            &key(),
+            &[sub("after", contraception(pb::ContraceptiveMethod::Iud, 3))]
+        ),
+        Err(StoreError::Poisoned(_))
+    ));
+    assert!(matches!(s.apply(&chain(1)), Err(StoreError::Poisoned(_))));
+    assert!(matches!(
+        s.audit(NOW, "a", "b", vec![]),
+        Err(StoreError::Poisoned(_))
+    ));
+    // The record whose sync failed is not served to peers.
+    assert_eq!(s.records_from(a_to_b(), 1, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn reports_get_increasing_run_ids_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for t in 0..3 {
+        s.save_report(pb::ReconcileReport {
+            started_at_ms: t,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    let r = s.reports(2).unwrap();
+    assert_eq!(r.iter().map(|r| r.run_id).collect::<Vec<_>>(), vec![3, 2]);
+}

@@ -1,0 +1,238 @@
+//! Re-checking what is stored: the integrity figures on open, and `verify_log`, which walks
+//! every chain, every index entry and the audit chain and reports the first inconsistency per
+//! channel. Signatures are re-checked when the caller supplies the origins' keys.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::VerifyingKey;
+use interflow_core::RegionCode;
+use interflow_core::record::{ChannelId, RecordId};
+
+use crate::audit::{AuditEntry, entry_hash};
+use crate::state::{ChannelState, roll};
+use crate::{Result, Store, decode_stored, keys, observed_days};
+
+/// One inconsistency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The channel, or `None` for the audit log and orphaned index entries.
+    pub channel: Option<ChannelId>,
+    pub seq: u64,
+    pub problem: String,
+}
+
+/// Result of `verify_log`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub records_checked: u64,
+    pub audit_entries_checked: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Walks a channel's records and compares them with its stored figures.
+pub(crate) fn check_channel_integrity(
+    store: &Store,
+    c: ChannelId,
+    st: &ChannelState,
+) -> std::result::Result<(), String> {
+    let mut count = 0u64;
+    let mut rolling = [0u8; 32];
+    let mut last = (0u64, RecordId::ZERO);
+    for kv in store.db.scan_prefix(keys::records_of(c)) {
+        let (k, v) = kv.map_err(|e| e.to_string())?;
+        let (_, seq) = keys::parse_location(&k[1..]).ok_or("bad record key")?;
+        count += 1;
+        if seq != count {
+            return Err(format!("seq `{seq}` found where `{count}` was expected"));
+        }
+        let rec = decode_stored(&v).map_err(|e| e.to_string())?;
+        rolling = roll(rolling, rec.id());
+        last = (seq, rec.id());
+    }
+    let want_rolling = st.rolling_hash().map_err(|e| e.to_string())?;
+    if count != st.count || rolling != want_rolling {
+        return Err(format!(
+            "holds {count} records but its integrity figures say {} (rolling hash {})",
+            st.count,
+            if rolling == want_rolling {
+                "matches"
+            } else {
+                "differs"
+            }
+        ));
+    }
+    if last.0 != st.head_seq || last.1 != st.head_hash().map_err(|e| e.to_string())? {
+        return Err(format!(
+            "head is seq `{}` but the state says `{}`",
+            last.0, st.head_seq
+        ));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Re-checks every chain link, every index entry and the audit chain, and — when
+    /// `key_of` gives the origin's key — every signature.
+    pub fn verify_log(
+        &self,
+        key_of: &dyn Fn(RegionCode) -> Option<VerifyingKey>,
+    ) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let mut first: BTreeMap<ChannelId, Problem> = BTreeMap::new();
+        let mut note = |c: ChannelId, seq: u64, problem: String| {
+            first.entry(c).or_insert(Problem {
+                channel: Some(c),
+                seq,
+                problem,
+            });
+        };
+        for (c, st) in self.channels()? {
+            let mut prev = RecordId::ZERO;
+            let mut expected = 1u64;
+            for kv in self.db.scan_prefix(keys::records_of(c)) {
+                let (k, v) = kv?;
+                let seq = keys::parse_location(&k[1..]).map(|(_, s)| s).unwrap_or(0);
+                report.records_checked += 1;
+                let rec = match decode_stored(&v) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        note(c, seq, e.to_string());
+                        continue;
+                    }
+                };
+                if seq != expected || rec.seq() != seq {
+                    note(c, seq, format!("expected seq `{expected}`"));
+                }
+                if rec.prev_hash() != prev {
+                    note(c, seq, "does not link to the previous record".into());
+                }
+                match self.db.get(keys::id(rec.id()))? {
+                    Some(loc) if loc.as_ref() == keys::location(c, seq) => {}
+                    _ => note(c, seq, "id index entry missing or wrong".into()),
+                }
+                let sk = keys::subject(
+                    rec.subject().as_bytes(),
+                    rec.kind(),
+                    observed_days(&rec),
+                    rec.id(),
+                );
+                if self.db.get(sk)?.is_none() {
+                    note(c, seq, "subject index entry missing".into());
+                }
+                match key_of(c.origin) {
+                    Some(key) => {
+                        if rec.clone().verify(&key).is_err() {
+                            note(
+                                c,
+                                seq,
+                                "signature does not verify under the origin's key".into(),
+                            );
+                        }
+                    }
+                    None => note(
+                        c,
+                        seq,
+                        format!("no signing key known for origin `{}`", c.origin),
+                    ),
+                }
+                prev = rec.id();
+                expected = seq + 1;
+            }
+            if let Err(reason) = check_channel_integrity(self, c, &st) {
+                note(c, st.head_seq, reason);
+            }
+        }
+        report.problems.extend(first.into_values());
+
+        // Every index entry must point at a record that exists and matches.
+        for kv in self.db.scan_prefix([keys::ID]) {
+            let (k, loc) = kv?;
+            let ok = keys::parse_location(&loc)
+                .map(|(c, s)| {
+                    self.record_at(c, s)
+                        .ok()
+                        .flatten()
+                        .map(|r| r.id().as_bytes() == &k[1..])
+                        == Some(true)
+                })
+                .unwrap_or(false);
+            if !ok {
+                report.problems.push(Problem {
+                    channel: None,
+                    seq: 0,
+                    problem: format!(
+                        "id index entry `{}` points at no matching record",
+                        hex::encode(&k[1..])
+                    ),
+                });
+                break;
+            }
+        }
+        for kv in self.db.scan_prefix([keys::SUBJECT]) {
+            let (_, loc) = kv?;
+            let ok = keys::parse_location(&loc)
+                .and_then(|(c, s)| self.record_at(c, s).ok().flatten())
+                .is_some();
+            if !ok {
+                report.problems.push(Problem {
+                    channel: None,
+                    seq: 0,
+                    problem: "subject index entry points at no record".into(),
+                });
+                break;
+            }
+        }
+
+        // The audit chain.
+        let mut prev = [0u8; 32];
+        let mut last = None;
+        let mut broken = false;
+        for (expected, kv) in (1u64..).zip(self.db.scan_prefix([keys::AUDIT])) {
+            let (_, v) = kv?;
+            report.audit_entries_checked += 1;
+            let problem = match AuditEntry::from_bytes(&v) {
+                Err(e) => Some(e.to_string()),
+                Ok(e) if e.index != expected => {
+                    Some(format!("audit entry `{expected}` is missing"))
+                }
+                Ok(e) if e.prev_hash != prev => Some(format!(
+                    "audit entry `{}` does not link to the previous entry",
+                    e.index
+                )),
+                Ok(_) => None,
+            };
+            if let Some(problem) = problem {
+                report.problems.push(Problem {
+                    channel: None,
+                    seq: expected,
+                    problem,
+                });
+                broken = true;
+                break;
+            }
+            prev = entry_hash(&v);
+            last = Some((expected, prev));
+        }
+        if let Some(head) = self.db.get(keys::META_AUDIT_HEAD)? {
+            let matches = last.is_some_and(|(i, h)| {
+                head.len() == 40 && head[..8] == i.to_be_bytes() && head[8..] == h
+            });
+            if !matches && !broken {
+                report.problems.push(Problem {
+                    channel: None,
+                    seq: 0,
+                    problem:
+                        "audit log does not end at its recorded head (entries removed from the end)"
+                            .into(),
+                });
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,278 @@
+//! Durability tests with real processes: SIGKILL at random moments never loses an
+//! acknowledged record, and an fsync of the data file precedes every acknowledgement.
+//!
+//! The child side is this same test binary re-run with `CHILD_DIR` set: the test
+//! `child_process_entry` then appends batches and prints one line per acknowledged record.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use interflow_core::payload::Payload;
+use interflow_core::pseudonym::{PseudonymKey, SubjectRef};
+use interflow_core::record::{ChannelId, NewRecord, RecordId};
+use interflow_core::{NationalId, RegionCode, pb};
+use interflow_store::{AppendOutcome, Store, StoreOptions, Submission};
+
+const CHILD_DIR: &str = "INTERFLOW_TEST_CHILD_DIR";
+const CHILD_MODE: &str = "INTERFLOW_TEST_CHILD_MODE";
+
+fn channel() -> ChannelId {
+    ChannelId::new(
+        "310115".parse::<RegionCode>().unwrap(),
+        "110105".parse::<RegionCode>().unwrap(),
+    )
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[1; 32])
+}
+
+fn submission(n: u64) -> Submission {
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
+    let id = NationalId::parse("11010519491231002X", today).unwrap();
+    Submission {
+        record: NewRecord {
+            channel: channel(),
+            agreement_id: "agr-1".into(),
+            subject: SubjectRef::derive(&PseudonymKey::from_bytes([9; 32]), &id),
+            issued_at_ms: 1_780_272_000_000 + n as i64,
+            supersedes: None,
+            payload: Payload::Contraception(pb::ContraceptionStatus {
+                method: pb::ContraceptiveMethod::Iud as i32,
+                since: Some(pb::Date {
+                    year: 2025,
+                    month: 3,
+                    day: 1,
+                }),
+                observed_on: Some(pb::Date {
+                    year: 2026,
+                    month: 5,
+                    day: (n % 28 + 1) as u32,
+                }),
+                service_point: "3101150042".into(),
+            }),
+        },
+        idempotency_key: format!("key-{n}"),
+    }
+}
+
+/// The child: appends batches until killed (or for at most 60 s, so that an orphan ends),
+/// printing `acked <seq> <id>` for each record only after `append_outbound` returned.
+#[test]
+fn child_process_entry() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return; // Run as a normal test: nothing to do; the parents below drive it.
+    };
+    let store = Store::open(Path::new(&dir), StoreOptions::default()).unwrap();
+    let one_batch = std::env::var(CHILD_MODE).as_deref() == Ok("one-batch");
+    let start = Instant::now();
+    let mut n = store.head(channel()).0;
+    let mut batch = 1u64;
+    while start.elapsed() < Duration::from_secs(60) {
+        let items: Vec<_> = (0..batch).map(|i| submission(n + i + 1)).collect();
+        println!("begin");
+        let out = store.append_outbound(&key(), &items).unwrap();
+        for o in out {
+            n += 1;
+            match o {
+                AppendOutcome::Stored(id) => println!("acked {n} {id}"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if one_batch {
+            return;
+        }
+        batch = batch % 17 + 1;
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn child(dir: &Path, mode: &str, wrapper: Option<Vec<String>>) -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match wrapper {
+        Some(w) => {
+            let mut c = Command::new(&w[0]);
+            c.args(&w[1..]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.args([
+        "--exact",
+        "child_process_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR, dir)
+    .env(CHILD_MODE, mode)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    cmd
+}
+
+/// A small deterministic generator, so failures replay.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(0x1f2e_3d4c);
+    let mut acked: Vec<(u64, RecordId)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for round in 0..24 {
+        assert!(
+            Instant::now() < deadline,
+            "crash test exceeded its time bound at round {round}"
+        );
+        let mut c = KillOnDrop(child(dir.path(), "loop", None).spawn().unwrap());
+        let out = c.0.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        // Kill after a random number of acknowledgements; the child keeps writing meanwhile,
+        // so the kill lands at a random point of a batch, a flush or an fsync.
+        let wait_for = 1 + rng.next(40);
+        let mut seen = 0;
+        while seen < wait_for {
+            let Some(Ok(line)) = lines.next() else { break };
+            if let Some(rest) = line.strip_prefix("acked ") {
+                let mut parts = rest.split(' ');
+                let seq: u64 = parts.next().unwrap().parse().unwrap();
+                let id = RecordId::from_hex(parts.next().unwrap()).unwrap();
+                acked.push((seq, id));
+                seen += 1;
+            }
+        }
+        // SAFETY-free SIGKILL through std: `Child::kill` sends SIGKILL on Unix.
+        c.0.kill().unwrap();
+        // Drain what the child printed before it died: those were acknowledged too.
+        for line in lines.map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("acked ") {
+                let mut parts = rest.split(' ');
+                let seq: u64 = parts.next().unwrap().parse().unwrap();
+                acked.push((seq, RecordId::from_hex(parts.next().unwrap()).unwrap()));
+            }
+        }
+        drop(c);
+
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(
+            store.write_refusal(),
+            None,
+            "round {round}: integrity check failed after SIGKILL"
+        );
+        for (seq, id) in &acked {
+            let rec = store.record_at(channel(), *seq).unwrap();
+            assert_eq!(
+                rec.map(|r| r.id()),
+                Some(*id),
+                "round {round}: acknowledged seq {seq} lost or changed"
+            );
+        }
+        let report = store.verify_log(&|_| Some(key().verifying_key())).unwrap();
+        assert!(report.ok(), "round {round}: {:?}", report.problems);
+    }
+    assert!(
+        acked.len() >= 24,
+        "the children acknowledged too little to test anything"
+    );
+}
+
+#[test]
+fn an_fsync_of_the_data_file_precedes_the_acknowledgement() {
+    let strace = ["/usr/bin/strace", "/bin/strace"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(strace) = strace else {
+        eprintln!(
+            "SKIPPED: strace is not installed; install it (apt-get install strace) to run this check"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("strace.log");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // Create the store first, so the traced run only appends.
+    drop(Store::open(&data, StoreOptions::default()).unwrap());
+    let wrapper = vec![
+        strace.to_string(),
+        "-f".into(),
+        "-e".into(),
+        "trace=openat,fsync,fdatasync,write".into(),
+        "-o".into(),
+        log.display().to_string(),
+    ];
+    let status = child(&data, "one-batch", Some(wrapper))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "traced child failed: {status}");
+    let trace = std::fs::read_to_string(&log).unwrap();
+    if trace.contains("PTRACE")
+        || trace.contains("Operation not permitted") && !trace.contains("openat")
+    {
+        eprintln!("SKIPPED: ptrace is not permitted here");
+        return;
+    }
+    let db_path = format!("{}/db\"", data.display());
+    let mut db_fds = Vec::new();
+    let mut begun = false;
+    let mut synced = false;
+    let mut acked = false;
+    for line in trace.lines() {
+        // The store's own sync handle is the read-only one; sled's fd gets fsyncs of its own
+        // at times (e.g. on open), which must not count.
+        if line.contains("openat(") && line.contains(&db_path) && line.contains("O_RDONLY") {
+            let fd = line
+                .rsplit("= ")
+                .next()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            db_fds.extend(fd);
+        }
+        if line.contains("write(1, \"begin") {
+            begun = true;
+        }
+        if begun && (line.contains("fsync(") || line.contains("fdatasync(")) {
+            // `fsync(4)` or, when threads interleave, `fsync(4 <unfinished ...>`.
+            let fd = line
+                .split_once("sync(")
+                .map(|(_, rest)| {
+                    rest.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                })
+                .and_then(|d| d.parse::<i32>().ok());
+            if fd.is_some_and(|fd| db_fds.contains(&fd)) {
+                synced = true;
+            }
+        }
+        if line.contains("write(1, \"acked") {
+            assert!(
+                synced,
+                "an acknowledgement was written before any fsync of the data file:\n{trace}"
+            );
+            acked = true;
+        }
+    }
+    assert!(acked, "the traced child acknowledged nothing:\n{trace}");
+}

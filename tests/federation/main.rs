@@ -1,0 +1,4 @@
+//! Multi-node scenarios against real nodes on loopback with real mTLS and sled directories.
+
+mod delivery;
+mod security;

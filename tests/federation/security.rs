@@ -1,0 +1,166 @@
+//! Who may talk to a node, and what it refuses.
+
+use std::time::Duration;
+
+use interflow_core::payload::Payload;
+use interflow_core::pb;
+use interflow_core::pseudonym::SubjectRef;
+use interflow_core::record::{ChannelId, NewRecord, RecordId};
+use interflow_tests::TestCluster;
+use interflow_tls::pki::{Ca, Validity};
+use tokio_stream::StreamExt;
+
+fn issue(dir: &std::path::Path, ca: &Ca, region: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = ca
+        .issue_peer_cert(region.parse().unwrap(), &[], &[], Validity::days(1))
+        .unwrap();
+    let (c, k) = (
+        dir.join(format!("{region}.pem")),
+        dir.join(format!("{region}.key")),
+    );
+    cert.write_pem_files(&c, &k).unwrap();
+    (c, k)
+}
+
+async fn heads_ok(
+    client: Result<
+        pb::exchange_client::ExchangeClient<tonic::transport::Channel>,
+        interflow_tls::TlsError,
+    >,
+) -> Result<(), String> {
+    let mut client = client.map_err(|e| e.to_string())?;
+    client
+        .heads(pb::HeadsRequest {})
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_the_right_certificate_are_refused() {
+    let c = TestCluster::start(2).await;
+    let fed = c.dir.path().join("federation");
+    let scratch = tempfile::tempdir().unwrap();
+
+    // The real peer works.
+    assert_eq!(heads_ok(Ok(c.exchange_from(1, 0).await)).await, Ok(()));
+
+    // No client certificate at all: a raw TLS client that presents none.
+    let ca_pem = std::fs::read(fed.join("ca.pem")).unwrap();
+    let mut roots = interflow_tls::rustls::RootCertStore::empty();
+    for cert in interflow_tls::load_certs(&fed.join("ca.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    assert!(!ca_pem.is_empty());
+    let provider = std::sync::Arc::new(interflow_tls::rustls::crypto::ring::default_provider());
+    let mut cfg = interflow_tls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&interflow_tls::rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let ch = interflow_tls::connect(
+        &c.fed.nodes[0].peer_addr.to_string(),
+        &interflow_tls::peer_server_name(c.region(0)),
+        std::sync::Arc::new(cfg),
+        Duration::from_secs(5),
+    )
+    .await;
+    let r = match ch {
+        Ok(ch) => heads_ok(Ok(pb::exchange_client::ExchangeClient::new(ch))).await,
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(r.is_err(), "no client certificate was accepted");
+
+    // A certificate from another CA, for a real member's region.
+    let other = Ca::generate("some other CA").unwrap();
+    let (cert, key) = issue(scratch.path(), &other, c.region(1).as_str());
+    let r = heads_ok(c.exchange_as(0, &fed.join("ca.pem"), &cert, &key).await).await;
+    assert!(r.is_err(), "a certificate from another CA was accepted");
+
+    // The right CA, but a region that is not a member of the directory.
+    let fed_ca = Ca::load(&fed.join("ca.pem"), &fed.join("ca.key")).unwrap();
+    let (cert, key) = issue(scratch.path(), &fed_ca, "650102");
+    let r = heads_ok(c.exchange_as(0, &fed.join("ca.pem"), &cert, &key).await).await;
+    let err = r.expect_err("a non-member region was accepted");
+    assert!(err.contains("PermissionDenied"), "{err}");
+    c.shutdown().await;
+}
+
+fn forged_record(
+    c: &TestCluster,
+    origin: usize,
+    dest: usize,
+    key: &ed25519_dalek::SigningKey,
+) -> pb::SignedRecord {
+    let node = c.node(origin);
+    let agreement = node.agreements.iter().next().unwrap().id.clone();
+    let today = interflow_core::time::latest_permitted_date(node.now(), 0);
+    let id =
+        interflow_core::NationalId::parse(&interflow_node::dev::synthetic_id(7), today).unwrap();
+    let subject = SubjectRef::derive(&node.pseudonym_keys[&agreement], &id);
+    let Some(pb::submission::Payload::Contraception(p)) =
+        interflow_node::dev::sample_submission(7, "110105").payload
+    else {
+        unreachable!()
+    };
+    NewRecord {
+        channel: ChannelId::new(c.region(origin), c.region(dest)),
+        agreement_id: agreement,
+        subject,
+        issued_at_ms: node.now(),
+        supersedes: None,
+        payload: Payload::Contraception(p),
+    }
+    .seal(1, RecordId::ZERO, key)
+    .unwrap()
+    .into_decoded()
+    .into_signed()
+}
+
+async fn deliver_one(
+    mut client: pb::exchange_client::ExchangeClient<tonic::transport::Channel>,
+    rec: pb::SignedRecord,
+) -> pb::DeliveryAck {
+    let mut acks = client
+        .deliver(tokio_stream::iter(vec![rec]))
+        .await
+        .unwrap()
+        .into_inner();
+    acks.next().await.expect("an answer").expect("not a status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_from_the_wrong_sender_or_with_forged_signatures_are_rejected() {
+    let c = TestCluster::start(3).await;
+    let b_to_a = ChannelId::new(c.region(1), c.region(0));
+    // A record by B (origin B) sent over C's connection: origin is not the TLS peer.
+    let b_key = interflow_core::keys::load_signing_key(
+        &c.dir
+            .path()
+            .join(c.region(1).as_str())
+            .join("keys/signing.pem"),
+    )
+    .unwrap();
+    let rec = forged_record(&c, 1, 0, &b_key);
+    let ack = deliver_one(c.exchange_from(2, 0).await, rec).await;
+    match ack.result {
+        Some(pb::delivery_ack::Result::Rejection(r)) => {
+            assert_eq!(r.reason, pb::RejectReason::OriginNotSender as i32)
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // B's own connection, but signed with a key that is not B's directory key.
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let rec = forged_record(&c, 1, 0, &forger);
+    let ack = deliver_one(c.exchange_from(1, 0).await, rec).await;
+    match ack.result {
+        Some(pb::delivery_ack::Result::Rejection(r)) => {
+            assert_eq!(r.reason, pb::RejectReason::BadSignature as i32);
+            assert_eq!(r.seq, 1);
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(c.node(0).store.head(b_to_a).0, 0, "nothing stored");
+    c.shutdown().await;
+}
