@@ -1,0 +1,110 @@
+//! `interflow dev` as a user runs it: a real process, read through `federation.json` and the
+//! admin certificate, stopped with Ctrl-C and started again on the same data.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use interflow_core::pb;
+use interflow_node::dev::DevFederation;
+
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `interflow dev` and returns once it printed `ready`, with everything it printed.
+fn start(dir: &std::path::Path) -> (Dev, String) {
+    let mut child = Dev(Command::new(env!("CARGO_BIN_EXE_interflow"))
+        .args(["dev", "--nodes", "3", "--samples", "5", "--dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn interflow dev"));
+    let out = child.0.stdout.take().expect("stdout");
+    let mut text = String::new();
+    for line in BufReader::new(out).lines() {
+        let line = line.expect("read stdout");
+        text.push_str(&line);
+        text.push('\n');
+        if line.starts_with("ready") {
+            return (child, text);
+        }
+    }
+    panic!("interflow dev exited before it was ready:\n{text}");
+}
+
+fn interrupt(mut dev: Dev) {
+    let pid = dev.0.id().to_string();
+    let ok = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+    let status = dev.0.wait().expect("wait");
+    assert!(
+        status.success(),
+        "interflow dev did not stop cleanly: {status}"
+    );
+}
+
+async fn inbound_at(fed: &DevFederation, i: usize) -> pb::StatsResponse {
+    let n = &fed.nodes[i];
+    let cfg = interflow_tls::client_config(&n.local_ca, &n.admin_cert, &n.admin_key).unwrap();
+    let ch = interflow_tls::connect(
+        &n.local_addr.to_string(),
+        &interflow_tls::local_server_name(n.region.parse().unwrap()),
+        cfg,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    pb::admin_client::AdminClient::new(ch)
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_federation_runs_delivers_and_restarts_on_its_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let (dev, out) = start(&dir);
+    assert!(out.contains("interflowctl --dev-node"), "{out}");
+    let fed = DevFederation::load(&dir).unwrap();
+    assert_eq!(fed.nodes.len(), 3);
+    // The middle node has agreements with both neighbours: 5 samples from each reach it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let s = inbound_at(&fed, 1).await;
+        if s.records_inbound >= 10 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sample records did not arrive: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(before.records_inbound, 10);
+    interrupt(dev);
+
+    let (dev, out) = start(&dir);
+    assert!(out.contains("reusing"), "{out}");
+    assert!(
+        out.contains("submitted 0 new"),
+        "a rerun must not add records:\n{out}"
+    );
+    let after = inbound_at(&fed, 1).await;
+    assert_eq!(after.records_inbound, before.records_inbound);
+    assert_eq!(after.records_outbound, before.records_outbound);
+    interrupt(dev);
+}
