@@ -60,6 +60,11 @@ impl TestCluster {
     /// Starts `n` nodes with agreements between neighbours, and waits until every node has
     /// compared its outbound heads with its peers (so intake is open).
     pub async fn start(n: usize) -> TestCluster {
+        Self::start_edited(n, |_, _| {}).await
+    }
+
+    /// Like `start`, with each node's config text edited first (`edit(index, text)`).
+    pub async fn start_edited(n: usize, edit: impl Fn(usize, &mut String)) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -74,6 +79,11 @@ impl TestCluster {
         }
         let now = system_clock()();
         let fed = generate(dir.path(), &addrs, now).expect("generate dev federation");
+        for (i, node) in fed.nodes.iter().enumerate() {
+            let mut text = std::fs::read_to_string(&node.config).expect("read config");
+            edit(i, &mut text);
+            std::fs::write(&node.config, text).expect("write config");
+        }
         let mut cluster = TestCluster {
             dir,
             fed,

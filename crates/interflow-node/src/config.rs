@@ -126,6 +126,8 @@ struct RawPseudonymKey {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Delivery {
+    /// Push new records to peers at once. Off leaves exchange to reconciliation alone.
+    pub enabled: bool,
     pub min_backoff_ms: u64,
     pub max_backoff_ms: u64,
     pub batch: usize,
@@ -134,6 +136,7 @@ pub struct Delivery {
 impl Default for Delivery {
     fn default() -> Self {
         Delivery {
+            enabled: true,
             min_backoff_ms: 200,
             max_backoff_ms: 60_000,
             batch: 256,

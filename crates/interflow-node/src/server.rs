@@ -216,7 +216,8 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     };
     let workers_token = shutdown.child_token();
     let mut workers = Vec::new();
-    for peer in node.wake.keys().copied() {
+    let delivering = node.config.delivery.enabled;
+    for peer in node.wake.keys().copied().filter(|_| delivering) {
         workers.push(tokio::spawn(crate::delivery::run(
             node.clone(),
             peer,

@@ -1,0 +1,218 @@
+//! Reconciliation: idempotent runs, exchange without delivery, and recovery of lost data.
+
+use std::time::Duration;
+
+use interflow_core::pb;
+use interflow_core::record::ChannelId;
+use interflow_node::dev::sample_submission;
+use interflow_tests::{TestCluster, eventually};
+
+fn without_delivery(_: usize, text: &mut String) {
+    *text = text.replace("[delivery]\n", "[delivery]\nenabled = false\n");
+}
+
+async fn submit(c: &TestCluster, i: usize, dest: usize, range: std::ops::Range<u64>) {
+    let mut intake = c.intake(i).await;
+    let items: Vec<_> = range
+        .map(|n| sample_submission(n, c.region(dest).as_str()))
+        .collect();
+    for chunk in items.chunks(250) {
+        let r = intake
+            .submit(pb::SubmitRequest {
+                items: chunk.to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            r.results
+                .iter()
+                .all(|r| matches!(r.outcome, Some(pb::submit_result::Outcome::RecordId(_))))
+        );
+    }
+}
+
+async fn reconcile(c: &TestCluster, i: usize, recover: bool) -> pb::ReconcileReport {
+    let mut stream = c
+        .admin(i)
+        .await
+        .reconcile(pb::ReconcileRequest {
+            peer: String::new(),
+            recover,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(p) = stream.message().await.unwrap() {
+        if let Some(pb::reconcile_progress::Event::Report(r)) = p.event {
+            return r;
+        }
+    }
+    panic!("the run ended without a report");
+}
+
+fn fetched(r: &pb::ReconcileReport) -> u64 {
+    r.channels.iter().map(|c| c.records_fetched).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_records_arrive_by_reconciliation_alone_and_a_second_run_changes_nothing() {
+    let c = TestCluster::start_edited(2, without_delivery).await;
+    let ch = ChannelId::new(c.region(0), c.region(1));
+    submit(&c, 0, 1, 0..500).await;
+    assert_eq!(c.node(1).store.head(ch).0, 0, "delivery is off");
+
+    let first = reconcile(&c, 1, false).await;
+    assert_eq!(fetched(&first), 500);
+    assert_eq!(c.node(1).store.head(ch), c.node(0).store.head(ch));
+    let verify = c
+        .admin(1)
+        .await
+        .verify_log(pb::VerifyLogRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verify.ok, "{:?}", verify.problems);
+
+    let second = reconcile(&c, 1, false).await;
+    assert_eq!(fetched(&second), 0, "a second run fetches nothing");
+    assert!(
+        second.channels.iter().all(|ch| ch.anomalies.is_empty()),
+        "{second:?}"
+    );
+    assert_eq!(c.node(1).store.head(ch).0, 500);
+    let reports = c
+        .admin(1)
+        .await
+        .list_reconcile_reports(pb::ListReconcileReportsRequest { limit: 10 })
+        .await
+        .unwrap()
+        .into_inner()
+        .reports;
+    assert!(reports.len() >= 2);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_disk_gets_everything_back() {
+    let mut c = TestCluster::start(2).await;
+    let (a, b) = (c.region(0), c.region(1));
+    submit(&c, 0, 1, 0..50).await;
+    submit(&c, 1, 0, 1000..1030).await;
+    let a_node = c.node(0).clone();
+    eventually(Duration::from_secs(20), "both feeds delivered", || {
+        let n = a_node.clone();
+        async move {
+            let ok = n.store.head(ChannelId::new(b, a)).0 == 30
+                && n.store
+                    .pending(n.region)
+                    .ok()?
+                    .iter()
+                    .all(|p| p.pending_count == 0);
+            ok.then_some(())
+        }
+    })
+    .await;
+    c.stop(1).await;
+    std::fs::remove_dir_all(c.data_dir(1)).unwrap();
+    c.restart(1).await;
+    // At start B compares its (empty) outbound feed with A's signed view and recovers it
+    // before it may issue anything new, so its next record is seq 31, not 1.
+    c.wait_released(1).await;
+    let report = reconcile(&c, 1, true).await;
+    let b_node = c.node(1).clone();
+    assert_eq!(b_node.store.head(ChannelId::new(a, b)).0, 50);
+    assert_eq!(b_node.store.head(ChannelId::new(b, a)).0, 30);
+    assert!(fetched(&report) <= 80);
+    submit(&c, 1, 0, 2000..2001).await;
+    assert_eq!(b_node.store.head(ChannelId::new(b, a)).0, 31);
+    let verify = c
+        .admin(1)
+        .await
+        .verify_log(pb::VerifyLogRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verify.ok, "{:?}", verify.problems);
+    // A accepts B's new record: no equivocation.
+    eventually(Duration::from_secs(20), "seq 31 at A", || {
+        let n = a_node.clone();
+        async move { (n.store.head(ChannelId::new(b, a)).0 == 31).then_some(()) }
+    })
+    .await;
+    assert!(
+        a_node
+            .store
+            .evidence(ChannelId::new(b, a))
+            .unwrap()
+            .is_empty()
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restored_from_an_old_backup_never_reuses_a_seq() {
+    let mut c = TestCluster::start(2).await;
+    let (a, b) = (c.region(0), c.region(1));
+    let ch = ChannelId::new(a, b);
+    submit(&c, 0, 1, 0..200).await;
+    let b_node = c.node(1).clone();
+    eventually(Duration::from_secs(20), "200 at B", || {
+        let n = b_node.clone();
+        async move { (n.store.head(ch).0 == 200).then_some(()) }
+    })
+    .await;
+    // Back up A's data directory with A stopped, then let A go on to 500.
+    c.stop(0).await;
+    let backup = c.dir.path().join("backup-a");
+    copy_dir(&c.data_dir(0), &backup);
+    c.restart(0).await;
+    c.wait_released(0).await;
+    submit(&c, 0, 1, 200..500).await;
+    eventually(Duration::from_secs(30), "500 at B", || {
+        let n = b_node.clone();
+        async move { (n.store.head(ch).0 == 500).then_some(()) }
+    })
+    .await;
+    // Restore the old copy while A is stopped.
+    c.stop(0).await;
+    std::fs::remove_dir_all(c.data_dir(0)).unwrap();
+    copy_dir(&backup, &c.data_dir(0));
+    c.restart(0).await;
+    c.wait_released(0).await;
+    let a_node = c.node(0).clone();
+    assert_eq!(
+        a_node.store.head(ch).0,
+        500,
+        "A recovered 201..500 from B before issuing"
+    );
+    submit(&c, 0, 1, 500..501).await;
+    assert_eq!(
+        a_node.store.head(ch).0,
+        501,
+        "new submissions continue at 501"
+    );
+    eventually(Duration::from_secs(20), "501 at B", || {
+        let n = b_node.clone();
+        async move { (n.store.head(ch).0 == 501).then_some(()) }
+    })
+    .await;
+    assert!(
+        b_node.store.evidence(ch).unwrap().is_empty(),
+        "no equivocation"
+    );
+    c.shutdown().await;
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
