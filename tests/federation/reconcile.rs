@@ -216,3 +216,121 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A record on `origin → dest` at `seq` after `prev`, sealed with `key` (the origin's own key
+/// for an equivocation, another key for a forgery).
+fn crafted(
+    c: &TestCluster,
+    origin: usize,
+    dest: usize,
+    seq: u64,
+    prev: interflow_core::record::RecordId,
+    key: &ed25519_dalek::SigningKey,
+    n: u64,
+) -> interflow_core::record::VerifiedRecord {
+    use interflow_core::payload::Payload;
+    let node = c.node(origin);
+    let agreement = node.agreements.iter().next().unwrap().id.clone();
+    let today = interflow_core::time::latest_permitted_date(node.now(), 0);
+    let id =
+        interflow_core::NationalId::parse(&interflow_node::dev::synthetic_id(n), today).unwrap();
+    let Some(pb::submission::Payload::Contraception(p)) = sample_submission(n, "110105").payload
+    else {
+        unreachable!()
+    };
+    interflow_core::record::NewRecord {
+        channel: ChannelId::new(c.region(origin), c.region(dest)),
+        agreement_id: agreement.clone(),
+        subject: interflow_core::pseudonym::SubjectRef::derive(
+            &node.pseudonym_keys[&agreement],
+            &id,
+        ),
+        issued_at_ms: node.now(),
+        supersedes: None,
+        payload: Payload::Contraception(p),
+    }
+    .seal(seq, prev, key)
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serving_equivocating_or_forged_records_is_reported_and_nothing_is_stored() {
+    let c = TestCluster::start_edited(3, without_delivery).await;
+    let (a, b) = (c.region(0), c.region(1));
+    let b_to_a = ChannelId::new(b, a);
+    let b_key = interflow_core::keys::load_signing_key(
+        &c.dir.path().join(b.as_str()).join("keys/signing.pem"),
+    )
+    .unwrap();
+
+    // B's log holds Y at seq 1, while A was given X, also signed by B, for the same seq.
+    submit(&c, 1, 0, 0..1).await;
+    let x = crafted(
+        &c,
+        1,
+        0,
+        1,
+        interflow_core::record::RecordId::ZERO,
+        &b_key,
+        77,
+    );
+    c.node(0).store.apply(std::slice::from_ref(&x)).unwrap();
+    let report = reconcile(&c, 0, false).await;
+    let ch = report
+        .channels
+        .iter()
+        .find(|r| r.origin == b.as_str() && r.destination == a.as_str())
+        .unwrap();
+    assert!(
+        ch.anomalies.contains(&(pb::Anomaly::Equivocation as i32)),
+        "{report:?}"
+    );
+    assert_eq!(ch.records_fetched, 0);
+    let evidence = c.node(0).store.evidence(b_to_a).unwrap();
+    assert_eq!(evidence.len(), 1, "both records kept as proof");
+    assert_eq!(&evidence[0].stored, x.signed());
+    assert_eq!(c.node(0).store.head(b_to_a), (1, x.id()));
+    // The channel stays stopped: the next run fetches nothing from it.
+    submit(&c, 1, 0, 1..2).await;
+    let again = reconcile(&c, 0, false).await;
+    let ch = again
+        .channels
+        .iter()
+        .find(|r| r.origin == b.as_str() && r.destination == a.as_str())
+        .unwrap();
+    assert!(
+        ch.anomalies.contains(&(pb::Anomaly::ChannelStopped as i32)),
+        "{again:?}"
+    );
+    assert_eq!(c.node(0).store.head(b_to_a).0, 1);
+
+    // C's log serves a record on C → B signed with a key that is not C's.
+    let (cc, bb) = (c.region(2), c.region(1));
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let forged = crafted(
+        &c,
+        2,
+        1,
+        1,
+        interflow_core::record::RecordId::ZERO,
+        &forger,
+        78,
+    );
+    c.node(2).store.apply(&[forged]).unwrap();
+    let report = reconcile(&c, 1, false).await;
+    let ch = report
+        .channels
+        .iter()
+        .find(|r| r.origin == cc.as_str() && r.destination == bb.as_str())
+        .unwrap();
+    assert!(
+        ch.anomalies.contains(&(pb::Anomaly::BadRecord as i32)),
+        "{report:?}"
+    );
+    assert_eq!(
+        c.node(1).store.head(ChannelId::new(cc, bb)).0,
+        0,
+        "nothing stored from the forgery"
+    );
+    c.shutdown().await;
+}
