@@ -269,6 +269,17 @@ impl Running {
         for w in self.workers {
             let _ = w.await;
         }
-        tracing::info!(region = %self.node.region, "node stopped");
+        // Streams' tasks and blocking store calls hold the node a moment longer; the store
+        // (and its file lock) closes only when the last of them is done.
+        let region = self.node.region;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while Arc::strong_count(&self.node) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if Arc::strong_count(&self.node) > 1 {
+            tracing::warn!(%region, "tasks still hold the node after shutdown");
+        }
+        drop(self.node);
+        tracing::info!(%region, "node stopped");
     }
 }
