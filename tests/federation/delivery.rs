@@ -84,6 +84,9 @@ async fn records_flow_both_ways_under_an_agreement_and_not_without_one() {
         other => panic!("expected an error, got {other:?}"),
     }
     assert_eq!(c.node(0).store.head(ChannelId::new(a, cc)).0, 0);
+    // Release the test's handles so shutdown can close each store at once.
+    drop(a_node);
+    drop(b_node);
     c.shutdown().await;
 }
 
@@ -182,5 +185,7 @@ async fn a_thousand_records_for_a_stopped_peer_arrive_exactly_once_in_order() {
     }
     // A keeps B's latest signed receipt as proof of delivery.
     assert!(c.node(0).store.receipt(ch).unwrap().is_some());
+    // Release the test's handles so shutdown can close each store at once.
+    drop(a_node);
     c.shutdown().await;
 }

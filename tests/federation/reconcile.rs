@@ -147,6 +147,9 @@ async fn a_node_that_lost_its_disk_gets_everything_back() {
             .unwrap()
             .is_empty()
     );
+    // Release the test's handles so shutdown can close each store at once.
+    drop(a_node);
+    drop(b_node);
     c.shutdown().await;
 }
 
@@ -201,6 +204,9 @@ async fn a_node_restored_from_an_old_backup_never_reuses_a_seq() {
         b_node.store.evidence(ch).unwrap().is_empty(),
         "no equivocation"
     );
+    // Release the test's handles so shutdown can close each store at once.
+    drop(a_node);
+    drop(b_node);
     c.shutdown().await;
 }
 

@@ -22,8 +22,8 @@ use crate::exchange::ExchangeService;
 use crate::intake::IntakeService;
 use crate::node::{Clock, Node};
 
-/// How long shutdown waits for open streams before it cuts them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a stop may take in all: open streams, workers, store release.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// The sockets a node serves on, bound before start so tests can use port 0.
 #[derive(Debug)]
@@ -258,10 +258,12 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish (bounded), stops the workers, and
     /// closes the store.
     pub async fn shutdown(self) {
+        // One deadline for the whole stop, so it fits a supervisor's grace period.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         self.shutdown.cancel();
         for s in self.servers {
             let abort = s.abort_handle();
-            if tokio::time::timeout(SHUTDOWN_GRACE, s).await.is_err() {
+            if tokio::time::timeout_at(deadline, s).await.is_err() {
                 tracing::warn!("open streams did not finish in time; closing them");
                 abort.abort();
             }
@@ -269,15 +271,14 @@ impl Running {
         for w in self.workers {
             let _ = w.await;
         }
-        // Streams' tasks and blocking store calls hold the node a moment longer; the store
-        // (and its file lock) closes only when the last of them is done.
+        // Blocking store calls hold the node a moment longer; the store (and its file lock)
+        // closes only when the last holder is done.
         let region = self.node.region;
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while Arc::strong_count(&self.node) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if Arc::strong_count(&self.node) > 1 {
-            tracing::warn!(%region, "tasks still hold the node after shutdown");
+            tracing::warn!(%region, "the node is still referenced after shutdown; the store stays open until it is released");
         }
         drop(self.node);
         tracing::info!(%region, "node stopped");
