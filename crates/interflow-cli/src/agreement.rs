@@ -1,0 +1,595 @@
+//! Authoring and signing bilateral agreements offline.
+//!
+//! An agreement is written as TOML, encoded once into `AgreementBody` bytes, and stored as a
+//! `SignedAgreement` (binary protobuf). Each party then adds its signature over those bytes as
+//! stored: the second party signs the file the first one produced and the body is never
+//! re-encoded, so both signatures cover the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use chrono::DateTime;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use interflow_core::canonical::decode_canonical;
+use interflow_core::payload::Kind;
+use interflow_core::sign::{self, Domain};
+use interflow_core::{RegionCode, agreement, keys, pb};
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::cli::AgreementCommand;
+use crate::{Ctx, Outcome, Report, emit};
+
+/// The TOML an agreement is authored in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgreementToml {
+    /// 1 to 64 ASCII letters, digits, `-`, `_` or `.`, e.g. `agr-310115-110105`.
+    pub id: String,
+    pub party_a: String,
+    pub party_b: String,
+    /// `pregnancy` and/or `contraception`.
+    pub kinds: Vec<String>,
+    /// RFC 3339, as a TOML datetime or a string.
+    pub valid_from: toml::Value,
+    pub valid_until: toml::Value,
+    /// `statutory_duty` or `consent`.
+    pub legal_basis: String,
+    #[serde(default)]
+    pub statute_reference: Option<String>,
+    pub retention_days: u32,
+}
+
+fn instant_ms(field: &str, v: &toml::Value) -> anyhow::Result<i64> {
+    let text = match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Datetime(d) => d.to_string(),
+        _ => bail!("`{field}` must be an RFC 3339 time such as 2026-01-01T00:00:00Z"),
+    };
+    let t = DateTime::parse_from_rfc3339(&text).map_err(|_| {
+        anyhow!(
+            "`{field}` = `{text}` is not an RFC 3339 time with a UTC offset, e.g. 2026-01-01T00:00:00Z or 2026-01-01T00:00:00+08:00"
+        )
+    })?;
+    Ok(t.timestamp_millis())
+}
+
+/// Checks the authored fields and builds the body the parties will sign.
+pub fn body_from_toml(text: &str) -> anyhow::Result<pb::AgreementBody> {
+    let a: AgreementToml = toml::from_str(text).context("parsing the agreement TOML")?;
+    ensure!(
+        !a.id.is_empty()
+            && a.id.len() <= 64
+            && a.id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
+        "`id` must be 1 to 64 ASCII letters, digits, `-`, `_` or `.`"
+    );
+    let party_a: RegionCode = a
+        .party_a
+        .parse()
+        .with_context(|| format!("`party_a` = `{}`", a.party_a))?;
+    let party_b: RegionCode = a
+        .party_b
+        .parse()
+        .with_context(|| format!("`party_b` = `{}`", a.party_b))?;
+    ensure!(party_a != party_b, "`party_b` must differ from `party_a`");
+    let mut kinds: Vec<Kind> = Vec::new();
+    for k in &a.kinds {
+        let kind: Kind = k.parse().with_context(|| "`kinds`".to_owned())?;
+        ensure!(!kinds.contains(&kind), "`kinds` lists `{kind}` twice");
+        kinds.push(kind);
+    }
+    ensure!(
+        !kinds.is_empty(),
+        "`kinds` must list at least one of `pregnancy`, `contraception`"
+    );
+    let valid_from_ms = instant_ms("valid_from", &a.valid_from)?;
+    let valid_until_ms = instant_ms("valid_until", &a.valid_until)?;
+    ensure!(
+        valid_until_ms > valid_from_ms,
+        "`valid_until` must be after `valid_from`"
+    );
+    let statute = a.statute_reference.unwrap_or_default();
+    let legal_basis = match a.legal_basis.as_str() {
+        "statutory_duty" => {
+            ensure!(
+                !statute.trim().is_empty(),
+                "`statute_reference` is required when `legal_basis` is `statutory_duty`"
+            );
+            pb::LegalBasisKind::StatutoryDuty
+        }
+        "consent" => {
+            ensure!(
+                statute.is_empty(),
+                "`statute_reference` must be absent when `legal_basis` is `consent`"
+            );
+            pb::LegalBasisKind::Consent
+        }
+        other => bail!("`legal_basis` = `{other}`: expected `statutory_duty` or `consent`"),
+    };
+    ensure!(a.retention_days >= 1, "`retention_days` must be at least 1");
+    Ok(pb::AgreementBody {
+        agreement_id: a.id,
+        party_a: party_a.to_string(),
+        party_b: party_b.to_string(),
+        kinds: kinds
+            .into_iter()
+            .map(|k| pb::RecordKind::from(k) as i32)
+            .collect(),
+        valid_from_ms,
+        valid_until_ms,
+        legal_basis: legal_basis as i32,
+        statute_reference: statute,
+        retention_days: a.retention_days,
+    })
+}
+
+/// Reads a `SignedAgreement` file and its canonical body.
+pub fn read_signed(path: &Path) -> anyhow::Result<(pb::SignedAgreement, pb::AgreementBody)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?;
+    let signed = pb::SignedAgreement::decode(bytes.as_slice()).with_context(|| {
+        format!(
+            "`{}` is not a signed agreement (binary protobuf `SignedAgreement`)",
+            path.display()
+        )
+    })?;
+    let body: pb::AgreementBody = decode_canonical("AgreementBody", &signed.body)
+        .with_context(|| format!("the body in `{}`", path.display()))?;
+    Ok((signed, body))
+}
+
+/// Adds `region`'s signature made with `key` to `signed`. Signing twice with the same key is a
+/// no-op (Ed25519 signatures are deterministic); a different signature for the same region is
+/// refused.
+pub fn add_signature(
+    signed: &mut pb::SignedAgreement,
+    body: &pb::AgreementBody,
+    key: &SigningKey,
+    region: RegionCode,
+) -> anyhow::Result<bool> {
+    ensure!(
+        body.party_a == region.as_str() || body.party_b == region.as_str(),
+        "`{region}` is not a party of agreement `{}` (parties `{}` and `{}`)",
+        body.agreement_id,
+        body.party_a,
+        body.party_b
+    );
+    let sig = agreement::party_signature(key, region, &signed.body);
+    if let Some(existing) = signed
+        .signatures
+        .iter()
+        .find(|s| s.region == region.as_str())
+    {
+        ensure!(
+            existing == &sig,
+            "the agreement already carries a different signature of `{region}`; sign a fresh copy of the other party's file instead"
+        );
+        return Ok(false);
+    }
+    sign::verify(
+        &key.verifying_key(),
+        Domain::Agreement,
+        &signed.body,
+        &sig.signature,
+    )
+    .context("the new signature does not verify; the key file may be damaged")?;
+    signed.signatures.push(sig);
+    Ok(true)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("`{}` names no file", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing `{}`", path.display()))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// An agreement as `agreement show` and `agreement sign` print it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AgreementView {
+    pub file: String,
+    pub agreement_id: String,
+    pub party_a: String,
+    pub party_b: String,
+    pub kinds: Vec<&'static str>,
+    pub valid_from: String,
+    pub valid_until: String,
+    /// `statutory_duty` or `consent`.
+    pub legal_basis: &'static str,
+    pub statute_reference: Option<String>,
+    pub retention_days: u32,
+    /// SHA-256 of the body bytes both parties sign; compare it out of band.
+    pub body_sha256: String,
+    pub signatures: Vec<SignatureView>,
+    /// Parties whose signature is missing.
+    pub missing: Vec<String>,
+    /// Both parties have signed.
+    pub complete: bool,
+    /// With `--verify-with` for both parties: whether the agreement verifies as a node checks
+    /// it; `null` otherwise.
+    pub verified: Option<bool>,
+    pub verify_error: Option<String>,
+    /// `agreement sign`: whether this run added a signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_now: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SignatureView {
+    pub region: String,
+    /// `party_a`, `party_b` or `stranger`.
+    pub role: &'static str,
+    pub alg: &'static str,
+    /// Checked against a `--verify-with` key; `null` when no key was given.
+    pub valid: Option<bool>,
+}
+
+pub fn view(
+    file: &Path,
+    signed: &pb::SignedAgreement,
+    body: &pb::AgreementBody,
+    keys_of: &BTreeMap<RegionCode, VerifyingKey>,
+) -> AgreementView {
+    let signatures: Vec<SignatureView> = signed
+        .signatures
+        .iter()
+        .map(|s| SignatureView {
+            region: s.region.clone(),
+            role: if s.region == body.party_a {
+                "party_a"
+            } else if s.region == body.party_b {
+                "party_b"
+            } else {
+                "stranger"
+            },
+            alg: if s.alg == pb::SignatureAlgorithm::Ed25519 as i32 {
+                "ed25519"
+            } else {
+                "unsupported"
+            },
+            valid: s
+                .region
+                .parse::<RegionCode>()
+                .ok()
+                .and_then(|r| keys_of.get(&r))
+                .map(|k| sign::verify(k, Domain::Agreement, &signed.body, &s.signature).is_ok()),
+        })
+        .collect();
+    let missing: Vec<String> = [&body.party_a, &body.party_b]
+        .into_iter()
+        .filter(|p| !signed.signatures.iter().any(|s| &&s.region == p))
+        .cloned()
+        .collect();
+    let both_keys = [&body.party_a, &body.party_b].into_iter().all(|p| {
+        p.parse::<RegionCode>()
+            .is_ok_and(|r| keys_of.contains_key(&r))
+    });
+    let (verified, verify_error) = if both_keys {
+        match agreement::Agreement::verify(signed.clone(), |r| keys_of.get(&r).copied()) {
+            Ok(_) => (Some(true), None),
+            Err(e) => (Some(false), Some(e.to_string())),
+        }
+    } else {
+        (None, None)
+    };
+    AgreementView {
+        file: file.display().to_string(),
+        agreement_id: body.agreement_id.clone(),
+        party_a: body.party_a.clone(),
+        party_b: body.party_b.clone(),
+        kinds: body
+            .kinds
+            .iter()
+            .map(|k| crate::human::kind_name(*k))
+            .collect(),
+        valid_from: crate::human::instant(body.valid_from_ms),
+        valid_until: crate::human::instant(body.valid_until_ms),
+        legal_basis: match pb::LegalBasisKind::try_from(body.legal_basis) {
+            Ok(pb::LegalBasisKind::StatutoryDuty) => "statutory_duty",
+            Ok(pb::LegalBasisKind::Consent) => "consent",
+            _ => "unspecified",
+        },
+        statute_reference: Some(body.statute_reference.clone()).filter(|s| !s.is_empty()),
+        retention_days: body.retention_days,
+        body_sha256: hex::encode(Sha256::digest(&signed.body)),
+        complete: missing.is_empty(),
+        signatures,
+        missing,
+        verified,
+        verify_error,
+        signed_now: None,
+    }
+}
+
+impl Report for AgreementView {
+    fn human(&self) -> String {
+        let mut t = crate::human::table(&["FIELD", "VALUE"]);
+        let mut row = |k: &str, v: String| {
+            t.add_row(vec![k.to_owned(), v]);
+        };
+        row("file", self.file.clone());
+        row("id", self.agreement_id.clone());
+        row("parties", format!("{} and {}", self.party_a, self.party_b));
+        row("kinds", self.kinds.join(", "));
+        row(
+            "valid",
+            format!("from {} until {}", self.valid_from, self.valid_until),
+        );
+        row(
+            "legal basis",
+            match &self.statute_reference {
+                Some(s) => format!("{} ({s})", self.legal_basis),
+                None => self.legal_basis.to_owned(),
+            },
+        );
+        row("retention", format!("{} days", self.retention_days));
+        row("body sha-256", self.body_sha256.clone());
+        for s in &self.signatures {
+            let valid = match s.valid {
+                Some(true) => ", verified",
+                Some(false) => ", DOES NOT VERIFY",
+                None => "",
+            };
+            row(
+                "signature",
+                format!("{} ({}, {}{valid})", s.region, s.role, s.alg),
+            );
+        }
+        for m in &self.missing {
+            row("signature", format!("{m}: MISSING"));
+        }
+        match (self.verified, &self.verify_error) {
+            (Some(true), _) => row("verified", "yes: a node would accept it".into()),
+            (Some(false), e) => row("verified", format!("NO: {}", e.clone().unwrap_or_default())),
+            (None, _) => {}
+        }
+        let mut s = format!("{t}\n");
+        match self.signed_now {
+            Some(true) => s.push_str("added this party's signature\n"),
+            Some(false) => s.push_str("this party had already signed; nothing changed\n"),
+            None => {}
+        }
+        if !self.complete {
+            s.push_str(&format!(
+                "next: party {} signs with `interflowctl agreement sign --in {} --key <its signing.pem> --region {} --out {}`\n",
+                self.missing.join(" and "),
+                self.file,
+                self.missing.first().cloned().unwrap_or_default(),
+                self.file
+            ));
+        }
+        s
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome::problem_if(self.verified == Some(false))
+    }
+}
+
+fn parse_verify_with(items: &[String]) -> anyhow::Result<BTreeMap<RegionCode, VerifyingKey>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let (code, path) = item.split_once('=').ok_or_else(|| {
+            anyhow!("`--verify-with {item}`: expected `CODE=PATH`, e.g. `310115=signing.pub.pem`")
+        })?;
+        let region: RegionCode = code
+            .parse()
+            .with_context(|| format!("`--verify-with {item}`"))?;
+        let key = keys::load_verifying_key(Path::new(path))
+            .with_context(|| format!("`--verify-with {item}`"))?;
+        out.insert(region, key);
+    }
+    Ok(out)
+}
+
+pub fn run(cmd: &AgreementCommand, ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
+    match cmd {
+        AgreementCommand::Sign {
+            body,
+            input,
+            key,
+            region,
+            out,
+        } => {
+            let (mut signed, decoded) = match (body, input) {
+                (Some(toml_path), None) => {
+                    let text = std::fs::read_to_string(toml_path)
+                        .with_context(|| format!("reading `{}`", toml_path.display()))?;
+                    let b = body_from_toml(&text)
+                        .with_context(|| format!("in `{}`", toml_path.display()))?;
+                    let signed = pb::SignedAgreement {
+                        body: agreement::encode_body(&b),
+                        signatures: Vec::new(),
+                    };
+                    (signed, b)
+                }
+                (None, Some(pb_path)) => read_signed(pb_path)?,
+                _ => bail!(
+                    "pass either --body agreement.toml (first party) or --in agr.pb (second party)"
+                ),
+            };
+            let same_as_input = input.as_deref().is_some_and(|i| same_file(i, out));
+            ensure!(
+                same_as_input || !out.exists(),
+                "`{}` exists; choose another --out, or pass it as --in to add a signature to it",
+                out.display()
+            );
+            let signing = keys::load_signing_key(key).context("loading the signing key")?;
+            let added = add_signature(&mut signed, &decoded, &signing, *region)?;
+            if added || !same_as_input {
+                write_atomic(out, &signed.encode_to_vec())?;
+            }
+            let mut v = view(out, &signed, &decoded, &BTreeMap::new());
+            v.signed_now = Some(added);
+            emit(ctx, &v)
+        }
+        AgreementCommand::Show { file, verify_with } => {
+            let keys_of = parse_verify_with(verify_with)?;
+            let (signed, body) = read_signed(file)?;
+            emit(ctx, &view(file, &signed, &body, &keys_of))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const SAMPLE: &str = r#"
+id = "agr-310115-110105"
+party_a = "310115"
+party_b = "110105"
+kinds = ["pregnancy", "contraception"]
+valid_from = 2026-01-01T00:00:00Z
+valid_until = "2031-01-01T00:00:00+08:00"
+legal_basis = "statutory_duty"
+statute_reference = "PFPL-2021-art-19"
+retention_days = 3650
+"#;
+
+    #[test]
+    fn toml_becomes_a_body_that_two_parties_sign_and_a_node_accepts() {
+        let body = body_from_toml(SAMPLE).unwrap();
+        assert_eq!(body.valid_from_ms, 1_767_225_600_000);
+        assert_eq!(body.valid_until_ms, 1_924_992_000_000 - 8 * 3_600_000);
+        assert_eq!(
+            body.kinds,
+            vec![
+                pb::RecordKind::PregnancyStatus as i32,
+                pb::RecordKind::ContraceptionStatus as i32
+            ]
+        );
+        let bytes = agreement::encode_body(&body);
+        let mut signed = pb::SignedAgreement {
+            body: bytes.clone(),
+            signatures: vec![],
+        };
+        let ka = keys::generate_signing_key();
+        let kb = keys::generate_signing_key();
+        let (a, b): (RegionCode, RegionCode) =
+            ("310115".parse().unwrap(), "110105".parse().unwrap());
+        assert!(add_signature(&mut signed, &body, &ka, a).unwrap());
+        // Through a file, as the second party receives it.
+        let wire = signed.encode_to_vec();
+        let mut second = pb::SignedAgreement::decode(wire.as_slice()).unwrap();
+        assert!(add_signature(&mut second, &body, &kb, b).unwrap());
+        assert_eq!(second.body, bytes, "the body is never re-encoded");
+        // Signing again with the same key changes nothing; another key is refused.
+        assert!(!add_signature(&mut second, &body, &kb, b).unwrap());
+        assert!(add_signature(&mut second, &body, &ka, b).is_err());
+        // A stranger cannot sign.
+        let c: RegionCode = "440305".parse().unwrap();
+        assert!(
+            add_signature(&mut second, &body, &kb, c)
+                .unwrap_err()
+                .to_string()
+                .contains("not a party")
+        );
+
+        let keys_of = |r: RegionCode| {
+            if r == a {
+                Some(ka.verifying_key())
+            } else if r == b {
+                Some(kb.verifying_key())
+            } else {
+                None
+            }
+        };
+        let verified = agreement::Agreement::verify(second.clone(), keys_of).unwrap();
+        assert_eq!(verified.id, "agr-310115-110105");
+        assert_eq!(verified.retention_days, 3650);
+
+        let mut map = BTreeMap::new();
+        map.insert(a, ka.verifying_key());
+        map.insert(b, kb.verifying_key());
+        let v = view(Path::new("agr.pb"), &second, &body, &map);
+        assert!(v.complete && v.verified == Some(true));
+        assert_eq!(v.signatures[0].role, "party_a");
+        assert_eq!(v.signatures[1].valid, Some(true));
+        // With a wrong key, the check fails and says so.
+        map.insert(a, kb.verifying_key());
+        let v = view(Path::new("agr.pb"), &second, &body, &map);
+        assert_eq!(v.verified, Some(false));
+        assert_eq!(v.outcome(), Outcome::Problem);
+        // Half signed: the missing party is named.
+        let v = view(Path::new("agr.pb"), &signed, &body, &BTreeMap::new());
+        assert_eq!(v.missing, vec!["110105".to_owned()]);
+        assert!(v.human().contains("--region 110105"));
+    }
+
+    #[test]
+    fn bad_agreement_toml_is_explained() {
+        let cases = [
+            ("id = \"agr-310115-110105\"", "id = \"has space\"", "`id`"),
+            (
+                "party_b = \"110105\"",
+                "party_b = \"310115\"",
+                "must differ",
+            ),
+            ("party_b = \"110105\"", "party_b = \"990000\"", "party_b"),
+            (
+                "kinds = [\"pregnancy\", \"contraception\"]",
+                "kinds = []",
+                "at least one",
+            ),
+            (
+                "kinds = [\"pregnancy\", \"contraception\"]",
+                "kinds = [\"pregnancy\", \"pregnancy\"]",
+                "twice",
+            ),
+            (
+                "valid_from = 2026-01-01T00:00:00Z",
+                "valid_from = 2040-01-01T00:00:00Z",
+                "after `valid_from`",
+            ),
+            (
+                "valid_from = 2026-01-01T00:00:00Z",
+                "valid_from = 2026-01-01T00:00:00",
+                "UTC offset",
+            ),
+            (
+                "legal_basis = \"statutory_duty\"",
+                "legal_basis = \"consent\"",
+                "must be absent",
+            ),
+            (
+                "legal_basis = \"statutory_duty\"",
+                "legal_basis = \"contract\"",
+                "expected `statutory_duty` or `consent`",
+            ),
+            (
+                "statute_reference = \"PFPL-2021-art-19\"",
+                "statute_reference = \" \"",
+                "is required",
+            ),
+            ("retention_days = 3650", "retention_days = 0", "at least 1"),
+            (
+                "retention_days = 3650",
+                "retention_days = 3650\ncolour = 1",
+                "colour",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = SAMPLE.replace(from, to);
+            assert_ne!(text, SAMPLE, "{from}");
+            let e = format!("{:#}", body_from_toml(&text).unwrap_err());
+            assert!(e.contains(want), "{to}: {e}");
+        }
+    }
+}

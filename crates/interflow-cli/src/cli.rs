@@ -1,0 +1,413 @@
+//! The command line: clap definitions only. Parsing values into domain types happens here
+//! (durations, region codes); what a command does lives in its own module.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use interflow_core::RegionCode;
+
+use crate::human::parse_duration;
+
+const AFTER_HELP: &str = "\
+Connection (commands that talk to a node): each setting comes from the flag, else the
+environment variable, else the node config file (`--config`) or the dev federation
+(`--dev-node`). Admin commands present `[client] admin_cert/admin_key`, `submit` presents
+`[client] intake_cert/intake_key`.
+
+Exit codes: 0 success; 1 the command ran and found a problem (`pending` older than
+`--max-age`, `submit` rows that failed, `verify` inconsistencies, `reconcile` anomalies);
+2 usage, configuration, connection or server errors.
+
+`--json` prints one JSON document (`reconcile`: one JSON object per line); field names are
+stable and listed in crates/interflow-cli/README.md.";
+
+/// The operator's tool for an interflow node: what is stuck, since when, and why.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "interflowctl", version, after_long_help = AFTER_HELP)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the node's local listener is and which certificates to present.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ConnArgs {
+    /// Address of the node's local listener, `host:port` [env: INTERFLOW_ADDR].
+    #[arg(long, help_heading = "Connection", value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// The node's local CA certificate (PEM) [env: INTERFLOW_CA].
+    #[arg(long, help_heading = "Connection", value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) with the admin role, or intake for `submit` [env: INTERFLOW_CERT].
+    #[arg(long, help_heading = "Connection", value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// Private key of the client certificate (PEM) [env: INTERFLOW_KEY].
+    #[arg(long, help_heading = "Connection", value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// The node's region code; the TLS server name is `<region>.local.interflow`
+    /// [env: INTERFLOW_REGION].
+    #[arg(long, help_heading = "Connection", value_name = "CODE")]
+    pub region: Option<String>,
+    /// Node config file: reads `region`, `local.listen`, `tls.local_ca` and `[client]`.
+    #[arg(
+        long,
+        help_heading = "Connection",
+        value_name = "PATH",
+        conflicts_with = "dev_node"
+    )]
+    pub config: Option<PathBuf>,
+    /// A node of the dev federation written by `interflow dev`, by region code.
+    #[arg(long, help_heading = "Connection", value_name = "CODE")]
+    pub dev_node: Option<String>,
+    /// Directory of the dev federation (`federation.json`).
+    #[arg(
+        long,
+        help_heading = "Connection",
+        value_name = "DIR",
+        default_value = ".interflow-dev"
+    )]
+    pub dev_dir: PathBuf,
+    /// How long to wait for TCP, TLS and HTTP/2 setup, e.g. `5s`.
+    #[arg(long, help_heading = "Connection", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// How long one request may take (a `submit` batch included; `reconcile` is not bounded).
+    #[arg(long, help_heading = "Connection", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Records the destinations have not acknowledged yet, per outbound channel, worst first.
+    ///
+    /// Shows head, acked, pending count, the age of the oldest pending record, delivery
+    /// attempts, the last delivery error and the next retry. Exits 1 when a pending record is
+    /// older than `--max-age`, so it serves as a monitoring check.
+    Pending {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Oldest pending age that is still fine, e.g. `15m`, `1h`, `2d`.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        max_age: Duration,
+    },
+    /// Every channel of the node: direction, head, acknowledged position, stopped.
+    Channels {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// One record by id: channel position, issue time, agreement, payload, signature status.
+    ///
+    /// The subject is shown only as the short digest the audit log uses (`ref:` and 16 hex
+    /// digits), never in full.
+    Record {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Record id, 64 hex digits.
+        id: String,
+    },
+    /// Counts: records out and in, pending, equivocations, audit entries, reconcile runs.
+    Stats {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// A person's current pregnancy and contraception status per agreement, and the timeline.
+    ///
+    /// The lookup is audited by the node. Only the masked ID is printed. Pass `--id -` to read
+    /// the ID from standard input, which keeps it out of the shell history.
+    Lookup {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// The 18-character resident ID, or `-` to read it from standard input.
+        #[arg(long, value_name = "NATIONAL_ID")]
+        id: String,
+    },
+    /// Submits status records from a CSV or JSONL file through `Intake.Submit`.
+    ///
+    /// Columns (CSV header or JSONL keys): idempotency_key, destination, national_id, kind,
+    /// state, method, observed_on, expected_delivery, event_date, since, prenatal_visits,
+    /// service_point, supersedes, retracted_kind. kind = pregnancy | contraception |
+    /// retraction; state = not_pregnant | pregnant | delivered | pregnancy_ended; method = none
+    /// | iud | implant | injectable | oral_pill | condom | sterilization | other; dates
+    /// YYYY-MM-DD, expected_delivery YYYY-MM; supersedes = record id (64 hex) or empty;
+    /// retracted_kind = pregnancy | contraception, required for a retraction. Every row needs
+    /// its own idempotency_key: rerunning after an interruption is then safe, and rows stored
+    /// before are reported as already stored. Rows are sent in batches; the node stores the
+    /// valid rows of a batch atomically. Rows that fail (locally or at the node) are written
+    /// to the error report with row (line number in the file), field and reason. Exits 1 if
+    /// any row failed.
+    Submit {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Input file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Input format; by default from the file extension (`.jsonl`/`.ndjson` or CSV).
+        #[arg(long, value_enum)]
+        format: Option<InputFormat>,
+        /// Rows per `Intake.Submit` call (the node's `limits.max_submit_batch` caps it).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch: u32,
+        /// Error report (CSV); by default `<file stem>.errors.csv` beside the input. Written
+        /// only when a row fails.
+        #[arg(long)]
+        errors: Option<PathBuf>,
+    },
+    /// Runs reconciliation now and prints each peer's result as it arrives, then the report.
+    ///
+    /// Exits 1 when the run found anomalies (unreachable peer, equivocation, bad records...).
+    #[command(args_conflicts_with_subcommands = true)]
+    Reconcile {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        sub: Option<ReconcileCommand>,
+        /// Only this peer (region code); every peer with an active agreement by default.
+        #[arg(long, value_name = "CODE")]
+        peer: Option<RegionCode>,
+        /// Also recover this node's own outbound feed from peers that hold more of it.
+        #[arg(long)]
+        recover: bool,
+    },
+    /// Re-checks every signature, chain link, index entry and the audit chain; exits 1 on any
+    /// inconsistency.
+    Verify {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// The node's audit log: who read or changed what, and when.
+    Audit {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Only entries since this time: RFC 3339 (`2026-06-01T00:00:00Z`) or a duration ago
+        /// (`24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Offline: record-signing and pseudonym keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Offline: certificates for the federation and local PKIs (dev or small deployments).
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Offline: author, sign and inspect bilateral agreements.
+    #[command(subcommand)]
+    Agreement(AgreementCommand),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ReconcileCommand {
+    /// Reports of past reconciliation runs, newest first.
+    Reports {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// At most this many reports.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum KeysCommand {
+    /// A new Ed25519 record-signing key: PKCS#8 PEM (mode 0600) and `<stem>.pub.pem` beside it.
+    Gen {
+        /// Private key file to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A new 32-byte agreement pseudonym key as 64 hex digits (mode 0600). Give the same file
+    /// to the other party over a secure channel.
+    Pseudonym {
+        /// Key file to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum CertsCommand {
+    /// A new CA: `ca.pem` and `ca.key` (mode 0600) in `--out`.
+    Ca {
+        /// The CA's common name.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A node's federation peer certificate: `node.pem`, `node.key` in `--out`.
+    Node {
+        /// Directory with the federation CA's `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        region: RegionCode,
+        /// Extra DNS name of the node's peer endpoint (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Extra IP address of the node's peer endpoint (repeatable).
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u64,
+    },
+    /// A local client certificate with a role: `<role>.pem`, `<role>.key` in `--out`.
+    Client {
+        /// Directory with the node's local CA `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The holder's name; the node's audit log records it as the actor.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+    /// The local listener's server certificate: `local-server.pem`, `local-server.key`.
+    LocalServer {
+        /// Directory with the node's local CA `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        region: RegionCode,
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u64,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleArg {
+    Admin,
+    Intake,
+}
+
+impl From<RoleArg> for interflow_tls::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Admin => interflow_tls::Role::Admin,
+            RoleArg::Intake => interflow_tls::Role::Intake,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum AgreementCommand {
+    /// Adds this party's signature to an agreement.
+    ///
+    /// The first party encodes the TOML body once (`--body`) and signs it; the second party
+    /// signs the same file (`--in agr.pb`), whose body bytes are kept exactly as stored.
+    Sign {
+        /// Agreement body as TOML (first signer).
+        #[arg(long, conflicts_with = "input", required_unless_present = "input")]
+        body: Option<PathBuf>,
+        /// A signed agreement file to add a signature to (second signer).
+        #[arg(long = "in", value_name = "PB")]
+        input: Option<PathBuf>,
+        /// This party's record-signing key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// This party's region code; must be party_a or party_b.
+        #[arg(long)]
+        region: RegionCode,
+        /// Where to write the signed agreement (binary protobuf `SignedAgreement`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prints an agreement and which signatures it carries; with `--verify-with` for both
+    /// parties, also checks them.
+    Show {
+        /// The signed agreement file.
+        file: PathBuf,
+        /// A party's public key, `CODE=signing.pub.pem` (repeatable).
+        #[arg(long, value_name = "CODE=PEM")]
+        verify_with: Vec<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn reconcile_takes_flags_or_the_reports_subcommand() {
+        let cli =
+            Cli::try_parse_from(["interflowctl", "reconcile", "--peer", "110105", "--recover"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Reconcile {
+                sub: None,
+                peer: Some(_),
+                recover: true,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from([
+            "interflowctl",
+            "reconcile",
+            "reports",
+            "--limit",
+            "3",
+            "--dev-node",
+            "310115",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Reconcile {
+                sub: Some(ReconcileCommand::Reports { limit: 3, .. }),
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["interflowctl", "reconcile", "--peer", "12"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "interflowctl",
+                "pending",
+                "--config",
+                "a.toml",
+                "--dev-node",
+                "310115"
+            ])
+            .is_err()
+        );
+        let cli =
+            Cli::try_parse_from(["interflowctl", "--json", "pending", "--max-age", "15m"]).unwrap();
+        assert!(cli.json);
+        assert!(
+            matches!(cli.command, Command::Pending { max_age, .. } if max_age == Duration::from_secs(900))
+        );
+    }
+}

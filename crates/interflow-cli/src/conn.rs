@@ -1,0 +1,636 @@
+//! Reaching a node's local listener: which address, CA, client certificate and key to use, and
+//! the mutual TLS connection itself.
+//!
+//! Settings come from flags, the environment, or one file source (a node config file or the
+//! dev federation's `federation.json`); [`merge`] applies the precedence flag > env > file in
+//! one place and remembers where each value came from, so a failed connection can say which
+//! file it tried and how that was chosen. This module never reads the node's data directory.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use interflow_core::RegionCode;
+use interflow_core::pb::admin_client::AdminClient;
+use interflow_core::pb::intake_client::IntakeClient;
+use interflow_tls::Role;
+use serde::Deserialize;
+use tonic::transport::Channel;
+
+use crate::cli::ConnArgs;
+
+/// Largest response the CLI accepts (a long timeline, a big audit page).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The local listener's default address, as the node uses when `[local]` is absent.
+const DEFAULT_LOCAL_LISTEN: &str = "127.0.0.1:7444";
+
+/// A setting and where it came from, e.g. `--cert` or `config `/etc/interflow.toml``.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub from: String,
+}
+
+/// Settings from one source; any may be missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Partial {
+    pub addr: Option<Sourced<String>>,
+    pub ca: Option<Sourced<PathBuf>>,
+    pub cert: Option<Sourced<PathBuf>>,
+    pub key: Option<Sourced<PathBuf>>,
+    pub region: Option<Sourced<String>>,
+}
+
+/// Everything needed to connect, with the origin of each value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub addr: Sourced<String>,
+    pub ca: Sourced<PathBuf>,
+    pub cert: Sourced<PathBuf>,
+    pub key: Sourced<PathBuf>,
+    pub region: Sourced<RegionCode>,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "node `{}` at `{}` (from {}) with client certificate `{}` (from {})",
+            self.region.value,
+            self.addr.value,
+            self.addr.from,
+            self.cert.value.display(),
+            self.cert.from
+        )
+    }
+}
+
+fn sourced<T>(value: Option<T>, from: &str) -> Option<Sourced<T>> {
+    value.map(|value| Sourced {
+        value,
+        from: from.to_owned(),
+    })
+}
+
+impl Partial {
+    /// From command-line flags.
+    pub fn from_flags(args: &ConnArgs) -> Partial {
+        Partial {
+            addr: sourced(args.addr.clone(), "--addr"),
+            ca: sourced(args.ca.clone(), "--ca"),
+            cert: sourced(args.cert.clone(), "--cert"),
+            key: sourced(args.key.clone(), "--key"),
+            region: sourced(args.region.clone(), "--region"),
+        }
+    }
+
+    /// From `INTERFLOW_*` variables, read through `get` (empty values count as unset).
+    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Partial {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        Partial {
+            addr: sourced(var("INTERFLOW_ADDR"), "INTERFLOW_ADDR"),
+            ca: sourced(var("INTERFLOW_CA").map(PathBuf::from), "INTERFLOW_CA"),
+            cert: sourced(var("INTERFLOW_CERT").map(PathBuf::from), "INTERFLOW_CERT"),
+            key: sourced(var("INTERFLOW_KEY").map(PathBuf::from), "INTERFLOW_KEY"),
+            region: sourced(var("INTERFLOW_REGION"), "INTERFLOW_REGION"),
+        }
+    }
+
+    /// From a node config file: `region`, `local.listen`, `tls.local_ca` and the `[client]`
+    /// certificate of `role`. Relative paths resolve against the file's directory.
+    pub fn from_config(path: &Path, role: Role) -> anyhow::Result<Partial> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading node config `{}`", path.display()))?;
+        let cfg: ConfigView = toml::from_str(&text).with_context(|| {
+            format!(
+                "parsing node config `{}`; it must be the node's TOML config",
+                path.display()
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let from = |key: &str| format!("`{key}` in `{}`", path.display());
+        let listen = cfg
+            .local
+            .and_then(|l| l.listen)
+            .unwrap_or_else(|| DEFAULT_LOCAL_LISTEN.to_owned());
+        let client = cfg.client.unwrap_or_default();
+        let (cert, key, cert_key, key_key) = match role {
+            Role::Admin => (
+                client.admin_cert,
+                client.admin_key,
+                "client.admin_cert",
+                "client.admin_key",
+            ),
+            Role::Intake => (
+                client.intake_cert,
+                client.intake_key,
+                "client.intake_cert",
+                "client.intake_key",
+            ),
+        };
+        Ok(Partial {
+            addr: sourced(Some(dialable(&listen)), &from("local.listen")),
+            ca: sourced(
+                cfg.tls.and_then(|t| t.local_ca).map(abs),
+                &from("tls.local_ca"),
+            ),
+            cert: sourced(cert.map(abs), &from(cert_key)),
+            key: sourced(key.map(abs), &from(key_key)),
+            region: sourced(cfg.region, &from("region")),
+        })
+    }
+
+    /// From the dev federation's `federation.json` in `dir`, for the node `code`.
+    pub fn from_dev(dir: &Path, code: &str, role: Role) -> anyhow::Result<Partial> {
+        let path = dir.join("federation.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading `{}`; start a dev federation with `interflow dev` or pass --dev-dir",
+                path.display()
+            )
+        })?;
+        let fed: DevFederationView = serde_json::from_str(&text)
+            .with_context(|| format!("parsing dev federation `{}`", path.display()))?;
+        let Some(node) = fed.nodes.iter().find(|n| n.region == code) else {
+            let known: Vec<&str> = fed.nodes.iter().map(|n| n.region.as_str()).collect();
+            bail!(
+                "the dev federation in `{}` has no node `{code}`; its nodes are {}",
+                dir.display(),
+                known.join(", ")
+            );
+        };
+        let from = format!("--dev-node {code} (`{}`)", path.display());
+        let (cert, key) = match role {
+            Role::Admin => (&node.admin_cert, &node.admin_key),
+            Role::Intake => (&node.intake_cert, &node.intake_key),
+        };
+        Ok(Partial {
+            addr: sourced(Some(dialable(&node.local_addr)), &from),
+            ca: sourced(Some(dev_path(dir, &node.local_ca)), &from),
+            cert: sourced(Some(dev_path(dir, cert)), &from),
+            key: sourced(Some(dev_path(dir, key)), &from),
+            region: sourced(Some(node.region.clone()), &from),
+        })
+    }
+}
+
+/// What `interflowctl` reads of a node config; every other key is ignored.
+#[derive(Debug, Deserialize)]
+struct ConfigView {
+    region: Option<String>,
+    local: Option<LocalView>,
+    tls: Option<TlsView>,
+    client: Option<ClientView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LocalView {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TlsView {
+    local_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ClientView {
+    admin_cert: Option<PathBuf>,
+    admin_key: Option<PathBuf>,
+    intake_cert: Option<PathBuf>,
+    intake_key: Option<PathBuf>,
+}
+
+/// What `interflowctl` reads of `federation.json`; other keys are ignored.
+#[derive(Debug, Deserialize)]
+struct DevFederationView {
+    nodes: Vec<DevNodeView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DevNodeView {
+    region: String,
+    local_addr: String,
+    local_ca: PathBuf,
+    admin_cert: PathBuf,
+    admin_key: PathBuf,
+    intake_cert: PathBuf,
+    intake_key: PathBuf,
+}
+
+/// A relative path in `federation.json` names a file under the dev directory; if it does not
+/// exist there, it is taken relative to the working directory (where `interflow dev` ran).
+fn dev_path(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    let under = dir.join(p);
+    if under.exists() || !p.exists() {
+        under
+    } else {
+        p.to_owned()
+    }
+}
+
+/// A listen address turned into one to dial: the wildcard addresses mean "this machine".
+fn dialable(listen: &str) -> String {
+    if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        listen.to_owned()
+    }
+}
+
+/// Applies the precedence flag > env > file, and names every missing setting with how to give
+/// it.
+pub fn merge(flags: Partial, env: Partial, file: Partial) -> anyhow::Result<Target> {
+    fn pick<T>(a: Option<T>, b: Option<T>, c: Option<T>) -> Option<T> {
+        a.or(b).or(c)
+    }
+    let addr = pick(flags.addr, env.addr, file.addr);
+    let ca = pick(flags.ca, env.ca, file.ca);
+    let cert = pick(flags.cert, env.cert, file.cert);
+    let key = pick(flags.key, env.key, file.key);
+    let region = pick(flags.region, env.region, file.region);
+    let mut missing = Vec::new();
+    let mut need = |present: bool, what: &str, flag: &str, var: &str| {
+        if !present {
+            missing.push(format!("{what} ({flag} or {var})"));
+        }
+    };
+    need(
+        addr.is_some(),
+        "the local listener address",
+        "--addr",
+        "INTERFLOW_ADDR",
+    );
+    need(ca.is_some(), "the node's local CA", "--ca", "INTERFLOW_CA");
+    need(
+        cert.is_some(),
+        "a client certificate",
+        "--cert",
+        "INTERFLOW_CERT",
+    );
+    need(key.is_some(), "its private key", "--key", "INTERFLOW_KEY");
+    need(
+        region.is_some(),
+        "the node's region code",
+        "--region",
+        "INTERFLOW_REGION",
+    );
+    match (addr, ca, cert, key, region) {
+        (Some(addr), Some(ca), Some(cert), Some(key), Some(region)) => {
+            let code = region.value.parse::<RegionCode>().with_context(|| {
+                format!("region `{}` from {} is invalid", region.value, region.from)
+            })?;
+            Ok(Target {
+                addr,
+                ca,
+                cert,
+                key,
+                region: Sourced {
+                    value: code,
+                    from: region.from,
+                },
+            })
+        }
+        _ => bail!(
+            "missing connection settings: {}; or use --config <node config> or --dev-node <code>",
+            missing.join(", ")
+        ),
+    }
+}
+
+/// Resolves the connection settings for a command that needs `role`.
+pub fn resolve(
+    args: &ConnArgs,
+    role: Role,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Target> {
+    let file = match (&args.config, &args.dev_node) {
+        (Some(path), _) => Partial::from_config(path, role)?,
+        (None, Some(code)) => Partial::from_dev(&args.dev_dir, code, role)?,
+        (None, None) => Partial::default(),
+    };
+    merge(Partial::from_flags(args), Partial::from_env(env), file)
+}
+
+/// How long one request may take by default; `reconcile` streams are not bounded.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An open connection to a node's local listener.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    channel: Channel,
+    /// Says which node and certificate, for error messages.
+    describe: String,
+    request_timeout: Duration,
+}
+
+impl Connection {
+    /// Wraps a channel someone else opened (tests); `describe` names it in errors.
+    pub fn new(channel: Channel, describe: impl Into<String>) -> Self {
+        Connection {
+            channel,
+            describe: describe.into(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The bound on each request.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The same connection with another bound on each request.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Awaits one unary call under the request timeout, with errors that say what to check.
+    pub async fn unary<T>(
+        &self,
+        call: &str,
+        fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(self.call_error(call, status)),
+            Err(_) => Err(anyhow!(
+                "`{call}` got no answer from {} within {}; the node may be overloaded or stuck: check its log, or raise --timeout",
+                self.describe,
+                crate::human::format_age(self.request_timeout)
+            )),
+        }
+    }
+
+    /// Connects to `target` over mutual TLS; requests are bounded by
+    /// [`DEFAULT_REQUEST_TIMEOUT`] until [`Connection::with_request_timeout`].
+    pub async fn open(target: &Target, timeout: Duration) -> anyhow::Result<Connection> {
+        let (ca, cert, key) = (
+            target.ca.value.clone(),
+            target.cert.value.clone(),
+            target.key.value.clone(),
+        );
+        let config = tokio::task::spawn_blocking(move || {
+            interflow_tls::client_config(&ca, &cert, &key)
+        })
+        .await
+        .context("loading tls material")?
+        .map_err(|e| anyhow!(error_chain(&e)))
+        .with_context(|| {
+            format!(
+                "loading the CA `{}` (from {}), client certificate `{}` (from {}) and key `{}` (from {}); check that the files exist, are PEM and that the key belongs to the certificate",
+                target.ca.value.display(),
+                target.ca.from,
+                target.cert.value.display(),
+                target.cert.from,
+                target.key.value.display(),
+                target.key.from
+            )
+        })?;
+        let server_name = interflow_tls::local_server_name(target.region.value);
+        let channel = interflow_tls::connect(&target.addr.value, &server_name, config, timeout)
+            .await
+            .map_err(|e| anyhow!(error_chain(&e)))
+            .with_context(|| {
+                format!(
+                    "cannot connect to {target}: check that the node runs and listens there (`local.listen`), that `{}` (from {}) is that node's local CA, and that its region is `{}` (the server name checked is `{server_name}`)",
+                    target.ca.value.display(),
+                    target.ca.from,
+                    target.region.value
+                )
+            })?;
+        Ok(Connection::new(channel, target.to_string()))
+    }
+
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    pub fn intake(&self) -> IntakeClient<Channel> {
+        IntakeClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// An error for a failed call, with what to check for the common causes.
+    pub fn call_error(&self, call: &str, status: tonic::Status) -> anyhow::Error {
+        use tonic::Code;
+        let msg = status.message();
+        let hint = match status.code() {
+            // With TLS 1.3 a refused client certificate shows only on the first call.
+            Code::Unavailable | Code::Unknown if msg.contains("transport") => format!(
+                "; the connection to {} failed: check that the node runs, and that the client certificate is issued by the node's local CA and has not expired or been revoked",
+                self.describe
+            ),
+            Code::PermissionDenied | Code::Unauthenticated => format!(
+                "; the node refused the client certificate of {}: admin commands need a certificate with the admin role (`[client] admin_cert`), `submit` one with the intake role (`[client] intake_cert`)",
+                self.describe
+            ),
+            Code::Unavailable | Code::ResourceExhausted => {
+                format!(
+                    "; {} cannot serve this now: retry later, and check its log",
+                    self.describe
+                )
+            }
+            _ => String::new(),
+        };
+        anyhow!("`{call}` failed: {}: {msg}{hint}", code_name(status.code()))
+    }
+}
+
+/// `PermissionDenied` → `permission denied`.
+fn code_name(c: tonic::Code) -> String {
+    let mut s = String::new();
+    for ch in format!("{c:?}").chars() {
+        if ch.is_uppercase() && !s.is_empty() {
+            s.push(' ');
+        }
+        s.extend(ch.to_lowercase());
+    }
+    s
+}
+
+/// An error followed by its sources, `a: b: c`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ConnArgs {
+        ConnArgs {
+            addr: None,
+            ca: None,
+            cert: None,
+            key: None,
+            region: None,
+            config: None,
+            dev_node: None,
+            dev_dir: PathBuf::from(".interflow-dev"),
+            connect_timeout: Duration::from_secs(5),
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    fn write_config(dir: &Path) -> PathBuf {
+        let path = dir.join("interflow.toml");
+        std::fs::write(
+            &path,
+            r#"version = 1
+region = "310115"
+name = "ignored"
+data_dir = "data"
+[peer]
+listen = "0.0.0.0:7443"
+[local]
+listen = "0.0.0.0:7444"
+[tls]
+federation_ca = "tls/federation-ca.pem"
+local_ca = "tls/local-ca.pem"
+[client]
+admin_cert = "clients/admin.pem"
+admin_key = "/abs/admin.key"
+intake_cert = "clients/intake.pem"
+intake_key = "clients/intake.key"
+[limits]
+max_submit_batch = 10
+"#,
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn config_file_gives_every_setting_with_paths_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path());
+        let p = Partial::from_config(&path, Role::Admin).unwrap();
+        assert_eq!(p.addr.as_ref().unwrap().value, "127.0.0.1:7444");
+        assert!(p.addr.unwrap().from.contains("local.listen"));
+        assert_eq!(p.ca.unwrap().value, dir.path().join("tls/local-ca.pem"));
+        assert_eq!(p.cert.unwrap().value, dir.path().join("clients/admin.pem"));
+        assert_eq!(p.key.unwrap().value, PathBuf::from("/abs/admin.key"));
+        assert_eq!(p.region.unwrap().value, "310115");
+        let intake = Partial::from_config(&path, Role::Intake).unwrap();
+        assert_eq!(
+            intake.cert.unwrap().value,
+            dir.path().join("clients/intake.pem")
+        );
+    }
+
+    #[test]
+    fn flag_beats_env_beats_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path());
+        let mut a = args();
+        a.config = Some(path.clone());
+        a.cert = Some(PathBuf::from("flag.pem"));
+        a.addr = Some("10.0.0.1:1".into());
+        let env = |k: &str| match k {
+            "INTERFLOW_ADDR" => Some("env:2".to_owned()),
+            "INTERFLOW_KEY" => Some("env.key".to_owned()),
+            "INTERFLOW_CA" => Some(String::new()),
+            _ => None,
+        };
+        let t = resolve(&a, Role::Admin, &env).unwrap();
+        assert_eq!(t.addr.value, "10.0.0.1:1");
+        assert_eq!(t.addr.from, "--addr");
+        assert_eq!(t.cert.value, PathBuf::from("flag.pem"));
+        assert_eq!(t.key.value, PathBuf::from("env.key"));
+        assert_eq!(t.key.from, "INTERFLOW_KEY");
+        // An empty variable counts as unset, so the config file's CA applies.
+        assert_eq!(t.ca.value, dir.path().join("tls/local-ca.pem"));
+        assert!(t.ca.from.contains("tls.local_ca"));
+        assert_eq!(t.region.value.as_str(), "310115");
+
+        // Without a flag, env wins over the file.
+        a.addr = None;
+        let t = resolve(&a, Role::Admin, &env).unwrap();
+        assert_eq!(t.addr.value, "env:2");
+    }
+
+    #[test]
+    fn missing_settings_are_all_named() {
+        let err = resolve(&args(), Role::Admin, &|_| None).unwrap_err();
+        let msg = err.to_string();
+        for want in [
+            "--addr",
+            "INTERFLOW_CA",
+            "--cert",
+            "--key",
+            "--region",
+            "--dev-node",
+        ] {
+            assert!(msg.contains(want), "{msg}");
+        }
+        let mut a = args();
+        a.addr = Some("127.0.0.1:1".into());
+        a.ca = Some("ca.pem".into());
+        a.cert = Some("c.pem".into());
+        a.key = Some("c.key".into());
+        a.region = Some("999999".into());
+        let msg = format!("{:#}", resolve(&a, Role::Admin, &|_| None).unwrap_err());
+        assert!(msg.contains("region `999999` from --region"), "{msg}");
+    }
+
+    #[test]
+    fn dev_federation_node_is_found_and_unknown_ones_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let nd = dir.path().join("310115");
+        std::fs::create_dir_all(nd.join("clients")).unwrap();
+        std::fs::write(nd.join("clients/intake.pem"), "x").unwrap();
+        let json = serde_json::json!({
+            "nodes": [{
+                "region": "310115", "name": "Shanghai Pudong",
+                "peer_addr": "127.0.0.1:7001", "local_addr": "127.0.0.1:7002",
+                "config": "310115/interflow.toml",
+                "federation_ca": "310115/tls/federation-ca.pem",
+                "local_ca": "310115/tls/local-ca.pem",
+                "admin_cert": "/abs/admin.pem", "admin_key": "/abs/admin.key",
+                "intake_cert": "310115/clients/intake.pem",
+                "intake_key": "310115/clients/intake.key"
+            }],
+            "agreements": [["310115", "110105"]]
+        });
+        std::fs::write(dir.path().join("federation.json"), json.to_string()).unwrap();
+        let p = Partial::from_dev(dir.path(), "310115", Role::Intake).unwrap();
+        assert_eq!(p.addr.unwrap().value, "127.0.0.1:7002");
+        assert_eq!(p.cert.unwrap().value, nd.join("clients/intake.pem"));
+        assert_eq!(p.ca.unwrap().value, nd.join("tls/local-ca.pem"));
+        let admin = Partial::from_dev(dir.path(), "310115", Role::Admin).unwrap();
+        assert_eq!(admin.key.unwrap().value, PathBuf::from("/abs/admin.key"));
+        let err = Partial::from_dev(dir.path(), "110105", Role::Admin).unwrap_err();
+        assert!(err.to_string().contains("its nodes are 310115"), "{err}");
+        let err = Partial::from_dev(&dir.path().join("nope"), "310115", Role::Admin).unwrap_err();
+        assert!(err.to_string().contains("interflow dev"), "{err}");
+    }
+
+    #[test]
+    fn wildcard_listen_addresses_are_dialled_on_loopback() {
+        assert_eq!(dialable("0.0.0.0:7444"), "127.0.0.1:7444");
+        assert_eq!(dialable("[::]:7444"), "[::1]:7444");
+        assert_eq!(dialable("10.1.2.3:7444"), "10.1.2.3:7444");
+    }
+}

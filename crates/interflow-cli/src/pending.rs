@@ -1,0 +1,281 @@
+//! `pending`: per outbound channel, what the destination has not acknowledged, since when and
+//! why, worst first; and the `--max-age` decision that makes it a monitoring check. Ages are
+//! measured against the node's clock (`now_ms` of the response), not this machine's.
+
+use std::time::Duration;
+
+use interflow_core::pb;
+use serde::Serialize;
+
+use crate::conn::Connection;
+use crate::human;
+use crate::{Outcome, Report};
+
+/// The answer of `pending`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PendingReport {
+    /// The node's clock when it answered.
+    pub now: String,
+    pub now_ms: i64,
+    pub max_age_secs: u64,
+    /// True when no pending record is older than `max_age_secs`.
+    pub ok: bool,
+    /// Channels whose oldest pending record is older than `max_age_secs`.
+    pub stuck_channels: usize,
+    /// Worst first: oldest pending record first, then larger backlog; idle channels last.
+    pub channels: Vec<PendingRow>,
+}
+
+/// One outbound channel.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PendingRow {
+    pub destination: String,
+    pub head_seq: u64,
+    pub acked_seq: u64,
+    pub pending_count: u64,
+    pub oldest_pending_issued_at: Option<String>,
+    pub oldest_pending_age_secs: Option<u64>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+    /// The oldest pending record is older than `max_age_secs`.
+    pub stuck: bool,
+    #[serde(skip)]
+    oldest_ms: i64,
+    #[serde(skip)]
+    next_ms: i64,
+}
+
+/// Sorts and judges a `ListPending` answer.
+pub fn build(resp: pb::ListPendingResponse, max_age: Duration) -> PendingReport {
+    let now = resp.now_ms;
+    let mut channels: Vec<PendingRow> = resp
+        .channels
+        .into_iter()
+        .map(|c| {
+            let pending = c.oldest_pending_issued_at_ms != 0;
+            let age = pending.then(|| human::age(now, c.oldest_pending_issued_at_ms));
+            PendingRow {
+                destination: c.destination,
+                head_seq: c.head_seq,
+                acked_seq: c.acked_seq,
+                pending_count: c.pending_count,
+                oldest_pending_issued_at: human::opt_instant(c.oldest_pending_issued_at_ms),
+                oldest_pending_age_secs: age.map(|a| a.as_secs()),
+                attempts: c.attempts,
+                last_error: Some(c.last_error).filter(|e| !e.is_empty()),
+                next_attempt_at: human::opt_instant(c.next_attempt_at_ms),
+                stuck: age.is_some_and(|a| a > max_age),
+                oldest_ms: c.oldest_pending_issued_at_ms,
+                next_ms: c.next_attempt_at_ms,
+            }
+        })
+        .collect();
+    channels.sort_by(|a, b| {
+        // Channels with something pending come first, oldest first; 0 means "nothing".
+        let key = |r: &PendingRow| (r.oldest_ms == 0, r.oldest_ms);
+        key(a)
+            .cmp(&key(b))
+            .then(b.pending_count.cmp(&a.pending_count))
+            .then_with(|| a.destination.cmp(&b.destination))
+    });
+    let stuck_channels = channels.iter().filter(|c| c.stuck).count();
+    PendingReport {
+        now: human::instant(now),
+        now_ms: now,
+        max_age_secs: max_age.as_secs(),
+        ok: stuck_channels == 0,
+        stuck_channels,
+        channels,
+    }
+}
+
+/// Calls `Admin.ListPending` and judges the answer against `max_age`.
+pub async fn fetch(conn: &Connection, max_age: Duration) -> anyhow::Result<PendingReport> {
+    let resp = conn
+        .unary(
+            "Admin.ListPending",
+            conn.admin().list_pending(pb::ListPendingRequest {}),
+        )
+        .await?;
+    Ok(build(resp, max_age))
+}
+
+impl Report for PendingReport {
+    fn human(&self) -> String {
+        let max = human::format_age(Duration::from_secs(self.max_age_secs));
+        if self.channels.is_empty() {
+            return "no outbound channels yet: nothing pending\n".into();
+        }
+        let mut t = human::table(&[
+            "STATUS",
+            "DESTINATION",
+            "HEAD",
+            "ACKED",
+            "PENDING",
+            "OLDEST",
+            "ATTEMPTS",
+            "NEXT RETRY",
+            "LAST ERROR",
+        ]);
+        for c in &self.channels {
+            let status = if c.stuck {
+                "STUCK"
+            } else if c.pending_count > 0 {
+                "pending"
+            } else {
+                "ok"
+            };
+            t.add_row(vec![
+                status.to_owned(),
+                c.destination.clone(),
+                c.head_seq.to_string(),
+                c.acked_seq.to_string(),
+                c.pending_count.to_string(),
+                c.oldest_pending_age_secs
+                    .map(|s| human::format_age(Duration::from_secs(s)))
+                    .unwrap_or_else(|| "-".into()),
+                c.attempts.to_string(),
+                if c.next_ms == 0 {
+                    "-".into()
+                } else {
+                    human::relative(self.now_ms, c.next_ms)
+                },
+                c.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        let pending: u64 = self.channels.iter().map(|c| c.pending_count).sum();
+        let verdict = if self.ok {
+            format!("nothing pending longer than {max}")
+        } else {
+            format!(
+                "{} of {} {} records pending longer than {max}",
+                self.stuck_channels,
+                human::count(self.channels.len() as u64, "channel"),
+                if self.stuck_channels == 1 {
+                    "has"
+                } else {
+                    "have"
+                }
+            )
+        };
+        format!(
+            "{t}\n{} pending; {verdict} (node time {})\n",
+            human::count(pending, "record"),
+            self.now
+        )
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome::problem_if(!self.ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_780_272_000_000;
+
+    fn chan(dest: &str, count: u64, oldest_ago_secs: Option<i64>) -> pb::PendingChannel {
+        pb::PendingChannel {
+            destination: dest.into(),
+            head_seq: 100,
+            acked_seq: 100 - count,
+            pending_count: count,
+            oldest_pending_issued_at_ms: oldest_ago_secs.map_or(0, |s| NOW - s * 1000),
+            attempts: 3,
+            last_error: if count > 0 {
+                "peer `110105` unreachable: connection refused".into()
+            } else {
+                String::new()
+            },
+            next_attempt_at_ms: if count > 0 { NOW + 12_000 } else { 0 },
+        }
+    }
+
+    fn resp(channels: Vec<pb::PendingChannel>) -> pb::ListPendingResponse {
+        pb::ListPendingResponse {
+            channels,
+            now_ms: NOW,
+        }
+    }
+
+    #[test]
+    fn worst_first_then_backlog_then_idle() {
+        let r = build(
+            resp(vec![
+                chan("440305", 0, None),
+                chan("110105", 5, Some(60)),
+                chan("510104", 2, Some(7200)),
+                chan("330106", 9, Some(60)),
+                chan("120101", 0, None),
+            ]),
+            Duration::from_secs(3600),
+        );
+        let order: Vec<&str> = r.channels.iter().map(|c| c.destination.as_str()).collect();
+        assert_eq!(order, ["510104", "330106", "110105", "120101", "440305"]);
+        assert_eq!(r.channels[0].oldest_pending_age_secs, Some(7200));
+        assert_eq!(r.channels[3].oldest_pending_age_secs, None);
+        assert_eq!(r.channels[3].last_error, None);
+    }
+
+    #[test]
+    fn max_age_decides_the_exit_code() {
+        let max = Duration::from_secs(3600);
+        let fine = build(
+            resp(vec![chan("110105", 5, Some(3600)), chan("440305", 0, None)]),
+            max,
+        );
+        assert!(fine.ok);
+        assert_eq!(fine.outcome(), Outcome::Success);
+        assert_eq!(fine.outcome().exit_code(), 0);
+
+        let stuck = build(
+            resp(vec![
+                chan("110105", 5, Some(3601)),
+                chan("440305", 1, Some(10)),
+            ]),
+            max,
+        );
+        assert!(!stuck.ok);
+        assert_eq!(stuck.stuck_channels, 1);
+        assert!(stuck.channels[0].stuck && !stuck.channels[1].stuck);
+        assert_eq!(stuck.outcome().exit_code(), 1);
+
+        let empty = build(resp(vec![]), max);
+        assert_eq!(empty.outcome(), Outcome::Success);
+    }
+
+    #[test]
+    fn a_clock_ahead_of_the_node_does_not_matter() {
+        // Ages come from the node's `now_ms`; a record "issued in the future" has age 0.
+        let mut c = chan("110105", 1, None);
+        c.oldest_pending_issued_at_ms = NOW + 5_000;
+        let r = build(resp(vec![c]), Duration::ZERO);
+        assert_eq!(r.channels[0].oldest_pending_age_secs, Some(0));
+        assert!(r.ok);
+    }
+
+    #[test]
+    fn human_table_names_what_is_stuck_since_when_and_why() {
+        let r = build(
+            resp(vec![chan("110105", 5, Some(192)), chan("440305", 0, None)]),
+            Duration::from_secs(60),
+        );
+        let text = r.human();
+        assert!(text.contains("STUCK"), "{text}");
+        assert!(text.contains("3m12s"), "{text}");
+        assert!(text.contains("in 12s"), "{text}");
+        assert!(text.contains("connection refused"), "{text}");
+        assert!(
+            text.contains("1 of 2 channels has records pending longer than 1m00s"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["channels"][0]["oldest_pending_age_secs"], 192);
+        assert_eq!(json["channels"][0]["stuck"], true);
+        assert_eq!(json["ok"], false);
+        assert!(json["channels"][0].get("oldest_ms").is_none());
+    }
+}

@@ -1,0 +1,41 @@
+//! Integration tests of the `interflowctl` binary: the offline commands end to end, and the
+//! connected commands against a fake node (canned `Admin` and `Intake` answers behind real
+//! mutual TLS on 127.0.0.1, with certificates made by `interflowctl certs`).
+
+mod fake_node;
+mod offline;
+
+use std::path::Path;
+
+/// The binary under test, with no `INTERFLOW_*` variables from the calling environment.
+pub fn interflowctl() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_interflowctl"));
+    for var in [
+        "INTERFLOW_ADDR",
+        "INTERFLOW_CA",
+        "INTERFLOW_CERT",
+        "INTERFLOW_KEY",
+        "INTERFLOW_REGION",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs `interflowctl args...` and returns (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = interflowctl()
+        .args(args)
+        .output()
+        .expect("runs interflowctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}

@@ -1,0 +1,314 @@
+//! Offline commands: keys, certificates, agreements, and usage errors.
+
+use interflow_core::agreement::Agreement;
+use interflow_core::{RegionCode, keys, pb};
+use prost::Message as _;
+
+use crate::{p, run};
+
+#[test]
+fn keys_gen_writes_a_private_pkcs8_key_and_its_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("signing.pem");
+    let (code, stdout, stderr) = run(&["keys", "gen", "--out", p(&out)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("signing.pub.pem"), "{stdout}");
+    let key = keys::load_signing_key(&out).unwrap();
+    let public = keys::load_verifying_key(&dir.path().join("signing.pub.pem")).unwrap();
+    assert_eq!(key.verifying_key(), public);
+    assert!(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Never overwritten by accident.
+    let (code, _, stderr) = run(&["keys", "gen", "--out", p(&out)]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--force"), "{stderr}");
+
+    let psk = dir.path().join("agr.key");
+    let (code, stdout, stderr) = run(&["--json", "keys", "pseudonym", "--out", p(&psk)]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["files"][0], p(&psk));
+    assert_eq!(std::fs::read_to_string(&psk).unwrap().trim().len(), 64);
+    keys::load_pseudonym_key(&psk).unwrap();
+}
+
+#[test]
+fn certs_commands_make_a_pki_that_interflow_tls_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |s: &str| dir.path().join(s);
+    for (name, out) in [("fed", "fed-ca"), ("local", "local-ca")] {
+        let (code, _, stderr) = run(&["certs", "ca", "--name", name, "--out", p(&d(out))]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "node",
+            "--ca-dir",
+            p(&d("fed-ca")),
+            "--region",
+            "310115",
+            "--dns",
+            "node.example",
+            "--ip",
+            "127.0.0.1",
+            "--out",
+            p(&d("node")),
+        ],
+        vec![
+            "client",
+            "--ca-dir",
+            p(&d("local-ca")),
+            "--role",
+            "admin",
+            "--name",
+            "ops",
+            "--out",
+            p(&d("clients")),
+        ],
+        vec![
+            "client",
+            "--ca-dir",
+            p(&d("local-ca")),
+            "--role",
+            "intake",
+            "--name",
+            "his",
+            "--out",
+            p(&d("clients")),
+        ],
+        vec![
+            "local-server",
+            "--ca-dir",
+            p(&d("local-ca")),
+            "--region",
+            "310115",
+            "--out",
+            p(&d("server")),
+        ],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(str::to_owned).collect())
+    .collect();
+    for step in steps {
+        let mut args = vec!["certs"];
+        args.extend(step.iter().map(String::as_str));
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+    }
+    for role in ["admin", "intake"] {
+        interflow_tls::client_config(
+            &d("local-ca/ca.pem"),
+            &d(&format!("clients/{role}.pem")),
+            &d(&format!("clients/{role}.key")),
+        )
+        .unwrap();
+    }
+    interflow_tls::client_config(
+        &d("fed-ca/ca.pem"),
+        &d("node/node.pem"),
+        &d("node/node.key"),
+    )
+    .unwrap();
+    let server = interflow_tls::load_certs(&d("server/local-server.pem")).unwrap();
+    assert_eq!(server.len(), 1);
+    interflow_tls::load_key(&d("server/local-server.key")).unwrap();
+    let node = interflow_tls::load_certs(&d("node/node.pem")).unwrap();
+    let region: RegionCode = "310115".parse().unwrap();
+    assert_eq!(
+        interflow_tls::identity_from_cert(&node[0])
+            .unwrap()
+            .region(),
+        Some(region)
+    );
+
+    let (code, _, stderr) = run(&[
+        "certs",
+        "client",
+        "--ca-dir",
+        p(&d("nope")),
+        "--role",
+        "admin",
+        "--name",
+        "x",
+        "--out",
+        p(&d("x")),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("certs ca"), "{stderr}");
+}
+
+const AGREEMENT: &str = r#"id = "agr-310115-110105"
+party_a = "310115"
+party_b = "110105"
+kinds = ["pregnancy", "contraception"]
+valid_from = 2026-01-01T00:00:00Z
+valid_until = 2031-01-01T00:00:00Z
+legal_basis = "statutory_duty"
+statute_reference = "PFPL-2021-art-19"
+retention_days = 3650
+"#;
+
+#[test]
+fn agreement_signed_by_both_parties_verifies_and_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |s: &str| dir.path().join(s);
+    std::fs::write(d("agreement.toml"), AGREEMENT).unwrap();
+    for party in ["a", "b"] {
+        let (code, _, stderr) = run(&["keys", "gen", "--out", p(&d(&format!("{party}.pem")))]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let agr = d("agr.pb");
+    let (code, stdout, stderr) = run(&[
+        "agreement",
+        "sign",
+        "--body",
+        p(&d("agreement.toml")),
+        "--key",
+        p(&d("a.pem")),
+        "--region",
+        "310115",
+        "--out",
+        p(&agr),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("110105: MISSING"), "{stdout}");
+    assert!(stdout.contains("--in"), "{stdout}");
+    let first = std::fs::read(&agr).unwrap();
+
+    // The first party's file is never overwritten by a fresh encoding.
+    let (code, _, stderr) = run(&[
+        "agreement",
+        "sign",
+        "--body",
+        p(&d("agreement.toml")),
+        "--key",
+        p(&d("a.pem")),
+        "--region",
+        "310115",
+        "--out",
+        p(&agr),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("exists"), "{stderr}");
+
+    // A stranger cannot sign.
+    let (code, _, stderr) = run(&[
+        "agreement",
+        "sign",
+        "--in",
+        p(&agr),
+        "--key",
+        p(&d("b.pem")),
+        "--region",
+        "440305",
+        "--out",
+        p(&agr),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not a party"), "{stderr}");
+
+    let (code, _, stderr) = run(&[
+        "agreement",
+        "sign",
+        "--in",
+        p(&agr),
+        "--key",
+        p(&d("b.pem")),
+        "--region",
+        "110105",
+        "--out",
+        p(&agr),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let signed = pb::SignedAgreement::decode(std::fs::read(&agr).unwrap().as_slice()).unwrap();
+    let original = pb::SignedAgreement::decode(first.as_slice()).unwrap();
+    assert_eq!(
+        signed.body, original.body,
+        "the body bytes are kept as first stored"
+    );
+    assert_eq!(signed.signatures.len(), 2);
+    let ka = keys::load_verifying_key(&d("a.pub.pem")).unwrap();
+    let kb = keys::load_verifying_key(&d("b.pub.pem")).unwrap();
+    let a: RegionCode = "310115".parse().unwrap();
+    let verified = Agreement::verify(signed, |r| if r == a { Some(ka) } else { Some(kb) }).unwrap();
+    assert_eq!(verified.id, "agr-310115-110105");
+
+    let (code, stdout, stderr) = run(&["--json", "agreement", "show", p(&agr)]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["complete"], true);
+    assert_eq!(v["signatures"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        v["kinds"],
+        serde_json::json!(["pregnancy", "contraception"])
+    );
+    assert_eq!(v["valid_until"], "2031-01-01T00:00:00Z");
+    assert_eq!(v["verified"], serde_json::Value::Null);
+
+    let with = |a: &str, b: &str| {
+        run(&[
+            "agreement",
+            "show",
+            p(&agr),
+            "--verify-with",
+            &format!("310115={}", p(&d(a))),
+            "--verify-with",
+            &format!("110105={}", p(&d(b))),
+        ])
+    };
+    let (code, stdout, stderr) = with("a.pub.pem", "b.pub.pem");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("a node would accept it"), "{stdout}");
+    let (code, stdout, _) = with("b.pub.pem", "b.pub.pem");
+    assert_eq!(code, 1);
+    assert!(stdout.contains("DOES NOT VERIFY"), "{stdout}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _, stderr) = run(&["pending", "--max-age", "5x"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown unit `x`"), "{stderr}");
+    assert_eq!(run(&["frobnicate"]).0, 2);
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for cmd in [
+        "pending",
+        "channels",
+        "record",
+        "lookup",
+        "submit",
+        "reconcile",
+        "verify",
+        "audit",
+        "keys",
+        "certs",
+        "agreement",
+    ] {
+        assert!(stdout.contains(cmd), "{cmd}: {stdout}");
+    }
+}
+
+#[test]
+fn missing_connection_settings_are_named() {
+    let (code, _, stderr) = run(&["pending"]);
+    assert_eq!(code, 2);
+    for want in ["--addr", "INTERFLOW_CA", "--config", "--dev-node"] {
+        assert!(stderr.contains(want), "{stderr}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(&["stats", "--dev-node", "310115", "--dev-dir", p(dir.path())]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("interflow dev"), "{stderr}");
+}
