@@ -85,6 +85,11 @@ pub fn generate(
         "a dev federation has 2 to {} nodes",
         SAMPLE_REGIONS.len()
     );
+    std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
+    // Absolute paths in `federation.json`, so tools work from any directory.
+    let dir = &dir
+        .canonicalize()
+        .with_context(|| format!("resolving `{}`", dir.display()))?;
     let fed_dir = dir.join("federation");
     std::fs::create_dir_all(&fed_dir)
         .with_context(|| format!("creating `{}`", fed_dir.display()))?;
