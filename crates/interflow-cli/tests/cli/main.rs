@@ -2,6 +2,7 @@
 //! connected commands against a fake node (canned `Admin` and `Intake` answers behind real
 //! mutual TLS on 127.0.0.1, with certificates made by `interflowctl certs`).
 
+mod e2e;
 mod fake_node;
 mod offline;
 
