@@ -101,12 +101,15 @@ impl TestCluster {
 
     async fn start_with(&self, i: usize, peer: TcpListener, local: TcpListener) -> Running {
         let config = Config::load(&self.fed.nodes[i].config).expect("config");
+        let metrics = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics");
         start(
             config,
             Listeners {
                 peer,
                 local,
-                metrics: None,
+                metrics: Some(metrics),
             },
             system_clock(),
         )
@@ -126,6 +129,21 @@ impl TestCluster {
             },
         )
         .await;
+    }
+
+    /// Where node `i` serves `GET /metrics`.
+    pub fn metrics_addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i]
+            .as_ref()
+            .expect("node is running")
+            .metrics_addr
+            .expect("metrics listener")
+    }
+
+    /// The local listener's channel with the admin certificate, for other services on it.
+    pub async fn admin_channel(&self, i: usize) -> Channel {
+        let n = &self.fed.nodes[i];
+        self.local_channel(i, &n.admin_cert, &n.admin_key).await
     }
 
     pub fn region(&self, i: usize) -> RegionCode {

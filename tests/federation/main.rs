@@ -3,3 +3,4 @@
 mod delivery;
 mod reconcile;
 mod security;
+mod service;
