@@ -8,11 +8,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use interflow_core::RegionCode;
+use interflow_core::payload::{Kind, Payload};
 use interflow_core::pb::admin_client::AdminClient;
 use interflow_core::pb::exchange_client::ExchangeClient;
 use interflow_core::pb::intake_client::IntakeClient;
+use interflow_core::pseudonym::SubjectRef;
+use interflow_core::record::{ChannelId, NewRecord, RecordId, VerifiedRecord};
+use interflow_core::{NationalId, RegionCode, pb};
 use interflow_node::dev::{DevFederation, generate};
+use interflow_node::dev::{sample_submission, synthetic_id};
 use interflow_node::{Config, Listeners, Node, Running, start, system_clock};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -232,6 +236,45 @@ impl TestCluster {
         )
         .await
         .expect("exchange client")
+    }
+
+    /// A record on `origin → dest` at `seq` after `prev`, sealed with `key` — the origin's own
+    /// key to build an equivocation, another key to build a forgery. `n` picks the synthetic
+    /// person and payload.
+    pub fn crafted_record(
+        &self,
+        origin: usize,
+        dest: usize,
+        seq: u64,
+        prev: RecordId,
+        key: &ed25519_dalek::SigningKey,
+        n: u64,
+    ) -> VerifiedRecord {
+        let node = self.node(origin);
+        let (from, to) = (self.region(origin), self.region(dest));
+        let agreement = node
+            .agreements
+            .find_covering(from, to, Kind::Contraception, node.now())
+            .expect("an agreement between the two nodes")
+            .id
+            .clone();
+        let today = interflow_core::time::latest_permitted_date(node.now(), 0);
+        let id = NationalId::parse(&synthetic_id(n), today).expect("synthetic id");
+        let Some(pb::submission::Payload::Contraception(p)) =
+            sample_submission(n, to.as_str()).payload
+        else {
+            unreachable!("sample submissions are contraception statuses")
+        };
+        NewRecord {
+            channel: ChannelId::new(from, to),
+            subject: SubjectRef::derive(&node.pseudonym_keys[&agreement], &id),
+            agreement_id: agreement,
+            issued_at_ms: node.now(),
+            supersedes: None,
+            payload: Payload::Contraception(p),
+        }
+        .seal(seq, prev, key)
+        .expect("seal")
     }
 
     pub async fn shutdown(mut self) {

@@ -223,42 +223,6 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// A record on `origin → dest` at `seq` after `prev`, sealed with `key` (the origin's own key
-/// for an equivocation, another key for a forgery).
-fn crafted(
-    c: &TestCluster,
-    origin: usize,
-    dest: usize,
-    seq: u64,
-    prev: interflow_core::record::RecordId,
-    key: &ed25519_dalek::SigningKey,
-    n: u64,
-) -> interflow_core::record::VerifiedRecord {
-    use interflow_core::payload::Payload;
-    let node = c.node(origin);
-    let agreement = node.agreements.iter().next().unwrap().id.clone();
-    let today = interflow_core::time::latest_permitted_date(node.now(), 0);
-    let id =
-        interflow_core::NationalId::parse(&interflow_node::dev::synthetic_id(n), today).unwrap();
-    let Some(pb::submission::Payload::Contraception(p)) = sample_submission(n, "110105").payload
-    else {
-        unreachable!()
-    };
-    interflow_core::record::NewRecord {
-        channel: ChannelId::new(c.region(origin), c.region(dest)),
-        agreement_id: agreement.clone(),
-        subject: interflow_core::pseudonym::SubjectRef::derive(
-            &node.pseudonym_keys[&agreement],
-            &id,
-        ),
-        issued_at_ms: node.now(),
-        supersedes: None,
-        payload: Payload::Contraception(p),
-    }
-    .seal(seq, prev, key)
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_serving_equivocating_or_forged_records_is_reported_and_nothing_is_stored() {
     let c = TestCluster::start_edited(3, without_delivery).await;
@@ -271,15 +235,7 @@ async fn a_peer_serving_equivocating_or_forged_records_is_reported_and_nothing_i
 
     // B's log holds Y at seq 1, while A was given X, also signed by B, for the same seq.
     submit(&c, 1, 0, 0..1).await;
-    let x = crafted(
-        &c,
-        1,
-        0,
-        1,
-        interflow_core::record::RecordId::ZERO,
-        &b_key,
-        77,
-    );
+    let x = c.crafted_record(1, 0, 1, interflow_core::record::RecordId::ZERO, &b_key, 77);
     c.node(0).store.apply(std::slice::from_ref(&x)).unwrap();
     let report = reconcile(&c, 0, false).await;
     let ch = report
@@ -313,15 +269,7 @@ async fn a_peer_serving_equivocating_or_forged_records_is_reported_and_nothing_i
     // C's log serves a record on C → B signed with a key that is not C's.
     let (cc, bb) = (c.region(2), c.region(1));
     let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-    let forged = crafted(
-        &c,
-        2,
-        1,
-        1,
-        interflow_core::record::RecordId::ZERO,
-        &forger,
-        78,
-    );
+    let forged = c.crafted_record(2, 1, 1, interflow_core::record::RecordId::ZERO, &forger, 78);
     c.node(2).store.apply(&[forged]).unwrap();
     let report = reconcile(&c, 1, false).await;
     let ch = report

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use interflow_core::payload::Payload;
 use interflow_core::pb;
-use interflow_core::pseudonym::SubjectRef;
-use interflow_core::record::{ChannelId, NewRecord, RecordId};
+use interflow_core::record::{ChannelId, RecordId};
 use interflow_tests::TestCluster;
 use interflow_tls::pki::{Ca, Validity};
 use tokio_stream::StreamExt;
@@ -87,37 +85,6 @@ async fn clients_without_the_right_certificate_are_refused() {
     c.shutdown().await;
 }
 
-fn forged_record(
-    c: &TestCluster,
-    origin: usize,
-    dest: usize,
-    key: &ed25519_dalek::SigningKey,
-) -> pb::SignedRecord {
-    let node = c.node(origin);
-    let agreement = node.agreements.iter().next().unwrap().id.clone();
-    let today = interflow_core::time::latest_permitted_date(node.now(), 0);
-    let id =
-        interflow_core::NationalId::parse(&interflow_node::dev::synthetic_id(7), today).unwrap();
-    let subject = SubjectRef::derive(&node.pseudonym_keys[&agreement], &id);
-    let Some(pb::submission::Payload::Contraception(p)) =
-        interflow_node::dev::sample_submission(7, "110105").payload
-    else {
-        unreachable!()
-    };
-    NewRecord {
-        channel: ChannelId::new(c.region(origin), c.region(dest)),
-        agreement_id: agreement,
-        subject,
-        issued_at_ms: node.now(),
-        supersedes: None,
-        payload: Payload::Contraception(p),
-    }
-    .seal(1, RecordId::ZERO, key)
-    .unwrap()
-    .into_decoded()
-    .into_signed()
-}
-
 async fn deliver_one(
     mut client: pb::exchange_client::ExchangeClient<tonic::transport::Channel>,
     rec: pb::SignedRecord,
@@ -142,7 +109,10 @@ async fn deliveries_from_the_wrong_sender_or_with_forged_signatures_are_rejected
             .join("keys/signing.pem"),
     )
     .unwrap();
-    let rec = forged_record(&c, 1, 0, &b_key);
+    let rec = c
+        .crafted_record(1, 0, 1, RecordId::ZERO, &b_key, 7)
+        .into_decoded()
+        .into_signed();
     let ack = deliver_one(c.exchange_from(2, 0).await, rec).await;
     match ack.result {
         Some(pb::delivery_ack::Result::Rejection(r)) => {
@@ -152,7 +122,10 @@ async fn deliveries_from_the_wrong_sender_or_with_forged_signatures_are_rejected
     }
     // B's own connection, but signed with a key that is not B's directory key.
     let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-    let rec = forged_record(&c, 1, 0, &forger);
+    let rec = c
+        .crafted_record(1, 0, 1, RecordId::ZERO, &forger, 7)
+        .into_decoded()
+        .into_signed();
     let ack = deliver_one(c.exchange_from(1, 0).await, rec).await;
     match ack.result {
         Some(pb::delivery_ack::Result::Rejection(r)) => {
