@@ -431,7 +431,8 @@ pub fn run(cmd: &AgreementCommand, ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome>
                 out.display()
             );
             let signing = keys::load_signing_key(key).context("loading the signing key")?;
-            let added = add_signature(&mut signed, &decoded, &signing, *region)?;
+            let added =
+                add_signature(&mut signed, &decoded, &signing, crate::cli::region(region)?)?;
             if added || !same_as_input {
                 write_atomic(out, &signed.encode_to_vec())?;
             }

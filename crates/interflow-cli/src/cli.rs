@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use interflow_core::RegionCode;
+use interflow_core::region::RegionCodeError;
 
 use crate::human::parse_duration;
 
 const AFTER_HELP: &str = "\
-Connection (commands that talk to a node): each setting comes from the flag, else the
-environment variable, else the node config file (`--config`) or the dev federation
-(`--dev-node`). Admin commands present `[client] admin_cert/admin_key`, `submit` presents
-`[client] intake_cert/intake_key`.
+Connection (commands that talk to a node; the flags go before or after the command): each
+setting comes from the flag, else the environment variable, else the node config file
+(`--config`) or the dev federation (`--dev-node`). Admin commands present
+`[client] admin_cert/admin_key`, `submit` presents `[client] intake_cert/intake_key`.
 
 Exit codes: 0 success; 1 the command ran and found a problem (`pending` older than
 `--max-age`, `submit` rows that failed, `verify` inconsistencies, `reconcile` anomalies);
@@ -29,6 +30,10 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    // The connection settings of the commands that talk to a node: global, so they may come
+    // before or after the command.
+    #[command(flatten)]
+    pub conn: ConnArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,46 +42,81 @@ pub struct Cli {
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct ConnArgs {
     /// Address of the node's local listener, `host:port` [env: INTERFLOW_ADDR].
-    #[arg(long, help_heading = "Connection", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        value_name = "HOST:PORT"
+    )]
     pub addr: Option<String>,
     /// The node's local CA certificate (PEM) [env: INTERFLOW_CA].
-    #[arg(long, help_heading = "Connection", value_name = "PEM")]
+    #[arg(long, global = true, help_heading = "Connection", value_name = "PEM")]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) with the admin role, or intake for `submit` [env: INTERFLOW_CERT].
-    #[arg(long, help_heading = "Connection", value_name = "PEM")]
+    #[arg(long, global = true, help_heading = "Connection", value_name = "PEM")]
     pub cert: Option<PathBuf>,
     /// Private key of the client certificate (PEM) [env: INTERFLOW_KEY].
-    #[arg(long, help_heading = "Connection", value_name = "PEM")]
+    #[arg(long, global = true, help_heading = "Connection", value_name = "PEM")]
     pub key: Option<PathBuf>,
     /// The node's region code; the TLS server name is `<region>.local.interflow`
     /// [env: INTERFLOW_REGION].
-    #[arg(long, help_heading = "Connection", value_name = "CODE")]
+    #[arg(long, global = true, help_heading = "Connection", value_name = "CODE")]
     pub region: Option<String>,
     /// Node config file: reads `region`, `local.listen`, `tls.local_ca` and `[client]`.
     #[arg(
         long,
+        global = true,
         help_heading = "Connection",
         value_name = "PATH",
         conflicts_with = "dev_node"
     )]
     pub config: Option<PathBuf>,
     /// A node of the dev federation written by `interflow dev`, by region code.
-    #[arg(long, help_heading = "Connection", value_name = "CODE")]
+    #[arg(long, global = true, help_heading = "Connection", value_name = "CODE")]
     pub dev_node: Option<String>,
     /// Directory of the dev federation (`federation.json`).
     #[arg(
         long,
+        global = true,
         help_heading = "Connection",
         value_name = "DIR",
         default_value = ".interflow-dev"
     )]
     pub dev_dir: PathBuf,
     /// How long to wait for TCP, TLS and HTTP/2 setup, e.g. `5s`.
-    #[arg(long, help_heading = "Connection", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, global = true, help_heading = "Connection", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
     /// How long one request may take (a `submit` batch included; `reconcile` is not bounded).
-    #[arg(long, help_heading = "Connection", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, help_heading = "Connection", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+impl Cli {
+    /// Checks what clap cannot see across the levels of the command line: global arguments
+    /// that conflict when one is given before the command and the other after it.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        use clap::CommandFactory as _;
+        if self.conn.config.is_some() && self.conn.dev_node.is_some() {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "the argument '--config <PATH>' cannot be used with '--dev-node <CODE>'",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The value parser of an offline command's `--region`. That flag is also the global
+/// connection flag `--region`, and clap keeps one value type per argument across the levels of
+/// a command line, so the code is checked here as a [`RegionCode`] but kept as text; [`region`]
+/// reads it back.
+fn region_code(s: &str) -> Result<String, RegionCodeError> {
+    RegionCode::parse(s).map(|code| code.to_string())
+}
+
+/// The region code of an offline command's `--region` (checked when parsing).
+pub fn region(code: &str) -> anyhow::Result<RegionCode> {
+    RegionCode::parse(code).map_err(|e| anyhow::anyhow!("invalid region code `{code}`: {e}"))
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -87,39 +127,27 @@ pub enum Command {
     /// attempts, the last delivery error and the next retry. Exits 1 when a pending record is
     /// older than `--max-age`, so it serves as a monitoring check.
     Pending {
-        #[command(flatten)]
-        conn: ConnArgs,
         /// Oldest pending age that is still fine, e.g. `15m`, `1h`, `2d`.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         max_age: Duration,
     },
     /// Every channel of the node: direction, head, acknowledged position, stopped.
-    Channels {
-        #[command(flatten)]
-        conn: ConnArgs,
-    },
+    Channels,
     /// One record by id: channel position, issue time, agreement, payload, signature status.
     ///
     /// The subject is shown only as the short digest the audit log uses (`ref:` and 16 hex
     /// digits), never in full.
     Record {
-        #[command(flatten)]
-        conn: ConnArgs,
         /// Record id, 64 hex digits.
         id: String,
     },
     /// Counts: records out and in, pending, equivocations, audit entries, reconcile runs.
-    Stats {
-        #[command(flatten)]
-        conn: ConnArgs,
-    },
+    Stats,
     /// A person's current pregnancy and contraception status per agreement, and the timeline.
     ///
     /// The lookup is audited by the node. Only the masked ID is printed. Pass `--id -` to read
     /// the ID from standard input, which keeps it out of the shell history.
     Lookup {
-        #[command(flatten)]
-        conn: ConnArgs,
         /// The 18-character resident ID, or `-` to read it from standard input.
         #[arg(long, value_name = "NATIONAL_ID")]
         id: String,
@@ -139,8 +167,6 @@ pub enum Command {
     /// to the error report with row (line number in the file), field and reason. Exits 1 if
     /// any row failed.
     Submit {
-        #[command(flatten)]
-        conn: ConnArgs,
         /// Input file.
         #[arg(long)]
         file: PathBuf,
@@ -160,8 +186,6 @@ pub enum Command {
     /// Exits 1 when the run found anomalies (unreachable peer, equivocation, bad records...).
     #[command(args_conflicts_with_subcommands = true)]
     Reconcile {
-        #[command(flatten)]
-        conn: ConnArgs,
         #[command(subcommand)]
         sub: Option<ReconcileCommand>,
         /// Only this peer (region code); every peer with an active agreement by default.
@@ -173,14 +197,9 @@ pub enum Command {
     },
     /// Re-checks every signature, chain link, index entry and the audit chain; exits 1 on any
     /// inconsistency.
-    Verify {
-        #[command(flatten)]
-        conn: ConnArgs,
-    },
+    Verify,
     /// The node's audit log: who read or changed what, and when.
     Audit {
-        #[command(flatten)]
-        conn: ConnArgs,
         /// Only entries since this time: RFC 3339 (`2026-06-01T00:00:00Z`) or a duration ago
         /// (`24h`).
         #[arg(long)]
@@ -204,8 +223,6 @@ pub enum Command {
 pub enum ReconcileCommand {
     /// Reports of past reconciliation runs, newest first.
     Reports {
-        #[command(flatten)]
-        conn: ConnArgs,
         /// At most this many reports.
         #[arg(long, default_value_t = 10)]
         limit: u32,
@@ -256,8 +273,8 @@ pub enum CertsCommand {
         /// Directory with the federation CA's `ca.pem` and `ca.key`.
         #[arg(long)]
         ca_dir: PathBuf,
-        #[arg(long)]
-        region: RegionCode,
+        #[arg(long, value_parser = region_code)]
+        region: String,
         /// Extra DNS name of the node's peer endpoint (repeatable).
         #[arg(long)]
         dns: Vec<String>,
@@ -291,8 +308,8 @@ pub enum CertsCommand {
         /// Directory with the node's local CA `ca.pem` and `ca.key`.
         #[arg(long)]
         ca_dir: PathBuf,
-        #[arg(long)]
-        region: RegionCode,
+        #[arg(long, value_parser = region_code)]
+        region: String,
         #[arg(long)]
         out: PathBuf,
         /// Validity in days.
@@ -333,8 +350,8 @@ pub enum AgreementCommand {
         #[arg(long)]
         key: PathBuf,
         /// This party's region code; must be party_a or party_b.
-        #[arg(long)]
-        region: RegionCode,
+        #[arg(long, value_parser = region_code)]
+        region: String,
         /// Where to write the signed agreement (binary protobuf `SignedAgreement`).
         #[arg(long)]
         out: PathBuf,
@@ -354,6 +371,7 @@ pub enum AgreementCommand {
 mod tests {
     use super::*;
     use clap::CommandFactory as _;
+    use std::path::Path;
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -371,7 +389,6 @@ mod tests {
                 sub: None,
                 peer: Some(_),
                 recover: true,
-                ..
             }
         ));
         let cli = Cli::try_parse_from([
@@ -387,10 +404,11 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Reconcile {
-                sub: Some(ReconcileCommand::Reports { limit: 3, .. }),
+                sub: Some(ReconcileCommand::Reports { limit: 3 }),
                 ..
             }
         ));
+        assert_eq!(cli.conn.dev_node.as_deref(), Some("310115"));
         assert!(Cli::try_parse_from(["interflowctl", "reconcile", "--peer", "12"]).is_err());
         assert!(
             Cli::try_parse_from([
@@ -407,7 +425,162 @@ mod tests {
             Cli::try_parse_from(["interflowctl", "--json", "pending", "--max-age", "15m"]).unwrap();
         assert!(cli.json);
         assert!(
-            matches!(cli.command, Command::Pending { max_age, .. } if max_age == Duration::from_secs(900))
+            matches!(cli.command, Command::Pending { max_age } if max_age == Duration::from_secs(900))
+        );
+    }
+
+    #[test]
+    fn connection_flags_go_before_or_after_the_command() {
+        let after = Cli::try_parse_from([
+            "interflowctl",
+            "pending",
+            "--dev-node",
+            "310115",
+            "--dev-dir",
+            "fed",
+            "--timeout",
+            "5s",
+        ])
+        .unwrap();
+        let before = Cli::try_parse_from([
+            "interflowctl",
+            "--dev-node",
+            "310115",
+            "--dev-dir",
+            "fed",
+            "--timeout",
+            "5s",
+            "pending",
+        ])
+        .unwrap();
+        let mixed = Cli::try_parse_from([
+            "interflowctl",
+            "--dev-node",
+            "310115",
+            "pending",
+            "--dev-dir",
+            "fed",
+            "--timeout",
+            "5s",
+        ])
+        .unwrap();
+        for cli in [&after, &before, &mixed] {
+            assert_eq!(cli.conn, after.conn);
+            assert_eq!(cli.conn.dev_node.as_deref(), Some("310115"));
+            assert_eq!(cli.conn.dev_dir, PathBuf::from("fed"));
+            assert_eq!(cli.conn.timeout, Duration::from_secs(5));
+            assert_eq!(cli.conn.connect_timeout, Duration::from_secs(5));
+            assert!(cli.check().is_ok());
+        }
+        let cli = Cli::try_parse_from([
+            "interflowctl",
+            "--addr",
+            "127.0.0.1:7444",
+            "reconcile",
+            "reports",
+            "--region",
+            "310115",
+        ])
+        .unwrap();
+        assert_eq!(cli.conn.addr.as_deref(), Some("127.0.0.1:7444"));
+        assert_eq!(cli.conn.region.as_deref(), Some("310115"));
+        // Defaults apply wherever no flag was given.
+        let cli = Cli::try_parse_from(["interflowctl", "stats"]).unwrap();
+        assert_eq!(cli.conn.dev_dir, PathBuf::from(".interflow-dev"));
+        assert_eq!(cli.conn.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn config_and_dev_node_conflict_on_either_side_of_the_command() {
+        assert!(
+            Cli::try_parse_from([
+                "interflowctl",
+                "--config",
+                "a.toml",
+                "--dev-node",
+                "310115",
+                "pending"
+            ])
+            .is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "interflowctl",
+            "--config",
+            "a.toml",
+            "pending",
+            "--dev-node",
+            "310115",
+        ])
+        .unwrap();
+        let err = cli.check().unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(
+            err.to_string()
+                .contains("'--config <PATH>' cannot be used with '--dev-node <CODE>'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn offline_region_and_key_flags_are_their_own() {
+        // `--region` and `--key` of offline commands share their names with the global
+        // connection flags; the command's own value wins and is checked as a region code.
+        let cli = Cli::try_parse_from([
+            "interflowctl",
+            "--region",
+            "440305",
+            "certs",
+            "node",
+            "--ca-dir",
+            "ca",
+            "--region",
+            "110105",
+            "--out",
+            "out",
+        ])
+        .unwrap();
+        let Command::Certs(CertsCommand::Node { region, .. }) = &cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(region, "110105");
+        let cli = Cli::try_parse_from([
+            "interflowctl",
+            "agreement",
+            "sign",
+            "--body",
+            "a.toml",
+            "--key",
+            "a.pem",
+            "--region",
+            "310115",
+            "--out",
+            "a.pb",
+        ])
+        .unwrap();
+        let Command::Agreement(AgreementCommand::Sign { key, region, .. }) = &cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(
+            (key.as_path(), region.as_str()),
+            (Path::new("a.pem"), "310115")
+        );
+        let err = Cli::try_parse_from([
+            "interflowctl",
+            "certs",
+            "local-server",
+            "--ca-dir",
+            "ca",
+            "--region",
+            "12",
+            "--out",
+            "out",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            err.to_string()
+                .contains("invalid value '12' for '--region <REGION>'"),
+            "{err}"
         );
     }
 }

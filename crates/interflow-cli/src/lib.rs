@@ -106,22 +106,18 @@ pub fn emit<R: Report>(ctx: &mut Ctx<'_>, report: &R) -> anyhow::Result<Outcome>
     Ok(report.outcome())
 }
 
-/// The connection settings and role of a command that talks to a node, or `None` offline.
-pub fn connection_of(command: &Command) -> Option<(&ConnArgs, Role)> {
+/// The role a command that talks to a node presents, or `None` for an offline command.
+pub fn connection_of(command: &Command) -> Option<Role> {
     match command {
-        Command::Pending { conn, .. }
-        | Command::Channels { conn }
-        | Command::Record { conn, .. }
-        | Command::Stats { conn }
-        | Command::Lookup { conn, .. }
-        | Command::Verify { conn }
-        | Command::Audit { conn, .. } => Some((conn, Role::Admin)),
-        Command::Reconcile {
-            sub: Some(ReconcileCommand::Reports { conn, .. }),
-            ..
-        } => Some((conn, Role::Admin)),
-        Command::Reconcile { conn, .. } => Some((conn, Role::Admin)),
-        Command::Submit { conn, .. } => Some((conn, Role::Intake)),
+        Command::Pending { .. }
+        | Command::Channels
+        | Command::Record { .. }
+        | Command::Stats
+        | Command::Lookup { .. }
+        | Command::Reconcile { .. }
+        | Command::Verify
+        | Command::Audit { .. } => Some(Role::Admin),
+        Command::Submit { .. } => Some(Role::Intake),
         Command::Keys(_) | Command::Certs(_) | Command::Agreement(_) => None,
     }
 }
@@ -140,18 +136,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         stdin: &mut input,
     };
     let env = |k: &str| std::env::var(k).ok();
-    run_with(&cli.command, &env, &mut ctx).await
+    run_with(&cli.command, &cli.conn, &env, &mut ctx).await
 }
 
-/// Runs a command, resolving its connection from flags, `env` and files.
+/// Runs a command, resolving its connection from the connection flags `args`, `env` and files.
 pub async fn run_with(
     command: &Command,
+    args: &ConnArgs,
     env: &dyn Fn(&str) -> Option<String>,
     ctx: &mut Ctx<'_>,
 ) -> anyhow::Result<Outcome> {
     match connection_of(command) {
         None => run_offline(command, ctx),
-        Some((args, role)) => {
+        Some(role) => {
             let target = conn::resolve(args, role, env)?;
             tracing::debug!(addr = %target.addr.value, region = %target.region.value, "connecting");
             let conn = Connection::open(&target, args.connect_timeout)
@@ -162,8 +159,8 @@ pub async fn run_with(
     }
 }
 
-/// Runs a command that talks to a node over an open connection (its connection flags are
-/// ignored). End-to-end tests call this with a [`Connection`] of their own.
+/// Runs a command that talks to a node over an open connection. End-to-end tests call this
+/// with a [`Connection`] of their own.
 pub async fn run_connected(
     command: &Command,
     conn: &Connection,
@@ -174,9 +171,9 @@ pub async fn run_connected(
             let report = pending::fetch(conn, *max_age).await?;
             emit(ctx, &report)
         }
-        Command::Channels { .. } => emit(ctx, &admin::channels(conn).await?),
+        Command::Channels => emit(ctx, &admin::channels(conn).await?),
         Command::Record { id, .. } => emit(ctx, &admin::record(conn, id).await?),
-        Command::Stats { .. } => emit(ctx, &admin::stats(conn).await?),
+        Command::Stats => emit(ctx, &admin::stats(conn).await?),
         Command::Lookup { id, .. } => {
             let report = if id == "-" {
                 let id = read_secret_line(ctx.stdin)?;
@@ -210,7 +207,7 @@ pub async fn run_connected(
         Command::Reconcile { peer, recover, .. } => {
             admin::reconcile(conn, *peer, *recover, ctx).await
         }
-        Command::Verify { .. } => emit(ctx, &admin::verify(conn).await?),
+        Command::Verify => emit(ctx, &admin::verify(conn).await?),
         Command::Audit { since, limit, .. } => {
             let since_ms = match since {
                 Some(s) => human::parse_since(s, human::now_ms())

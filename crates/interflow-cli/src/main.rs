@@ -9,6 +9,9 @@ use interflow_cli::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = cli.check() {
+        e.exit();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()

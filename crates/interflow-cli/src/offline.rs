@@ -180,9 +180,10 @@ pub fn certs(cmd: &CertsCommand) -> anyhow::Result<Written> {
             out,
             days,
         } => {
+            let region = crate::cli::region(region)?;
             let ca = load_ca(ca_dir)?;
             let issued = ca
-                .issue_peer_cert(*region, dns, ip, Validity::days(*days))
+                .issue_peer_cert(region, dns, ip, Validity::days(*days))
                 .map_err(tls)
                 .with_context(|| format!("issuing the peer certificate of `{region}`"))?;
             Ok(Written {
@@ -191,7 +192,7 @@ pub fn certs(cmd: &CertsCommand) -> anyhow::Result<Written> {
                 fingerprint: Some(issued.serial.to_string()),
                 note: Some(format!(
                     "set [tls] cert and key of node `{region}` to these files; it is valid as `{}`",
-                    interflow_tls::peer_server_name(*region)
+                    interflow_tls::peer_server_name(region)
                 )),
             })
         }
@@ -223,9 +224,10 @@ pub fn certs(cmd: &CertsCommand) -> anyhow::Result<Written> {
             out,
             days,
         } => {
+            let region = crate::cli::region(region)?;
             let ca = load_ca(ca_dir)?;
             let issued = ca
-                .issue_local_server_cert(*region, Validity::days(*days))
+                .issue_local_server_cert(region, Validity::days(*days))
                 .map_err(tls)
                 .with_context(|| format!("issuing the local server certificate of `{region}`"))?;
             Ok(Written {
@@ -313,7 +315,7 @@ mod tests {
         let region = "310115".parse().unwrap();
         certs(&CertsCommand::Node {
             ca_dir: fed.clone(),
-            region,
+            region: "310115".into(),
             dns: vec!["node.example".into()],
             ip: vec!["127.0.0.1".parse().unwrap()],
             out: dir.path().join("node"),
@@ -322,7 +324,7 @@ mod tests {
         .unwrap();
         certs(&CertsCommand::LocalServer {
             ca_dir: local.clone(),
-            region,
+            region: "310115".into(),
             out: dir.path().join("server"),
             days: 30,
         })
@@ -376,7 +378,7 @@ mod tests {
         // A missing CA says how to make one; an existing CA is never overwritten.
         let err = certs(&CertsCommand::LocalServer {
             ca_dir: dir.path().join("nope"),
-            region,
+            region: "310115".into(),
             out: dir.path().join("x"),
             days: 1,
         })

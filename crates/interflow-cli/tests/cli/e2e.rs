@@ -120,6 +120,12 @@ async fn submit_lookup_verify_and_pending_against_real_nodes() {
     // A clean log verifies.
     let (code, out, err) = ctl(args(&c, 0, &["verify"])).await;
     assert_eq!(code, 0, "{out}{err}");
+    // The connection flags also go before the command, as `interflow dev` prints them.
+    let mut before = args(&c, 0, &[]);
+    before.extend(["verify".to_owned(), "--json".to_owned()]);
+    let (code, out, err) = ctl(before).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.trim_start().starts_with('{'), "{out}");
 
     // Pending: fine while B takes everything; exit 1 once a record waits past --max-age.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -513,6 +513,43 @@ async fn pending_names_what_is_stuck_and_serves_as_a_check() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_flags_work_before_and_after_the_command() {
+    let node = FakeNode::start().await;
+    let config = node.config();
+    // Before the command, as `interflow dev` prints them.
+    let (code, stdout, stderr) = run(&["--config", p(&config), "pending", "--max-age", "3h"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("110105"), "{stdout}");
+    let (code, stdout, stderr) = run(&["--config", p(&config), "--json", "stats"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["records_outbound"], 12);
+    // Some before, some after: a flag after the command still beats the config file.
+    let cert = node.path("clients/intake.pem");
+    let key = node.path("clients/intake.key");
+    let (code, _, stderr) = run(&[
+        "--config",
+        p(&config),
+        "--cert",
+        p(&cert),
+        "stats",
+        "--key",
+        p(&key),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("admin role"), "{stderr}");
+    // `--config` and `--dev-node` exclude each other on either side of the command.
+    for args in [
+        ["--config", p(&config), "pending", "--dev-node", "310115"],
+        ["--dev-node", "310115", "pending", "--config", p(&config)],
+    ] {
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(stderr.contains("cannot be used with"), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_problems_name_the_address_certificate_and_what_to_check() {
     let node = FakeNode::start().await;
     // Nothing listens on a port we just closed.

@@ -301,6 +301,46 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn offline_region_flags_are_checked_and_connection_flags_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let (code, _, stderr) = run(&["certs", "ca", "--name", "local", "--out", p(&ca)]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(&[
+        "certs",
+        "local-server",
+        "--ca-dir",
+        p(&ca),
+        "--region",
+        "12",
+        "--out",
+        p(&dir.path().join("tls")),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("invalid value '12' for '--region <REGION>'"),
+        "{stderr}"
+    );
+    // A global connection flag before an offline command changes nothing.
+    let (code, stdout, stderr) = run(&[
+        "--region",
+        "440305",
+        "--dev-node",
+        "440305",
+        "certs",
+        "local-server",
+        "--ca-dir",
+        p(&ca),
+        "--region",
+        "310115",
+        "--out",
+        p(&dir.path().join("tls")),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("310115"), "{stdout}");
+}
+
+#[test]
 fn missing_connection_settings_are_named() {
     let (code, _, stderr) = run(&["pending"]);
     assert_eq!(code, 2);
@@ -309,6 +349,9 @@ fn missing_connection_settings_are_named() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (code, _, stderr) = run(&["stats", "--dev-node", "310115", "--dev-dir", p(dir.path())]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("interflow dev"), "{stderr}");
+    let (code, _, stderr) = run(&["--dev-node", "310115", "--dev-dir", p(dir.path()), "stats"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("interflow dev"), "{stderr}");
 }
