@@ -265,6 +265,28 @@ async fn a_peer_serving_equivocating_or_forged_records_is_reported_and_nothing_i
         "{again:?}"
     );
     assert_eq!(c.node(0).store.head(b_to_a).0, 1);
+    // An operator who has looked resumes it; the evidence stays.
+    let resumed = c
+        .admin(0)
+        .await
+        .resume_channel(pb::ResumeChannelRequest {
+            origin: b.to_string(),
+            destination: a.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resumed.was_stopped);
+    assert_eq!(resumed.evidence, 1);
+    assert!(
+        c.node(0)
+            .store
+            .channel_state(b_to_a)
+            .unwrap()
+            .stopped
+            .is_none()
+    );
+    assert_eq!(c.node(0).store.evidence(b_to_a).unwrap().len(), 1);
 
     // C's log serves a record on C → B signed with a key that is not C's.
     let (cc, bb) = (c.region(2), c.region(1));

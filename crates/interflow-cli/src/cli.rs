@@ -198,6 +198,13 @@ pub enum Command {
     /// Re-checks every signature, chain link, index entry and the audit chain; exits 1 on any
     /// inconsistency.
     Verify,
+    /// Lets a channel stopped after equivocation accept records again, once you have looked at
+    /// the evidence (`channels` shows stopped channels; the evidence is kept). Audited.
+    Resume {
+        /// The channel, `ORIGIN->DESTINATION`, e.g. `110105->310115`.
+        #[arg(long, value_name = "ORIGIN->DESTINATION")]
+        channel: String,
+    },
     /// The node's audit log: who read or changed what, and when.
     Audit {
         /// Only entries since this time: RFC 3339 (`2026-06-01T00:00:00Z`) or a duration ago

@@ -116,6 +116,7 @@ pub fn connection_of(command: &Command) -> Option<Role> {
         | Command::Lookup { .. }
         | Command::Reconcile { .. }
         | Command::Verify
+        | Command::Resume { .. }
         | Command::Audit { .. } => Some(Role::Admin),
         Command::Submit { .. } => Some(Role::Intake),
         Command::Keys(_) | Command::Certs(_) | Command::Agreement(_) => None,
@@ -208,6 +209,7 @@ pub async fn run_connected(
             admin::reconcile(conn, *peer, *recover, ctx).await
         }
         Command::Verify => emit(ctx, &admin::verify(conn).await?),
+        Command::Resume { channel } => emit(ctx, &admin::resume(conn, channel).await?),
         Command::Audit { since, limit, .. } => {
             let since_ms = match since {
                 Some(s) => human::parse_since(s, human::now_ms())

@@ -303,6 +303,47 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
+    async fn resume_channel(
+        &self,
+        req: Request<pb::ResumeChannelRequest>,
+    ) -> Result<Response<pb::ResumeChannelResponse>, Status> {
+        let parse = |field: &str, v: &str| {
+            v.parse::<interflow_core::RegionCode>()
+                .map_err(|e| Status::invalid_argument(format!("`{field}`: {e}")))
+        };
+        let r = req.get_ref();
+        let channel = interflow_core::record::ChannelId::new(
+            parse("origin", &r.origin)?,
+            parse("destination", &r.destination)?,
+        );
+        let actor = self
+            .audited(&req, "Admin.ResumeChannel", vec![channel.to_string()])
+            .await?;
+        let resp = self
+            .node
+            .blocking(move |n| {
+                let was_stopped = n
+                    .store
+                    .channel_state(channel)
+                    .map_err(status::store)?
+                    .stopped
+                    .is_some();
+                let evidence = n.store.evidence(channel).map_err(status::store)?.len();
+                if was_stopped {
+                    n.store.clear_stop(channel).map_err(status::store)?;
+                }
+                Ok(pb::ResumeChannelResponse {
+                    was_stopped,
+                    evidence: u32::try_from(evidence).unwrap_or(u32::MAX),
+                })
+            })
+            .await?;
+        if resp.was_stopped {
+            tracing::warn!(%channel, %actor, "channel resumed by an operator");
+        }
+        Ok(Response::new(resp))
+    }
+
     async fn stats(
         &self,
         req: Request<pb::StatsRequest>,

@@ -284,6 +284,17 @@ impl Admin for FakeAdmin {
             reconcile_runs: 4,
         }))
     }
+
+    async fn resume_channel(
+        &self,
+        req: Request<pb::ResumeChannelRequest>,
+    ) -> Result<Response<pb::ResumeChannelResponse>, Status> {
+        require(&req, Role::Admin)?;
+        Ok(Response::new(pb::ResumeChannelResponse {
+            was_stopped: req.get_ref().origin == "110105",
+            evidence: 1,
+        }))
+    }
 }
 
 type Stored = (Vec<u8>, Vec<u8>);
