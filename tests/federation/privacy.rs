@@ -1,0 +1,139 @@
+//! Health data never leaves through logs, metrics or error messages: national IDs and subject
+//! refs used in a busy scenario never appear in anything the nodes log (at every level, from
+//! every test running in this process) or answer.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use interflow_core::pb;
+use interflow_core::pseudonym::SubjectRef;
+use interflow_node::dev::{sample_submission, synthetic_id};
+use interflow_tests::TestCluster;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything logged in this test process from the moment of the first call.
+fn logs() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let c = Capture::default();
+        let w = c.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "trace,h2=info,hyper=info,rustls=info,tower=info,sled=info",
+            ))
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .try_init();
+        c
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
+    let capture = logs();
+    let mut c = TestCluster::start(2).await;
+    let (a, b) = (c.region(0), c.region(1));
+    let ids: Vec<String> = (500..510).map(synthetic_id).collect();
+    let mut items: Vec<_> = (500..510)
+        .map(|n| sample_submission(n, b.as_str()))
+        .collect();
+    // A bad check character, a bad payload and no agreement: each error must not echo the ID.
+    let mut bad_id = items[0].clone();
+    bad_id.idempotency_key = "bad-id".into();
+    let sentinel = format!("{}0", &ids[0][..17]);
+    bad_id.national_id = sentinel.clone();
+    let mut bad_payload = items[1].clone();
+    bad_payload.idempotency_key = "bad-payload".into();
+    if let Some(pb::submission::Payload::Contraception(p)) = &mut bad_payload.payload {
+        p.observed_on = Some(pb::Date {
+            year: 2025,
+            month: 2,
+            day: 30,
+        });
+    }
+    let mut no_agreement = items[2].clone();
+    no_agreement.idempotency_key = "no-agreement".into();
+    no_agreement.destination = "440305".into();
+    items.extend([bad_id, bad_payload, no_agreement]);
+
+    let resp = c
+        .intake(0)
+        .await
+        .submit(pb::SubmitRequest { items })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = format!("{resp:?}");
+    let mut admin = c.admin(1).await;
+    for id in &ids {
+        // Lookups at the receiver, while B is up; then with B down, deliveries fail and retry.
+        answers.push_str(&format!(
+            "{:?}",
+            admin
+                .lookup(pb::LookupRequest {
+                    national_id: id.clone()
+                })
+                .await
+        ));
+    }
+    answers.push_str(&format!(
+        "{:?}",
+        admin
+            .lookup(pb::LookupRequest {
+                national_id: sentinel.clone()
+            })
+            .await
+    ));
+    c.stop(1).await;
+    let more: Vec<_> = (510..515)
+        .map(|n| sample_submission(n, b.as_str()))
+        .collect();
+    c.intake(0)
+        .await
+        .submit(pb::SubmitRequest { items: more })
+        .await
+        .unwrap();
+    c.restart(1).await;
+
+    let node = c.node(0).clone();
+    let key = &node.pseudonym_keys[&node.agreements.iter().next().unwrap().id];
+    let today = interflow_core::time::latest_permitted_date(node.now(), 0);
+    let mut secrets = vec![sentinel.clone()];
+    for id in &ids {
+        let r = SubjectRef::derive(key, &interflow_core::NationalId::parse(id, today).unwrap());
+        secrets.push(hex::encode(r.as_bytes()));
+        secrets.push(hex::encode(&r.as_bytes()[..8]));
+    }
+    // Answers to an operator may carry signed records (with refs), never a national ID.
+    let national_ids: Vec<&String> = ids.iter().chain([&sentinel]).collect();
+    drop(node);
+    c.shutdown().await;
+    let logged = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains(a.as_str()),
+        "the capture saw nothing; is the subscriber installed?"
+    );
+    for s in secrets.iter().chain(ids.iter()) {
+        assert!(!logged.contains(s.as_str()), "`{s}` appeared in the logs");
+    }
+    for id in national_ids {
+        assert!(
+            !answers.contains(id.as_str()),
+            "`{id}` appeared in an answer: {answers}"
+        );
+    }
+}
