@@ -1,0 +1,246 @@
+//! Bad input through the real RPC path gets a precise answer, changes nothing, and never
+//! stops the node from serving others.
+
+use interflow_core::pb;
+use interflow_core::record::ChannelId;
+use interflow_node::dev::sample_submission;
+use interflow_tests::TestCluster;
+use tokio_stream::StreamExt;
+
+fn error_of(name: &str, r: &pb::SubmitResult) -> (i32, String) {
+    match &r.outcome {
+        Some(pb::submit_result::Outcome::Error(e)) => (e.code, e.field.clone()),
+        other => panic!("case `{name}`: expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_submissions_get_field_precise_errors_and_store_nothing() {
+    let c = TestCluster::start(3).await;
+    let b = c.region(1).to_string();
+    let base = || sample_submission(1, &b);
+    let with = |f: &dyn Fn(&mut pb::Submission)| {
+        let mut s = base();
+        f(&mut s);
+        s
+    };
+    let contra = |f: &dyn Fn(&mut pb::ContraceptionStatus)| {
+        with(&|s| {
+            if let Some(pb::submission::Payload::Contraception(p)) = &mut s.payload {
+                f(p);
+            }
+        })
+    };
+    use pb::SubmitErrorCode as E;
+    let cases: Vec<(&str, pb::Submission, E, &str)> = vec![
+        (
+            "bad check character",
+            with(&|s| {
+                let other = if s.national_id.ends_with('0') {
+                    "1"
+                } else {
+                    "0"
+                };
+                s.national_id.replace_range(17..18, other)
+            }),
+            E::InvalidNationalId,
+            "national_id",
+        ),
+        (
+            "short id",
+            with(&|s| s.national_id.truncate(17)),
+            E::InvalidNationalId,
+            "national_id",
+        ),
+        (
+            "future date",
+            contra(&|p| {
+                p.observed_on = Some(pb::Date {
+                    year: 2999,
+                    month: 1,
+                    day: 1,
+                })
+            }),
+            E::InvalidPayload,
+            "contraception.observed_on",
+        ),
+        (
+            "impossible date",
+            contra(&|p| {
+                p.since = Some(pb::Date {
+                    year: 2024,
+                    month: 2,
+                    day: 30,
+                })
+            }),
+            E::InvalidPayload,
+            "contraception.since",
+        ),
+        (
+            "unknown enum",
+            contra(&|p| p.method = 99),
+            E::InvalidPayload,
+            "contraception.method",
+        ),
+        (
+            "unspecified enum",
+            contra(&|p| p.method = 0),
+            E::InvalidPayload,
+            "contraception.method",
+        ),
+        (
+            "bad service point",
+            contra(&|p| p.service_point = "abc".into()),
+            E::InvalidPayload,
+            "contraception.service_point",
+        ),
+        (
+            "no payload",
+            with(&|s| s.payload = None),
+            E::InvalidPayload,
+            "payload",
+        ),
+        (
+            "self as destination",
+            with(&|s| s.destination = "310115".into()),
+            E::InvalidDestination,
+            "destination",
+        ),
+        (
+            "not a member",
+            with(&|s| s.destination = "650102".into()),
+            E::InvalidDestination,
+            "destination",
+        ),
+        (
+            "no agreement",
+            with(&|s| s.destination = "440305".into()),
+            E::NoAgreement,
+            "destination",
+        ),
+        (
+            "empty key",
+            with(&|s| s.idempotency_key.clear()),
+            E::InvalidIdempotencyKey,
+            "idempotency_key",
+        ),
+        (
+            "unknown supersedes",
+            with(&|s| s.supersedes = vec![7; 32]),
+            E::InvalidSupersedes,
+            "supersedes",
+        ),
+    ];
+    let mut items = Vec::new();
+    for (i, (_, s, _, _)) in cases.iter().enumerate() {
+        let mut s = s.clone();
+        if !s.idempotency_key.is_empty() {
+            s.idempotency_key = format!("case-{i}");
+        }
+        items.push(s);
+    }
+    let resp = c
+        .intake(0)
+        .await
+        .submit(pb::SubmitRequest { items })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.results.len(), cases.len());
+    for ((name, _, code, field), r) in cases.iter().zip(&resp.results) {
+        assert_eq!(
+            error_of(name, r),
+            (*code as i32, field.to_string()),
+            "case `{name}`"
+        );
+    }
+    let ch = ChannelId::new(c.region(0), c.region(1));
+    assert_eq!(c.node(0).store.head(ch).0, 0, "nothing stored");
+
+    // Too many items at once: refused whole, with the limit in the message.
+    let many: Vec<_> = (0..1001).map(|n| sample_submission(n, &b)).collect();
+    let err = c
+        .intake(0)
+        .await
+        .submit(pb::SubmitRequest { items: many })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("1000"), "{}", err.message());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_deliveries_are_refused_and_the_node_keeps_serving() {
+    let c = TestCluster::start(2).await;
+    let ch = ChannelId::new(c.region(1), c.region(0));
+    let garbage = [
+        vec![0xff; 10],                     // truncated varint
+        vec![0x0a, 0xff, 0xff, 0xff, 0x0f], // length beyond the buffer
+        vec![0x0b],                         // start-group wire type
+        Vec::new(),                         // empty body
+    ];
+    let records: Vec<_> = garbage
+        .iter()
+        .map(|body| pb::SignedRecord {
+            alg: pb::SignatureAlgorithm::Ed25519 as i32,
+            body: body.clone(),
+            signature: vec![0; 64],
+        })
+        .collect();
+    let n = records.len();
+    let mut acks = c
+        .exchange_from(1, 0)
+        .await
+        .deliver(tokio_stream::iter(records))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut reasons = Vec::new();
+    while let Some(a) = acks.next().await {
+        match a.unwrap().result {
+            Some(pb::delivery_ack::Result::Rejection(r)) => reasons.push(r.reason),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        if reasons.len() == n {
+            break;
+        }
+    }
+    assert!(
+        reasons
+            .iter()
+            .all(|r| *r == pb::RejectReason::Malformed as i32),
+        "{reasons:?}"
+    );
+    assert_eq!(c.node(0).store.head(ch).0, 0);
+
+    // A message over the size limit is refused by the transport.
+    let huge = pb::SignedRecord {
+        alg: 1,
+        body: vec![0; 5 * 1024 * 1024],
+        signature: vec![],
+    };
+    let mut client = c
+        .exchange_from(1, 0)
+        .await
+        .max_encoding_message_size(8 * 1024 * 1024);
+    let r = client.deliver(tokio_stream::iter(vec![huge])).await;
+    let refused = match r {
+        Err(_) => true,
+        Ok(resp) => matches!(resp.into_inner().next().await, Some(Err(_)) | None),
+    };
+    assert!(refused, "a 5 MiB record was not refused");
+
+    // The node still serves: a real record from A reaches B.
+    let b = c.region(1).to_string();
+    c.intake(0)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(1, &b)],
+        })
+        .await
+        .unwrap();
+    let mut heads = c.exchange_from(1, 0).await;
+    assert!(heads.heads(pb::HeadsRequest {}).await.is_ok());
+    c.shutdown().await;
+}
