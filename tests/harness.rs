@@ -69,6 +69,15 @@ impl TestCluster {
 
     /// Like `start`, with each node's config text edited first (`edit(index, text)`).
     pub async fn start_edited(n: usize, edit: impl Fn(usize, &mut String)) -> TestCluster {
+        Self::start_prepared(n, |i, _, text| edit(i, text)).await
+    }
+
+    /// Like `start_edited`, and `prepare` also gets each node's directory, to write files its
+    /// edited config names before the node starts.
+    pub async fn start_prepared(
+        n: usize,
+        prepare: impl Fn(usize, &std::path::Path, &mut String),
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -85,7 +94,8 @@ impl TestCluster {
         let fed = generate(dir.path(), &addrs, now).expect("generate dev federation");
         for (i, node) in fed.nodes.iter().enumerate() {
             let mut text = std::fs::read_to_string(&node.config).expect("read config");
-            edit(i, &mut text);
+            let node_dir = node.config.parent().expect("node dir");
+            prepare(i, node_dir, &mut text);
             std::fs::write(&node.config, text).expect("write config");
         }
         let mut cluster = TestCluster {
@@ -133,6 +143,11 @@ impl TestCluster {
             },
         )
         .await;
+    }
+
+    /// The running node `i`, for operations such as `reload_tls`.
+    pub fn running(&self, i: usize) -> &Running {
+        self.nodes[i].as_ref().expect("node is running")
     }
 
     /// Where node `i` serves `GET /metrics`.

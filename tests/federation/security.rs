@@ -5,7 +5,7 @@ use std::time::Duration;
 use interflow_core::pb;
 use interflow_core::record::{ChannelId, RecordId};
 use interflow_tests::TestCluster;
-use interflow_tls::pki::{Ca, Validity};
+use interflow_tls::pki::{Ca, Serial, Validity};
 use tokio_stream::StreamExt;
 
 fn issue(dir: &std::path::Path, ca: &Ca, region: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -135,5 +135,69 @@ async fn deliveries_from_the_wrong_sender_or_with_forged_signatures_are_rejected
         other => panic!("expected a rejection, got {other:?}"),
     }
     assert_eq!(c.node(0).store.head(b_to_a).0, 0, "nothing stored");
+    c.shutdown().await;
+}
+
+/// Writes a CRL of `ca` listing `revoked` to `path`, replacing it atomically.
+fn write_crl(ca: &Ca, path: &std::path::Path, revoked: &[Serial]) {
+    let now = std::time::SystemTime::now();
+    let pem = ca
+        .crl(
+            revoked,
+            now - Duration::from_secs(60),
+            now + Duration::from_secs(86_400),
+        )
+        .unwrap();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, pem).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_peer_is_refused_after_a_reload_without_restart() {
+    // B (the middle node, with agreements with A and C) starts with an empty CRL.
+    let c = TestCluster::start_prepared(3, |i, node_dir, text| {
+        if i == 1 {
+            let fed = node_dir.parent().unwrap().join("federation");
+            let ca = Ca::load(&fed.join("ca.pem"), &fed.join("ca.key")).unwrap();
+            write_crl(&ca, &node_dir.join("tls/federation.crl"), &[]);
+            *text = text.replace(
+                "key = \"tls/node.key\"\n",
+                "key = \"tls/node.key\"\ncrls = [\"tls/federation.crl\"]\n",
+            );
+        }
+    })
+    .await;
+    let node_tls = |i: usize| c.dir.path().join(c.region(i).as_str()).join("tls");
+    let a_to_b = || async {
+        let d = node_tls(0);
+        heads_ok(
+            c.exchange_as(
+                1,
+                &d.join("federation-ca.pem"),
+                &d.join("node.pem"),
+                &d.join("node.key"),
+            )
+            .await,
+        )
+        .await
+    };
+    assert_eq!(a_to_b().await, Ok(()));
+
+    // The federation operator revokes A's peer certificate; B reloads (what SIGHUP does).
+    let fed = c.dir.path().join("federation");
+    let ca = Ca::load(&fed.join("ca.pem"), &fed.join("ca.key")).unwrap();
+    let a_cert = interflow_tls::load_certs(&node_tls(0).join("node.pem")).unwrap();
+    let serial = Serial::of_cert(&a_cert[0]).unwrap();
+    write_crl(&ca, &node_tls(1).join("federation.crl"), &[serial]);
+    c.running(1).reload_tls().unwrap();
+
+    let refused = a_to_b().await;
+    assert!(
+        refused.is_err(),
+        "a revoked certificate was accepted after the reload"
+    );
+    // C, not revoked, is still served, and B never restarted.
+    assert_eq!(heads_ok(Ok(c.exchange_from(2, 1).await)).await, Ok(()));
     c.shutdown().await;
 }
