@@ -201,3 +201,70 @@ async fn a_revoked_peer_is_refused_after_a_reload_without_restart() {
     assert_eq!(heads_ok(Ok(c.exchange_from(2, 1).await)).await, Ok(()));
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_on_the_local_listener_are_kept_apart() {
+    let c = TestCluster::start(2).await;
+    let n = &c.fed.nodes[0];
+    let b = c.region(1).to_string();
+    let connect = |cert: std::path::PathBuf, key: std::path::PathBuf| {
+        let ca = n.local_ca.clone();
+        let addr = n.local_addr.to_string();
+        let name = interflow_tls::local_server_name(c.region(0));
+        async move {
+            let cfg = interflow_tls::client_config(&ca, &cert, &key).unwrap();
+            interflow_tls::connect(&addr, &name, cfg, Duration::from_secs(5)).await
+        }
+    };
+    // An intake certificate cannot read through Admin.
+    let ch = connect(n.intake_cert.clone(), n.intake_key.clone())
+        .await
+        .unwrap();
+    let err = pb::admin_client::AdminClient::new(ch)
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        err.message()
+    );
+    // An admin certificate cannot submit.
+    let ch = connect(n.admin_cert.clone(), n.admin_key.clone())
+        .await
+        .unwrap();
+    let err = pb::intake_client::IntakeClient::new(ch)
+        .submit(pb::SubmitRequest {
+            items: vec![interflow_node::dev::sample_submission(1, &b)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        err.message()
+    );
+    // A peer certificate (federation CA) is not accepted by the local listener's CA.
+    let tls = c.dir.path().join(c.region(1).as_str()).join("tls");
+    let refused = match connect(tls.join("node.pem"), tls.join("node.key")).await {
+        Err(_) => true,
+        Ok(ch) => pb::admin_client::AdminClient::new(ch)
+            .stats(pb::StatsRequest {})
+            .await
+            .is_err(),
+    };
+    assert!(
+        refused,
+        "a peer certificate was accepted on the local listener"
+    );
+    assert_eq!(
+        c.node(0)
+            .store
+            .head(ChannelId::new(c.region(0), c.region(1)))
+            .0,
+        0
+    );
+    c.shutdown().await;
+}
