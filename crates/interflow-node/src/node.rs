@@ -147,10 +147,6 @@ impl Node {
     pub fn peer_of<T>(&self, req: &tonic::Request<T>) -> Result<RegionCode, Status> {
         match interflow_tls::peer_identity(req) {
             Some(PeerIdentity::Region(r)) => {
-                let r: RegionCode = r
-                    .as_str()
-                    .parse()
-                    .map_err(|_| Status::permission_denied("bad region identity"))?;
                 if self.directory.member(r).is_none() {
                     return Err(Status::permission_denied(format!(
                         "region `{r}` is not a member of the federation directory"
@@ -199,9 +195,7 @@ impl Node {
                     .directory
                     .member(peer)
                     .ok_or_else(|| format!("`{peer}` is not in the federation directory"))?;
-                let name = interflow_tls::peer_server_name(
-                    peer.as_str().parse().map_err(|_| "bad region".to_owned())?,
-                );
+                let name = interflow_tls::peer_server_name(peer);
                 let c = interflow_tls::connect_lazy(
                     &member.endpoint,
                     &name,

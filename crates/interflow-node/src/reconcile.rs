@@ -64,6 +64,7 @@ pub async fn start_run(
 }
 
 /// One run over every peer with an active agreement (or only `only`); writes its report.
+#[tracing::instrument(name = "reconcile", skip_all, fields(region = %node.region))]
 pub async fn run(
     node: &Arc<Node>,
     only: Option<RegionCode>,
@@ -72,9 +73,6 @@ pub async fn run(
 ) -> pb::ReconcileReport {
     let _one_at_a_time = node.reconcile_lock.lock().await;
     let started = node.now();
-    let span = tracing::info_span!("reconcile", region = %node.region);
-    let _e = span.enter();
-    drop(_e);
     let mut channels = Vec::new();
     for peer in node.agreements.active_peers(node.region, started) {
         if only.is_some_and(|o| o != peer) {
