@@ -74,6 +74,10 @@ async fn metrics_count_submissions_and_deliveries_and_carry_no_personal_data() {
         text.contains("interflow_records_delivered_total{region=\"310115\",peer=\"110105\"} 5"),
         "{text}"
     );
+    assert!(
+        text.contains("interflow_store_writable{region=\"310115\"} 1"),
+        "{text}"
+    );
     let at_b = scrape(c.metrics_addr(1)).await;
     assert!(
         at_b.contains("interflow_records_received_total{region=\"110105\"} 5"),

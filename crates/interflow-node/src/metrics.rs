@@ -34,6 +34,9 @@ pub struct Metrics {
     pub pending: Family<PeerLabel, Gauge>,
     pub reconcile_runs: Counter,
     pub equivocations: Counter,
+    /// 1 while the store accepts writes; 0 after a failed durable write (disk full, I/O error)
+    /// or when it opened read-only.
+    pub store_writable: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -55,6 +58,8 @@ impl Metrics {
         let pending = Family::<PeerLabel, Gauge>::default();
         let reconcile_runs = Counter::default();
         let equivocations = Counter::default();
+        let store_writable = Gauge::default();
+        store_writable.set(1);
         registry.register(
             "records_submitted",
             "Records accepted at intake",
@@ -90,6 +95,11 @@ impl Metrics {
             "Equivocations detected",
             equivocations.clone(),
         );
+        registry.register(
+            "store_writable",
+            "1 while the store accepts writes, 0 while it refuses them",
+            store_writable.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             submitted,
@@ -99,6 +109,7 @@ impl Metrics {
             pending,
             reconcile_runs,
             equivocations,
+            store_writable,
         }
     }
 

@@ -224,6 +224,10 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             workers_token.clone(),
         )));
     }
+    workers.push(tokio::spawn(watch_store(
+        node.clone(),
+        workers_token.clone(),
+    )));
     workers.push(tokio::spawn(crate::reconcile::schedule(
         node.clone(),
         workers_token,
@@ -240,6 +244,32 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         servers,
         workers,
     })
+}
+
+/// How often a store that refuses writes is checked, and reopened once the disk has room.
+const STORE_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps `store_writable` true to the store, and reopens it once a full disk has room again.
+async fn watch_store(node: Arc<Node>, shutdown: CancellationToken) {
+    loop {
+        let refused = node.store.write_refusal();
+        if refused.is_some() {
+            let store = node.store.clone();
+            match tokio::task::spawn_blocking(move || store.recover()).await {
+                Ok(Ok(true)) => tracing::info!("writes resumed"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "reopening the store failed"),
+                Err(e) => tracing::error!(error = %e, "store recovery task failed"),
+            }
+        }
+        node.metrics
+            .store_writable
+            .set(i64::from(node.store.write_refusal().is_none()));
+        tokio::select! {
+            _ = tokio::time::sleep(STORE_WATCH_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 impl Running {

@@ -11,7 +11,7 @@ pub fn store(e: StoreError) -> Status {
             tracing::error!(error = %e, "store write refused: disk full");
             Status::resource_exhausted("storage is full; writes resume when space is freed")
         }
-        StoreError::Poisoned(_) | StoreError::ReadOnly(_) => {
+        StoreError::Poisoned(_) | StoreError::ReadOnly(_) | StoreError::Closed(_) => {
             tracing::error!(error = %e, "store refuses writes");
             Status::unavailable("storage cannot accept writes; an operator must act")
         }

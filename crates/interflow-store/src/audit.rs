@@ -67,7 +67,7 @@ impl Store {
     ) -> Result<u64> {
         let _w = self.write.lock();
         self.check_writable()?;
-        let (index, prev_hash) = match self.db.get(keys::META_AUDIT_HEAD)? {
+        let (index, prev_hash) = match self.db()?.get(keys::META_AUDIT_HEAD)? {
             Some(v) if v.len() == 40 => {
                 let idx = u64::from_be_bytes(
                     v[..8]
@@ -102,7 +102,7 @@ impl Store {
     /// Audit entries at or after `since_ms`, oldest first, at most `limit`.
     pub fn audit_entries(&self, since_ms: UnixMillis, limit: usize) -> Result<Vec<AuditEntry>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix([keys::AUDIT]) {
+        for kv in self.db()?.scan_prefix([keys::AUDIT]) {
             let (_, v) = kv?;
             let e = AuditEntry::from_bytes(&v)?;
             if e.at_ms >= since_ms {

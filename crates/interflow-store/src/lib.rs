@@ -5,7 +5,8 @@
 //! every call whose result a caller will acknowledge returns only after the data is on stable
 //! storage (sled `flush`, then `fsync` of the data file — sled 0.34's flush alone ends in
 //! `sync_file_range`, which survives a process kill but not a power loss). A failed flush or
-//! fsync poisons the store: it refuses writes until reopened, never "retry, then ack".
+//! fsync poisons the store: it refuses writes until reopened, never "retry, then ack" — a full
+//! disk can be reopened in-process ([`Store::recover`]); an I/O error needs a restart.
 //!
 //! Does not check signatures of inbound records or agreements (the caller does, with
 //! `interflow-core`), never reads the clock (callers pass times), and does no networking.
@@ -91,6 +92,10 @@ pub enum StoreError {
     Engine(#[from] sled::Error),
     #[error("a durable write failed ({0}); the store refuses writes until the node is restarted")]
     Poisoned(String),
+    #[error("the disk is full ({0}); writes are refused until space is freed")]
+    DiskFull(String),
+    #[error("the store is closed after a failed reopen: {0}")]
+    Closed(String),
     #[error("the store is read-only: {0}")]
     ReadOnly(String),
     #[error("stored data is corrupt: {0}")]
@@ -102,17 +107,126 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the failure is the disk being full, so callers can answer RESOURCE_EXHAUSTED.
     pub fn is_disk_full(&self) -> bool {
-        let full =
-            |e: &io::Error| e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull;
         match self {
-            StoreError::Engine(sled::Error::Io(e)) => full(e),
-            StoreError::Poisoned(m) => m.contains("No space left"),
+            StoreError::Engine(sled::Error::Io(e)) => io_disk_full(e),
+            StoreError::DiskFull(_) => true,
             _ => false,
         }
     }
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn io_disk_full(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull
+}
+
+fn sled_disk_full(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io_disk_full(io))
+}
+
+/// Why writes stopped after a failed durable write.
+#[derive(Debug, Clone)]
+struct Poison {
+    what: String,
+    /// Out of space: the write was refused, not lost, so a reopen may resume writes.
+    disk_full: bool,
+}
+
+/// Durable head `(seq, id)` per channel.
+type DurableHeads = HashMap<ChannelId, (u64, RecordId)>;
+
+/// The open database: what a reopen replaces.
+struct Engine {
+    db: sled::Db,
+    /// Opened once; `fsync` goes through it after each sled flush.
+    data_file: File,
+    /// Set when the integrity figures did not match on open.
+    read_only: Option<String>,
+}
+
+impl Engine {
+    /// Opens sled, the sync handle and checks schema and integrity; returns the durable heads.
+    fn open(dir: &Path, opts: &StoreOptions) -> Result<(Engine, DurableHeads)> {
+        let created = !dir.join("db").exists();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_capacity)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.to_owned(),
+                source,
+            })?;
+        let data_path = dir.join("db");
+        let data_file = File::open(&data_path).map_err(|source| StoreError::SyncHandle {
+            path: data_path.clone(),
+            source,
+        })?;
+        if created {
+            // The new files' directory entries must survive a power loss too.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| StoreError::SyncHandle {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+        }
+        let mut engine = Engine {
+            db,
+            data_file,
+            read_only: None,
+        };
+        match engine.db.get(keys::META_SCHEMA)? {
+            None => {
+                if engine.db.iter().next().is_some() {
+                    return Err(corrupt("data without a schema version"));
+                }
+                engine
+                    .db
+                    .insert(keys::META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                engine.db.flush()?;
+                (opts.sync)(&engine.data_file)
+                    .map_err(|e| StoreError::Engine(sled::Error::Io(e)))?;
+            }
+            Some(v) => {
+                let found = u32::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("schema version is not 4 bytes"))?,
+                );
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: dir.to_owned(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        let mut durable = HashMap::new();
+        for kv in engine.db.scan_prefix([keys::CHANNEL]) {
+            let (k, v) = kv?;
+            let c = keys::parse_channel(&k[1..]).ok_or_else(|| corrupt("bad channel key"))?;
+            let st = ChannelState::decode(&v)?;
+            durable.insert(c, (st.head_seq, st.head_hash()?));
+            if let Err(reason) = verify::check_channel_integrity(&engine.db, c, &st) {
+                tracing::error!(channel = %c, %reason, "store integrity check failed; opening read-only");
+                engine.read_only = Some(format!(
+                    "channel `{c}`: {reason}; restore from a backup or re-fetch from peers"
+                ));
+            }
+        }
+        Ok((engine, durable))
+    }
+}
+
+impl std::ops::Deref for Engine {
+    type Target = sled::Db;
+    fn deref(&self) -> &sled::Db {
+        &self.db
+    }
+}
 
 /// A submission for an outbound channel.
 #[derive(Debug, Clone)]
@@ -180,17 +294,16 @@ pub struct Evidence {
 
 /// The node's database. Cheap to share behind an `Arc`; all methods block.
 pub struct Store {
-    db: sled::Db,
     dir: PathBuf,
-    data_file: File,
-    sync: SyncFn,
+    opts: StoreOptions,
+    /// `None` only after a reopen failed; every call then answers `Closed`.
+    engine: RwLock<Option<Arc<Engine>>>,
     /// One writer at a time: read state, build one batch, apply, make durable.
     write: Mutex<()>,
-    poisoned: RwLock<Option<String>>,
-    read_only: Option<String>,
+    poisoned: RwLock<Option<Poison>>,
     /// Heads that are on stable storage. Nothing beyond them is served to peers, so a record
     /// that a crash could still take away never leaves the node.
-    durable: RwLock<HashMap<ChannelId, (u64, RecordId)>>,
+    durable: RwLock<DurableHeads>,
 }
 
 impl std::fmt::Debug for Store {
@@ -226,77 +339,58 @@ impl Store {
     /// Opens (or creates) the store in `dir`, checks the schema version and the integrity
     /// figures of every channel. A mismatch opens the store read-only, with the reason.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
-        let created = !dir.join("db").exists();
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(opts.cache_capacity)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.to_owned(),
-                source,
-            })?;
-        let data_path = dir.join("db");
-        let data_file = File::open(&data_path).map_err(|source| StoreError::SyncHandle {
-            path: data_path.clone(),
-            source,
-        })?;
-        if created {
-            // The new files' directory entries must survive a power loss too.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|source| StoreError::SyncHandle {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-        }
-        let mut store = Store {
-            db,
+        let (engine, durable) = Engine::open(dir, &opts)?;
+        Ok(Store {
             dir: dir.to_owned(),
-            data_file,
-            sync: opts.sync,
+            opts,
+            engine: RwLock::new(Some(Arc::new(engine))),
             write: Mutex::new(()),
             poisoned: RwLock::new(None),
-            read_only: None,
-            durable: RwLock::new(HashMap::new()),
-        };
-        match store.db.get(keys::META_SCHEMA)? {
-            None => {
-                if store.db.iter().next().is_some() {
-                    return Err(corrupt("data without a schema version"));
-                }
-                store
-                    .db
-                    .insert(keys::META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                store.make_durable()?;
+            durable: RwLock::new(durable),
+        })
+    }
+
+    /// The open engine, shared for the length of one call.
+    fn db(&self) -> Result<Arc<Engine>> {
+        self.engine
+            .read()
+            .clone()
+            .ok_or_else(|| StoreError::Closed("restart the node".into()))
+    }
+
+    /// After the disk filled up, closes and reopens the database from what is on disk, so
+    /// that writes can resume once space is free. Returns `Ok(false)` when there is nothing to
+    /// recover, the disk is still full, or another call still uses the engine (try later). Other failed
+    /// durable writes (an I/O error) are not recovered in-process: after a failed fsync the
+    /// page cache cannot be trusted, so those need a restart.
+    pub fn recover(&self) -> Result<bool> {
+        let _w = self.write.lock();
+        match &*self.poisoned.read() {
+            Some(p) if p.disk_full => {}
+            _ => return Ok(false),
+        }
+        let mut slot = self.engine.write();
+        if let Some(e) = slot.as_ref() {
+            if Arc::strong_count(e) > 1 {
+                return Ok(false);
             }
-            Some(v) => {
-                let found = u32::from_be_bytes(
-                    v.as_ref()
-                        .try_into()
-                        .map_err(|_| corrupt("schema version is not 4 bytes"))?,
-                );
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema {
-                        path: dir.to_owned(),
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
+            // Only once a flush and a sync go through again is there space to resume; until
+            // then the old engine keeps serving reads.
+            if e.db.flush().is_err() || (self.opts.sync)(&e.data_file).is_err() {
+                return Ok(false);
             }
         }
-        let mut durable = HashMap::new();
-        for (c, st) in store.channels()? {
-            durable.insert(c, (st.head_seq, st.head_hash()?));
-            if let Err(reason) = verify::check_channel_integrity(&store, c, &st) {
-                tracing::error!(channel = %c, %reason, "store integrity check failed; opening read-only");
-                store.read_only = Some(format!(
-                    "channel `{c}`: {reason}; restore from a backup or re-fetch from peers"
-                ));
-            }
-        }
-        *store.durable.write() = durable;
-        Ok(store)
+        // Closing releases sled's file lock, so the same directory can be opened again.
+        drop(slot.take());
+        let (engine, durable) = Engine::open(&self.dir, &self.opts)?;
+        // Whatever the failed batch left is either durable now or gone: sync before serving.
+        engine.db.flush()?;
+        (self.opts.sync)(&engine.data_file).map_err(|e| StoreError::Engine(sled::Error::Io(e)))?;
+        *slot = Some(Arc::new(engine));
+        *self.durable.write() = durable;
+        *self.poisoned.write() = None;
+        tracing::info!(dir = %self.dir.display(), "store reopened after the disk filled up; writes resume");
+        Ok(true)
     }
 
     pub fn dir(&self) -> &Path {
@@ -306,42 +400,61 @@ impl Store {
     /// Why the store refuses writes, if it does.
     pub fn write_refusal(&self) -> Option<String> {
         if let Some(p) = self.poisoned.read().clone() {
-            return Some(p);
+            return Some(p.what);
         }
-        self.read_only.clone()
+        match self.db() {
+            Ok(e) => e.read_only.clone(),
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     fn check_writable(&self) -> Result<()> {
         if let Some(p) = self.poisoned.read().clone() {
-            return Err(StoreError::Poisoned(p));
+            return Err(if p.disk_full {
+                StoreError::DiskFull(p.what)
+            } else {
+                StoreError::Poisoned(p.what)
+            });
         }
-        if let Some(r) = &self.read_only {
+        if let Some(r) = &self.db()?.read_only {
             return Err(StoreError::ReadOnly(r.clone()));
         }
         Ok(())
     }
 
-    fn poison(&self, what: String) -> StoreError {
-        tracing::error!(error = %what, "durable write failed; refusing writes until restart");
-        *self.poisoned.write() = Some(what.clone());
-        StoreError::Poisoned(what)
+    fn poison(&self, what: String, disk_full: bool) -> StoreError {
+        if disk_full {
+            tracing::error!(error = %what, "disk full; refusing writes until space is freed");
+        } else {
+            tracing::error!(error = %what, "durable write failed; refusing writes until restart");
+        }
+        *self.poisoned.write() = Some(Poison {
+            what: what.clone(),
+            disk_full,
+        });
+        if disk_full {
+            StoreError::DiskFull(what)
+        } else {
+            StoreError::Poisoned(what)
+        }
     }
 
     /// sled flush, then fsync of the data file. Any failure poisons the store.
     fn make_durable(&self) -> Result<()> {
-        if let Err(e) = self.db.flush() {
-            return Err(self.poison(format!("flush: {e}")));
+        let e = self.db()?;
+        if let Err(err) = e.db.flush() {
+            return Err(self.poison(format!("flush: {err}"), sled_disk_full(&err)));
         }
-        if let Err(e) = (self.sync)(&self.data_file) {
-            return Err(self.poison(format!("fsync: {e}")));
+        if let Err(err) = (self.opts.sync)(&e.data_file) {
+            return Err(self.poison(format!("fsync: {err}"), io_disk_full(&err)));
         }
         Ok(())
     }
 
     /// Applies one batch atomically and makes it durable. Caller holds the write lock.
     fn commit(&self, batch: sled::Batch) -> Result<()> {
-        if let Err(e) = self.db.apply_batch(batch) {
-            return Err(self.poison(format!("write: {e}")));
+        if let Err(err) = self.db()?.apply_batch(batch) {
+            return Err(self.poison(format!("write: {err}"), sled_disk_full(&err)));
         }
         self.make_durable()
     }
@@ -357,7 +470,7 @@ impl Store {
 
     /// The stored state of a channel (default when it holds nothing yet).
     pub fn channel_state(&self, c: ChannelId) -> Result<ChannelState> {
-        match self.db.get(keys::channel(c))? {
+        match self.db()?.get(keys::channel(c))? {
             Some(v) => ChannelState::decode(&v),
             None => Ok(ChannelState::default()),
         }
@@ -366,7 +479,7 @@ impl Store {
     /// Every channel this store knows, with its state.
     pub fn channels(&self) -> Result<Vec<(ChannelId, ChannelState)>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix([keys::CHANNEL]) {
+        for kv in self.db()?.scan_prefix([keys::CHANNEL]) {
             let (k, v) = kv?;
             let c = keys::parse_channel(&k[1..]).ok_or_else(|| corrupt("bad channel key"))?;
             out.push((c, ChannelState::decode(&v)?));
@@ -450,7 +563,7 @@ impl Store {
     }
 
     fn intake_entry(&self, key: &str) -> Result<Option<(RecordId, [u8; 32])>> {
-        let Some(v) = self.db.get(keys::intake(key))? else {
+        let Some(v) = self.db()?.get(keys::intake(key))? else {
             return Ok(None);
         };
         if v.len() != 64 {
@@ -514,7 +627,7 @@ impl Store {
 
     /// The latest receipt for an outbound channel.
     pub fn receipt(&self, c: ChannelId) -> Result<Option<pb::SignedReceipt>> {
-        self.db
+        self.db()?
             .get(keys::receipt(c))?
             .map(|v| pb::SignedReceipt::decode(v.as_ref()).map_err(|e| corrupt(e.to_string())))
             .transpose()
@@ -534,7 +647,7 @@ impl Store {
         st.attempts = attempts;
         st.last_error = last_error;
         st.next_attempt_ms = next_attempt_ms;
-        self.db.insert(keys::channel(c), st.encode())?;
+        self.db()?.insert(keys::channel(c), st.encode())?;
         Ok(())
     }
 
@@ -662,7 +775,7 @@ impl Store {
         let mut out = Vec::new();
         let mut prefix = vec![keys::EVIDENCE];
         prefix.extend_from_slice(&keys::channel_bytes(c));
-        for kv in self.db.scan_prefix(prefix) {
+        for kv in self.db()?.scan_prefix(prefix) {
             let (k, v) = kv?;
             let (_, seq) =
                 keys::parse_location(&k[1..21]).ok_or_else(|| corrupt("bad evidence key"))?;
@@ -697,7 +810,7 @@ impl Store {
 
     /// The record at `(channel, seq)`, durable or not.
     pub fn record_at(&self, c: ChannelId, seq: u64) -> Result<Option<DecodedRecord>> {
-        self.db
+        self.db()?
             .get(keys::record(c, seq))?
             .map(|v| decode_stored(&v))
             .transpose()
@@ -705,7 +818,7 @@ impl Store {
 
     /// A record by id.
     pub fn get(&self, id: RecordId) -> Result<Option<DecodedRecord>> {
-        let Some(loc) = self.db.get(keys::id(id))? else {
+        let Some(loc) = self.db()?.get(keys::id(id))? else {
             return Ok(None);
         };
         let (c, seq) = keys::parse_location(&loc).ok_or_else(|| corrupt("bad id index entry"))?;
@@ -734,7 +847,10 @@ impl Store {
         }
         let end = head.min(from.saturating_add(limit as u64).saturating_sub(1));
         let mut out = Vec::with_capacity((end - from + 1) as usize);
-        for kv in self.db.range(keys::record(c, from)..=keys::record(c, end)) {
+        for kv in self
+            .db()?
+            .range(keys::record(c, from)..=keys::record(c, end))
+        {
             let (_, v) = kv?;
             out.push(decode_stored(&v)?);
         }
@@ -745,7 +861,7 @@ impl Store {
     pub fn subject_records(&self, subject: &SubjectRef) -> Result<Vec<DecodedRecord>> {
         let mut out = Vec::new();
         for kv in self
-            .db
+            .db()?
             .scan_prefix(keys::subject_prefix(subject.as_bytes()))
         {
             let (_, loc) = kv?;
@@ -786,7 +902,7 @@ impl Store {
 
     /// A peer's latest head statement we kept, as signed.
     pub fn checkpoint(&self, peer: RegionCode) -> Result<Option<pb::SignedHeads>> {
-        self.db
+        self.db()?
             .get(keys::checkpoint(peer))?
             .map(|v| pb::SignedHeads::decode(v.as_ref()).map_err(|e| corrupt(e.to_string())))
             .transpose()
@@ -796,7 +912,7 @@ impl Store {
     pub fn save_report(&self, mut report: pb::ReconcileReport) -> Result<u64> {
         let _w = self.write.lock();
         self.check_writable()?;
-        let next = match self.db.scan_prefix([keys::RUN]).next_back() {
+        let next = match self.db()?.scan_prefix([keys::RUN]).next_back() {
             Some(kv) => {
                 let (k, _) = kv?;
                 u64::from_be_bytes(k[1..].try_into().map_err(|_| corrupt("bad run key"))?) + 1
@@ -813,7 +929,7 @@ impl Store {
     /// The newest `limit` reports, newest first.
     pub fn reports(&self, limit: usize) -> Result<Vec<pb::ReconcileReport>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix([keys::RUN]).rev().take(limit) {
+        for kv in self.db()?.scan_prefix([keys::RUN]).rev().take(limit) {
             let (_, v) = kv?;
             out.push(pb::ReconcileReport::decode(v.as_ref()).map_err(|e| corrupt(e.to_string()))?);
         }
@@ -831,9 +947,9 @@ impl Store {
                 s.records_inbound += st.count;
             }
         }
-        s.equivocations = self.db.scan_prefix([keys::EVIDENCE]).count() as u64;
-        s.audit_entries = self.db.scan_prefix([keys::AUDIT]).count() as u64;
-        s.reconcile_runs = self.db.scan_prefix([keys::RUN]).count() as u64;
+        s.equivocations = self.db()?.scan_prefix([keys::EVIDENCE]).count() as u64;
+        s.audit_entries = self.db()?.scan_prefix([keys::AUDIT]).count() as u64;
+        s.reconcile_runs = self.db()?.scan_prefix([keys::RUN]).count() as u64;
         Ok(s)
     }
 }

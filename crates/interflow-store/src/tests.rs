@@ -79,7 +79,9 @@ fn stored_id(o: &AppendOutcome) -> RecordId {
 
 /// Every key and value in the database, to compare whole states.
 fn dump(s: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
-    s.db.iter()
+    s.db()
+        .unwrap()
+        .iter()
         .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
         .collect()
 }
@@ -381,9 +383,12 @@ fn audit_chain_detects_edited_and_removed_entries() {
 
     // Edit the middle entry.
     let k = keys::audit(2);
-    let mut e = AuditEntry::from_bytes(&s.db.get(&k).unwrap().unwrap()).unwrap();
+    let mut e = AuditEntry::from_bytes(&s.db().unwrap().get(&k).unwrap().unwrap()).unwrap();
     e.actor = "admin:mallory".into();
-    s.db.insert(&k, e.to_pb().encode_to_vec()).unwrap();
+    s.db()
+        .unwrap()
+        .insert(&k, e.to_pb().encode_to_vec())
+        .unwrap();
     let r = s.verify_log(&|_| None).unwrap();
     assert!(!r.ok());
     assert!(
@@ -399,7 +404,7 @@ fn audit_chain_detects_edited_and_removed_entries() {
         s2.audit(NOW + i, "admin:alice", "Admin.Lookup", vec![])
             .unwrap();
     }
-    s2.db.remove(keys::audit(3)).unwrap();
+    s2.db().unwrap().remove(keys::audit(3)).unwrap();
     assert!(!s2.verify_log(&|_| None).unwrap().ok());
 }
 
@@ -418,7 +423,7 @@ fn verify_log_reports_a_broken_index_and_a_bad_signature() {
         "first problem per channel only: {:?}",
         r.problems
     );
-    s.db.remove(keys::id(recs[1].id())).unwrap();
+    s.db().unwrap().remove(keys::id(recs[1].id())).unwrap();
     let r = s.verify_log(&|_| Some(key().verifying_key())).unwrap();
     assert_eq!(r.problems[0].seq, 2);
 }
@@ -430,8 +435,8 @@ fn integrity_mismatch_on_open_makes_the_store_read_only() {
         let s = open(dir.path());
         s.apply(&chain(3)).unwrap();
         // Simulate lost data: the last record vanishes behind the state's back.
-        s.db.remove(keys::record(a_to_b(), 3)).unwrap();
-        s.db.flush().unwrap();
+        s.db().unwrap().remove(keys::record(a_to_b(), 3)).unwrap();
+        s.db().unwrap().flush().unwrap();
     }
     let s = open(dir.path());
     let refusal = s.write_refusal().expect("store should be read-only");
@@ -446,9 +451,11 @@ fn a_newer_schema_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = open(dir.path());
-        s.db.insert(keys::META_SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
+        s.db()
+            .unwrap()
+            .insert(keys::META_SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
             .unwrap();
-        s.db.flush().unwrap();
+        s.db().unwrap().flush().unwrap();
     }
     let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
     assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
@@ -551,4 +558,108 @@ fn reports_get_increasing_run_ids_newest_first() {
     }
     let r = s.reports(2).unwrap();
     assert_eq!(r.iter().map(|r| r.run_id).collect::<Vec<_>>(), vec![3, 2]);
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_resumes_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f2 = full.clone();
+    let opts = StoreOptions {
+        sync: Arc::new(move |f: &File| {
+            if f2.load(Ordering::SeqCst) {
+                Err(io::Error::from_raw_os_error(28)) // ENOSPC
+            } else {
+                f.sync_all()
+            }
+        }),
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), opts).unwrap();
+    let first = stored_id(
+        &s.append_outbound(
+            &key(),
+            &[sub("a", contraception(pb::ContraceptiveMethod::Iud, 1))],
+        )
+        .unwrap()[0],
+    );
+    full.store(true, Ordering::SeqCst);
+    let err = s
+        .append_outbound(
+            &key(),
+            &[sub("b", contraception(pb::ContraceptiveMethod::Iud, 2))],
+        )
+        .unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    // Writes stay refused, reads go on.
+    assert!(
+        s.append_outbound(
+            &key(),
+            &[sub("c", contraception(pb::ContraceptiveMethod::Iud, 3))]
+        )
+        .unwrap_err()
+        .is_disk_full()
+    );
+    assert_eq!(s.get(first).unwrap().unwrap().seq(), 1);
+    assert_eq!(s.records_from(a_to_b(), 1, 10).unwrap().len(), 1);
+    // While the disk is still full, nothing is reopened and reads keep working.
+    assert!(!s.recover().unwrap());
+    assert!(s.write_refusal().is_some());
+    assert_eq!(s.get(first).unwrap().unwrap().seq(), 1);
+    full.store(false, Ordering::SeqCst);
+    assert!(s.recover().unwrap());
+    assert_eq!(s.write_refusal(), None);
+    // The refused submission is retried with its key: stored once, after the first record.
+    let out = s
+        .append_outbound(
+            &key(),
+            &[sub("b", contraception(pb::ContraceptiveMethod::Iud, 2))],
+        )
+        .unwrap();
+    let again = match &out[0] {
+        AppendOutcome::Stored(id) | AppendOutcome::Duplicate(id) => *id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(s.get(again).unwrap().unwrap().seq(), 2);
+    assert_eq!(s.head(a_to_b()).0, 2);
+    assert!(s.verify_log(&|_| Some(key().verifying_key())).unwrap().ok());
+}
+
+#[test]
+fn an_io_error_is_not_recovered_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f2 = fail.clone();
+    let opts = StoreOptions {
+        sync: Arc::new(move |f: &File| {
+            if f2.load(Ordering::SeqCst) {
+                Err(io::Error::from_raw_os_error(5)) // EIO
+            } else {
+                f.sync_all()
+            }
+        }),
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), opts).unwrap();
+    fail.store(true, Ordering::SeqCst);
+    let err = s
+        .append_outbound(
+            &key(),
+            &[sub("a", contraception(pb::ContraceptiveMethod::Iud, 1))],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Poisoned(_)) && !err.is_disk_full(),
+        "{err}"
+    );
+    fail.store(false, Ordering::SeqCst);
+    // After a failed fsync the page cache cannot be trusted: only a restart clears it.
+    assert!(!s.recover().unwrap());
+    assert!(matches!(
+        s.append_outbound(
+            &key(),
+            &[sub("b", contraception(pb::ContraceptiveMethod::Iud, 2))]
+        ),
+        Err(StoreError::Poisoned(_))
+    ));
 }

@@ -37,14 +37,14 @@ impl VerifyReport {
 
 /// Walks a channel's records and compares them with its stored figures.
 pub(crate) fn check_channel_integrity(
-    store: &Store,
+    db: &sled::Db,
     c: ChannelId,
     st: &ChannelState,
 ) -> std::result::Result<(), String> {
     let mut count = 0u64;
     let mut rolling = [0u8; 32];
     let mut last = (0u64, RecordId::ZERO);
-    for kv in store.db.scan_prefix(keys::records_of(c)) {
+    for kv in db.scan_prefix(keys::records_of(c)) {
         let (k, v) = kv.map_err(|e| e.to_string())?;
         let (_, seq) = keys::parse_location(&k[1..]).ok_or("bad record key")?;
         count += 1;
@@ -95,7 +95,7 @@ impl Store {
         for (c, st) in self.channels()? {
             let mut prev = RecordId::ZERO;
             let mut expected = 1u64;
-            for kv in self.db.scan_prefix(keys::records_of(c)) {
+            for kv in self.db()?.scan_prefix(keys::records_of(c)) {
                 let (k, v) = kv?;
                 let seq = keys::parse_location(&k[1..]).map(|(_, s)| s).unwrap_or(0);
                 report.records_checked += 1;
@@ -112,7 +112,7 @@ impl Store {
                 if rec.prev_hash() != prev {
                     note(c, seq, "does not link to the previous record".into());
                 }
-                match self.db.get(keys::id(rec.id()))? {
+                match self.db()?.get(keys::id(rec.id()))? {
                     Some(loc) if loc.as_ref() == keys::location(c, seq) => {}
                     _ => note(c, seq, "id index entry missing or wrong".into()),
                 }
@@ -122,7 +122,7 @@ impl Store {
                     observed_days(&rec),
                     rec.id(),
                 );
-                if self.db.get(sk)?.is_none() {
+                if self.db()?.get(sk)?.is_none() {
                     note(c, seq, "subject index entry missing".into());
                 }
                 match key_of(c.origin) {
@@ -144,14 +144,14 @@ impl Store {
                 prev = rec.id();
                 expected = seq + 1;
             }
-            if let Err(reason) = check_channel_integrity(self, c, &st) {
+            if let Err(reason) = check_channel_integrity(&self.db()?.db, c, &st) {
                 note(c, st.head_seq, reason);
             }
         }
         report.problems.extend(first.into_values());
 
         // Every index entry must point at a record that exists and matches.
-        for kv in self.db.scan_prefix([keys::ID]) {
+        for kv in self.db()?.scan_prefix([keys::ID]) {
             let (k, loc) = kv?;
             let ok = keys::parse_location(&loc)
                 .map(|(c, s)| {
@@ -174,7 +174,7 @@ impl Store {
                 break;
             }
         }
-        for kv in self.db.scan_prefix([keys::SUBJECT]) {
+        for kv in self.db()?.scan_prefix([keys::SUBJECT]) {
             let (_, loc) = kv?;
             let ok = keys::parse_location(&loc)
                 .and_then(|(c, s)| self.record_at(c, s).ok().flatten())
@@ -193,7 +193,7 @@ impl Store {
         let mut prev = [0u8; 32];
         let mut last = None;
         let mut broken = false;
-        for (expected, kv) in (1u64..).zip(self.db.scan_prefix([keys::AUDIT])) {
+        for (expected, kv) in (1u64..).zip(self.db()?.scan_prefix([keys::AUDIT])) {
             let (_, v) = kv?;
             report.audit_entries_checked += 1;
             let problem = match AuditEntry::from_bytes(&v) {
@@ -219,7 +219,7 @@ impl Store {
             prev = entry_hash(&v);
             last = Some((expected, prev));
         }
-        if let Some(head) = self.db.get(keys::META_AUDIT_HEAD)? {
+        if let Some(head) = self.db()?.get(keys::META_AUDIT_HEAD)? {
             let matches = last.is_some_and(|(i, h)| {
                 head.len() == 40 && head[..8] == i.to_be_bytes() && head[8..] == h
             });
