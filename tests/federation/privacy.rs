@@ -36,6 +36,8 @@ fn logs() -> &'static Capture {
                 "trace,h2=info,hyper=info,rustls=info,tower=info,sled=info",
             ))
             .with_writer(move || w.clone())
+            // Log every span as it opens, so span fields are checked too.
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::NEW)
             .with_ansi(false)
             .try_init();
         c
@@ -123,6 +125,17 @@ async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
     drop(node);
     c.shutdown().await;
     let logged = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    // Every RPC runs in a span naming the method and the caller's certificate identity.
+    assert!(
+        logged.contains("method=/interflow.v1.Intake/Submit caller=intake `dev-intake`"),
+        "no RPC span in the logs: {}",
+        logged
+            .lines()
+            .filter(|l| l.contains("rpc"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         logged.contains(a.as_str()),
         "the capture saw nothing; is the subscriber installed?"

@@ -87,6 +87,15 @@ fn server(l: &Limits) -> Server {
         .max_connection_age(Duration::from_secs(l.max_connection_age_secs))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // One span per RPC, named by method and caller identity (region or role:name).
+        .trace_fn(|req| {
+            let caller = req
+                .extensions()
+                .get::<interflow_tls::PeerConnectInfo>()
+                .map(|i| i.identity.to_string())
+                .unwrap_or_default();
+            tracing::info_span!("rpc", method = %req.uri().path(), caller = %caller)
+        })
 }
 
 /// Opens the store, loads the material, and starts serving on `listeners`.
