@@ -310,3 +310,45 @@ async fn a_peer_serving_equivocating_or_forged_records_is_reported_and_nothing_i
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_signed_view_goes_backwards_is_an_anomaly_and_the_old_statement_is_kept() {
+    use interflow_core::statement::{Head, Heads, sign_heads};
+    let c = TestCluster::start_edited(2, without_delivery).await;
+    let (a, b) = (c.region(0), c.region(1));
+    let b_key = interflow_core::keys::load_signing_key(
+        &c.dir.path().join(b.as_str()).join("keys/signing.pem"),
+    )
+    .unwrap();
+    let first = reconcile(&c, 0, false).await;
+    assert!(
+        first.channels.iter().all(|ch| ch.anomalies.is_empty()),
+        "{first:?}"
+    );
+    // A statement B signed earlier claimed 10 records of A→B; B now says 0.
+    let earlier = Heads {
+        signer: b,
+        peer: a,
+        issued_at_ms: c.node(0).now() - 1000,
+        heads: vec![Head {
+            channel: ChannelId::new(a, b),
+            seq: 10,
+            hash: interflow_core::record::RecordId([5; 32]),
+        }],
+    };
+    let signed = sign_heads(&b_key, &earlier);
+    c.node(0).store.save_checkpoint(&earlier, &signed).unwrap();
+    let run = reconcile(&c, 0, false).await;
+    let ch = run
+        .channels
+        .iter()
+        .find(|r| r.origin == a.as_str() && r.destination == b.as_str())
+        .unwrap();
+    assert!(
+        ch.anomalies.contains(&(pb::Anomaly::HeadsRegressed as i32)),
+        "{run:?}"
+    );
+    // The earlier statement is kept as evidence, not overwritten by the regressed one.
+    assert_eq!(c.node(0).store.checkpoint(b).unwrap(), Some(signed));
+    c.shutdown().await;
+}
