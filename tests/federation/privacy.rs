@@ -150,3 +150,73 @@ async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disclosure_report_lists_exchanges_and_every_read_of_the_person() {
+    let c = TestCluster::start(2).await;
+    let b = c.region(1);
+    let id = synthetic_id(700);
+    let resp = c
+        .intake(0)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(700, b.as_str())],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::submit_result::Outcome::RecordId(rid)) = resp.results[0].outcome.clone() else {
+        panic!("not stored: {resp:?}")
+    };
+    let b_node = c.node(1).clone();
+    interflow_tests::eventually(std::time::Duration::from_secs(10), "record at B", || {
+        let n = b_node.clone();
+        let rid = rid.clone();
+        async move { n.store.get(rid.as_slice().try_into().ok()?).ok().flatten() }
+    })
+    .await;
+    drop(b_node);
+    let mut admin = c.admin(1).await;
+    // Reads at B: the record by id, then a lookup of the person.
+    admin
+        .get_record(pb::GetRecordRequest {
+            record_id: rid.clone(),
+        })
+        .await
+        .unwrap();
+    admin
+        .lookup(pb::LookupRequest {
+            national_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let report = admin
+        .disclosure(pb::DisclosureRequest {
+            national_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.exchanges.len(), 1);
+    let e = &report.exchanges[0];
+    assert_eq!(e.direction, pb::Direction::Inbound as i32);
+    assert_eq!(e.record_id, rid);
+    assert_eq!(e.legal_basis, pb::LegalBasisKind::StatutoryDuty as i32);
+    let actions: Vec<&str> = report.reads.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["Admin.GetRecord", "Admin.Lookup", "Admin.Disclosure"]
+    );
+    assert!(report.reads.iter().all(|r| r.actor == "admin:dev-operator"));
+    // Another person's report is empty: reads are attributed by person, not by time.
+    let other = admin
+        .disclosure(pb::DisclosureRequest {
+            national_id: synthetic_id(701),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.exchanges.is_empty());
+    assert_eq!(other.reads.len(), 1, "only its own disclosure request");
+    c.shutdown().await;
+}

@@ -152,6 +152,14 @@ pub enum Command {
         #[arg(long, value_name = "NATIONAL_ID")]
         id: String,
     },
+    /// Disclosure report for one person: every exchange of their records through this node
+    /// (sent or received, when, under which agreement and legal basis) and every audited read
+    /// of them. Audited by the node.
+    Disclosure {
+        /// The 18-character resident ID, or `-` to read it from standard input.
+        #[arg(long, value_name = "NATIONAL_ID")]
+        id: String,
+    },
     /// Submits status records from a CSV or JSONL file through `Intake.Submit`.
     ///
     /// Columns (CSV header or JSONL keys): idempotency_key, destination, national_id, kind,

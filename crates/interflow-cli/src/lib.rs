@@ -114,6 +114,7 @@ pub fn connection_of(command: &Command) -> Option<Role> {
         | Command::Record { .. }
         | Command::Stats
         | Command::Lookup { .. }
+        | Command::Disclosure { .. }
         | Command::Reconcile { .. }
         | Command::Verify
         | Command::Resume { .. }
@@ -181,6 +182,15 @@ pub async fn run_connected(
                 admin::lookup(conn, &id).await?
             } else {
                 admin::lookup(conn, id).await?
+            };
+            emit(ctx, &report)
+        }
+        Command::Disclosure { id } => {
+            let report = if id == "-" {
+                let id = read_secret_line(ctx.stdin)?;
+                admin::disclosure(conn, &id).await?
+            } else {
+                admin::disclosure(conn, id).await?
             };
             emit(ctx, &report)
         }

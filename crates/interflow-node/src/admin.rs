@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use interflow_core::NationalId;
+use interflow_core::agreement::LegalBasis;
 use interflow_core::payload::Kind;
 use interflow_core::pb;
 use interflow_core::pseudonym::SubjectRef;
@@ -29,7 +30,32 @@ fn subject_digest(s: &SubjectRef) -> String {
     format!("ref:{}", hex::encode(&s.as_bytes()[..8]))
 }
 
+/// A person's subject ref under one agreement.
+type PersonRef = (String, interflow_core::RegionCode, SubjectRef);
+
 impl AdminService {
+    /// Validates a national ID and computes the person's ref under each agreement (refs differ
+    /// between agreements by design). Returns the masked ID; the ID itself goes no further.
+    fn person(&self, national_id: &str) -> Result<(String, Vec<PersonRef>), Status> {
+        let today = latest_permitted_date(self.node.now(), 0);
+        let id = NationalId::parse(national_id, today)
+            .map_err(|e| Status::invalid_argument(format!("`national_id`: {e}")))?;
+        let refs = self
+            .node
+            .agreements
+            .iter()
+            .filter_map(|a| {
+                let key = self.node.pseudonym_keys.get(&a.id)?;
+                Some((
+                    a.id.clone(),
+                    a.peer_of(self.node.region)?,
+                    SubjectRef::derive(key, &id),
+                ))
+            })
+            .collect();
+        Ok((id.masked(), refs))
+    }
+
     /// Checks the role and writes the audit entry; returns the actor.
     async fn audited<T>(
         &self,
@@ -151,30 +177,13 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
-        let today = latest_permitted_date(self.node.now(), 0);
-        let id = NationalId::parse(&req.get_ref().national_id, today)
-            .map_err(|e| Status::invalid_argument(format!("`national_id`: {e}")))?;
-        // One ref per agreement: refs differ between agreements by design.
-        let refs: Vec<(String, interflow_core::RegionCode, SubjectRef)> = self
-            .node
-            .agreements
-            .iter()
-            .filter_map(|a| {
-                let key = self.node.pseudonym_keys.get(&a.id)?;
-                Some((
-                    a.id.clone(),
-                    a.peer_of(self.node.region)?,
-                    SubjectRef::derive(key, &id),
-                ))
-            })
-            .collect();
+        let (masked, refs) = self.person(&req.get_ref().national_id)?;
         self.audited(
             &req,
             "Admin.Lookup",
             refs.iter().map(|(_, _, r)| subject_digest(r)).collect(),
         )
         .await?;
-        let masked = id.masked();
         let resp = self
             .node
             .blocking(move |n| {
@@ -341,6 +350,85 @@ impl pb::admin_server::Admin for AdminService {
         if resp.was_stopped {
             tracing::warn!(%channel, %actor, "channel resumed by an operator");
         }
+        Ok(Response::new(resp))
+    }
+
+    async fn disclosure(
+        &self,
+        req: Request<pb::DisclosureRequest>,
+    ) -> Result<Response<pb::DisclosureResponse>, Status> {
+        let (masked, refs) = self.person(&req.get_ref().national_id)?;
+        let digests: Vec<String> = refs.iter().map(|(_, _, r)| subject_digest(r)).collect();
+        self.audited(&req, "Admin.Disclosure", digests.clone())
+            .await?;
+        let resp = self
+            .node
+            .blocking(move |n| {
+                let mut exchanges = Vec::new();
+                let mut record_ids = std::collections::HashSet::new();
+                for (_, _, subject) in &refs {
+                    for r in n.store.subject_records(subject).map_err(status::store)? {
+                        let c = r.channel();
+                        let outbound = c.origin == n.region;
+                        let acknowledged = outbound
+                            && n.store.channel_state(c).map_err(status::store)?.acked_seq
+                                >= r.seq();
+                        let agreement = n.agreements.get(r.agreement_id());
+                        let (legal_basis, statute) = match agreement.map(|a| &a.legal_basis) {
+                            Some(LegalBasis::StatutoryDuty { statute }) => {
+                                (pb::LegalBasisKind::StatutoryDuty, statute.clone())
+                            }
+                            Some(LegalBasis::Consent) => {
+                                (pb::LegalBasisKind::Consent, String::new())
+                            }
+                            None => (pb::LegalBasisKind::Unspecified, String::new()),
+                        };
+                        record_ids.insert(r.id().to_hex());
+                        exchanges.push(pb::ExchangeEvent {
+                            record_id: r.id().0.to_vec(),
+                            origin: c.origin.to_string(),
+                            destination: c.destination.to_string(),
+                            seq: r.seq(),
+                            direction: if outbound {
+                                pb::Direction::Outbound
+                            } else {
+                                pb::Direction::Inbound
+                            } as i32,
+                            kind: pb::RecordKind::from(r.kind()) as i32,
+                            issued_at_ms: r.issued_at_ms(),
+                            agreement_id: r.agreement_id().to_owned(),
+                            legal_basis: legal_basis as i32,
+                            statute_reference: statute,
+                            acknowledged,
+                        });
+                    }
+                }
+                exchanges.sort_by_key(|e| e.issued_at_ms);
+                // Reads name a person by ref digest (lookups) or by record id (GetRecord).
+                let reads = n
+                    .store
+                    .audit_entries(0, usize::MAX)
+                    .map_err(status::store)?
+                    .into_iter()
+                    .filter(|e| {
+                        e.subjects
+                            .iter()
+                            .any(|s| digests.contains(s) || record_ids.contains(s))
+                    })
+                    .map(|e| pb::ReadEvent {
+                        audit_index: e.index,
+                        at_ms: e.at_ms,
+                        actor: e.actor,
+                        action: e.action,
+                    })
+                    .collect();
+                Ok(pb::DisclosureResponse {
+                    masked_id: masked,
+                    exchanges,
+                    reads,
+                })
+            })
+            .await?;
         Ok(Response::new(resp))
     }
 

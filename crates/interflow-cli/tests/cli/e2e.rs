@@ -117,6 +117,31 @@ async fn submit_lookup_verify_and_pending_against_real_nodes() {
     assert_eq!(code, 0);
     assert!(out.contains("Admin.Lookup"), "{out}");
 
+    // The person's disclosure report: the record sent, its legal basis, and the lookup above.
+    let (code, out, err) = ctl(args(&c, 0, &["disclosure", "--id", &good_id, "--json"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let exchanges = report["exchanges"].as_array().unwrap();
+    assert_eq!(exchanges.len(), 1, "{report}");
+    assert_eq!(exchanges[0]["direction"], "sent");
+    assert!(
+        exchanges[0]["legal_basis"]
+            .as_str()
+            .unwrap()
+            .starts_with("statutory duty")
+    );
+    let reads: Vec<&str> = report["reads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        reads.contains(&"Admin.Lookup") && reads.contains(&"Admin.Disclosure"),
+        "{reads:?}"
+    );
+    assert!(!out.contains(&good_id));
+
     // A clean log verifies.
     let (code, out, err) = ctl(args(&c, 0, &["verify"])).await;
     assert_eq!(code, 0, "{out}{err}");

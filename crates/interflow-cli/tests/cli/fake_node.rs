@@ -285,6 +285,18 @@ impl Admin for FakeAdmin {
         }))
     }
 
+    async fn disclosure(
+        &self,
+        req: Request<pb::DisclosureRequest>,
+    ) -> Result<Response<pb::DisclosureResponse>, Status> {
+        require(&req, Role::Admin)?;
+        Ok(Response::new(pb::DisclosureResponse {
+            masked_id: "**************002X".into(),
+            exchanges: vec![],
+            reads: vec![],
+        }))
+    }
+
     async fn resume_channel(
         &self,
         req: Request<pb::ResumeChannelRequest>,
