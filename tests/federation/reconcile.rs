@@ -352,3 +352,70 @@ async fn a_peer_whose_signed_view_goes_backwards_is_an_anomaly_and_the_old_state
     assert_eq!(c.node(0).store.checkpoint(b).unwrap(), Some(signed));
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_intake_for_an_unreachable_peer_is_held_and_says_so() {
+    let mut c = TestCluster::start(2).await;
+    let b = c.region(1);
+    c.stop(1).await;
+    c.stop(0).await;
+    c.restart(0).await;
+    // A cannot compare heads with B: the channel is held, visibly, and intake says why.
+    let mut admin = c.admin(0).await;
+    let pending = admin
+        .list_pending(pb::ListPendingRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        pending
+            .channels
+            .iter()
+            .any(|p| p.destination == b.as_str() && p.held),
+        "{pending:?}"
+    );
+    let channels = admin
+        .list_channels(pb::ListChannelsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        channels
+            .channels
+            .iter()
+            .any(|ch| ch.destination == b.as_str() && ch.held)
+    );
+    let resp = c
+        .intake(0)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(1, b.as_str())],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match &resp.results[0].outcome {
+        Some(pb::submit_result::Outcome::Error(e)) => {
+            assert_eq!(e.code, pb::SubmitErrorCode::ChannelHeld as i32);
+            assert!(e.reason.contains("retry"), "{}", e.reason);
+        }
+        other => panic!("expected CHANNEL_HELD, got {other:?}"),
+    }
+    // Once B is back, A compares heads and opens the channel.
+    c.restart(1).await;
+    c.wait_released(0).await;
+    let resp = c
+        .intake(0)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(1, b.as_str())],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        resp.results[0].outcome,
+        Some(pb::submit_result::Outcome::RecordId(_))
+    ));
+    c.shutdown().await;
+}

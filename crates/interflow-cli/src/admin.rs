@@ -35,6 +35,8 @@ pub struct ChannelRow {
     pub pending: Option<u64>,
     /// Stopped after equivocation until an operator clears it.
     pub stopped: bool,
+    /// Outbound: new records wait until heads were compared with the peer after start.
+    pub held: bool,
 }
 
 pub async fn channels(conn: &Connection) -> anyhow::Result<ChannelsReport> {
@@ -56,6 +58,7 @@ pub async fn channels(conn: &Connection) -> anyhow::Result<ChannelsReport> {
                 acked_seq: outbound.then_some(c.acked_seq),
                 pending: outbound.then(|| c.head_seq.saturating_sub(c.acked_seq)),
                 stopped: c.stopped,
+                held: c.held,
                 origin: c.origin,
                 destination: c.destination,
             }
@@ -92,6 +95,8 @@ impl Report for ChannelsReport {
                 c.head_hash.get(..12).unwrap_or("").to_owned(),
                 if c.stopped {
                     "STOPPED (equivocation)".into()
+                } else if c.held {
+                    "held (heads not yet compared)".into()
                 } else {
                     "ok".into()
                 },

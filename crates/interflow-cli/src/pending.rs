@@ -40,6 +40,9 @@ pub struct PendingRow {
     pub next_attempt_at: Option<String>,
     /// The oldest pending record is older than `max_age_secs`.
     pub stuck: bool,
+    /// New records for this destination are refused until this node has compared heads with
+    /// it after start (the peer may be unreachable).
+    pub held: bool,
     #[serde(skip)]
     oldest_ms: i64,
     #[serde(skip)]
@@ -66,6 +69,7 @@ pub fn build(resp: pb::ListPendingResponse, max_age: Duration) -> PendingReport 
                 last_error: Some(c.last_error).filter(|e| !e.is_empty()),
                 next_attempt_at: human::opt_instant(c.next_attempt_at_ms),
                 stuck: age.is_some_and(|a| a > max_age),
+                held: c.held,
                 oldest_ms: c.oldest_pending_issued_at_ms,
                 next_ms: c.next_attempt_at_ms,
             }
@@ -121,6 +125,8 @@ impl Report for PendingReport {
         for c in &self.channels {
             let status = if c.stuck {
                 "STUCK"
+            } else if c.held {
+                "held"
             } else if c.pending_count > 0 {
                 "pending"
             } else {
@@ -191,6 +197,7 @@ mod tests {
                 String::new()
             },
             next_attempt_at_ms: if count > 0 { NOW + 12_000 } else { 0 },
+            held: false,
         }
     }
 

@@ -11,7 +11,7 @@ use interflow_core::agreement::LegalBasis;
 use interflow_core::payload::Kind;
 use interflow_core::pb;
 use interflow_core::pseudonym::SubjectRef;
-use interflow_core::record::RecordId;
+use interflow_core::record::{ChannelId, RecordId};
 use interflow_core::time::latest_permitted_date;
 use interflow_tls::Role;
 use tonic::{Request, Response, Status};
@@ -88,7 +88,19 @@ impl pb::admin_server::Admin for AdminService {
         let channels = self
             .node
             .blocking(|n| {
-                let all = n.store.channels().map_err(status::store)?;
+                let mut all = n.store.channels().map_err(status::store)?;
+                // Channels of every agreement, also those with no record yet.
+                for peer in n.agreements.all_peers(n.region) {
+                    for c in [
+                        ChannelId::new(n.region, peer),
+                        ChannelId::new(peer, n.region),
+                    ] {
+                        if !all.iter().any(|(x, _)| *x == c) {
+                            all.push((c, interflow_store::ChannelState::default()));
+                        }
+                    }
+                }
+                all.sort_by_key(|(c, _)| (c.origin != n.region, *c));
                 Ok(all
                     .into_iter()
                     .map(|(c, st)| {
@@ -105,6 +117,7 @@ impl pb::admin_server::Admin for AdminService {
                             head_hash: hash.0.to_vec(),
                             acked_seq: st.acked_seq,
                             stopped: st.stopped.is_some(),
+                            held: c.origin == n.region && crate::reconcile::is_held(n, c),
                         }
                     })
                     .collect())
@@ -121,7 +134,22 @@ impl pb::admin_server::Admin for AdminService {
         let resp = self
             .node
             .blocking(|n| {
-                let pending = n.store.pending(n.region).map_err(status::store)?;
+                let mut pending = n.store.pending(n.region).map_err(status::store)?;
+                for peer in n.agreements.all_peers(n.region) {
+                    let c = ChannelId::new(n.region, peer);
+                    if !pending.iter().any(|p| p.channel == c) {
+                        pending.push(interflow_store::PendingChannel {
+                            channel: c,
+                            head_seq: 0,
+                            acked_seq: 0,
+                            pending_count: 0,
+                            oldest_pending_issued_at_ms: None,
+                            attempts: 0,
+                            last_error: None,
+                            next_attempt_ms: None,
+                        });
+                    }
+                }
                 Ok(pb::ListPendingResponse {
                     now_ms: n.now(),
                     channels: pending
@@ -135,6 +163,7 @@ impl pb::admin_server::Admin for AdminService {
                             attempts: p.attempts,
                             last_error: p.last_error.unwrap_or_default(),
                             next_attempt_at_ms: p.next_attempt_ms.unwrap_or(0),
+                            held: crate::reconcile::is_held(n, p.channel),
                         })
                         .collect(),
                 })

@@ -110,6 +110,7 @@ impl Admin for FakeAdmin {
                     head_hash: vec![0xaa; 32],
                     acked_seq: 7,
                     stopped: false,
+                    held: false,
                 },
                 pb::ChannelInfo {
                     origin: "110105".into(),
@@ -119,6 +120,7 @@ impl Admin for FakeAdmin {
                     head_hash: vec![0xbb; 32],
                     acked_seq: 0,
                     stopped: true,
+                    held: false,
                 },
             ],
         }))
@@ -142,6 +144,7 @@ impl Admin for FakeAdmin {
                     attempts: 0,
                     last_error: String::new(),
                     next_attempt_at_ms: 0,
+                    held: false,
                 },
                 pb::PendingChannel {
                     destination: "110105".into(),
@@ -152,6 +155,7 @@ impl Admin for FakeAdmin {
                     attempts: 7,
                     last_error: "peer `110105` unreachable: connection refused".into(),
                     next_attempt_at_ms: now + 30_000,
+                    held: false,
                 },
             ],
         }))
