@@ -8,6 +8,8 @@ pub mod accept;
 pub mod agreement;
 pub mod canonical;
 pub mod directory;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod keys;
 pub mod national_id;
 pub mod payload;

@@ -380,45 +380,11 @@ impl NewRecord {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::pseudonym::PseudonymKey;
 
-    pub(crate) const NOW: i64 = 1_780_272_000_000; // 2026-06-01T00:00:00Z
-
-    pub(crate) fn region(s: &str) -> RegionCode {
-        s.parse().unwrap()
-    }
+    pub(crate) use crate::fixtures::{NOW, key, region};
 
     pub(crate) fn sample(seq_hint: u8) -> NewRecord {
-        let id = crate::NationalId::parse(
-            "11010519491231002X",
-            chrono::NaiveDate::from_ymd_opt(2026, 6, 1).unwrap(),
-        )
-        .unwrap();
-        NewRecord {
-            channel: ChannelId::new(region("310115"), region("110105")),
-            agreement_id: "agr-310115-110105".into(),
-            subject: SubjectRef::derive(&PseudonymKey::from_bytes([9; 32]), &id),
-            issued_at_ms: NOW - i64::from(seq_hint),
-            supersedes: None,
-            payload: Payload::Contraception(pb::ContraceptionStatus {
-                method: pb::ContraceptiveMethod::Iud as i32,
-                since: Some(pb::Date {
-                    year: 2025,
-                    month: 3,
-                    day: 1,
-                }),
-                observed_on: Some(pb::Date {
-                    year: 2026,
-                    month: 5,
-                    day: 20,
-                }),
-                service_point: "3101150042".into(),
-            }),
-        }
-    }
-
-    pub(crate) fn key(seed: u8) -> SigningKey {
-        SigningKey::from_bytes(&[seed; 32])
+        crate::fixtures::sample_record(i64::from(seq_hint))
     }
 
     #[test]

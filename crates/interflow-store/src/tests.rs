@@ -7,18 +7,10 @@ use interflow_core::NationalId;
 use interflow_core::payload::Payload;
 use interflow_core::pseudonym::PseudonymKey;
 
-pub const NOW: i64 = 1_780_272_000_000; // 2026-06-01T00:00:00Z
-
-fn region(s: &str) -> RegionCode {
-    s.parse().unwrap()
-}
-
-fn a_to_b() -> ChannelId {
-    ChannelId::new(region("310115"), region("110105"))
-}
+use interflow_core::fixtures::{NOW, a_to_b, contraception, region};
 
 fn key() -> SigningKey {
-    SigningKey::from_bytes(&[1; 32])
+    interflow_core::fixtures::key(1)
 }
 
 fn subject(id: &str) -> SubjectRef {
@@ -29,33 +21,13 @@ fn subject(id: &str) -> SubjectRef {
     )
 }
 
-const PERSON: &str = "11010519491231002X";
-
-fn contraception(method: pb::ContraceptiveMethod, day: u32) -> Payload {
-    Payload::Contraception(pb::ContraceptionStatus {
-        method: method as i32,
-        since: Some(pb::Date {
-            year: 2025,
-            month: 3,
-            day: 1,
-        }),
-        observed_on: Some(pb::Date {
-            year: 2026,
-            month: 5,
-            day,
-        }),
-        service_point: "3101150042".into(),
-    })
-}
+const PERSON: &str = interflow_core::fixtures::SAMPLE_ID;
 
 fn new_record(payload: Payload, supersedes: Option<RecordId>) -> NewRecord {
     NewRecord {
-        channel: a_to_b(),
-        agreement_id: "agr-1".into(),
-        subject: subject(PERSON),
-        issued_at_ms: NOW,
         supersedes,
         payload,
+        ..interflow_core::fixtures::sample_record(0)
     }
 }
 

@@ -10,51 +10,26 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use interflow_core::payload::Payload;
-use interflow_core::pseudonym::{PseudonymKey, SubjectRef};
-use interflow_core::record::{ChannelId, NewRecord, RecordId};
-use interflow_core::{NationalId, RegionCode, pb};
+use interflow_core::record::{ChannelId, RecordId};
+use interflow_core::{fixtures, pb};
 use interflow_store::{AppendOutcome, Store, StoreOptions, Submission};
 
 const CHILD_DIR: &str = "INTERFLOW_TEST_CHILD_DIR";
 const CHILD_MODE: &str = "INTERFLOW_TEST_CHILD_MODE";
 
 fn channel() -> ChannelId {
-    ChannelId::new(
-        "310115".parse::<RegionCode>().unwrap(),
-        "110105".parse::<RegionCode>().unwrap(),
-    )
+    fixtures::a_to_b()
 }
 
 fn key() -> SigningKey {
-    SigningKey::from_bytes(&[1; 32])
+    fixtures::key(1)
 }
 
 fn submission(n: u64) -> Submission {
-    let today = chrono::NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
-    let id = NationalId::parse("11010519491231002X", today).unwrap();
+    let mut record = fixtures::sample_record(-(n as i64));
+    record.payload = fixtures::contraception(pb::ContraceptiveMethod::Iud, (n % 28 + 1) as u32);
     Submission {
-        record: NewRecord {
-            channel: channel(),
-            agreement_id: "agr-1".into(),
-            subject: SubjectRef::derive(&PseudonymKey::from_bytes([9; 32]), &id),
-            issued_at_ms: 1_780_272_000_000 + n as i64,
-            supersedes: None,
-            payload: Payload::Contraception(pb::ContraceptionStatus {
-                method: pb::ContraceptiveMethod::Iud as i32,
-                since: Some(pb::Date {
-                    year: 2025,
-                    month: 3,
-                    day: 1,
-                }),
-                observed_on: Some(pb::Date {
-                    year: 2026,
-                    month: 5,
-                    day: (n % 28 + 1) as u32,
-                }),
-                service_point: "3101150042".into(),
-            }),
-        },
+        record,
         idempotency_key: format!("key-{n}"),
     }
 }

@@ -1,0 +1,69 @@
+//! Shared test fixtures: a fixed clock, keys from seeds and sample records. Compiled for this
+//! crate's tests and, with the `fixtures` feature, for other crates' tests and benchmarks;
+//! never part of a release build.
+
+use ed25519_dalek::SigningKey;
+
+use crate::payload::Payload;
+use crate::pb;
+use crate::pseudonym::{PseudonymKey, SubjectRef};
+use crate::record::{ChannelId, NewRecord};
+use crate::{NationalId, RegionCode};
+
+/// 2026-06-01T00:00:00Z.
+pub const NOW: i64 = 1_780_272_000_000;
+
+/// The published sample resident ID.
+pub const SAMPLE_ID: &str = "11010519491231002X";
+
+pub fn region(s: &str) -> RegionCode {
+    s.parse().expect("fixture region code")
+}
+
+/// The channel 310115→110105.
+pub fn a_to_b() -> ChannelId {
+    ChannelId::new(region("310115"), region("110105"))
+}
+
+/// A deterministic signing key.
+pub fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+/// The sample person's ref under a fixed pseudonym key.
+pub fn subject() -> SubjectRef {
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 6, 1).expect("real date");
+    let id = NationalId::parse(SAMPLE_ID, today).expect("sample id");
+    SubjectRef::derive(&PseudonymKey::from_bytes([9; 32]), &id)
+}
+
+/// A contraception status observed on 2026-05-`day`.
+pub fn contraception(method: pb::ContraceptiveMethod, day: u32) -> Payload {
+    Payload::Contraception(pb::ContraceptionStatus {
+        method: method as i32,
+        since: Some(pb::Date {
+            year: 2025,
+            month: 3,
+            day: 1,
+        }),
+        observed_on: Some(pb::Date {
+            year: 2026,
+            month: 5,
+            day,
+        }),
+        service_point: "3101150042".into(),
+    })
+}
+
+/// A valid record of the sample person on 310115→110105: an IUD observed on 2026-05-20,
+/// issued `age_ms` before [`NOW`].
+pub fn sample_record(age_ms: i64) -> NewRecord {
+    NewRecord {
+        channel: a_to_b(),
+        agreement_id: "agr-310115-110105".into(),
+        subject: subject(),
+        issued_at_ms: NOW - age_ms,
+        supersedes: None,
+        payload: contraception(pb::ContraceptiveMethod::Iud, 20),
+    }
+}
