@@ -38,6 +38,23 @@ fn sub(key: &str, payload: Payload) -> Submission {
     }
 }
 
+/// Options whose fsync fails with `errno` while the returned switch is on.
+fn failing_sync(errno: i32) -> (Arc<std::sync::atomic::AtomicBool>, StoreOptions) {
+    let on = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let switch = on.clone();
+    let opts = StoreOptions {
+        sync: Arc::new(move |f: &File| {
+            if switch.load(Ordering::SeqCst) {
+                Err(io::Error::from_raw_os_error(errno))
+            } else {
+                f.sync_all()
+            }
+        }),
+        ..StoreOptions::default()
+    };
+    (on, opts)
+}
+
 fn open(dir: &Path) -> Store {
     Store::open(dir, StoreOptions::default()).unwrap()
 }
@@ -473,18 +490,7 @@ fn every_acknowledged_write_is_synced_once_per_batch() {
 #[test]
 fn an_fsync_error_stops_every_later_acknowledgement() {
     let dir = tempfile::tempdir().unwrap();
-    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let f2 = fail.clone();
-    let opts = StoreOptions {
-        sync: Arc::new(move |f: &File| {
-            if f2.load(Ordering::SeqCst) {
-                Err(io::Error::from_raw_os_error(5)) // EIO
-            } else {
-                f.sync_all()
-            }
-        }),
-        ..StoreOptions::default()
-    };
+    let (fail, opts) = failing_sync(5);
     let s = Store::open(dir.path(), opts).unwrap();
     s.append_outbound(
         &key(),
@@ -535,18 +541,7 @@ fn reports_get_increasing_run_ids_newest_first() {
 #[test]
 fn a_full_disk_refuses_writes_keeps_reads_and_resumes_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let f2 = full.clone();
-    let opts = StoreOptions {
-        sync: Arc::new(move |f: &File| {
-            if f2.load(Ordering::SeqCst) {
-                Err(io::Error::from_raw_os_error(28)) // ENOSPC
-            } else {
-                f.sync_all()
-            }
-        }),
-        ..StoreOptions::default()
-    };
+    let (full, opts) = failing_sync(28);
     let s = Store::open(dir.path(), opts).unwrap();
     let first = stored_id(
         &s.append_outbound(
@@ -600,18 +595,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_after_a_reopen() {
 #[test]
 fn an_io_error_is_not_recovered_in_process() {
     let dir = tempfile::tempdir().unwrap();
-    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let f2 = fail.clone();
-    let opts = StoreOptions {
-        sync: Arc::new(move |f: &File| {
-            if f2.load(Ordering::SeqCst) {
-                Err(io::Error::from_raw_os_error(5)) // EIO
-            } else {
-                f.sync_all()
-            }
-        }),
-        ..StoreOptions::default()
-    };
+    let (fail, opts) = failing_sync(5);
     let s = Store::open(dir.path(), opts).unwrap();
     fail.store(true, Ordering::SeqCst);
     let err = s
