@@ -220,3 +220,64 @@ async fn the_disclosure_report_lists_exchanges_and_every_read_of_the_person() {
     assert_eq!(other.reads.len(), 1, "only its own disclosure request");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_retention_a_record_is_erased_but_the_log_still_verifies() {
+    let c = TestCluster::start(2).await;
+    let (a, b) = (c.region(0), c.region(1));
+    let id = synthetic_id(800);
+    let resp = c
+        .intake(0)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(800, b.as_str())],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::submit_result::Outcome::RecordId(rid)) = resp.results[0].outcome.clone() else {
+        panic!("not stored: {resp:?}")
+    };
+    let b_node = c.node(1).clone();
+    interflow_tests::eventually(std::time::Duration::from_secs(10), "record at B", || {
+        let n = b_node.clone();
+        let rid = rid.clone();
+        async move { n.store.get(rid.as_slice().try_into().ok()?).ok().flatten() }
+    })
+    .await;
+    // The retention job's step, run as if the agreement's 3650 days had passed.
+    let later = b_node.now() + 3651 * 86_400_000;
+    let erased = b_node
+        .store
+        .erase_expired(later, &|agr| {
+            b_node.agreements.get(agr).map(|a| a.retention_days)
+        })
+        .unwrap();
+    assert_eq!(erased, 1);
+    drop(b_node);
+    let mut admin = c.admin(1).await;
+    let got = admin
+        .get_record(pb::GetRecordRequest {
+            record_id: rid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.erased && got.record.is_none());
+    let lookup = admin
+        .lookup(pb::LookupRequest { national_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(lookup.current.is_empty() && lookup.timeline.is_empty());
+    let verify = admin
+        .verify_log(pb::VerifyLogRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verify.ok, "{:?}", verify.problems);
+    // The channel heads still agree, so reconciliation has nothing to fetch.
+    let ch = interflow_core::record::ChannelId::new(a, b);
+    assert_eq!(c.node(1).store.head(ch), c.node(0).store.head(ch));
+    c.shutdown().await;
+}

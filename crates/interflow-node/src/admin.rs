@@ -183,11 +183,18 @@ impl pb::admin_server::Admin for AdminService {
         let resp = self
             .node
             .blocking(move |n| {
-                let rec = n
+                let entry = n
                     .store
-                    .get(id)
+                    .get_entry(id)
                     .map_err(status::store)?
                     .ok_or_else(|| Status::not_found(format!("no record `{id}`")))?;
+                let Some(rec) = entry.record() else {
+                    return Ok(pb::GetRecordResponse {
+                        record: None,
+                        signature_valid: false,
+                        erased: true,
+                    });
+                };
                 let valid = n
                     .directory
                     .signing_key(rec.channel().origin)

@@ -237,6 +237,10 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         node.clone(),
         workers_token.clone(),
     )));
+    workers.push(tokio::spawn(enforce_retention(
+        node.clone(),
+        workers_token.clone(),
+    )));
     workers.push(tokio::spawn(crate::reconcile::schedule(
         node.clone(),
         workers_token,
@@ -257,6 +261,31 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
 
 /// How often a store that refuses writes is checked, and reopened once the disk has room.
 const STORE_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often record bodies past their agreement's retention period are erased.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Erases record bodies whose agreement retention has passed: at start, then every hour.
+async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
+    loop {
+        let n = node.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let now = n.now();
+            n.store
+                .erase_expired(now, &|id| n.agreements.get(id).map(|a| a.retention_days))
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention erasure failed; will retry"),
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
 
 /// Keeps `store_writable` true to the store, and reopens it once a full disk has room again.
 async fn watch_store(node: Arc<Node>, shutdown: CancellationToken) {

@@ -3,7 +3,7 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `r` | channel(12) seq(8, BE) | `SignedRecord` bytes as received or sealed |
+//! | `r` | channel(12) seq(8, BE) | `SignedRecord` bytes as received or sealed, or after retention an erased-record stub (first byte `0x00`: id, link, seq, issue time) |
 //! | `i` | record id(32) | channel(12) seq(8) |
 //! | `c` | channel(12) | channel state (JSON) |
 //! | `s` | subject(32) kind(1) observed day(4, BE, sign-flipped) id(32) | channel(12) seq(8) |

@@ -13,6 +13,7 @@
 //! Every call blocks; async callers use `spawn_blocking`.
 
 mod audit;
+mod erase;
 mod keys;
 mod state;
 mod verify;
@@ -37,6 +38,7 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
 pub use audit::AuditEntry;
+pub use erase::{ErasedRecord, Stored};
 pub use state::{ChannelState, PendingChannel};
 pub use verify::{Problem, VerifyReport};
 
@@ -607,7 +609,7 @@ impl Store {
         if receipt.acked_seq <= st.acked_seq {
             return Ok(false);
         }
-        let stored = self.record_at(c, receipt.acked_seq)?;
+        let stored = self.entry_at(c, receipt.acked_seq)?;
         if stored.map(|r| r.id()) != Some(receipt.head_hash) {
             return Err(StoreError::ReceiptMismatch {
                 channel: c,
@@ -661,7 +663,7 @@ impl Store {
             let (head, _) = self.head(c);
             let pending_count = head.saturating_sub(st.acked_seq);
             let oldest = if pending_count > 0 {
-                self.record_at(c, st.acked_seq + 1)?
+                self.entry_at(c, st.acked_seq + 1)?
                     .map(|r| r.issued_at_ms())
             } else {
                 None
@@ -709,7 +711,7 @@ impl Store {
                 let stored = match staged.get(&(c, seq)) {
                     Some(id) => *id,
                     None => self
-                        .record_at(c, seq)?
+                        .entry_at(c, seq)?
                         .ok_or_else(|| {
                             corrupt(format!(
                                 "channel `{c}` has no record at seq `{seq}` below its head"
@@ -781,10 +783,15 @@ impl Store {
                 keys::parse_location(&k[1..21]).ok_or_else(|| corrupt("bad evidence key"))?;
             let received =
                 pb::SignedRecord::decode(v.as_ref()).map_err(|e| corrupt(e.to_string()))?;
-            let stored = self
-                .record_at(c, seq)?
+            // A stored record erased at the end of its retention takes that half of the proof.
+            let Some(stored) = self
+                .entry_at(c, seq)?
                 .ok_or_else(|| corrupt("evidence without the stored record"))?
-                .into_signed();
+                .record()
+            else {
+                continue;
+            };
+            let stored = stored.into_signed();
             out.push(Evidence {
                 channel: c,
                 seq,
@@ -808,32 +815,43 @@ impl Store {
 
     // ---- reads -------------------------------------------------------------------------
 
-    /// The record at `(channel, seq)`, durable or not.
-    pub fn record_at(&self, c: ChannelId, seq: u64) -> Result<Option<DecodedRecord>> {
+    /// What is stored at `(channel, seq)` (the record or its erased stub), durable or not.
+    pub fn entry_at(&self, c: ChannelId, seq: u64) -> Result<Option<Stored>> {
         self.db()?
             .get(keys::record(c, seq))?
-            .map(|v| decode_stored(&v))
+            .map(|v| erase::decode_entry(c, &v))
             .transpose()
     }
 
-    /// A record by id.
-    pub fn get(&self, id: RecordId) -> Result<Option<DecodedRecord>> {
+    /// The record at `(channel, seq)`; `None` when absent or erased.
+    pub fn record_at(&self, c: ChannelId, seq: u64) -> Result<Option<DecodedRecord>> {
+        Ok(self.entry_at(c, seq)?.and_then(Stored::record))
+    }
+
+    /// What is stored for a record id: the record or its erased stub.
+    pub fn get_entry(&self, id: RecordId) -> Result<Option<Stored>> {
         let Some(loc) = self.db()?.get(keys::id(id))? else {
             return Ok(None);
         };
         let (c, seq) = keys::parse_location(&loc).ok_or_else(|| corrupt("bad id index entry"))?;
-        let rec = self
-            .record_at(c, seq)?
+        let entry = self
+            .entry_at(c, seq)?
             .ok_or_else(|| corrupt(format!("id index points at missing `{c}` seq `{seq}`")))?;
-        if rec.id() != id {
+        if entry.id() != id {
             return Err(corrupt(format!(
                 "id index for `{id}` points at another record"
             )));
         }
-        Ok(Some(rec))
+        Ok(Some(entry))
     }
 
-    /// Up to `limit` durable records of a channel from `from_seq` on, in order.
+    /// A record by id; `None` when unknown or erased.
+    pub fn get(&self, id: RecordId) -> Result<Option<DecodedRecord>> {
+        Ok(self.get_entry(id)?.and_then(Stored::record))
+    }
+
+    /// Up to `limit` durable records of a channel from `from_seq` on, in order, stopping before
+    /// the first erased one (an erased record cannot be re-sent).
     pub fn records_from(
         &self,
         c: ChannelId,
@@ -852,7 +870,10 @@ impl Store {
             .range(keys::record(c, from)..=keys::record(c, end))
         {
             let (_, v) = kv?;
-            out.push(decode_stored(&v)?);
+            match erase::decode_entry(c, &v)? {
+                Stored::Record(r) => out.push(r),
+                Stored::Erased(_) => break,
+            }
         }
         Ok(out)
     }
@@ -867,9 +888,11 @@ impl Store {
             let (_, loc) = kv?;
             let (c, seq) =
                 keys::parse_location(&loc).ok_or_else(|| corrupt("bad subject index entry"))?;
-            out.push(self.record_at(c, seq)?.ok_or_else(|| {
+            let entry = self.entry_at(c, seq)?.ok_or_else(|| {
                 corrupt(format!("subject index points at missing `{c}` seq `{seq}`"))
-            })?);
+            })?;
+            // Erasure removes the index entry with the body; a leftover one finds nothing.
+            out.extend(entry.record());
         }
         Ok(out)
     }

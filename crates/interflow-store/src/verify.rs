@@ -9,8 +9,9 @@ use interflow_core::RegionCode;
 use interflow_core::record::{ChannelId, RecordId};
 
 use crate::audit::{AuditEntry, entry_hash};
+use crate::erase::{Stored, decode_entry};
 use crate::state::{ChannelState, roll};
-use crate::{Result, Store, decode_stored, keys, observed_days};
+use crate::{Result, Store, keys, observed_days};
 
 /// One inconsistency.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,7 @@ pub(crate) fn check_channel_integrity(
         if seq != count {
             return Err(format!("seq `{seq}` found where `{count}` was expected"));
         }
-        let rec = decode_stored(&v).map_err(|e| e.to_string())?;
+        let rec = decode_entry(c, &v).map_err(|e| e.to_string())?;
         rolling = roll(rolling, rec.id());
         last = (seq, rec.id());
     }
@@ -99,23 +100,29 @@ impl Store {
                 let (k, v) = kv?;
                 let seq = keys::parse_location(&k[1..]).map(|(_, s)| s).unwrap_or(0);
                 report.records_checked += 1;
-                let rec = match decode_stored(&v) {
+                let entry = match decode_entry(c, &v) {
                     Ok(r) => r,
                     Err(e) => {
                         note(c, seq, e.to_string());
                         continue;
                     }
                 };
-                if seq != expected || rec.seq() != seq {
+                if seq != expected || entry.seq() != seq {
                     note(c, seq, format!("expected seq `{expected}`"));
                 }
-                if rec.prev_hash() != prev {
+                if entry.prev_hash() != prev {
                     note(c, seq, "does not link to the previous record".into());
                 }
-                match self.db()?.get(keys::id(rec.id()))? {
+                match self.db()?.get(keys::id(entry.id()))? {
                     Some(loc) if loc.as_ref() == keys::location(c, seq) => {}
                     _ => note(c, seq, "id index entry missing or wrong".into()),
                 }
+                prev = entry.id();
+                expected = seq + 1;
+                // An erased record keeps its id and link; its body and signature are gone.
+                let Stored::Record(rec) = entry else {
+                    continue;
+                };
                 let sk = keys::subject(
                     rec.subject().as_bytes(),
                     rec.kind(),
@@ -141,8 +148,6 @@ impl Store {
                         format!("no signing key known for origin `{}`", c.origin),
                     ),
                 }
-                prev = rec.id();
-                expected = seq + 1;
             }
             if let Err(reason) = check_channel_integrity(&self.db()?.db, c, &st) {
                 note(c, st.head_seq, reason);
@@ -155,7 +160,7 @@ impl Store {
             let (k, loc) = kv?;
             let ok = keys::parse_location(&loc)
                 .map(|(c, s)| {
-                    self.record_at(c, s)
+                    self.entry_at(c, s)
                         .ok()
                         .flatten()
                         .map(|r| r.id().as_bytes() == &k[1..])
