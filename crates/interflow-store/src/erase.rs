@@ -114,7 +114,8 @@ pub(crate) fn decode_entry(c: ChannelId, v: &[u8]) -> Result<Stored> {
 impl Store {
     /// Erases the body of every record whose agreement's retention (`retention_days` of its
     /// agreement id; `None` keeps the record) has passed at `now`, counted from its issue time.
-    /// One durable batch; returns how many records were erased.
+    /// Equivocation evidence past the same retention is removed too. One durable batch;
+    /// returns how many records (and evidence copies) were erased.
     pub fn erase_expired(
         &self,
         now: UnixMillis,
@@ -157,6 +158,22 @@ impl Store {
                 r.id(),
             ));
             erased += 1;
+        }
+        // Equivocation evidence holds full bodies too; it goes with the same retention.
+        for kv in self.db()?.scan_prefix([keys::EVIDENCE]) {
+            let (k, v) = kv?;
+            let Ok(r) = decode_stored(&v) else {
+                continue;
+            };
+            let expired = retention_days(r.agreement_id()).is_some_and(|days| {
+                now >= r
+                    .issued_at_ms()
+                    .saturating_add(i64::from(days).saturating_mul(DAY_MS))
+            });
+            if expired {
+                batch.remove(k.to_vec());
+                erased += 1;
+            }
         }
         if erased > 0 {
             self.commit(batch)?;

@@ -230,6 +230,10 @@ fn equivocation_is_refused_kept_as_evidence_and_stops_the_channel() {
     ));
     s.clear_stop(a_to_b()).unwrap();
     assert_eq!(s.apply(&[next]).unwrap(), vec![Ok(ApplyOutcome::Stored)]);
+    // Evidence carries personal data too: it goes at the end of the retention period.
+    let retention = |_: &str| Some(30);
+    s.erase_expired(NOW + 31 * 86_400_000, &retention).unwrap();
+    assert!(s.evidence(a_to_b()).unwrap().is_empty());
 }
 
 #[test]
