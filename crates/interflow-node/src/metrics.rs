@@ -2,7 +2,6 @@
 //! nodes in one process keep their figures apart). Labels carry region codes and reason names
 //! only, never personal data.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use interflow_core::RegionCode;
@@ -147,9 +146,4 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-}
-
-/// The bound address of a listener, for logs.
-pub fn local(l: &tokio::net::TcpListener) -> Option<SocketAddr> {
-    l.local_addr().ok()
 }
