@@ -232,6 +232,39 @@ pub enum Command {
     /// Offline: author, sign and inspect bilateral agreements.
     #[command(subcommand)]
     Agreement(AgreementCommand),
+    /// Offline, for the federation operator: build, sign and inspect the member directory.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum DirectoryCommand {
+    /// Builds the directory from a members TOML file and signs it with the operator key.
+    ///
+    /// The file holds `serial = N` and one `[[member]]` per bureau with `region`, `name`,
+    /// `endpoint` (`host:port` of its peer listener) and `signing_key` (path of its public
+    /// record-signing key, relative to the file). Give every node the output and the
+    /// operator's public key (`federation.directory`, `federation.operator_key`).
+    Sign {
+        /// The members file (TOML).
+        #[arg(long)]
+        members: PathBuf,
+        /// The federation operator's signing key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the signed directory (binary protobuf `SignedDirectory`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prints a directory's members; with `--operator-key`, checks its signature (exit 1 if
+    /// it does not verify).
+    Show {
+        /// The signed directory file.
+        file: PathBuf,
+        /// The federation operator's public key (PEM).
+        #[arg(long)]
+        operator_key: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]

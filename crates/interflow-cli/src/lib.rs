@@ -15,6 +15,7 @@ pub mod admin;
 pub mod agreement;
 pub mod cli;
 pub mod conn;
+pub mod directory;
 pub mod human;
 pub mod offline;
 pub mod pending;
@@ -120,7 +121,9 @@ pub fn connection_of(command: &Command) -> Option<Role> {
         | Command::Resume { .. }
         | Command::Audit { .. } => Some(Role::Admin),
         Command::Submit { .. } => Some(Role::Intake),
-        Command::Keys(_) | Command::Certs(_) | Command::Agreement(_) => None,
+        Command::Keys(_) | Command::Certs(_) | Command::Agreement(_) | Command::Directory(_) => {
+            None
+        }
     }
 }
 
@@ -229,7 +232,9 @@ pub async fn run_connected(
             };
             emit(ctx, &admin::audit(conn, since_ms, *limit).await?)
         }
-        Command::Keys(_) | Command::Certs(_) | Command::Agreement(_) => run_offline(command, ctx),
+        Command::Keys(_) | Command::Certs(_) | Command::Agreement(_) | Command::Directory(_) => {
+            run_offline(command, ctx)
+        }
     }
 }
 
@@ -239,6 +244,7 @@ pub fn run_offline(command: &Command, ctx: &mut Ctx<'_>) -> anyhow::Result<Outco
         Command::Keys(k) => emit(ctx, &offline::keys(k)?),
         Command::Certs(c) => emit(ctx, &offline::certs(c)?),
         Command::Agreement(a) => agreement::run(a, ctx),
+        Command::Directory(d) => directory::run(d, ctx),
         other => anyhow::bail!("`{other:?}` needs a connection to a node"),
     }
 }

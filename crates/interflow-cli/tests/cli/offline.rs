@@ -355,3 +355,83 @@ fn missing_connection_settings_are_named() {
     assert_eq!(code, 2);
     assert!(stderr.contains("interflow dev"), "{stderr}");
 }
+
+#[test]
+fn directory_signed_by_the_operator_verifies_as_a_node_checks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for k in ["operator", "a", "b"] {
+        let (code, out, err) = run(&["keys", "gen", "--out", p(&d.join(format!("{k}.pem")))]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    std::fs::write(
+        d.join("members.toml"),
+        "serial = 3\n\n\
+         [[member]]\nregion = \"310115\"\nname = \"Pudong\"\nendpoint = \"pudong.example:7443\"\nsigning_key = \"a.pub.pem\"\n\n\
+         [[member]]\nregion = \"110105\"\nname = \"Chaoyang\"\nendpoint = \"chaoyang.example:7443\"\nsigning_key = \"b.pub.pem\"\n",
+    )
+    .unwrap();
+    let out_file = d.join("directory.pb");
+    let (code, out, err) = run(&[
+        "directory",
+        "sign",
+        "--members",
+        p(&d.join("members.toml")),
+        "--key",
+        p(&d.join("operator.pem")),
+        "--out",
+        p(&out_file),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    // What a node does at start: verify under the operator's public key.
+    let bytes = std::fs::read(&out_file).unwrap();
+    let signed =
+        <interflow_core::pb::SignedDirectory as prost::Message>::decode(bytes.as_slice()).unwrap();
+    let operator = interflow_core::keys::load_verifying_key(&d.join("operator.pub.pem")).unwrap();
+    let directory = interflow_core::directory::Directory::verify(&signed, &operator).unwrap();
+    assert_eq!(directory.serial, 3);
+    let a = interflow_core::keys::load_verifying_key(&d.join("a.pub.pem")).unwrap();
+    assert_eq!(directory.signing_key("310115".parse().unwrap()), Some(a));
+
+    let (code, out, _) = run(&[
+        "directory",
+        "show",
+        p(&out_file),
+        "--operator-key",
+        p(&d.join("operator.pub.pem")),
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"signature_valid\": true"), "{out}");
+    // Another key: the check fails with exit 1.
+    let (code, out, _) = run(&[
+        "directory",
+        "show",
+        p(&out_file),
+        "--operator-key",
+        p(&d.join("a.pub.pem")),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("INVALID"), "{out}");
+    // A member whose key file is missing is named.
+    std::fs::write(
+        d.join("bad.toml"),
+        "serial = 4\n[[member]]\nregion = \"310115\"\nname = \"P\"\nendpoint = \"x:1\"\nsigning_key = \"nope.pem\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&[
+        "directory",
+        "sign",
+        "--members",
+        p(&d.join("bad.toml")),
+        "--key",
+        p(&d.join("operator.pem")),
+        "--out",
+        p(&d.join("bad.pb")),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("nope.pem") && err.contains("member 1"),
+        "{err}"
+    );
+}

@@ -1,0 +1,186 @@
+//! The federation operator's offline commands for the signed member directory: build it from
+//! a TOML member list and sign it with the operator key (`directory sign`), or print and check
+//! one (`directory show`).
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail, ensure};
+use interflow_core::directory::{Directory, tls_identity_for};
+use interflow_core::{RegionCode, keys, pb};
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::DirectoryCommand;
+use crate::{Ctx, Outcome, Report, emit};
+
+/// The member list as the operator writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersFile {
+    /// Increases with every new directory, so nodes can tell newer from older.
+    serial: u64,
+    #[serde(rename = "member")]
+    members: Vec<MemberEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberEntry {
+    region: String,
+    name: String,
+    /// `host:port` of the member's peer listener.
+    endpoint: String,
+    /// The member's record-signing public key (PEM), relative to the members file.
+    signing_key: String,
+}
+
+/// Builds the directory body from a members TOML file.
+pub fn body_from_toml(text: &str, base: &Path, now_ms: i64) -> anyhow::Result<pb::DirectoryBody> {
+    let file: MembersFile = toml::from_str(text).context("reading the members file")?;
+    ensure!(
+        !file.members.is_empty(),
+        "the members file lists no `[[member]]`"
+    );
+    let mut members = Vec::with_capacity(file.members.len());
+    for (i, m) in file.members.iter().enumerate() {
+        let at = || format!("member {} (`{}`)", i + 1, m.region);
+        let region: RegionCode = m.region.parse().with_context(at)?;
+        let key_path = base.join(&m.signing_key);
+        let key = keys::load_verifying_key(&key_path).with_context(at)?;
+        ensure!(
+            !m.endpoint.trim().is_empty(),
+            "{}: `endpoint` is empty",
+            at()
+        );
+        members.push(pb::Member {
+            region_code: region.to_string(),
+            name: m.name.clone(),
+            endpoint: m.endpoint.clone(),
+            signing_key: key.to_bytes().to_vec(),
+            tls_identity: tls_identity_for(region),
+        });
+    }
+    Ok(pb::DirectoryBody {
+        serial: file.serial,
+        issued_at_ms: now_ms,
+        members,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct DirectoryView {
+    pub file: String,
+    pub serial: u64,
+    /// Whether the operator signature verified (`None` when no key was given).
+    pub signature_valid: Option<bool>,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    pub region: String,
+    pub name: String,
+    pub endpoint: String,
+    pub tls_identity: String,
+    pub signing_key: String,
+}
+
+impl Report for DirectoryView {
+    fn human(&self) -> String {
+        let mut s = format!(
+            "{}: directory serial {}, {} member(s), operator signature {}\n",
+            self.file,
+            self.serial,
+            self.members.len(),
+            match self.signature_valid {
+                Some(true) => "valid",
+                Some(false) => "INVALID",
+                None => "not checked (pass --operator-key)",
+            }
+        );
+        let mut t = crate::human::table(&["REGION", "NAME", "ENDPOINT", "SIGNING KEY"]);
+        for m in &self.members {
+            t.add_row(vec![
+                m.region.clone(),
+                m.name.clone(),
+                m.endpoint.clone(),
+                m.signing_key.chars().take(16).collect(),
+            ]);
+        }
+        s.push_str(&format!("{t}\n"));
+        s
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome::problem_if(self.signature_valid == Some(false))
+    }
+}
+
+fn view(
+    file: &Path,
+    signed: &pb::SignedDirectory,
+    operator: Option<&Path>,
+) -> anyhow::Result<DirectoryView> {
+    let body = pb::DirectoryBody::decode(signed.body.as_slice())
+        .with_context(|| format!("`{}` holds no directory body", file.display()))?;
+    let signature_valid = match operator {
+        Some(p) => {
+            let key = keys::load_verifying_key(p).context("loading the operator key")?;
+            Some(Directory::verify(signed, &key).is_ok())
+        }
+        None => None,
+    };
+    Ok(DirectoryView {
+        file: file.display().to_string(),
+        serial: body.serial,
+        signature_valid,
+        members: body
+            .members
+            .into_iter()
+            .map(|m| MemberView {
+                region: m.region_code,
+                name: m.name,
+                endpoint: m.endpoint,
+                tls_identity: m.tls_identity,
+                signing_key: hex::encode(m.signing_key),
+            })
+            .collect(),
+    })
+}
+
+pub fn run(cmd: &DirectoryCommand, ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome> {
+    match cmd {
+        DirectoryCommand::Sign { members, key, out } => {
+            if out.exists() {
+                bail!("`{}` exists; choose another --out", out.display());
+            }
+            let text = std::fs::read_to_string(members)
+                .with_context(|| format!("reading `{}`", members.display()))?;
+            let base = members.parent().unwrap_or(Path::new("."));
+            let body = body_from_toml(&text, base, crate::human::now_ms())
+                .with_context(|| format!("in `{}`", members.display()))?;
+            let operator = keys::load_signing_key(key).context("loading the operator key")?;
+            let signed = Directory::sign(&body, &operator);
+            // Check what nodes will check before anyone installs it.
+            Directory::verify(&signed, &operator.verifying_key())
+                .context("the signed directory does not verify")?;
+            std::fs::write(out, signed.encode_to_vec())
+                .with_context(|| format!("writing `{}`", out.display()))?;
+            let v = view(out, &signed, None)?;
+            emit(
+                ctx,
+                &DirectoryView {
+                    signature_valid: Some(true),
+                    ..v
+                },
+            )
+        }
+        DirectoryCommand::Show { file, operator_key } => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading `{}`", file.display()))?;
+            let signed = pb::SignedDirectory::decode(bytes.as_slice())
+                .with_context(|| format!("`{}` is not a signed directory", file.display()))?;
+            emit(ctx, &view(file, &signed, operator_key.as_deref())?)
+        }
+    }
+}
