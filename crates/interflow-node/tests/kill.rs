@@ -83,20 +83,35 @@ async fn stats(n: &DevNode) -> Option<pb::StatsResponse> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_receiver_ends_with_every_record_exactly_once() {
+    kill_during_delivery(Victim::Receiver).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_sender_loses_no_acknowledged_submission() {
+    kill_during_delivery(Victim::Sender).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Victim {
+    Sender,
+    Receiver,
+}
+
+/// Five rounds: A accepts 200 records for B, and right after A's acknowledgement the victim
+/// is SIGKILLed (while delivery is in flight) and restarted on the same data.
+async fn kill_during_delivery(victim: Victim) {
     let tmp = tempfile::tempdir().unwrap();
     let addrs: Vec<_> = (0..2).map(|_| (free_addr(), free_addr())).collect();
     let fed: DevFederation =
         generate(tmp.path(), &addrs, interflow_node::system_clock()()).unwrap();
     let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
-    let _na = serve(&a.config);
+    let mut na = serve(&a.config);
     let mut nb = serve(&b.config);
 
-    // Five rounds: A accepts 200 records for B and B is SIGKILLed right away, while A's
-    // delivery of them is in flight; B restarts on the same data.
-    let intake = poll("A's intake", 30, || async { local(a, false).await }).await;
-    let mut intake = pb::intake_client::IntakeClient::new(intake);
     let mut submitted = 0;
     while submitted < 1000 {
+        let intake = poll("A's intake", 30, || async { local(a, false).await }).await;
+        let mut intake = pb::intake_client::IntakeClient::new(intake);
         let items: Vec<_> = (submitted..submitted + 200)
             .map(|n| sample_submission(n, &b.region))
             .collect();
@@ -115,9 +130,13 @@ async fn sigkilled_receiver_ends_with_every_record_exactly_once() {
             continue;
         }
         submitted += 200;
-        nb.0.kill().unwrap(); // SIGKILL
-        nb.0.wait().unwrap();
-        nb = serve(&b.config);
+        let (child, node) = match victim {
+            Victim::Sender => (&mut na, a),
+            Victim::Receiver => (&mut nb, b),
+        };
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
+        *child = serve(&node.config);
     }
 
     let done = poll(
