@@ -15,7 +15,7 @@ use interflow_core::pb::intake_client::IntakeClient;
 use interflow_core::pseudonym::SubjectRef;
 use interflow_core::record::{ChannelId, NewRecord, RecordId, VerifiedRecord};
 use interflow_core::{NationalId, RegionCode, pb};
-use interflow_node::dev::{DevFederation, generate};
+use interflow_node::dev::{DevFederation, generate, generate_with_endpoints};
 use interflow_node::dev::{sample_submission, synthetic_id};
 use interflow_node::{Config, Listeners, Node, Running, start, system_clock};
 use tokio::net::TcpListener;
@@ -45,6 +45,8 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub fed: DevFederation,
     nodes: Vec<Option<Running>>,
+    /// With `start_behind_proxies`: the proxy in front of each node's peer listener.
+    pub proxies: Vec<Proxy>,
 }
 
 async fn bind(addr: SocketAddr) -> TcpListener {
@@ -78,6 +80,20 @@ impl TestCluster {
         n: usize,
         prepare: impl Fn(usize, &std::path::Path, &mut String),
     ) -> TestCluster {
+        Self::start_inner(n, prepare, false).await
+    }
+
+    /// Like `start`, with every node's published endpoint a [`Proxy`] in front of its peer
+    /// listener, so a test can cut and heal the links to it: `proxies[i]` fronts node `i`.
+    pub async fn start_behind_proxies(n: usize) -> TestCluster {
+        Self::start_inner(n, |_, _, _| {}, true).await
+    }
+
+    async fn start_inner(
+        n: usize,
+        prepare: impl Fn(usize, &std::path::Path, &mut String),
+        behind_proxies: bool,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -91,7 +107,20 @@ impl TestCluster {
             listeners.push((peer, local));
         }
         let now = system_clock()();
-        let fed = generate(dir.path(), &addrs, now).expect("generate dev federation");
+        let mut proxies = Vec::new();
+        if behind_proxies {
+            for (peer, _) in &addrs {
+                let l = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+                proxies.push(Proxy::start(l, *peer));
+            }
+        }
+        let fed = if behind_proxies {
+            let endpoints: Vec<SocketAddr> = proxies.iter().map(|p| p.addr).collect();
+            generate_with_endpoints(dir.path(), &addrs, &endpoints, now)
+        } else {
+            generate(dir.path(), &addrs, now)
+        }
+        .expect("generate dev federation");
         for (i, node) in fed.nodes.iter().enumerate() {
             let mut text = std::fs::read_to_string(&node.config).expect("read config");
             let node_dir = node.config.parent().expect("node dir");
@@ -102,6 +131,7 @@ impl TestCluster {
             dir,
             fed,
             nodes: Vec::new(),
+            proxies,
         };
         for (i, (peer, local)) in listeners.into_iter().enumerate() {
             let running = cluster.start_with(i, peer, local).await;
@@ -296,5 +326,60 @@ impl TestCluster {
         for i in 0..self.nodes.len() {
             self.stop(i).await;
         }
+    }
+}
+
+/// A TCP proxy in front of a node's peer listener: passes bytes, or (after `cut`) drops every
+/// open connection and refuses new ones until `heal`.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    pub addr: SocketAddr,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    /// Starts forwarding connections accepted on `listener` to `target`. Runs on the test's
+    /// runtime and ends with it.
+    pub fn start(listener: TcpListener, target: SocketAddr) -> Proxy {
+        let p = Proxy {
+            addr: listener.local_addr().expect("proxy addr"),
+            refuse: Arc::default(),
+            open: Arc::default(),
+        };
+        let (refuse, open) = (p.refuse.clone(), p.open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close at once
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
+                    }
+                });
+                if let Ok(mut v) = open.lock() {
+                    v.retain(|t| !t.is_finished());
+                    v.push(task);
+                }
+            }
+        });
+        p
+    }
+
+    /// Partitions: drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut v) = self.open.lock() {
+            for t in v.drain(..) {
+                t.abort();
+            }
+        }
+    }
+
+    /// Heals the partition.
+    pub fn heal(&self) {
+        self.refuse
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

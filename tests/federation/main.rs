@@ -2,6 +2,7 @@
 
 mod delivery;
 mod input;
+mod partition;
 mod privacy;
 mod reconcile;
 mod security;

@@ -74,12 +74,26 @@ fn mkdirs(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Generates a federation of `addrs.len()` nodes under `dir`, with agreements between
-/// neighbours (node i and i+1). `addrs` are each node's (peer, local) listen addresses.
+/// neighbours (node i and i+1). `addrs` are each node's (peer, local) listen addresses; the
+/// directory lists each peer listen address as the node's endpoint.
 pub fn generate(
     dir: &Path,
     addrs: &[(SocketAddr, SocketAddr)],
     now_ms: i64,
 ) -> anyhow::Result<DevFederation> {
+    let endpoints: Vec<SocketAddr> = addrs.iter().map(|(peer, _)| *peer).collect();
+    generate_with_endpoints(dir, addrs, &endpoints, now_ms)
+}
+
+/// Like [`generate`], with the endpoint the directory publishes for each node given apart
+/// from where it listens (for a proxy in between, as tests of partitions use).
+pub fn generate_with_endpoints(
+    dir: &Path,
+    addrs: &[(SocketAddr, SocketAddr)],
+    endpoints: &[SocketAddr],
+    now_ms: i64,
+) -> anyhow::Result<DevFederation> {
+    anyhow::ensure!(endpoints.len() == addrs.len(), "one endpoint per node");
     anyhow::ensure!(
         (2..=SAMPLE_REGIONS.len()).contains(&addrs.len()),
         "a dev federation has 2 to {} nodes",
@@ -136,7 +150,7 @@ pub fn generate(
         members.push(pb::Member {
             region_code: code.into(),
             name: name.into(),
-            endpoint: peer_addr.to_string(),
+            endpoint: endpoints[i].to_string(),
             signing_key: key.verifying_key().to_bytes().to_vec(),
             tls_identity: tls_identity_for(region),
         });
