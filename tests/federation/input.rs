@@ -244,3 +244,56 @@ async fn malformed_and_oversized_deliveries_are_refused_and_the_node_keeps_servi
     assert!(heads.heads(pb::HeadsRequest {}).await.is_ok());
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_record_delivered_a_thousand_times_concurrently_is_stored_once() {
+    let c = TestCluster::start(2).await;
+    let ch = ChannelId::new(c.region(1), c.region(0));
+    let key = interflow_core::keys::load_signing_key(
+        &c.dir
+            .path()
+            .join(c.region(1).as_str())
+            .join("keys/signing.pem"),
+    )
+    .unwrap();
+    let rec = c
+        .crafted_record(1, 0, 1, interflow_core::record::RecordId::ZERO, &key, 9)
+        .into_decoded()
+        .into_signed();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let client = c.exchange_from(1, 0).await;
+        let rec = rec.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = client;
+            let mut acks = client
+                .deliver(tokio_stream::iter(vec![rec; 100]))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut answers = Vec::new();
+            while let Some(a) = acks.next().await {
+                answers.push(a.unwrap());
+            }
+            answers
+        }));
+    }
+    let mut receipts = 0;
+    for t in tasks {
+        for a in t.await.unwrap() {
+            match a.result {
+                Some(pb::delivery_ack::Result::Receipt(r)) => {
+                    let body =
+                        <pb::ReceiptBody as prost::Message>::decode(r.body.as_slice()).unwrap();
+                    assert_eq!(body.acked_seq, 1, "the same answer every time");
+                    receipts += 1;
+                }
+                other => panic!("expected a receipt, got {other:?}"),
+            }
+        }
+    }
+    assert!(receipts >= 10, "each stream is acknowledged");
+    assert_eq!(c.node(0).store.head(ch).0, 1);
+    assert_eq!(c.node(0).store.records_from(ch, 1, 10).unwrap().len(), 1);
+    c.shutdown().await;
+}

@@ -12,6 +12,7 @@
 //! `interflow-core`), never reads the clock (callers pass times), and does no networking.
 //! Every call blocks; async callers use `spawn_blocking`.
 
+mod anchor;
 mod audit;
 mod erase;
 mod keys;
@@ -136,7 +137,7 @@ struct Poison {
 }
 
 /// Durable head `(seq, id)` per channel.
-type DurableHeads = HashMap<ChannelId, (u64, RecordId)>;
+pub(crate) type DurableHeads = HashMap<ChannelId, (u64, RecordId)>;
 
 /// The open database: what a reopen replaces.
 struct Engine {
@@ -183,6 +184,15 @@ impl Engine {
             None => {
                 if engine.db.iter().next().is_some() {
                     return Err(corrupt("data without a schema version"));
+                }
+                // Every store writes its schema version first, so an existing data file that
+                // reads back empty lost its contents (sled drops a log from a damaged entry
+                // on): refuse rather than start over as if new.
+                if !created {
+                    return Err(StoreError::Corrupt(format!(
+                        "`{}` exists but reads back empty: the data files are damaged; restore a backup, or move the directory away to start empty and let peers re-supply the records",
+                        dir.display()
+                    )));
                 }
                 engine
                     .db
@@ -306,6 +316,15 @@ pub struct Store {
     /// Heads that are on stable storage. Nothing beyond them is served to peers, so a record
     /// that a crash could still take away never leaves the node.
     durable: RwLock<DurableHeads>,
+    /// When the heads anchor was last written (at most once a second).
+    anchored: Mutex<Option<std::time::Instant>>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // A clean close leaves an exact anchor.
+        self.write_anchor();
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -341,7 +360,11 @@ impl Store {
     /// Opens (or creates) the store in `dir`, checks the schema version and the integrity
     /// figures of every channel. A mismatch opens the store read-only, with the reason.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
-        let (engine, durable) = Engine::open(dir, &opts)?;
+        let (mut engine, durable) = Engine::open(dir, &opts)?;
+        if let Some(lost) = anchor::check(dir, &durable)? {
+            tracing::error!(reason = %lost, "the store holds less than it had made durable; opening read-only");
+            engine.read_only.get_or_insert(lost);
+        }
         Ok(Store {
             dir: dir.to_owned(),
             opts,
@@ -349,6 +372,7 @@ impl Store {
             write: Mutex::new(()),
             poisoned: RwLock::new(None),
             durable: RwLock::new(durable),
+            anchored: Mutex::new(None),
         })
     }
 
@@ -462,9 +486,24 @@ impl Store {
     }
 
     fn publish_heads(&self, heads: impl IntoIterator<Item = (ChannelId, u64, RecordId)>) {
-        let mut d = self.durable.write();
-        for (c, seq, hash) in heads {
-            d.insert(c, (seq, hash));
+        {
+            let mut d = self.durable.write();
+            for (c, seq, hash) in heads {
+                d.insert(c, (seq, hash));
+            }
+        }
+        let mut last = self.anchored.lock();
+        if last.is_none_or(|t| t.elapsed() >= anchor::INTERVAL) {
+            *last = Some(std::time::Instant::now());
+            self.write_anchor();
+        }
+    }
+
+    /// Records the durable heads outside sled (best effort; see `anchor`).
+    fn write_anchor(&self) {
+        let heads = self.durable.read().clone();
+        if let Err(e) = anchor::write(&self.dir, &heads) {
+            tracing::warn!(error = %e, "cannot write the heads anchor");
         }
     }
 

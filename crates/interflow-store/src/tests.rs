@@ -695,3 +695,72 @@ fn records_of_unknown_agreements_are_kept() {
     );
     assert_eq!(s.records_from(a_to_b(), 1, 10).unwrap().len(), 2);
 }
+
+mod reorder {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Records arriving in any order, retried as senders do, end in the same state as
+        /// in-order delivery; the head only ever advances over contiguous seqs.
+        #[test]
+        fn final_state_is_independent_of_arrival_order(order in Just((0..12usize).collect::<Vec<_>>()).prop_shuffle()) {
+            let recs = chain(12);
+            let in_order = tempfile::tempdir().unwrap();
+            let reference = open(in_order.path());
+            reference.apply(&recs).unwrap();
+
+            let dir = tempfile::tempdir().unwrap();
+            let s = open(dir.path());
+            let mut rounds = 0;
+            while s.head(a_to_b()).0 < 12 {
+                rounds += 1;
+                prop_assert!(rounds <= 12, "no progress");
+                for &i in &order {
+                    let before = s.head(a_to_b()).0;
+                    let out = s.apply(std::slice::from_ref(&recs[i])).unwrap();
+                    let after = s.head(a_to_b()).0;
+                    match &out[0] {
+                        Ok(_) => prop_assert!(after == before.max(recs[i].seq())),
+                        Err(ApplyError::Gap { .. }) => prop_assert_eq!(after, before),
+                        Err(e) => prop_assert!(false, "unexpected {e}"),
+                    }
+                }
+            }
+            prop_assert_eq!(s.head(a_to_b()), reference.head(a_to_b()));
+            prop_assert_eq!(dump(&s), dump(&reference));
+        }
+    }
+}
+
+#[test]
+fn a_store_that_lost_durable_records_opens_read_only_until_the_anchor_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.apply(&chain(3)).unwrap();
+        // What a truncated log looks like: records and their state gone together, consistent.
+        let db = s.db().unwrap();
+        for prefix in [keys::RECORD, keys::CHANNEL, keys::ID, keys::SUBJECT] {
+            for kv in db.scan_prefix([prefix]) {
+                db.remove(kv.unwrap().0).unwrap();
+            }
+        }
+        db.flush().unwrap();
+    }
+    let s = open(dir.path());
+    let reason = s.write_refusal().expect("the loss is noticed");
+    assert!(
+        reason.contains("holds 0 records but 3 were durable"),
+        "{reason}"
+    );
+    assert!(matches!(s.apply(&chain(1)), Err(StoreError::ReadOnly(_))));
+    drop(s);
+    // The operator accepts the older state: peers re-supply the rest.
+    std::fs::remove_file(dir.path().join("heads.anchor")).unwrap();
+    let s = open(dir.path());
+    assert_eq!(s.write_refusal(), None);
+    assert_eq!(s.apply(&chain(1)).unwrap(), vec![Ok(ApplyOutcome::Stored)]);
+}
