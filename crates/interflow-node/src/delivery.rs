@@ -99,9 +99,10 @@ async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), String> 
     let batch = node.config.delivery.batch;
     let timeout = node.config.limits.request_timeout();
     let (tx, rx) = mpsc::channel::<pb::SignedRecord>(batch);
-    let mut acks = client
-        .deliver(ReceiverStream::new(rx))
+    // A frozen peer accepts the connection and never answers: bound every wait.
+    let mut acks = tokio::time::timeout(timeout, client.deliver(ReceiverStream::new(rx)))
         .await
+        .map_err(|_| format!("the peer did not answer within {}s", timeout.as_secs()))?
         .map_err(|s| describe(&s))?
         .into_inner();
     let mut acked = node

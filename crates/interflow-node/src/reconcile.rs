@@ -287,21 +287,33 @@ async fn fetch_range(
             from_seq: next,
             limit: 0,
         };
-        let mut stream = match client.fetch(req).await {
-            Ok(s) => s.into_inner(),
-            Err(s) => {
+        // A frozen peer accepts the connection and never answers: bound every wait.
+        let timeout = node.config.limits.request_timeout();
+        let mut stream = match tokio::time::timeout(timeout, client.fetch(req)).await {
+            Ok(Ok(s)) => s.into_inner(),
+            Ok(Err(s)) => {
                 tracing::warn!(%channel, error = %s.message(), "fetch failed");
+                anomaly(report, pb::Anomaly::PeerUnreachable);
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%channel, "fetch timed out");
                 anomaly(report, pb::Anomaly::PeerUnreachable);
                 return;
             }
         };
         let mut page = Vec::new();
         loop {
-            match stream.message().await {
-                Ok(Some(r)) => page.push(r),
-                Ok(None) => break,
-                Err(s) => {
+            match tokio::time::timeout(timeout, stream.message()).await {
+                Ok(Ok(Some(r))) => page.push(r),
+                Ok(Ok(None)) => break,
+                Ok(Err(s)) => {
                     tracing::warn!(%channel, error = %s.message(), "fetch stream failed");
+                    anomaly(report, pb::Anomaly::PeerUnreachable);
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(%channel, "fetch stream timed out");
                     anomaly(report, pb::Anomaly::PeerUnreachable);
                     break;
                 }

@@ -159,3 +159,83 @@ async fn kill_during_delivery(victim: Victim) {
     assert!(verify.ok, "{:?}", verify.problems);
     assert_eq!(verify.records_checked, 1000);
 }
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_receiver_times_out_the_sender_which_retries_and_converges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addrs: Vec<_> = (0..2).map(|_| (free_addr(), free_addr())).collect();
+    let fed = generate(tmp.path(), &addrs, interflow_node::system_clock()()).unwrap();
+    // Short request timeouts, so a frozen peer is given up on in seconds.
+    for n in &fed.nodes {
+        let text = std::fs::read_to_string(&n.config).unwrap();
+        std::fs::write(
+            &n.config,
+            format!("{text}\n[limits]\nrequest_timeout_secs = 1\n"),
+        )
+        .unwrap();
+    }
+    let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
+    let _na = serve(&a.config);
+    let nb = serve(&b.config);
+    let intake = poll("A's intake", 30, || async { local(a, false).await }).await;
+    let mut intake = pb::intake_client::IntakeClient::new(intake);
+    let submit = |range: std::ops::Range<u64>| {
+        let items: Vec<_> = range.map(|n| sample_submission(n, &b.region)).collect();
+        pb::SubmitRequest { items }
+    };
+    poll("A's channel to B released", 30, || {
+        let mut intake = intake.clone();
+        let req = submit(0..10);
+        async move {
+            let r = intake.submit(req).await.ok()?.into_inner();
+            r.results
+                .iter()
+                .all(|r| matches!(r.outcome, Some(pb::submit_result::Outcome::RecordId(_))))
+                .then_some(())
+        }
+    })
+    .await;
+    poll("first records at B", 30, || async {
+        stats(b)
+            .await
+            .filter(|s| s.records_inbound == 10)
+            .map(|_| ())
+    })
+    .await;
+
+    // Freeze B (SIGSTOP): its sockets stay open but nothing answers.
+    signal(&nb.0, "-STOP");
+    intake.submit(submit(10..110)).await.unwrap();
+    poll("A notices the frozen peer and backs off", 30, || async {
+        let ch = local(a, true).await?;
+        let r = pb::admin_client::AdminClient::new(ch)
+            .list_pending(pb::ListPendingRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        r.channels
+            .iter()
+            .find(|p| p.destination == b.region && p.attempts > 0 && p.pending_count == 100)
+            .map(|_| ())
+    })
+    .await;
+
+    // Thaw B: the sender's retries deliver everything, once.
+    signal(&nb.0, "-CONT");
+    let done = poll("convergence after SIGCONT", 60, || async {
+        let sb = stats(b).await?;
+        let sa = stats(a).await?;
+        (sb.records_inbound == 110 && sa.pending == 0).then_some(sb)
+    })
+    .await;
+    assert_eq!(done.equivocations, 0);
+}
