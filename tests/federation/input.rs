@@ -297,3 +297,74 @@ async fn the_same_record_delivered_a_thousand_times_concurrently_is_stored_once(
     assert_eq!(c.node(0).store.records_from(ch, 1, 10).unwrap().len(), 1);
     c.shutdown().await;
 }
+
+/// Opens a raw HTTP/2 connection to node `i`'s peer listener with node `j`'s certificate.
+async fn raw_h2(
+    c: &TestCluster,
+    j: usize,
+    i: usize,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let d = c.dir.path().join(c.region(j).as_str()).join("tls");
+    let cfg = interflow_tls::client_config(
+        &d.join("federation-ca.pem"),
+        &d.join("node.pem"),
+        &d.join("node.key"),
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(c.fed.nodes[i].peer_addr)
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from(interflow_tls::peer_server_name(c.region(i)))
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn heads_request() -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri("/interflow.v1.Exchange/Heads")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resetting_streams_rapidly_is_cut_off_and_others_are_still_served() {
+    let c = TestCluster::start(2).await;
+    let (mut send, conn) = raw_h2(&c, 1, 0).await;
+    // Open streams and reset each at once (the HTTP/2 "rapid reset" pattern).
+    let mut sent = 0;
+    for _ in 0..2000 {
+        let Ok(ready) = send.clone().ready().await else {
+            break;
+        };
+        send = ready;
+        match send.send_request(heads_request(), false) {
+            Ok((_resp, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                sent += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    // The server ends the connection (GOAWAY) long before the client runs out of streams.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
+    assert!(
+        ended.is_ok(),
+        "the connection was not closed after {sent} reset streams"
+    );
+    assert!(sent < 2000, "the server let {sent} rapid resets through");
+    // Others are still served.
+    let mut ok = c.exchange_from(1, 0).await;
+    assert!(ok.heads(pb::HeadsRequest {}).await.is_ok());
+    c.shutdown().await;
+}
