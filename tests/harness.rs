@@ -322,6 +322,31 @@ impl TestCluster {
         .expect("seal")
     }
 
+    /// Node `i`'s record-signing key, to craft records as it would.
+    pub fn signing_key(&self, i: usize) -> ed25519_dalek::SigningKey {
+        let path = self
+            .dir
+            .path()
+            .join(&self.fed.nodes[i].region)
+            .join("keys/signing.pem");
+        interflow_core::keys::load_signing_key(&path).expect("signing key")
+    }
+
+    /// Waits until node `i` holds the record with id `id` (bytes as Intake returns them).
+    pub async fn wait_for_record(
+        &self,
+        i: usize,
+        id: &[u8],
+    ) -> interflow_core::record::DecodedRecord {
+        let node = self.node(i).clone();
+        let id = RecordId::try_from(id).expect("record id");
+        eventually(Duration::from_secs(10), "the record to arrive", || {
+            let n = node.clone();
+            async move { n.store.get(id).ok().flatten() }
+        })
+        .await
+    }
+
     pub async fn shutdown(mut self) {
         for i in 0..self.nodes.len() {
             self.stop(i).await;
@@ -381,5 +406,19 @@ impl Proxy {
     pub fn heal(&self) {
         self.refuse
             .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies a directory tree (a data directory backup, in tests).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("dir entry");
+        let dst = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).expect("copy file");
+        }
     }
 }

@@ -31,12 +31,7 @@ async fn records_flow_both_ways_under_an_agreement_and_not_without_one() {
         .into_inner();
     let id = record_id(&resp.results[0]);
     let b_node = c.node(1).clone();
-    let got = eventually(Duration::from_secs(10), "record at B", || {
-        let n = b_node.clone();
-        let id = id.clone();
-        async move { n.store.get(id.as_slice().try_into().ok()?).ok().flatten() }
-    })
-    .await;
+    let got = c.wait_for_record(1, &id).await;
     assert_eq!(got.channel(), ChannelId::new(a, b));
     // Stored as received, and it verifies under A's directory key.
     let a_key = b_node.directory.signing_key(a).unwrap();
@@ -58,13 +53,7 @@ async fn records_flow_both_ways_under_an_agreement_and_not_without_one() {
         .unwrap()
         .into_inner();
     let id = record_id(&resp.results[0]);
-    let a_node = c.node(0).clone();
-    eventually(Duration::from_secs(10), "record at A", || {
-        let n = a_node.clone();
-        let id = id.clone();
-        async move { n.store.get(id.as_slice().try_into().ok()?).ok().flatten() }
-    })
-    .await;
+    c.wait_for_record(0, &id).await;
 
     // A → C: no agreement, a precise error at submit, nothing stored.
     let resp = c
@@ -85,7 +74,6 @@ async fn records_flow_both_ways_under_an_agreement_and_not_without_one() {
     }
     assert_eq!(c.node(0).store.head(ChannelId::new(a, cc)).0, 0);
     // Release the test's handles so shutdown can close each store at once.
-    drop(a_node);
     drop(b_node);
     c.shutdown().await;
 }

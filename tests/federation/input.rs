@@ -249,13 +249,7 @@ async fn malformed_and_oversized_deliveries_are_refused_and_the_node_keeps_servi
 async fn the_same_record_delivered_a_thousand_times_concurrently_is_stored_once() {
     let c = TestCluster::start(2).await;
     let ch = ChannelId::new(c.region(1), c.region(0));
-    let key = interflow_core::keys::load_signing_key(
-        &c.dir
-            .path()
-            .join(c.region(1).as_str())
-            .join("keys/signing.pem"),
-    )
-    .unwrap();
+    let key = c.signing_key(1);
     let rec = c
         .crafted_record(1, 0, 1, interflow_core::record::RecordId::ZERO, &key, 9)
         .into_decoded()

@@ -168,14 +168,7 @@ async fn the_disclosure_report_lists_exchanges_and_every_read_of_the_person() {
     let Some(pb::submit_result::Outcome::RecordId(rid)) = resp.results[0].outcome.clone() else {
         panic!("not stored: {resp:?}")
     };
-    let b_node = c.node(1).clone();
-    interflow_tests::eventually(std::time::Duration::from_secs(10), "record at B", || {
-        let n = b_node.clone();
-        let rid = rid.clone();
-        async move { n.store.get(rid.as_slice().try_into().ok()?).ok().flatten() }
-    })
-    .await;
-    drop(b_node);
+    c.wait_for_record(1, &rid).await;
     let mut admin = c.admin(1).await;
     // Reads at B: the record by id, then a lookup of the person.
     admin
@@ -238,13 +231,8 @@ async fn after_retention_a_record_is_erased_but_the_log_still_verifies() {
     let Some(pb::submit_result::Outcome::RecordId(rid)) = resp.results[0].outcome.clone() else {
         panic!("not stored: {resp:?}")
     };
+    c.wait_for_record(1, &rid).await;
     let b_node = c.node(1).clone();
-    interflow_tests::eventually(std::time::Duration::from_secs(10), "record at B", || {
-        let n = b_node.clone();
-        let rid = rid.clone();
-        async move { n.store.get(rid.as_slice().try_into().ok()?).ok().flatten() }
-    })
-    .await;
     // The retention job's step, run as if the agreement's 3650 days had passed.
     let later = b_node.now() + 3651 * 86_400_000;
     let erased = b_node

@@ -5,7 +5,7 @@ use std::time::Duration;
 use interflow_core::pb;
 use interflow_core::record::ChannelId;
 use interflow_node::dev::sample_submission;
-use interflow_tests::{TestCluster, eventually};
+use interflow_tests::{TestCluster, copy_dir, eventually};
 
 fn without_delivery(_: usize, text: &mut String) {
     *text = text.replace("[delivery]\n", "[delivery]\nenabled = false\n");
@@ -210,28 +210,12 @@ async fn a_node_restored_from_an_old_backup_never_reuses_a_seq() {
     c.shutdown().await;
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_serving_equivocating_or_forged_records_is_reported_and_nothing_is_stored() {
     let c = TestCluster::start_edited(3, without_delivery).await;
     let (a, b) = (c.region(0), c.region(1));
     let b_to_a = ChannelId::new(b, a);
-    let b_key = interflow_core::keys::load_signing_key(
-        &c.dir.path().join(b.as_str()).join("keys/signing.pem"),
-    )
-    .unwrap();
+    let b_key = c.signing_key(1);
 
     // B's log holds Y at seq 1, while A was given X, also signed by B, for the same seq.
     submit(&c, 1, 0, 0..1).await;
@@ -316,10 +300,7 @@ async fn a_peer_whose_signed_view_goes_backwards_is_an_anomaly_and_the_old_state
     use interflow_core::statement::{Head, Heads, sign_heads};
     let c = TestCluster::start_edited(2, without_delivery).await;
     let (a, b) = (c.region(0), c.region(1));
-    let b_key = interflow_core::keys::load_signing_key(
-        &c.dir.path().join(b.as_str()).join("keys/signing.pem"),
-    )
-    .unwrap();
+    let b_key = c.signing_key(1);
     let first = reconcile(&c, 0, false).await;
     assert!(
         first.channels.iter().all(|ch| ch.anomalies.is_empty()),

@@ -102,13 +102,7 @@ async fn deliveries_from_the_wrong_sender_or_with_forged_signatures_are_rejected
     let c = TestCluster::start(3).await;
     let b_to_a = ChannelId::new(c.region(1), c.region(0));
     // A record by B (origin B) sent over C's connection: origin is not the TLS peer.
-    let b_key = interflow_core::keys::load_signing_key(
-        &c.dir
-            .path()
-            .join(c.region(1).as_str())
-            .join("keys/signing.pem"),
-    )
-    .unwrap();
+    let b_key = c.signing_key(1);
     let rec = c
         .crafted_record(1, 0, 1, RecordId::ZERO, &b_key, 7)
         .into_decoded()

@@ -2,23 +2,10 @@
 //! store panic or serve a record that does not verify. It refuses to open, opens read-only, or
 //! `verify_log` names the damage.
 
-use std::path::Path;
+mod common;
 
 use interflow_core::{fixtures, pb};
 use interflow_store::{Store, StoreOptions, Submission};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
 
 #[test]
 fn flipped_bytes_never_panic_and_never_serve_bad_records() {
@@ -51,7 +38,7 @@ fn flipped_bytes_never_panic_and_never_serve_bad_records() {
             .wrapping_add(1442695040888963407);
         let offset = used[((seed >> 33) % used.len() as u64) as usize];
         let copy = tempfile::tempdir().unwrap();
-        copy_dir(base.path(), copy.path());
+        common::copy_dir(base.path(), copy.path());
         let file = copy.path().join("db");
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[offset] ^= 0xff;

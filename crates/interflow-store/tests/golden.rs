@@ -2,6 +2,8 @@
 //! schema version 1 (regenerate only on purpose, with `INTERFLOW_WRITE_GOLDEN=1`). A newer
 //! build opens it, finds every record, and verifies the log; it never silently re-creates it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use interflow_core::{fixtures, pb};
@@ -9,19 +11,6 @@ use interflow_store::{Store, StoreOptions, Submission};
 
 fn golden() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
 }
 
 fn write_golden() {
@@ -55,7 +44,7 @@ fn a_version_1_data_directory_opens_and_verifies() {
         write_golden();
     }
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&golden(), tmp.path());
+    common::copy_dir(&golden(), tmp.path());
     let s = Store::open(tmp.path(), StoreOptions::default()).unwrap();
     assert_eq!(s.write_refusal(), None);
     assert_eq!(s.head(fixtures::a_to_b()).0, 20);
