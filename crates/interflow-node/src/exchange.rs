@@ -38,8 +38,8 @@ fn rejection(seq: u64, reason: pb::RejectReason, id: Option<RecordId>) -> pb::De
 }
 
 /// Best-effort seq of a record that could not be verified, for the rejection.
-fn claimed_seq(signed: &pb::SignedRecord) -> u64 {
-    <pb::RecordBody as prost::Message>::decode(signed.body.as_slice())
+fn claimed_seq(body: &[u8]) -> u64 {
+    <pb::RecordBody as prost::Message>::decode(body)
         .map(|b| b.seq)
         .unwrap_or(0)
 }
@@ -55,11 +55,13 @@ impl Node {
         let mut verified: Vec<VerifiedRecord> = Vec::with_capacity(batch.len());
         let ctx = self.accept_context();
         for signed in batch {
-            let seq = claimed_seq(&signed);
-            let id = RecordId::of_body(&signed.body);
+            // Kept for a rejection only; an accepted record carries its own seq and id.
+            let body = signed.body.clone();
             match ctx.accept(signed, channel) {
                 Ok(v) => verified.push(v),
                 Err(e) => {
+                    let seq = claimed_seq(&body);
+                    let id = RecordId::of_body(&body);
                     let reason = e.reject_reason();
                     tracing::warn!(peer = %channel.origin, seq, reason = reason.as_str_name(), "record rejected");
                     self.metrics.reject(reason);
