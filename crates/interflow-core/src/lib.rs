@@ -20,6 +20,10 @@ pub mod sign;
 pub mod statement;
 pub mod time;
 
+/// The encoded descriptor set of every `interflow.v1` service, for server reflection.
+pub use interflow_proto::FILE_DESCRIPTOR_SET;
+/// The wire types. Every crate above core reaches them through this re-export (one way), and
+/// the store not at all.
 pub use interflow_proto::v1 as pb;
 pub use national_id::NationalId;
 pub use region::RegionCode;

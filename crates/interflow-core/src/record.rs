@@ -231,6 +231,22 @@ impl DecodedRecord {
         })
     }
 
+    /// Decodes the stored or transmitted bytes of a `SignedRecord`, then as [`Self::decode`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
+        let signed = pb::SignedRecord::decode(bytes).map_err(|e| {
+            RecordError::Body(CanonicalError::Malformed {
+                message: "SignedRecord",
+                reason: e.to_string(),
+            })
+        })?;
+        Self::decode(signed)
+    }
+
+    /// The `SignedRecord` bytes as stored and sent: the body and signature exactly as signed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.signed.encode_to_vec()
+    }
+
     /// Verifies the signature over the body bytes as received.
     pub fn verify(self, origin_key: &VerifyingKey) -> Result<VerifiedRecord, RecordError> {
         sign::verify(
@@ -294,6 +310,18 @@ impl DecodedRecord {
     pub fn into_signed(self) -> pb::SignedRecord {
         self.signed
     }
+}
+
+/// Picks a subject's current record of one kind among `records` (all of that kind): the
+/// latest by observed date, then issue time, among records that no other record corrects or
+/// retracts. A retraction itself is never current.
+pub fn current_of(records: Vec<DecodedRecord>) -> Option<DecodedRecord> {
+    let superseded: std::collections::HashSet<RecordId> =
+        records.iter().filter_map(|r| r.supersedes()).collect();
+    records
+        .into_iter()
+        .filter(|r| !r.payload().is_retraction() && !superseded.contains(&r.id()))
+        .max_by_key(|r| (r.payload().observed_on(), r.issued_at_ms()))
 }
 
 /// A record whose signature verified under its origin's key (or that this node sealed).

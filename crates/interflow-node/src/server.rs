@@ -135,7 +135,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(interflow_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(interflow_core::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
     };

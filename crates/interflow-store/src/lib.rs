@@ -948,7 +948,7 @@ impl Store {
             .into_iter()
             .filter(|r| r.kind() == kind)
             .collect();
-        Ok(current_of(all))
+        Ok(interflow_core::record::current_of(all))
     }
 
     // ---- reconciliation state ----------------------------------------------------------
@@ -1025,16 +1025,6 @@ pub struct Stats {
     pub equivocations: u64,
     pub audit_entries: u64,
     pub reconcile_runs: u64,
-}
-
-/// Picks the current record among one subject's records of one kind.
-fn current_of(records: Vec<DecodedRecord>) -> Option<DecodedRecord> {
-    let superseded: std::collections::HashSet<RecordId> =
-        records.iter().filter_map(|r| r.supersedes()).collect();
-    records
-        .into_iter()
-        .filter(|r| !r.payload().is_retraction() && !superseded.contains(&r.id()))
-        .max_by_key(|r| (r.payload().observed_on(), r.issued_at_ms()))
 }
 
 #[cfg(test)]
