@@ -20,7 +20,7 @@ use crate::time::UnixMillis;
 pub const BODY_VERSION: u32 = 1;
 
 /// SHA-256 of a record body; also the `prev_hash` link of the next record.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct RecordId(pub [u8; 32]);
 
 impl RecordId {
@@ -33,6 +33,18 @@ impl RecordId {
 
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The id of the record in stored or transmitted `SignedRecord` bytes, reading only the
+    /// envelope: no canonical check, no payload, no signature.
+    pub fn of_signed_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
+        let signed = pb::SignedRecord::decode(bytes).map_err(|e| {
+            RecordError::Body(CanonicalError::Malformed {
+                message: "SignedRecord",
+                reason: e.to_string(),
+            })
+        })?;
+        Ok(RecordId::of_body(&signed.body))
     }
 
     pub fn to_hex(&self) -> String {

@@ -13,7 +13,9 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{DurableHeads, Result, StoreError, keys};
+use crate::error::{Place, ReadOnlyReason, undecodable};
+use crate::engine::DurableHeads;
+use crate::{Result, keys};
 
 pub(crate) const FILE: &str = "heads.anchor";
 pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
@@ -34,23 +36,19 @@ pub(crate) fn write(dir: &Path, heads: &DurableHeads) -> std::io::Result<()> {
 }
 
 /// Compares the store's heads after open with the anchor; `Some(reason)` when it lost records.
-pub(crate) fn check(dir: &Path, heads: &DurableHeads) -> Result<Option<String>> {
+pub(crate) fn check(dir: &Path, heads: &DurableHeads) -> Result<Option<ReadOnlyReason>> {
     let path = dir.join(FILE);
     let text = match std::fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(StoreError::Corrupt(format!(
-                "cannot read `{}`: {e}",
-                path.display()
-            )));
-        }
+        Err(e) => return Err(undecodable(Place::Anchor(path), "cannot be read", e)),
     };
     let anchored: BTreeMap<String, u64> = serde_json::from_slice(&text).map_err(|e| {
-        StoreError::Corrupt(format!(
-            "`{}` is not a heads anchor ({e}); remove it to accept the store as it is",
-            path.display()
-        ))
+        undecodable(
+            Place::Anchor(path.clone()),
+            "is not a heads anchor; remove it to accept the store as it is",
+            e,
+        )
     })?;
     for (channel_hex, seq) in anchored {
         let channel = hex::decode(&channel_hex)
@@ -61,10 +59,12 @@ pub(crate) fn check(dir: &Path, heads: &DurableHeads) -> Result<Option<String>> 
         };
         let held = heads.get(&channel).map_or(0, |(s, _)| *s);
         if held < seq {
-            return Ok(Some(format!(
-                "channel `{channel}` holds {held} records but {seq} were durable before: the data files lost records; restore a backup, or remove `{}` to accept this state and let peers re-supply the rest",
-                path.display()
-            )));
+            return Ok(Some(ReadOnlyReason::LostRecords {
+                channel,
+                held,
+                anchored: seq,
+                anchor: path,
+            }));
         }
     }
     Ok(None)

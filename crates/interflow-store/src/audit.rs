@@ -1,15 +1,23 @@
 //! The hash-chained audit log: who read or changed what, and when. Each entry carries the
 //! SHA-256 of the previous entry's bytes, so an edited or removed entry breaks the chain.
+//!
+//! Entries are stored in a store-owned encoding (`0x02` + postcard). Entries written by
+//! schema 1 were protobuf bytes in the layout of the wire's `AuditEntry`; they keep those
+//! bytes — rewriting them would break the very chain that proves they were never rewritten —
+//! and are read through [`LegacyEntry`], a frozen copy of that layout that no edit to the
+//! wire contract can change.
 
-use interflow_core::pb;
 use interflow_core::time::UnixMillis;
 use prost::Message;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Result, Store, StoreError, keys};
+use crate::error::{Place, corrupt, undecodable};
+use crate::state::{decode_versioned, encode_versioned};
+use crate::{Result, Store, keys};
 
 /// One audit entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub index: u64,
     pub at_ms: UnixMillis,
@@ -22,21 +30,37 @@ pub struct AuditEntry {
     pub prev_hash: [u8; 32],
 }
 
+/// Schema 1's entry layout, frozen: tags and types must never change.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LegacyEntry {
+    #[prost(uint64, tag = "1")]
+    index: u64,
+    #[prost(int64, tag = "2")]
+    at_ms: i64,
+    #[prost(string, tag = "3")]
+    actor: String,
+    #[prost(string, tag = "4")]
+    action: String,
+    #[prost(string, repeated, tag = "5")]
+    subjects: Vec<String>,
+    #[prost(bytes = "vec", tag = "6")]
+    prev_hash: Vec<u8>,
+}
+
+/// A version-2 entry starts with `0x02`; a protobuf message never does (field 0 is invalid).
+const V2: u8 = 2;
+
 impl AuditEntry {
-    pub fn to_pb(&self) -> pb::AuditEntry {
-        pb::AuditEntry {
-            index: self.index,
-            at_ms: self.at_ms,
-            actor: self.actor.clone(),
-            action: self.action.clone(),
-            subjects: self.subjects.clone(),
-            prev_hash: self.prev_hash.to_vec(),
-        }
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        encode_versioned(self)
     }
 
-    pub(crate) fn from_bytes(v: &[u8]) -> Result<Self> {
-        let p = pb::AuditEntry::decode(v)
-            .map_err(|e| StoreError::Corrupt(format!("audit entry: {e}")))?;
+    pub(crate) fn decode(index: u64, v: &[u8]) -> Result<Self> {
+        let at = Place::Audit { index };
+        if v.first() == Some(&V2) {
+            return decode_versioned(at, v);
+        }
+        let p = LegacyEntry::decode(v).map_err(|e| undecodable(at.clone(), "does not decode", e))?;
         Ok(AuditEntry {
             index: p.index,
             at_ms: p.at_ms,
@@ -46,13 +70,24 @@ impl AuditEntry {
             prev_hash: p
                 .prev_hash
                 .try_into()
-                .map_err(|_| StoreError::Corrupt("audit prev_hash is not 32 bytes".into()))?,
+                .map_err(|_| corrupt(at, "prev_hash is not 32 bytes"))?,
         })
     }
 }
 
 pub(crate) fn entry_hash(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// The audit head: index of the last entry and the hash of its bytes.
+pub(crate) fn decode_head(v: &[u8]) -> Result<(u64, [u8; 32])> {
+    let (idx, hash) = v
+        .split_first_chunk::<8>()
+        .filter(|(_, h)| h.len() == 32)
+        .ok_or_else(|| corrupt(Place::AuditHead, "is not 40 bytes"))?;
+    let mut h = [0u8; 32];
+    h.copy_from_slice(hash);
+    Ok((u64::from_be_bytes(*idx), h))
 }
 
 impl Store {
@@ -68,17 +103,10 @@ impl Store {
         let _w = self.write.lock();
         self.check_writable()?;
         let (index, prev_hash) = match self.db()?.get(keys::META_AUDIT_HEAD)? {
-            Some(v) if v.len() == 40 => {
-                let idx = u64::from_be_bytes(
-                    v[..8]
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("audit head".into()))?,
-                );
-                let mut h = [0u8; 32];
-                h.copy_from_slice(&v[8..]);
+            Some(v) => {
+                let (idx, h) = decode_head(&v)?;
                 (idx + 1, h)
             }
-            Some(_) => return Err(StoreError::Corrupt("audit head is not 40 bytes".into())),
             None => (1, [0u8; 32]),
         };
         let entry = AuditEntry {
@@ -89,7 +117,7 @@ impl Store {
             subjects,
             prev_hash,
         };
-        let bytes = entry.to_pb().encode_to_vec();
+        let bytes = entry.encode();
         let mut head = index.to_be_bytes().to_vec();
         head.extend_from_slice(&entry_hash(&bytes));
         let mut batch = sled::Batch::default();
@@ -102,9 +130,9 @@ impl Store {
     /// Audit entries at or after `since_ms`, oldest first, at most `limit`.
     pub fn audit_entries(&self, since_ms: UnixMillis, limit: usize) -> Result<Vec<AuditEntry>> {
         let mut out = Vec::new();
-        for kv in self.db()?.scan_prefix([keys::AUDIT]) {
+        for (index, kv) in (1u64..).zip(self.db()?.scan_prefix([keys::AUDIT])) {
             let (_, v) = kv?;
-            let e = AuditEntry::from_bytes(&v)?;
+            let e = AuditEntry::decode(index, &v)?;
             if e.at_ms >= since_ms {
                 out.push(e);
                 if out.len() >= limit {
@@ -115,3 +143,4 @@ impl Store {
         Ok(out)
     }
 }
+

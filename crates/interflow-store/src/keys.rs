@@ -1,27 +1,14 @@
-//! Key layout of the single sled tree. One tree with one-byte prefixes keeps every batch
-//! atomic (`apply_batch` on one tree) without multi-tree transactions.
-//!
-//! | prefix | key | value |
-//! |---|---|---|
-//! | `r` | channel(12) seq(8, BE) | `SignedRecord` bytes as received or sealed, or after retention an erased-record stub (first byte `0x00`: id, link, seq, issue time) |
-//! | `i` | record id(32) | channel(12) seq(8) |
-//! | `c` | channel(12) | channel state (JSON) |
-//! | `s` | subject(32) kind(1) observed day(4, BE, sign-flipped) id(32) | channel(12) seq(8) |
-//! | `k` | idempotency key bytes | record id(32) content hash(32) |
-//! | `e` | channel(12) seq(8) id(32) | `SignedRecord` bytes of an equivocating record |
-//! | `x` | channel(12) | latest verified `SignedReceipt` for an outbound channel |
-//! | `v` | peer region(6) | the peer's latest verified `SignedHeads` (cosigned checkpoint) |
-//! | `p` | run id(8, BE) | `ReconcileReport` bytes |
-//! | `a` | index(8, BE) | `AuditEntry` bytes |
-//! | `m` | name | metadata: schema version, audit head |
+//! Key construction and parsing for the single sled tree; the layout table is in the crate
+//! root. Keys hold no personal data beyond the subject ref, a pseudonym.
 
 use interflow_core::RegionCode;
 use interflow_core::payload::Kind;
-use interflow_core::record::{ChannelId, RecordId};
+use interflow_core::record::{ChannelId, DecodedRecord, RecordId};
 
 pub const RECORD: u8 = b'r';
 pub const ID: u8 = b'i';
 pub const CHANNEL: u8 = b'c';
+pub const DELIVERY: u8 = b'd';
 pub const SUBJECT: u8 = b's';
 pub const INTAKE: u8 = b'k';
 pub const EVIDENCE: u8 = b'e';
@@ -91,6 +78,10 @@ pub fn channel(c: ChannelId) -> Vec<u8> {
     with_prefix(CHANNEL, &[&channel_bytes(c)])
 }
 
+pub fn delivery(c: ChannelId) -> Vec<u8> {
+    with_prefix(DELIVERY, &[&channel_bytes(c)])
+}
+
 pub fn kind_byte(k: Kind) -> u8 {
     match k {
         Kind::Pregnancy => 1,
@@ -141,6 +132,25 @@ pub fn run(id: u64) -> Vec<u8> {
 
 pub fn audit(index: u64) -> Vec<u8> {
     with_prefix(AUDIT, &[&index.to_be_bytes()])
+}
+
+/// The subject index key of a record.
+pub fn subject_of(rec: &DecodedRecord) -> Vec<u8> {
+    let days = rec
+        .payload()
+        .observed_on()
+        .map(|d| (d - chrono::NaiveDate::default()).num_days() as i32)
+        .unwrap_or(i32::MIN);
+    subject(rec.subject().as_bytes(), rec.kind(), days, rec.id())
+}
+
+/// Puts a record and its two index entries into `batch`.
+pub fn stage_record(batch: &mut sled::Batch, rec: &DecodedRecord) {
+    let c = rec.channel();
+    let loc = location(c, rec.seq());
+    batch.insert(record(c, rec.seq()), rec.to_bytes());
+    batch.insert(id(rec.id()), loc.to_vec());
+    batch.insert(subject_of(rec), loc.to_vec());
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use ed25519_dalek::VerifyingKey;
 use interflow_core::RegionCode;
 use interflow_core::record::{ChannelId, RecordId};
 
-use crate::audit::{AuditEntry, entry_hash};
-use crate::erase::{Stored, decode_entry};
+use crate::audit::{AuditEntry, decode_head, entry_hash};
+use crate::error::IntegrityProblem;
+use crate::retention::{Stored, decode_entry};
 use crate::state::{ChannelState, roll};
-use crate::{Result, Store, keys, observed_days};
+use crate::{Result, Store, keys};
 
 /// One inconsistency.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,38 +42,38 @@ pub(crate) fn check_channel_integrity(
     db: &sled::Db,
     c: ChannelId,
     st: &ChannelState,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), IntegrityProblem> {
+    let unreadable = |e: &dyn std::fmt::Display| IntegrityProblem::Unreadable(e.to_string());
     let mut count = 0u64;
     let mut rolling = [0u8; 32];
     let mut last = (0u64, RecordId::ZERO);
     for kv in db.scan_prefix(keys::records_of(c)) {
-        let (k, v) = kv.map_err(|e| e.to_string())?;
-        let (_, seq) = keys::parse_location(&k[1..]).ok_or("bad record key")?;
+        let (k, v) = kv.map_err(|e| unreadable(&e))?;
+        let (_, seq) = keys::parse_location(k.get(1..).unwrap_or_default())
+            .ok_or_else(|| unreadable(&"bad record key"))?;
         count += 1;
         if seq != count {
-            return Err(format!("seq `{seq}` found where `{count}` was expected"));
+            return Err(IntegrityProblem::SeqGap {
+                found: seq,
+                expected: count,
+            });
         }
-        let rec = decode_entry(c, &v).map_err(|e| e.to_string())?;
+        let rec = decode_entry(c, seq, &v).map_err(|e| unreadable(&e))?;
         rolling = roll(rolling, rec.id());
         last = (seq, rec.id());
     }
-    let want_rolling = st.rolling_hash().map_err(|e| e.to_string())?;
-    if count != st.count || rolling != want_rolling {
-        return Err(format!(
-            "holds {count} records but its integrity figures say {} (rolling hash {})",
-            st.count,
-            if rolling == want_rolling {
-                "matches"
-            } else {
-                "differs"
-            }
-        ));
+    if count != st.count || rolling != st.rolling {
+        return Err(IntegrityProblem::Figures {
+            count,
+            recorded: st.count,
+            rolling_matches: rolling == st.rolling,
+        });
     }
-    if last.0 != st.head_seq || last.1 != st.head_hash().map_err(|e| e.to_string())? {
-        return Err(format!(
-            "head is seq `{}` but the state says `{}`",
-            last.0, st.head_seq
-        ));
+    if last.0 != st.head_seq || last.1 != st.head {
+        return Err(IntegrityProblem::Head {
+            found: last.0,
+            recorded: st.head_seq,
+        });
     }
     Ok(())
 }
@@ -100,7 +101,7 @@ impl Store {
                 let (k, v) = kv?;
                 let seq = keys::parse_location(&k[1..]).map(|(_, s)| s).unwrap_or(0);
                 report.records_checked += 1;
-                let entry = match decode_entry(c, &v) {
+                let entry = match decode_entry(c, seq, &v) {
                     Ok(r) => r,
                     Err(e) => {
                         note(c, seq, e.to_string());
@@ -123,13 +124,7 @@ impl Store {
                 let Stored::Record(rec) = entry else {
                     continue;
                 };
-                let sk = keys::subject(
-                    rec.subject().as_bytes(),
-                    rec.kind(),
-                    observed_days(&rec),
-                    rec.id(),
-                );
-                if self.db()?.get(sk)?.is_none() {
+                if self.db()?.get(keys::subject_of(&rec))?.is_none() {
                     note(c, seq, "subject index entry missing".into());
                 }
                 match key_of(c.origin) {
@@ -149,8 +144,8 @@ impl Store {
                     ),
                 }
             }
-            if let Err(reason) = check_channel_integrity(&self.db()?.db, c, &st) {
-                note(c, st.head_seq, reason);
+            if let Err(problem) = check_channel_integrity(&self.db()?.db, c, &st) {
+                note(c, st.head_seq, problem.to_string());
             }
         }
         report.problems.extend(first.into_values());
@@ -201,7 +196,7 @@ impl Store {
         for (expected, kv) in (1u64..).zip(self.db()?.scan_prefix([keys::AUDIT])) {
             let (_, v) = kv?;
             report.audit_entries_checked += 1;
-            let problem = match AuditEntry::from_bytes(&v) {
+            let problem = match AuditEntry::decode(expected, &v) {
                 Err(e) => Some(e.to_string()),
                 Ok(e) if e.index != expected => {
                     Some(format!("audit entry `{expected}` is missing"))
@@ -225,9 +220,7 @@ impl Store {
             last = Some((expected, prev));
         }
         if let Some(head) = self.db()?.get(keys::META_AUDIT_HEAD)? {
-            let matches = last.is_some_and(|(i, h)| {
-                head.len() == 40 && head[..8] == i.to_be_bytes() && head[8..] == h
-            });
+            let matches = last.is_some() && decode_head(&head).ok() == last;
             if !matches && !broken {
                 report.problems.push(Problem {
                     channel: None,

@@ -151,7 +151,7 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
 
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         assert_eq!(
-            store.write_refusal(),
+            store.write_refusal().map(|e| e.to_string()),
             None,
             "round {round}: integrity check failed after SIGKILL"
         );

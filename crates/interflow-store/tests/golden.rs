@@ -1,25 +1,35 @@
-//! Data directories written by earlier builds must keep opening: `golden/v1` was written by
-//! schema version 1 (regenerate only on purpose, with `INTERFLOW_WRITE_GOLDEN=1`). A newer
-//! build opens it, finds every record, and verifies the log; it never silently re-creates it.
+//! Data directories written by earlier builds must keep opening: `golden/v1` and
+//! `golden/v1-rich` were written by schema version 1 and can no longer be regenerated;
+//! `golden/v2` by the current schema (regenerate it only on purpose, with
+//! `INTERFLOW_WRITE_GOLDEN=1`, and add a new directory when the schema changes). A newer
+//! build opens it (migrating it to the current schema), finds every record, and verifies the
+//! log; it never silently re-creates it.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use interflow_core::{fixtures, pb};
-use interflow_store::{Store, StoreOptions, Submission};
+use interflow_core::statement::{Receipt, sign_receipt};
+use interflow_store::{
+    Anomaly, ChannelRun, DeliveryState, RunReport, SCHEMA_VERSION, Store, StoreOptions,
+    Submission,
+};
 
-fn golden() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1")
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
 }
 
+/// Writes `golden/v{SCHEMA_VERSION}` with every kind of state this schema keeps.
 fn write_golden() {
-    let dir = golden();
+    let dir = golden(&format!("v{SCHEMA_VERSION}"));
     let _ = std::fs::remove_dir_all(&dir);
     let s = Store::open(&dir, StoreOptions::default()).unwrap();
-    let items: Vec<_> = (0..20u64)
+    let items: Vec<_> = (0..12u64)
         .map(|n| {
-            let mut record = fixtures::sample_record(0);
+            let mut record = fixtures::sample_record(1000 - n as i64);
             record.payload =
                 fixtures::contraception(pb::ContraceptiveMethod::Iud, (n % 28 + 1) as u32);
             Submission {
@@ -29,24 +39,105 @@ fn write_golden() {
         })
         .collect();
     s.append_outbound(&fixtures::key(1), &items).unwrap();
-    s.audit(
-        fixtures::NOW,
-        "admin:golden",
-        "Admin.Lookup",
-        vec!["ref:00".into()],
+    let c = fixtures::a_to_b();
+    let id5 = s.entry_at(c, 5).unwrap().unwrap().id();
+    let r = Receipt {
+        channel: c,
+        acked_seq: 5,
+        head_hash: id5,
+        issued_at_ms: fixtures::NOW,
+    };
+    let signed = sign_receipt(&fixtures::key(2), &r);
+    s.record_receipt(&r, &prost::Message::encode_to_vec(&signed))
+        .unwrap();
+    s.set_delivery_state(
+        c,
+        &DeliveryState {
+            attempts: 3,
+            last_error: Some("Unavailable: connection refused".into()),
+            next_attempt_ms: Some(fixtures::NOW + 4000),
+        },
     )
     .unwrap();
+    s.save_checkpoint(c.destination, b"signed heads bytes").unwrap();
+    for (i, a) in ["Admin.Lookup", "Admin.GetRecord", "Admin.Disclosure"]
+        .iter()
+        .enumerate()
+    {
+        s.audit(
+            fixtures::NOW + i as i64,
+            &format!("admin:clerk{i}"),
+            a,
+            vec![format!("ref:{i:02}"), "rec:abc".into()],
+        )
+        .unwrap();
+    }
+    for run in 0..2i64 {
+        let mut ch = ChannelRun::new(c, 12);
+        ch.peer_head = 5;
+        ch.records_fetched = run as u64;
+        ch.flag(Anomaly::PeerUnreachable);
+        ch.flag(Anomaly::OwnFeedBehind);
+        s.save_report(RunReport {
+            run_id: 0,
+            started_at_ms: fixtures::NOW + run,
+            finished_at_ms: fixtures::NOW + run + 7,
+            channels: vec![ch],
+        })
+        .unwrap();
+    }
+}
+
+/// Opens a copy of a golden directory and checks the state every rich one holds.
+fn open_rich(name: &str) -> (tempfile::TempDir, Store) {
+    let tmp = tempfile::tempdir().unwrap();
+    common::copy_dir(&golden(name), tmp.path());
+    let s = Store::open(tmp.path(), StoreOptions::default()).unwrap();
+    assert!(s.write_refusal().is_none());
+    let c = fixtures::a_to_b();
+    let st = s.channel_state(c).unwrap();
+    assert_eq!((st.head_seq, st.count, st.acked_seq), (12, 12, 5));
+    let advice = s.delivery_state(c).unwrap();
+    assert_eq!(advice.attempts, 3);
+    assert_eq!(
+        advice.last_error.as_deref(),
+        Some("Unavailable: connection refused")
+    );
+    assert!(s.receipt(c).unwrap().is_some());
+    assert!(s.checkpoint(c.destination).unwrap().is_some());
+    let reports = s.reports(10).unwrap();
+    assert_eq!(
+        reports.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    assert_eq!(reports[0].channels[0].channel, c);
+    assert_eq!(
+        reports[0].channels[0].anomalies,
+        vec![Anomaly::PeerUnreachable, Anomaly::OwnFeedBehind]
+    );
+    let audit = s.audit_entries(0, 10).unwrap();
+    assert_eq!(audit.len(), 3);
+    assert_eq!(audit[1].action, "Admin.GetRecord");
+    let report = s.verify_log(&|_| Some(fixtures::key(1).verifying_key())).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.audit_entries_checked, 3);
+    (tmp, s)
+}
+
+#[test]
+fn this_schema_s_data_directory_opens_and_verifies() {
+    if std::env::var_os("INTERFLOW_WRITE_GOLDEN").is_some() {
+        write_golden();
+    }
+    open_rich(&format!("v{SCHEMA_VERSION}"));
 }
 
 #[test]
 fn a_version_1_data_directory_opens_and_verifies() {
-    if std::env::var_os("INTERFLOW_WRITE_GOLDEN").is_some() {
-        write_golden();
-    }
     let tmp = tempfile::tempdir().unwrap();
-    common::copy_dir(&golden(), tmp.path());
+    common::copy_dir(&golden("v1"), tmp.path());
     let s = Store::open(tmp.path(), StoreOptions::default()).unwrap();
-    assert_eq!(s.write_refusal(), None);
+    assert!(s.write_refusal().is_none());
     assert_eq!(s.head(fixtures::a_to_b()).0, 20);
     assert_eq!(
         s.records_from(fixtures::a_to_b(), 1, 100).unwrap().len(),
@@ -56,4 +147,28 @@ fn a_version_1_data_directory_opens_and_verifies() {
     let vk = fixtures::key(1).verifying_key();
     let report = s.verify_log(&|_| Some(vk)).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
+}
+
+/// `golden/v1-rich` was written by the last schema-1 build with every kind of state: an audit
+/// chain of three entries, two reconciliation reports, a receipt, a checkpoint and delivery
+/// retry advice. Opening it migrates to the current schema; the audit chain written before the
+/// migration still verifies, and new entries chain onto it.
+#[test]
+fn a_version_1_store_migrates_and_its_audit_chain_still_verifies() {
+    let vk = fixtures::key(1).verifying_key();
+    let dir = {
+        let (tmp, s) = open_rich("v1-rich");
+        // A new entry, in the new encoding, chains onto the ones written by schema 1.
+        s.audit(fixtures::NOW + 10, "admin:after", "Admin.Lookup", vec![])
+            .unwrap();
+        let report = s.verify_log(&|_| Some(vk)).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+        assert_eq!(report.audit_entries_checked, 4);
+        tmp
+    };
+    // Opening the migrated store again changes nothing.
+    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(s.audit_entries(0, 10).unwrap().len(), 4);
+    assert_eq!(s.reports(10).unwrap().len(), 2);
+    assert!(s.verify_log(&|_| Some(vk)).unwrap().ok());
 }

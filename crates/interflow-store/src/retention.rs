@@ -2,15 +2,22 @@
 //! subject ref) is deleted and a stub keeps what the log needs to stay verifiable — the record
 //! id, its chain link, its position and issue time. The subject index entry goes with the
 //! body, so the person can no longer be found; ids, chain links and receipts stay.
+//!
+//! Erasure walks the log in bounded chunks, each one durable batch under the writer lock,
+//! releasing the lock between chunks so intake and delivery go on during a long pass.
 
 use interflow_core::record::{ChannelId, DecodedRecord, RecordId};
 use interflow_core::time::UnixMillis;
 
-use crate::{Result, Store, corrupt, decode_stored, keys, observed_days};
+use crate::engine::{decode_record_key, id_at};
+use crate::error::{Place, corrupt, undecodable};
+use crate::{Result, Store, keys};
 
 /// First byte of a stub. A stored `SignedRecord` always starts with its `alg` field (`0x08`).
 const STUB: u8 = 0x00;
 const DAY_MS: i64 = 86_400_000;
+/// Stored entries looked at per chunk of an erasure pass.
+const CHUNK: usize = 512;
 
 /// What stays of a record after its body was erased.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +77,10 @@ impl Stored {
     }
 }
 
+pub(crate) fn is_stub(v: &[u8]) -> bool {
+    v.first() == Some(&STUB)
+}
+
 fn encode_stub(e: &ErasedRecord) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + 32 + 32 + 24 + e.agreement_id.len());
     v.push(STUB);
@@ -82,63 +93,115 @@ fn encode_stub(e: &ErasedRecord) -> Vec<u8> {
     v
 }
 
-fn decode_stub(c: ChannelId, v: &[u8]) -> Result<ErasedRecord> {
+fn decode_stub(c: ChannelId, seq: u64, v: &[u8]) -> Result<ErasedRecord> {
+    let at = || Place::Record { channel: c, seq };
     if v.len() < 1 + 32 + 32 + 24 {
-        return Err(corrupt("erased-record stub is too short"));
+        return Err(corrupt(at(), "erased-record stub is too short"));
     }
-    let id =
-        |r: std::ops::Range<usize>| RecordId::try_from(&v[r]).map_err(|e| corrupt(e.to_string()));
-    let int = |at: usize| {
-        <[u8; 8]>::try_from(&v[at..at + 8]).map_err(|_| corrupt("erased-record stub field"))
+    let int = |from: usize| {
+        <[u8; 8]>::try_from(&v[from..from + 8])
+            .map_err(|_| corrupt(at(), "erased-record stub field is short"))
     };
     Ok(ErasedRecord {
         channel: c,
-        id: id(1..33)?,
-        prev_hash: id(33..65)?,
+        id: id_at(at(), &v[1..33])?,
+        prev_hash: id_at(at(), &v[33..65])?,
         seq: u64::from_be_bytes(int(65)?),
         issued_at_ms: i64::from_be_bytes(int(73)?),
         erased_at_ms: i64::from_be_bytes(int(81)?),
         agreement_id: String::from_utf8(v[89..].to_vec())
-            .map_err(|_| corrupt("erased-record stub agreement id"))?,
+            .map_err(|_| corrupt(at(), "erased-record stub agreement id is not UTF-8"))?,
     })
 }
 
-/// Decodes a stored value of channel `c`: a record or a stub.
-pub(crate) fn decode_entry(c: ChannelId, v: &[u8]) -> Result<Stored> {
-    match v.first() {
-        Some(&STUB) => decode_stub(c, v).map(Stored::Erased),
-        _ => decode_stored(v).map(Stored::Record),
+/// Decodes the stored value at `(c, seq)`: a record or a stub.
+pub(crate) fn decode_entry(c: ChannelId, seq: u64, v: &[u8]) -> Result<Stored> {
+    if is_stub(v) {
+        return decode_stub(c, seq, v).map(Stored::Erased);
     }
+    DecodedRecord::from_bytes(v)
+        .map(Stored::Record)
+        .map_err(|e| undecodable(Place::Record { channel: c, seq }, "does not decode", e))
+}
+
+fn expired(r: &DecodedRecord, now: UnixMillis, retention_days: &dyn Fn(&str) -> Option<u32>) -> bool {
+    retention_days(r.agreement_id()).is_some_and(|days| {
+        now >= r
+            .issued_at_ms()
+            .saturating_add(i64::from(days).saturating_mul(DAY_MS))
+    })
 }
 
 impl Store {
     /// Erases the body of every record whose agreement's retention (`retention_days` of its
     /// agreement id; `None` keeps the record) has passed at `now`, counted from its issue time.
-    /// Equivocation evidence past the same retention is removed too. One durable batch;
-    /// returns how many records (and evidence copies) were erased.
+    /// Equivocation evidence past the same retention is removed too. Works in chunks of
+    /// durable batches; returns how many records (and evidence copies) were erased.
     pub fn erase_expired(
         &self,
         now: UnixMillis,
         retention_days: &dyn Fn(&str) -> Option<u32>,
     ) -> Result<u64> {
+        let mut erased = 0u64;
+        for prefix in [keys::RECORD, keys::EVIDENCE] {
+            let mut from = vec![prefix];
+            loop {
+                let (n, next) = self.erase_chunk(prefix, &from, now, retention_days)?;
+                erased += n;
+                match next {
+                    Some(k) => from = k,
+                    None => break,
+                }
+            }
+        }
+        if erased > 0 {
+            tracing::info!(
+                erased,
+                "record bodies erased at the end of their retention period"
+            );
+        }
+        Ok(erased)
+    }
+
+    /// One chunk from key `from` on: erases what expired and returns the key to go on from.
+    fn erase_chunk(
+        &self,
+        prefix: u8,
+        from: &[u8],
+        now: UnixMillis,
+        retention_days: &dyn Fn(&str) -> Option<u32>,
+    ) -> Result<(u64, Option<Vec<u8>>)> {
         let _w = self.write.lock();
         self.check_writable()?;
         let mut batch = sled::Batch::default();
         let mut erased = 0u64;
-        for kv in self.db()?.scan_prefix([keys::RECORD]) {
+        let mut seen = 0usize;
+        let mut next = None;
+        for kv in self.db()?.range(from.to_vec()..) {
             let (k, v) = kv?;
-            let (c, seq) =
-                keys::parse_location(&k[1..]).ok_or_else(|| corrupt("bad record key"))?;
-            let Stored::Record(r) = decode_entry(c, &v)? else {
+            if k.first() != Some(&prefix) {
+                break;
+            }
+            if seen == CHUNK {
+                next = Some(k.to_vec());
+                break;
+            }
+            seen += 1;
+            if prefix == keys::EVIDENCE {
+                // Evidence holds full bodies too; it goes with the same retention.
+                if let Ok(r) = DecodedRecord::from_bytes(&v)
+                    && expired(&r, now, retention_days)
+                {
+                    batch.remove(k);
+                    erased += 1;
+                }
+                continue;
+            }
+            let (c, seq) = decode_record_key(&k)?;
+            let Stored::Record(r) = decode_entry(c, seq, &v)? else {
                 continue;
             };
-            let Some(days) = retention_days(r.agreement_id()) else {
-                continue;
-            };
-            let until = r
-                .issued_at_ms()
-                .saturating_add(i64::from(days).saturating_mul(DAY_MS));
-            if now < until {
+            if !expired(&r, now, retention_days) {
                 continue;
             }
             let stub = ErasedRecord {
@@ -150,38 +213,13 @@ impl Store {
                 erased_at_ms: now,
                 agreement_id: r.agreement_id().to_owned(),
             };
-            batch.insert(k.to_vec(), encode_stub(&stub));
-            batch.remove(keys::subject(
-                r.subject().as_bytes(),
-                r.kind(),
-                observed_days(&r),
-                r.id(),
-            ));
+            batch.insert(k, encode_stub(&stub));
+            batch.remove(keys::subject_of(&r));
             erased += 1;
-        }
-        // Equivocation evidence holds full bodies too; it goes with the same retention.
-        for kv in self.db()?.scan_prefix([keys::EVIDENCE]) {
-            let (k, v) = kv?;
-            let Ok(r) = decode_stored(&v) else {
-                continue;
-            };
-            let expired = retention_days(r.agreement_id()).is_some_and(|days| {
-                now >= r
-                    .issued_at_ms()
-                    .saturating_add(i64::from(days).saturating_mul(DAY_MS))
-            });
-            if expired {
-                batch.remove(k.to_vec());
-                erased += 1;
-            }
         }
         if erased > 0 {
             self.commit(batch)?;
-            tracing::info!(
-                erased,
-                "record bodies erased at the end of their retention period"
-            );
         }
-        Ok(erased)
+        Ok((erased, next))
     }
 }

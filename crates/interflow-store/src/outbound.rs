@@ -1,0 +1,175 @@
+//! The outbound layer: sealing submissions into this node's channels (idempotency keys, next
+//! seq, chain link, one durable batch), delivery receipts that advance the acknowledged seq,
+//! the delivery advice, and what is pending per outbound channel.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ed25519_dalek::SigningKey;
+use interflow_core::RegionCode;
+use interflow_core::record::{ChannelId, NewRecord, RecordError, RecordId};
+use interflow_core::statement::Receipt;
+
+use crate::engine::id_at;
+use crate::error::{Place, StoreError, corrupt};
+use crate::state::{ChannelState, DeliveryState, PendingChannel};
+use crate::{Result, Store, keys};
+
+/// A submission for an outbound channel.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub record: NewRecord,
+    pub idempotency_key: String,
+}
+
+/// What happened to one submission.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppendOutcome {
+    Stored(RecordId),
+    /// The key was seen before with the same content; nothing new was stored.
+    Duplicate(RecordId),
+    /// The key was seen before with different content.
+    Conflict,
+    /// The record could not be sealed (a bug in the caller's validation).
+    Invalid(RecordError),
+}
+
+impl Store {
+    /// Seals and appends a batch of submissions in one durable write: each new record gets the
+    /// next seq of its channel and links to the previous one. Idempotency keys make a
+    /// resubmission return the first record's id; a key reused with other content conflicts.
+    pub fn append_outbound(
+        &self,
+        key: &SigningKey,
+        items: &[Submission],
+    ) -> Result<Vec<AppendOutcome>> {
+        let _w = self.write.lock();
+        self.check_writable()?;
+        let mut batch = sled::Batch::default();
+        let mut states: BTreeMap<ChannelId, ChannelState> = BTreeMap::new();
+        let mut seen: HashMap<&str, (RecordId, [u8; 32])> = HashMap::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let hash = item.record.content_hash();
+            let prior = match seen.get(item.idempotency_key.as_str()) {
+                Some(p) => Some(*p),
+                None => self.intake_entry(&item.idempotency_key)?,
+            };
+            if let Some((rid, h)) = prior {
+                out.push(if h == hash {
+                    AppendOutcome::Duplicate(rid)
+                } else {
+                    AppendOutcome::Conflict
+                });
+                continue;
+            }
+            let c = item.record.channel;
+            let st = match states.entry(c) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.channel_state(c)?),
+            };
+            let rec = match item.record.seal(st.head_seq + 1, st.head, key) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(AppendOutcome::Invalid(e));
+                    continue;
+                }
+            };
+            keys::stage_record(&mut batch, &rec);
+            st.advance(rec.seq(), rec.id());
+            let mut v = Vec::with_capacity(64);
+            v.extend_from_slice(rec.id().as_bytes());
+            v.extend_from_slice(&hash);
+            batch.insert(keys::intake(&item.idempotency_key), v);
+            seen.insert(&item.idempotency_key, (rec.id(), hash));
+            out.push(AppendOutcome::Stored(rec.id()));
+        }
+        if states.is_empty() {
+            return Ok(out);
+        }
+        for (c, st) in &states {
+            batch.insert(keys::channel(*c), st.encode());
+        }
+        self.commit(batch)?;
+        self.publish_heads(&states);
+        Ok(out)
+    }
+
+    fn intake_entry(&self, key: &str) -> Result<Option<(RecordId, [u8; 32])>> {
+        let Some(v) = self.db()?.get(keys::intake(key))? else {
+            return Ok(None);
+        };
+        if v.len() != 64 {
+            return Err(corrupt(Place::Intake, "entry is not 64 bytes"));
+        }
+        let rid = id_at(Place::Intake, &v[..32])?;
+        let mut h = [0u8; 32];
+        h.copy_from_slice(&v[32..]);
+        Ok(Some((rid, h)))
+    }
+
+    /// Records a verified delivery receipt (`signed` are its bytes as received) for an
+    /// outbound channel: the acked seq only moves forward, and the latest receipt is kept as
+    /// proof of delivery. `Ok(false)` when it acknowledges nothing new.
+    pub fn record_receipt(&self, receipt: &Receipt, signed: &[u8]) -> Result<bool> {
+        let _w = self.write.lock();
+        self.check_writable()?;
+        let c = receipt.channel;
+        let mut st = self.channel_state(c)?;
+        if receipt.acked_seq <= st.acked_seq {
+            return Ok(false);
+        }
+        let stored = self.entry_at(c, receipt.acked_seq)?;
+        if stored.map(|r| r.id()) != Some(receipt.head_hash) {
+            return Err(StoreError::ReceiptMismatch {
+                channel: c,
+                seq: receipt.acked_seq,
+            });
+        }
+        st.acked_seq = receipt.acked_seq;
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::channel(c), st.encode());
+        batch.insert(keys::receipt(c), signed);
+        self.commit(batch)?;
+        Ok(true)
+    }
+
+    /// The latest receipt for an outbound channel, as received.
+    pub fn receipt(&self, c: ChannelId) -> Result<Option<Vec<u8>>> {
+        Ok(self.db()?.get(keys::receipt(c))?.map(|v| v.to_vec()))
+    }
+
+    /// Notes a delivery attempt's outcome. Advice only: written under its own key without the
+    /// writer lock or an fsync, so it never waits behind a durable commit; the next attempt
+    /// rebuilds it after a crash.
+    pub fn set_delivery_state(&self, c: ChannelId, st: &DeliveryState) -> Result<()> {
+        self.db()?.insert(keys::delivery(c), st.encode())?;
+        Ok(())
+    }
+
+    /// Per outbound channel of `me`: what the destination has not acknowledged yet.
+    pub fn pending(&self, me: RegionCode) -> Result<Vec<PendingChannel>> {
+        let mut out = Vec::new();
+        for (c, st) in self.channels()? {
+            if c.origin != me {
+                continue;
+            }
+            let (head, _) = self.head(c);
+            let pending_count = head.saturating_sub(st.acked_seq);
+            let oldest = if pending_count > 0 {
+                self.entry_at(c, st.acked_seq + 1)?
+                    .map(|r| r.issued_at_ms())
+            } else {
+                None
+            };
+            out.push(PendingChannel {
+                channel: c,
+                head_seq: head,
+                acked_seq: st.acked_seq,
+                pending_count,
+                oldest_pending_issued_at_ms: oldest,
+                delivery: self.delivery_state(c)?,
+            });
+        }
+        Ok(out)
+    }
+}

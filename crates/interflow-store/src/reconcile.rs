@@ -1,0 +1,188 @@
+//! Reconciliation state: each peer's latest verified head statement (a cosigned checkpoint,
+//! kept as the signed bytes received) and the report of every reconciliation run, in a
+//! store-owned versioned encoding (the node maps it to and from the wire).
+
+use interflow_core::RegionCode;
+use interflow_core::record::ChannelId;
+use interflow_core::time::UnixMillis;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Place, corrupt};
+use crate::state::{decode_versioned, encode_versioned};
+use crate::{Result, Store, keys};
+
+/// What a reconciliation run found wrong on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Anomaly {
+    Equivocation,
+    BadRecord,
+    PeerUnreachable,
+    BadHeadsSignature,
+    /// The peer's signed view of a channel went backwards.
+    HeadsRegressed,
+    /// The peer holds more of our own outbound feed than we do.
+    OwnFeedBehind,
+    ChannelStopped,
+}
+
+/// One channel's part of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRun {
+    pub channel: ChannelId,
+    pub local_head_before: u64,
+    pub local_head_after: u64,
+    pub peer_head: u64,
+    pub records_fetched: u64,
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl ChannelRun {
+    /// A channel about to be compared, with its local head before the run.
+    pub fn new(channel: ChannelId, local_head_before: u64) -> Self {
+        ChannelRun {
+            channel,
+            local_head_before,
+            local_head_after: local_head_before,
+            peer_head: 0,
+            records_fetched: 0,
+            anomalies: Vec::new(),
+        }
+    }
+
+    /// Notes an anomaly once.
+    pub fn flag(&mut self, a: Anomaly) {
+        if !self.anomalies.contains(&a) {
+            self.anomalies.push(a);
+        }
+    }
+}
+
+/// The report of one reconciliation run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// Assigned when stored: 1, 2, ...
+    pub run_id: u64,
+    pub started_at_ms: UnixMillis,
+    pub finished_at_ms: UnixMillis,
+    pub channels: Vec<ChannelRun>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChannelRunWire {
+    origin: [u8; 6],
+    destination: [u8; 6],
+    local_head_before: u64,
+    local_head_after: u64,
+    peer_head: u64,
+    records_fetched: u64,
+    anomalies: Vec<Anomaly>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RunReportWire {
+    run_id: u64,
+    started_at_ms: i64,
+    finished_at_ms: i64,
+    channels: Vec<ChannelRunWire>,
+}
+
+impl RunReport {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        encode_versioned(&RunReportWire {
+            run_id: self.run_id,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            channels: self
+                .channels
+                .iter()
+                .map(|c| ChannelRunWire {
+                    origin: *c.channel.origin.as_bytes(),
+                    destination: *c.channel.destination.as_bytes(),
+                    local_head_before: c.local_head_before,
+                    local_head_after: c.local_head_after,
+                    peer_head: c.peer_head,
+                    records_fetched: c.records_fetched,
+                    anomalies: c.anomalies.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    pub(crate) fn decode(v: &[u8]) -> Result<Self> {
+        let w: RunReportWire = decode_versioned(Place::Report, v)?;
+        let region = |b: &[u8; 6]| {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<RegionCode>().ok())
+                .ok_or_else(|| corrupt(Place::Report, "names an invalid region"))
+        };
+        let channels = w
+            .channels
+            .iter()
+            .map(|c| {
+                Ok(ChannelRun {
+                    channel: ChannelId::new(region(&c.origin)?, region(&c.destination)?),
+                    local_head_before: c.local_head_before,
+                    local_head_after: c.local_head_after,
+                    peer_head: c.peer_head,
+                    records_fetched: c.records_fetched,
+                    anomalies: c.anomalies.clone(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(RunReport {
+            run_id: w.run_id,
+            started_at_ms: w.started_at_ms,
+            finished_at_ms: w.finished_at_ms,
+            channels,
+        })
+    }
+}
+
+impl Store {
+    /// Keeps `peer`'s latest verified head statement, as the signed bytes received.
+    pub fn save_checkpoint(&self, peer: RegionCode, signed: &[u8]) -> Result<()> {
+        let _w = self.write.lock();
+        self.check_writable()?;
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::checkpoint(peer), signed);
+        self.commit(batch)
+    }
+
+    /// A peer's latest head statement we kept, as signed.
+    pub fn checkpoint(&self, peer: RegionCode) -> Result<Option<Vec<u8>>> {
+        Ok(self.db()?.get(keys::checkpoint(peer))?.map(|v| v.to_vec()))
+    }
+
+    /// Stores a reconciliation report and returns its run id (1, 2, ...).
+    pub fn save_report(&self, mut report: RunReport) -> Result<u64> {
+        let _w = self.write.lock();
+        self.check_writable()?;
+        let next = match self.db()?.scan_prefix([keys::RUN]).next_back() {
+            Some(kv) => {
+                let (k, _) = kv?;
+                let id: [u8; 8] = k
+                    .get(1..)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt(Place::Report, "key is not a run id"))?;
+                u64::from_be_bytes(id) + 1
+            }
+            None => 1,
+        };
+        report.run_id = next;
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::run(next), report.encode());
+        self.commit(batch)?;
+        Ok(next)
+    }
+
+    /// The newest `limit` reports, newest first.
+    pub fn reports(&self, limit: usize) -> Result<Vec<RunReport>> {
+        let mut out = Vec::new();
+        for kv in self.db()?.scan_prefix([keys::RUN]).rev().take(limit) {
+            let (_, v) = kv?;
+            out.push(RunReport::decode(&v)?);
+        }
+        Ok(out)
+    }
+}
