@@ -169,7 +169,7 @@ impl TestCluster {
             "outbound channels released",
             || {
                 let node = node.clone();
-                async move { node.held.lock().ok().filter(|h| h.is_empty()).map(|_| ()) }
+                async move { (!node.holds.any()).then_some(()) }
             },
         )
         .await;
@@ -342,7 +342,7 @@ impl TestCluster {
         let id = RecordId::try_from(id).expect("record id");
         eventually(Duration::from_secs(10), "the record to arrive", || {
             let n = node.clone();
-            async move { n.store.get(id).ok().flatten() }
+            async move { n.store.run(move |s| s.get(id)).await.ok().flatten() }
         })
         .await
     }

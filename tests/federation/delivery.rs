@@ -132,18 +132,20 @@ async fn a_thousand_records_for_a_stopped_peer_arrive_exactly_once_in_order() {
     let pending = eventually(Duration::from_secs(10), "a failed delivery attempt", || {
         let n = a_node.clone();
         async move {
+            let region = n.region;
             let p = n
                 .store
-                .pending(n.region)
+                .run(move |s| s.pending(region))
+                .await
                 .ok()?
                 .into_iter()
                 .find(|p| p.channel == ch)?;
-            (p.attempts > 0).then_some(p)
+            (p.delivery.attempts > 0).then_some(p)
         }
     })
     .await;
     assert_eq!(pending.pending_count, 1000);
-    assert!(pending.last_error.is_some());
+    assert!(pending.delivery.last_error.is_some());
 
     c.restart(1).await;
     let mut admin = c.admin(0).await;
@@ -165,14 +167,20 @@ async fn a_thousand_records_for_a_stopped_peer_arrive_exactly_once_in_order() {
     )
     .await;
     let _ = admin.stats(pb::StatsRequest {}).await.unwrap();
-    let recs = c.node(1).store.records_from(ch, 1, 2000).unwrap();
+    let recs = c
+        .node(1)
+        .store
+        .run(move |s| s.records_from(ch, 1, 2000))
+        .await
+        .unwrap();
     assert_eq!(recs.len(), 1000, "exactly once");
     for (i, r) in recs.iter().enumerate() {
-        assert_eq!(r.seq(), i as u64 + 1, "in order");
-        assert_eq!(r.id().as_bytes().as_slice(), ids[i].as_slice());
+        assert_eq!(r.seq, i as u64 + 1, "in order");
+        assert_eq!(r.id.as_bytes().as_slice(), ids[i].as_slice());
     }
     // A keeps B's latest signed receipt as proof of delivery.
-    assert!(c.node(0).store.receipt(ch).unwrap().is_some());
+    let receipt = c.node(0).store.run(move |s| s.receipt(ch)).await.unwrap();
+    assert!(receipt.is_some());
     // Release the test's handles so shutdown can close each store at once.
     drop(a_node);
     c.shutdown().await;

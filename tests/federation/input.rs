@@ -288,7 +288,15 @@ async fn the_same_record_delivered_a_thousand_times_concurrently_is_stored_once(
     }
     assert!(receipts >= 10, "each stream is acknowledged");
     assert_eq!(c.node(0).store.head(ch).0, 1);
-    assert_eq!(c.node(0).store.records_from(ch, 1, 10).unwrap().len(), 1);
+    assert_eq!(
+        c.node(0)
+            .store
+            .run(move |s| s.records_from(ch, 1, 10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     c.shutdown().await;
 }
 

@@ -40,19 +40,23 @@ async fn a_partition_backs_off_loses_nothing_and_heals() {
     // Cut A's way to B: open connections drop, new ones are refused.
     c.proxies[1].cut();
     submit(&c, 50..150).await;
-    let attempts = |a: &std::sync::Arc<interflow_node::Node>| {
-        a.store.channel_state(ch).map(|s| s.attempts).unwrap_or(0)
-    };
+    async fn attempts(a: &interflow_node::Node, ch: ChannelId) -> u32 {
+        a.store
+            .run(move |s| s.delivery_state(ch))
+            .await
+            .map(|s| s.attempts)
+            .unwrap_or(0)
+    }
     eventually(Duration::from_secs(10), "failed delivery attempts", || {
         let a = a.clone();
-        async move { (attempts(&a) >= 2).then_some(()) }
+        async move { (attempts(&a, ch).await >= 2).then_some(()) }
     })
     .await;
     // Backoff, not a hot loop: over two seconds of partition, only a handful of attempts
     // (dev backoff: 100 ms doubling to 2 s, with jitter). This waits to measure, not to sync.
-    let (t0, n0) = (Instant::now(), attempts(&a));
+    let (t0, n0) = (Instant::now(), attempts(&a, ch).await);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let n1 = attempts(&a);
+    let n1 = attempts(&a, ch).await;
     assert!(
         n1 - n0 <= 8,
         "{} attempts in {:?}: retrying too fast",
@@ -60,10 +64,11 @@ async fn a_partition_backs_off_loses_nothing_and_heals() {
         t0.elapsed()
     );
     assert_eq!(b.store.head(ch).0, 50, "nothing crosses the partition");
-    let pending = a.store.pending(a.region).unwrap();
+    let region = a.region;
+    let pending = a.store.run(move |s| s.pending(region)).await.unwrap();
     let p = pending.iter().find(|p| p.channel == ch).unwrap();
     assert_eq!(p.pending_count, 100);
-    assert!(p.last_error.is_some() && p.next_attempt_ms.is_some());
+    assert!(p.delivery.last_error.is_some() && p.delivery.next_attempt_ms.is_some());
 
     // Heal: everything arrives once, and the retry state clears.
     c.proxies[1].heal();
@@ -74,14 +79,26 @@ async fn a_partition_backs_off_loses_nothing_and_heals() {
             let (a, b) = (a.clone(), b.clone());
             async move {
                 let done = b.store.head(ch) == a.store.head(ch)
-                    && a.store.channel_state(ch).ok()?.acked_seq == 150;
+                    && a.store
+                        .run(move |s| s.channel_state(ch))
+                        .await
+                        .ok()?
+                        .acked_seq
+                        == 150;
                 done.then_some(())
             }
         },
     )
     .await;
-    assert_eq!(b.store.records_from(ch, 1, 1000).unwrap().len(), 150);
-    assert_eq!(attempts(&a), 0);
+    assert_eq!(
+        b.store
+            .run(move |s| s.records_from(ch, 1, 1000))
+            .await
+            .unwrap()
+            .len(),
+        150
+    );
+    assert_eq!(attempts(&a, ch).await, 0);
     drop((a, b));
     c.shutdown().await;
 }

@@ -235,11 +235,15 @@ async fn after_retention_a_record_is_erased_but_the_log_still_verifies() {
     let b_node = c.node(1).clone();
     // The retention job's step, run as if the agreement's 3650 days had passed.
     let later = b_node.now() + 3651 * 86_400_000;
+    let n = b_node.clone();
     let erased = b_node
         .store
-        .erase_expired(later, &|agr| {
-            b_node.agreements.get(agr).map(|a| a.retention_days)
+        .run(move |s| {
+            s.erase_expired(later, &|agr| {
+                n.agreements.get(agr).map(|a| a.retention_days)
+            })
         })
+        .await
         .unwrap();
     assert_eq!(erased, 1);
     drop(b_node);

@@ -103,9 +103,11 @@ async fn a_node_that_lost_its_disk_gets_everything_back() {
     eventually(Duration::from_secs(20), "both feeds delivered", || {
         let n = a_node.clone();
         async move {
+            let region = n.region;
             let ok = n.store.head(ChannelId::new(b, a)).0 == 30
                 && n.store
-                    .pending(n.region)
+                    .run(move |s| s.pending(region))
+                    .await
                     .ok()?
                     .iter()
                     .all(|p| p.pending_count == 0);
@@ -143,7 +145,8 @@ async fn a_node_that_lost_its_disk_gets_everything_back() {
     assert!(
         a_node
             .store
-            .evidence(ChannelId::new(b, a))
+            .run(move |s| s.evidence(ChannelId::new(b, a)))
+            .await
             .unwrap()
             .is_empty()
     );
@@ -201,7 +204,12 @@ async fn a_node_restored_from_an_old_backup_never_reuses_a_seq() {
     })
     .await;
     assert!(
-        b_node.store.evidence(ch).unwrap().is_empty(),
+        b_node
+            .store
+            .run(move |s| s.evidence(ch))
+            .await
+            .unwrap()
+            .is_empty(),
         "no equivocation"
     );
     // Release the test's handles so shutdown can close each store at once.
@@ -220,7 +228,12 @@ async fn a_peer_serving_equivocating_or_forged_records_is_reported_and_nothing_i
     // B's log holds Y at seq 1, while A was given X, also signed by B, for the same seq.
     submit(&c, 1, 0, 0..1).await;
     let x = c.crafted_record(1, 0, 1, interflow_core::record::RecordId::ZERO, &b_key, 77);
-    c.node(0).store.apply(std::slice::from_ref(&x)).unwrap();
+    let stored = x.clone();
+    c.node(0)
+        .store
+        .run(move |s| s.apply(std::slice::from_ref(&stored)))
+        .await
+        .unwrap();
     let report = reconcile(&c, 0, false).await;
     let ch = report
         .channels
@@ -232,9 +245,14 @@ async fn a_peer_serving_equivocating_or_forged_records_is_reported_and_nothing_i
         "{report:?}"
     );
     assert_eq!(ch.records_fetched, 0);
-    let evidence = c.node(0).store.evidence(b_to_a).unwrap();
+    let evidence = c
+        .node(0)
+        .store
+        .run(move |s| s.evidence(b_to_a))
+        .await
+        .unwrap();
     assert_eq!(evidence.len(), 1, "both records kept as proof");
-    assert_eq!(&evidence[0].stored, x.signed());
+    assert_eq!(evidence[0].stored, x.to_bytes());
     assert_eq!(c.node(0).store.head(b_to_a), (1, x.id()));
     // The channel stays stopped: the next run fetches nothing from it.
     submit(&c, 1, 0, 1..2).await;
@@ -265,18 +283,31 @@ async fn a_peer_serving_equivocating_or_forged_records_is_reported_and_nothing_i
     assert!(
         c.node(0)
             .store
-            .channel_state(b_to_a)
+            .run(move |s| s.channel_state(b_to_a))
+            .await
             .unwrap()
             .stopped
             .is_none()
     );
-    assert_eq!(c.node(0).store.evidence(b_to_a).unwrap().len(), 1);
+    assert_eq!(
+        c.node(0)
+            .store
+            .run(move |s| s.evidence(b_to_a))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // C's log serves a record on C → B signed with a key that is not C's.
     let (cc, bb) = (c.region(2), c.region(1));
     let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
     let forged = c.crafted_record(2, 1, 1, interflow_core::record::RecordId::ZERO, &forger, 78);
-    c.node(2).store.apply(&[forged]).unwrap();
+    c.node(2)
+        .store
+        .run(move |s| s.apply(&[forged]))
+        .await
+        .unwrap();
     let report = reconcile(&c, 1, false).await;
     let ch = report
         .channels
@@ -318,7 +349,13 @@ async fn a_peer_whose_signed_view_goes_backwards_is_an_anomaly_and_the_old_state
         }],
     };
     let signed = sign_heads(&b_key, &earlier);
-    c.node(0).store.save_checkpoint(&earlier, &signed).unwrap();
+    let bytes = prost::Message::encode_to_vec(&signed);
+    let kept = bytes.clone();
+    c.node(0)
+        .store
+        .run(move |s| s.save_checkpoint(b, &kept))
+        .await
+        .unwrap();
     let run = reconcile(&c, 0, false).await;
     let ch = run
         .channels
@@ -330,7 +367,10 @@ async fn a_peer_whose_signed_view_goes_backwards_is_an_anomaly_and_the_old_state
         "{run:?}"
     );
     // The earlier statement is kept as evidence, not overwritten by the regressed one.
-    assert_eq!(c.node(0).store.checkpoint(b).unwrap(), Some(signed));
+    assert_eq!(
+        c.node(0).store.run(move |s| s.checkpoint(b)).await.unwrap(),
+        Some(bytes)
+    );
     c.shutdown().await;
 }
 

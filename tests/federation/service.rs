@@ -61,7 +61,10 @@ async fn metrics_count_submissions_and_deliveries_and_carry_no_personal_data() {
     let ch = ChannelId::new(c.region(0), b);
     eventually(Duration::from_secs(10), "delivered", || {
         let n = a_node.clone();
-        async move { (n.store.channel_state(ch).ok()?.acked_seq == 5).then_some(()) }
+        async move {
+            let st = n.store.run(move |s| s.channel_state(ch)).await.ok()?;
+            (st.acked_seq == 5).then_some(())
+        }
     })
     .await;
     let text = scrape(c.metrics_addr(0)).await;

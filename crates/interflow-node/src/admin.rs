@@ -16,8 +16,9 @@ use interflow_core::time::latest_permitted_date;
 use interflow_tls::Role;
 use tonic::{Request, Response, Status};
 
+use crate::error::NodeError;
 use crate::node::Node;
-use crate::status;
+use crate::wire;
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -36,10 +37,10 @@ type PersonRef = (String, interflow_core::RegionCode, SubjectRef);
 impl AdminService {
     /// Validates a national ID and computes the person's ref under each agreement (refs differ
     /// between agreements by design). Returns the masked ID; the ID itself goes no further.
-    fn person(&self, national_id: &str) -> Result<(String, Vec<PersonRef>), Status> {
+    fn person(&self, national_id: &str) -> Result<(String, Vec<PersonRef>), NodeError> {
         let today = latest_permitted_date(self.node.now(), 0);
         let id = NationalId::parse(national_id, today)
-            .map_err(|e| Status::invalid_argument(format!("`national_id`: {e}")))?;
+            .map_err(|e| NodeError::bad_field("national_id", e))?;
         let refs = self
             .node
             .agreements
@@ -62,15 +63,12 @@ impl AdminService {
         req: &Request<T>,
         action: &'static str,
         subjects: Vec<String>,
-    ) -> Result<String, Status> {
+    ) -> Result<String, NodeError> {
         let actor = self.node.local_caller(req, Role::Admin)?;
-        let a = actor.clone();
+        let (a, now) = (actor.clone(), self.node.now());
         self.node
-            .blocking(move |n| {
-                n.store
-                    .audit(n.now(), &a, action, subjects)
-                    .map_err(status::store)
-            })
+            .store
+            .run(move |s| s.audit(now, &a, action, subjects))
             .await?;
         Ok(actor)
     }
@@ -85,44 +83,41 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::ListChannelsRequest>,
     ) -> Result<Response<pb::ListChannelsResponse>, Status> {
         self.audited(&req, "Admin.ListChannels", vec![]).await?;
-        let channels = self
-            .node
-            .blocking(|n| {
-                let mut all = n.store.channels().map_err(status::store)?;
-                // Channels of every agreement, also those with no record yet.
-                for peer in n.agreements.all_peers(n.region) {
-                    for c in [
-                        ChannelId::new(n.region, peer),
-                        ChannelId::new(peer, n.region),
-                    ] {
-                        if !all.iter().any(|(x, _)| *x == c) {
-                            all.push((c, interflow_store::ChannelState::default()));
-                        }
+        let n = &self.node;
+        let mut all = n.store.run(|s| s.channels()).await?;
+        let channels = {
+            // Channels of every agreement, also those with no record yet.
+            for peer in n.agreements.all_peers(n.region) {
+                for c in [
+                    ChannelId::new(n.region, peer),
+                    ChannelId::new(peer, n.region),
+                ] {
+                    if !all.iter().any(|(x, _)| *x == c) {
+                        all.push((c, interflow_store::ChannelState::default()));
                     }
                 }
-                all.sort_by_key(|(c, _)| (c.origin != n.region, *c));
-                Ok(all
-                    .into_iter()
-                    .map(|(c, st)| {
-                        let (head, hash) = n.store.head(c);
-                        pb::ChannelInfo {
-                            origin: c.origin.to_string(),
-                            destination: c.destination.to_string(),
-                            direction: if c.origin == n.region {
-                                pb::Direction::Outbound
-                            } else {
-                                pb::Direction::Inbound
-                            } as i32,
-                            head_seq: head,
-                            head_hash: hash.0.to_vec(),
-                            acked_seq: st.acked_seq,
-                            stopped: st.stopped.is_some(),
-                            held: c.origin == n.region && crate::reconcile::is_held(n, c),
-                        }
-                    })
-                    .collect())
-            })
-            .await?;
+            }
+            all.sort_by_key(|(c, _)| (c.origin != n.region, *c));
+            all.into_iter()
+                .map(|(c, st)| {
+                    let (head, hash) = n.store.head(c);
+                    pb::ChannelInfo {
+                        origin: c.origin.to_string(),
+                        destination: c.destination.to_string(),
+                        direction: if c.origin == n.region {
+                            pb::Direction::Outbound
+                        } else {
+                            pb::Direction::Inbound
+                        } as i32,
+                        head_seq: head,
+                        head_hash: hash.0.to_vec(),
+                        acked_seq: st.acked_seq,
+                        stopped: st.stopped.is_some(),
+                        held: c.origin == n.region && n.holds.is_held(c),
+                    }
+                })
+                .collect()
+        };
         Ok(Response::new(pb::ListChannelsResponse { channels }))
     }
 
@@ -131,44 +126,41 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::ListPendingRequest>,
     ) -> Result<Response<pb::ListPendingResponse>, Status> {
         self.audited(&req, "Admin.ListPending", vec![]).await?;
-        let resp = self
-            .node
-            .blocking(|n| {
-                let mut pending = n.store.pending(n.region).map_err(status::store)?;
-                for peer in n.agreements.all_peers(n.region) {
-                    let c = ChannelId::new(n.region, peer);
-                    if !pending.iter().any(|p| p.channel == c) {
-                        pending.push(interflow_store::PendingChannel {
-                            channel: c,
-                            head_seq: 0,
-                            acked_seq: 0,
-                            pending_count: 0,
-                            oldest_pending_issued_at_ms: None,
-                            attempts: 0,
-                            last_error: None,
-                            next_attempt_ms: None,
-                        });
-                    }
+        let n = &self.node;
+        let region = n.region;
+        let mut pending = n.store.run(move |s| s.pending(region)).await?;
+        let resp = {
+            for peer in n.agreements.all_peers(n.region) {
+                let c = ChannelId::new(n.region, peer);
+                if !pending.iter().any(|p| p.channel == c) {
+                    pending.push(interflow_store::PendingChannel {
+                        channel: c,
+                        head_seq: 0,
+                        acked_seq: 0,
+                        pending_count: 0,
+                        oldest_pending_issued_at_ms: None,
+                        delivery: Default::default(),
+                    });
                 }
-                Ok(pb::ListPendingResponse {
-                    now_ms: n.now(),
-                    channels: pending
-                        .into_iter()
-                        .map(|p| pb::PendingChannel {
-                            destination: p.channel.destination.to_string(),
-                            head_seq: p.head_seq,
-                            acked_seq: p.acked_seq,
-                            pending_count: p.pending_count,
-                            oldest_pending_issued_at_ms: p.oldest_pending_issued_at_ms.unwrap_or(0),
-                            attempts: p.attempts,
-                            last_error: p.last_error.unwrap_or_default(),
-                            next_attempt_at_ms: p.next_attempt_ms.unwrap_or(0),
-                            held: crate::reconcile::is_held(n, p.channel),
-                        })
-                        .collect(),
-                })
-            })
-            .await?;
+            }
+            pb::ListPendingResponse {
+                now_ms: n.now(),
+                channels: pending
+                    .into_iter()
+                    .map(|p| pb::PendingChannel {
+                        destination: p.channel.destination.to_string(),
+                        head_seq: p.head_seq,
+                        acked_seq: p.acked_seq,
+                        pending_count: p.pending_count,
+                        oldest_pending_issued_at_ms: p.oldest_pending_issued_at_ms.unwrap_or(0),
+                        attempts: p.delivery.attempts,
+                        last_error: p.delivery.last_error.unwrap_or_default(),
+                        next_attempt_at_ms: p.delivery.next_attempt_ms.unwrap_or(0),
+                        held: n.holds.is_held(p.channel),
+                    })
+                    .collect(),
+            }
+        };
         Ok(Response::new(resp))
     }
 
@@ -177,35 +169,34 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::GetRecordRequest>,
     ) -> Result<Response<pb::GetRecordResponse>, Status> {
         let id = RecordId::try_from(req.get_ref().record_id.as_slice())
-            .map_err(|e| Status::invalid_argument(format!("`record_id`: {e}")))?;
+            .map_err(|e| NodeError::bad_field("record_id", e))?;
         self.audited(&req, "Admin.GetRecord", vec![id.to_hex()])
             .await?;
-        let resp = self
+        let entry = self
             .node
-            .blocking(move |n| {
-                let entry = n
-                    .store
-                    .get_entry(id)
-                    .map_err(status::store)?
-                    .ok_or_else(|| Status::not_found(format!("no record `{id}`")))?;
-                let Some(rec) = entry.record() else {
-                    return Ok(pb::GetRecordResponse {
-                        record: None,
-                        signature_valid: false,
-                        erased: true,
-                    });
-                };
-                let valid = n
+            .store
+            .run(move |s| s.get_entry(id))
+            .await?
+            .ok_or_else(|| NodeError::NotFound(format!("no record `{id}`")))?;
+        let resp = match entry.record() {
+            None => pb::GetRecordResponse {
+                record: None,
+                signature_valid: false,
+                erased: true,
+            },
+            Some(rec) => {
+                let valid = self
+                    .node
                     .directory
                     .signing_key(rec.channel().origin)
                     .is_some_and(|k| rec.clone().verify(&k).is_ok());
-                Ok(pb::GetRecordResponse {
+                pb::GetRecordResponse {
                     record: Some(rec.into_signed()),
                     signature_valid: valid,
                     erased: false,
-                })
-            })
-            .await?;
+                }
+            }
+        };
         Ok(Response::new(resp))
     }
 
@@ -222,16 +213,13 @@ impl pb::admin_server::Admin for AdminService {
         .await?;
         let resp = self
             .node
-            .blocking(move |n| {
+            .store
+            .call(move |store| {
                 let mut current = Vec::new();
                 let mut timeline = Vec::new();
                 for (agreement, peer, subject) in refs {
                     for kind in Kind::ALL {
-                        if let Some(r) = n
-                            .store
-                            .current_status(&subject, kind)
-                            .map_err(status::store)?
-                        {
+                        if let Some(r) = store.current_status(&subject, kind)? {
                             current.push(pb::SubjectStatus {
                                 agreement_id: agreement.clone(),
                                 peer: peer.to_string(),
@@ -240,7 +228,7 @@ impl pb::admin_server::Admin for AdminService {
                             });
                         }
                     }
-                    timeline.extend(n.store.subject_records(&subject).map_err(status::store)?);
+                    timeline.extend(store.subject_records(&subject)?);
                 }
                 timeline.sort_by_key(|r| (r.payload().observed_on(), r.issued_at_ms()));
                 Ok(pb::LookupResponse {
@@ -265,7 +253,7 @@ impl pb::admin_server::Admin for AdminService {
             Some(
                 r.peer
                     .parse::<interflow_core::RegionCode>()
-                    .map_err(|e| Status::invalid_argument(format!("`peer`: {e}")))?,
+                    .map_err(|e| NodeError::bad_field("peer", e))?,
             )
         };
         let rx = crate::reconcile::start_run(
@@ -289,11 +277,10 @@ impl pb::admin_server::Admin for AdminService {
             0 => 20,
             l => l.min(1000) as usize,
         };
-        let reports = self
-            .node
-            .blocking(move |n| n.store.reports(limit).map_err(status::store))
-            .await?;
-        Ok(Response::new(pb::ListReconcileReportsResponse { reports }))
+        let reports = self.node.store.run(move |s| s.reports(limit)).await?;
+        Ok(Response::new(pb::ListReconcileReportsResponse {
+            reports: reports.iter().map(wire::report).collect(),
+        }))
     }
 
     async fn verify_log(
@@ -301,13 +288,11 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::VerifyLogRequest>,
     ) -> Result<Response<pb::VerifyLogResponse>, Status> {
         self.audited(&req, "Admin.VerifyLog", vec![]).await?;
+        let node = self.node.clone();
         let r = self
             .node
-            .blocking(|n| {
-                n.store
-                    .verify_log(&|r| n.directory.signing_key(r))
-                    .map_err(status::store)
-            })
+            .store
+            .run(move |s| s.verify_log(&|r| node.directory.signing_key(r)))
             .await?;
         Ok(Response::new(pb::VerifyLogResponse {
             ok: r.ok(),
@@ -341,10 +326,11 @@ impl pb::admin_server::Admin for AdminService {
         };
         let entries = self
             .node
-            .blocking(move |n| n.store.audit_entries(since, limit).map_err(status::store))
+            .store
+            .run(move |s| s.audit_entries(since, limit))
             .await?;
         Ok(Response::new(pb::AuditLogResponse {
-            entries: entries.iter().map(|e| e.to_pb()).collect(),
+            entries: entries.iter().map(wire::audit_entry).collect(),
         }))
     }
 
@@ -352,9 +338,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::ResumeChannelRequest>,
     ) -> Result<Response<pb::ResumeChannelResponse>, Status> {
-        let parse = |field: &str, v: &str| {
+        let parse = |field: &'static str, v: &str| {
             v.parse::<interflow_core::RegionCode>()
-                .map_err(|e| Status::invalid_argument(format!("`{field}`: {e}")))
+                .map_err(|e| NodeError::bad_field(field, e))
         };
         let r = req.get_ref();
         let channel = interflow_core::record::ChannelId::new(
@@ -366,16 +352,12 @@ impl pb::admin_server::Admin for AdminService {
             .await?;
         let resp = self
             .node
-            .blocking(move |n| {
-                let was_stopped = n
-                    .store
-                    .channel_state(channel)
-                    .map_err(status::store)?
-                    .stopped
-                    .is_some();
-                let evidence = n.store.evidence(channel).map_err(status::store)?.len();
+            .store
+            .call(move |store| {
+                let was_stopped = store.channel_state(channel)?.stopped.is_some();
+                let evidence = store.evidence(channel)?.len();
                 if was_stopped {
-                    n.store.clear_stop(channel).map_err(status::store)?;
+                    store.clear_stop(channel)?;
                 }
                 Ok(pb::ResumeChannelResponse {
                     was_stopped,
@@ -397,18 +379,18 @@ impl pb::admin_server::Admin for AdminService {
         let digests: Vec<String> = refs.iter().map(|(_, _, r)| subject_digest(r)).collect();
         self.audited(&req, "Admin.Disclosure", digests.clone())
             .await?;
+        let n = self.node.clone();
         let resp = self
             .node
-            .blocking(move |n| {
+            .store
+            .call(move |store| {
                 let mut exchanges = Vec::new();
                 let mut record_ids = std::collections::HashSet::new();
                 for (_, _, subject) in &refs {
-                    for r in n.store.subject_records(subject).map_err(status::store)? {
+                    for r in store.subject_records(subject)? {
                         let c = r.channel();
                         let outbound = c.origin == n.region;
-                        let acknowledged = outbound
-                            && n.store.channel_state(c).map_err(status::store)?.acked_seq
-                                >= r.seq();
+                        let acknowledged = outbound && store.channel_state(c)?.acked_seq >= r.seq();
                         let agreement = n.agreements.get(r.agreement_id());
                         let (legal_basis, statute) = match agreement.map(|a| &a.legal_basis) {
                             Some(LegalBasis::StatutoryDuty { statute }) => {
@@ -441,10 +423,8 @@ impl pb::admin_server::Admin for AdminService {
                 }
                 exchanges.sort_by_key(|e| e.issued_at_ms);
                 // Reads name a person by ref digest (lookups) or by record id (GetRecord).
-                let reads = n
-                    .store
-                    .audit_entries(0, usize::MAX)
-                    .map_err(status::store)?
+                let reads = store
+                    .audit_entries(0, usize::MAX)?
                     .into_iter()
                     .filter(|e| {
                         e.subjects
@@ -473,10 +453,8 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
         self.audited(&req, "Admin.Stats", vec![]).await?;
-        let s = self
-            .node
-            .blocking(|n| n.store.stats(n.region).map_err(status::store))
-            .await?;
+        let region = self.node.region;
+        let s = self.node.store.run(move |s| s.stats(region)).await?;
         Ok(Response::new(pb::StatsResponse {
             region_code: self.node.region.to_string(),
             records_outbound: s.records_outbound,

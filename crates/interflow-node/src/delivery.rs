@@ -1,7 +1,8 @@
 //! Delivery: one worker per peer streams the outbound channel from the last acknowledged seq
 //! over `Deliver`, verifies each signed receipt and keeps the latest as proof of delivery.
 //! New records wake the worker at once; failures back off exponentially with jitter, and the
-//! retry state is what `Admin.ListPending` shows.
+//! retry state (with a [`DeliveryError`] that says what to do) is what `Admin.ListPending`
+//! shows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +11,68 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use interflow_core::RegionCode;
 use interflow_core::pb;
 use interflow_core::record::ChannelId;
-use interflow_core::statement::verify_receipt;
+use interflow_core::statement::{StatementError, verify_receipt};
+use interflow_store::{DeliveryState, StoreError};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::NodeError;
 use crate::metrics::PeerLabel;
 use crate::node::Node;
+use crate::wire;
+
+/// Why a delivery attempt failed, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("`{0}` is not in the federation directory")]
+    NotMember(RegionCode),
+    #[error("`{0}` has no signing key in the directory")]
+    NoKey(RegionCode),
+    #[error("cannot set up a connection to `{endpoint}`: {reason}")]
+    Connect { endpoint: String, reason: String },
+    #[error("the peer did not answer {what} within {secs}s")]
+    Timeout { what: &'static str, secs: u64 },
+    #[error("{code:?}: {message}")]
+    Peer { code: tonic::Code, message: String },
+    #[error("the peer closed the stream before acknowledging")]
+    Closed,
+    #[error("the peer sent an empty acknowledgement")]
+    EmptyAck,
+    #[error("bad receipt: {0}")]
+    BadReceipt(#[from] StatementError),
+    #[error("receipt names channel `{0}`")]
+    WrongChannel(ChannelId),
+    #[error("the peer rejected seq {seq}: {reason}")]
+    Rejected { seq: u64, reason: &'static str },
+    #[error(
+        "the peer acknowledged seq {seq} which does not match this node's record there; run `interflowctl reconcile --recover`"
+    )]
+    ReceiptMismatch { seq: u64 },
+    #[error("this node's store: {0}")]
+    Store(NodeError),
+}
+
+impl From<tonic::Status> for DeliveryError {
+    fn from(s: tonic::Status) -> Self {
+        DeliveryError::Peer {
+            code: s.code(),
+            message: s.message().to_owned(),
+        }
+    }
+}
+
+impl From<NodeError> for DeliveryError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Store(StoreError::ReceiptMismatch { seq, .. }) => {
+                DeliveryError::ReceiptMismatch { seq }
+            }
+            e => DeliveryError::Store(e),
+        }
+    }
+}
 
 fn backoff(node: &Node) -> impl Iterator<Item = Duration> + use<> {
     ExponentialBuilder::default()
@@ -27,9 +83,15 @@ fn backoff(node: &Node) -> impl Iterator<Item = Duration> + use<> {
         .build()
 }
 
-/// Describes a gRPC failure for operators, without anything from the payloads.
-fn describe(s: &tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
+/// Notes the retry state for operators; a failure to note it is logged, never fatal.
+async fn note(node: &Node, channel: ChannelId, st: DeliveryState) {
+    if let Err(e) = node
+        .store
+        .run(move |s| s.set_delivery_state(channel, &st))
+        .await
+    {
+        tracing::error!(peer = %channel.destination, error = %e, "cannot record delivery state");
+    }
 }
 
 /// Runs until `shutdown`.
@@ -41,14 +103,14 @@ pub async fn run(node: Arc<Node>, peer: RegionCode, shutdown: CancellationToken)
     let mut delays = backoff(&node);
     let mut attempts = 0u32;
     loop {
-        let pending = match node.store.channel_state(channel) {
+        let pending = match node.store.run(move |s| s.channel_state(channel)).await {
             Ok(st) => node.store.head(channel).0 > st.acked_seq,
             Err(e) => {
                 tracing::error!(%peer, error = %e, "cannot read channel state");
                 false
             }
         };
-        if !pending || crate::reconcile::is_held(&node, channel) {
+        if !pending || node.holds.is_held(channel) {
             tokio::select! {
                 _ = wake.notified() => continue,
                 _ = shutdown.cancelled() => return,
@@ -63,7 +125,7 @@ pub async fn run(node: Arc<Node>, peer: RegionCode, shutdown: CancellationToken)
                 if attempts > 0 {
                     attempts = 0;
                     delays = backoff(&node);
-                    let _ = node.store.set_delivery_state(channel, 0, None, None);
+                    note(&node, channel, DeliveryState::default()).await;
                 }
             }
             Err(e) => {
@@ -73,12 +135,12 @@ pub async fn run(node: Arc<Node>, peer: RegionCode, shutdown: CancellationToken)
                     .unwrap_or(Duration::from_millis(node.config.delivery.max_backoff_ms));
                 let next = node.now() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                 tracing::warn!(%peer, attempt = attempts, error = %e, retry_in_ms = delay.as_millis() as u64, "delivery failed");
-                if let Err(se) =
-                    node.store
-                        .set_delivery_state(channel, attempts, Some(e), Some(next))
-                {
-                    tracing::error!(%peer, error = %se, "cannot record delivery state");
-                }
+                let st = DeliveryState {
+                    attempts,
+                    last_error: Some(e.to_string()),
+                    next_attempt_ms: Some(next),
+                };
+                note(&node, channel, st).await;
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return,
@@ -89,26 +151,29 @@ pub async fn run(node: Arc<Node>, peer: RegionCode, shutdown: CancellationToken)
 }
 
 /// Streams everything pending to `peer` and waits for the receipts.
-async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), String> {
+async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), DeliveryError> {
     let channel = ChannelId::new(node.region, peer);
     let peer_key = node
         .directory
         .signing_key(peer)
-        .ok_or_else(|| format!("`{peer}` has no signing key in the directory"))?;
+        .ok_or(DeliveryError::NoKey(peer))?;
     let mut client = node.exchange_client(peer)?;
     let batch = node.config.delivery.batch;
     let timeout = node.config.limits.request_timeout();
+    let secs = timeout.as_secs();
     let (tx, rx) = mpsc::channel::<pb::SignedRecord>(batch);
     // A frozen peer accepts the connection and never answers: bound every wait.
     let mut acks = tokio::time::timeout(timeout, client.deliver(ReceiverStream::new(rx)))
         .await
-        .map_err(|_| format!("the peer did not answer within {}s", timeout.as_secs()))?
-        .map_err(|s| describe(&s))?
+        .map_err(|_| DeliveryError::Timeout {
+            what: "the delivery call",
+            secs,
+        })??
         .into_inner();
     let mut acked = node
         .store
-        .channel_state(channel)
-        .map_err(|e| e.to_string())?
+        .run(move |s| s.channel_state(channel))
+        .await?
         .acked_seq;
     loop {
         let (head, _) = node.store.head(channel);
@@ -123,44 +188,37 @@ async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), String> 
         }
         let from = acked + 1;
         let recs = node
-            .blocking(move |n| {
-                n.store
-                    .records_from(channel, from, batch)
-                    .map_err(crate::status::store)
-            })
-            .await
-            .map_err(|s| describe(&s))?;
-        let Some(last) = recs.last().map(|r| r.seq()) else {
+            .store
+            .run(move |s| s.records_from(channel, from, batch))
+            .await?;
+        let Some(last) = recs.last().map(|r| r.seq) else {
             return Ok(());
         };
         for r in recs {
-            tx.send(r.into_signed())
+            tx.send(wire::signed_record(channel, r.seq, &r.bytes)?)
                 .await
-                .map_err(|_| "the peer closed the stream".to_owned())?;
+                .map_err(|_| DeliveryError::Closed)?;
         }
         while acked < last {
             let ack = tokio::time::timeout(timeout, acks.message())
                 .await
-                .map_err(|_| format!("no acknowledgement within {}s", timeout.as_secs()))?
-                .map_err(|s| describe(&s))?
-                .ok_or_else(|| "the peer closed the stream before acknowledging".to_owned())?;
+                .map_err(|_| DeliveryError::Timeout {
+                    what: "with an acknowledgement",
+                    secs,
+                })??
+                .ok_or(DeliveryError::Closed)?;
             match ack.result {
                 Some(pb::delivery_ack::Result::Receipt(signed)) => {
-                    let r = verify_receipt(&signed, &peer_key)
-                        .map_err(|e| format!("bad receipt: {e}"))?;
+                    let r = verify_receipt(&signed, &peer_key)?;
                     if r.channel != channel {
-                        return Err(format!("receipt names channel `{}`", r.channel));
+                        return Err(DeliveryError::WrongChannel(r.channel));
                     }
                     if r.acked_seq > acked {
-                        let (rc, sc) = (r.clone(), signed.clone());
-                        node.blocking(move |n| n.store.record_receipt(&rc, &sc).map_err(crate::status::store))
-                            .await
-                            .map_err(|_| {
-                                format!(
-                                    "the peer acknowledged seq {} which does not match this node's record there; run `interflowctl reconcile --recover`",
-                                    r.acked_seq
-                                )
-                            })?;
+                        let rc = r.clone();
+                        let bytes = signed.encode_to_vec();
+                        node.store
+                            .run(move |s| s.record_receipt(&rc, &bytes))
+                            .await?;
                         node.metrics
                             .delivered
                             .get_or_create(&PeerLabel {
@@ -174,10 +232,36 @@ async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), String> 
                     let reason = pb::RejectReason::try_from(rej.reason)
                         .map(|r| r.as_str_name())
                         .unwrap_or("UNKNOWN");
-                    return Err(format!("the peer rejected seq {}: {reason}", rej.seq));
+                    return Err(DeliveryError::Rejected {
+                        seq: rej.seq,
+                        reason,
+                    });
                 }
-                None => return Err("the peer sent an empty acknowledgement".into()),
+                None => return Err(DeliveryError::EmptyAck),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_mismatching_receipt_advises_recovery() {
+        let c = ChannelId::new("310115".parse().unwrap(), "110105".parse().unwrap());
+        let mismatch: DeliveryError =
+            NodeError::Store(StoreError::ReceiptMismatch { channel: c, seq: 7 }).into();
+        assert!(mismatch.to_string().contains("reconcile --recover"));
+        let full: DeliveryError = NodeError::Store(StoreError::DiskFull {
+            step: interflow_store::DurableStep::Fsync,
+            source: Arc::new(std::io::Error::from_raw_os_error(28)),
+        })
+        .into();
+        let text = full.to_string();
+        assert!(!text.contains("reconcile"), "{text}");
+        assert!(text.contains("disk is full"), "{text}");
+        let closed: DeliveryError = NodeError::Store(StoreError::Closed).into();
+        assert!(!closed.to_string().contains("recover"));
     }
 }

@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::error::NodeError;
 use crate::node::Node;
-use crate::status;
+use crate::wire;
 
 /// Most records gathered into one durable batch on `Deliver`.
 const DELIVER_BATCH: usize = 512;
@@ -46,33 +47,42 @@ fn claimed_seq(body: &[u8]) -> u64 {
 
 impl Node {
     /// Verifies and durably applies one batch received on `channel`; returns the acks to send.
-    pub(crate) fn receive_batch(
-        &self,
+    pub(crate) async fn receive_batch(
+        self: &Arc<Self>,
         channel: ChannelId,
         batch: Vec<pb::SignedRecord>,
-    ) -> Result<Vec<pb::DeliveryAck>, Status> {
-        let mut acks = Vec::new();
-        let mut verified: Vec<VerifiedRecord> = Vec::with_capacity(batch.len());
-        let ctx = self.accept_context();
-        for signed in batch {
-            // Kept for a rejection only; an accepted record carries its own seq and id.
-            let body = signed.body.clone();
-            match ctx.accept(signed, channel) {
-                Ok(v) => verified.push(v),
-                Err(e) => {
-                    let seq = claimed_seq(&body);
-                    let id = RecordId::of_body(&body);
-                    let reason = e.reject_reason();
-                    tracing::warn!(peer = %channel.origin, seq, reason = reason.as_str_name(), "record rejected");
-                    self.metrics.reject(reason);
-                    acks.push(rejection(seq, reason, Some(id)));
+    ) -> Result<Vec<pb::DeliveryAck>, NodeError> {
+        // Signature checks are CPU work: off the async threads, like the store calls.
+        let (verified, mut acks) = self
+            .cpu(move |n| {
+                let mut acks = Vec::new();
+                let mut verified: Vec<VerifiedRecord> = Vec::with_capacity(batch.len());
+                let ctx = n.accept_context();
+                for signed in batch {
+                    // Kept for a rejection only; an accepted record carries its own seq and id.
+                    let body = signed.body.clone();
+                    match ctx.accept(signed, channel) {
+                        Ok(v) => verified.push(v),
+                        Err(e) => {
+                            let seq = claimed_seq(&body);
+                            let id = RecordId::of_body(&body);
+                            let reason = e.reject_reason();
+                            tracing::warn!(peer = %channel.origin, seq, reason = reason.as_str_name(), "record rejected");
+                            n.metrics.reject(reason);
+                            acks.push(rejection(seq, reason, Some(id)));
+                        }
+                    }
                 }
-            }
-        }
+                (verified, acks)
+            })
+            .await?;
         if verified.is_empty() {
             return Ok(acks);
         }
-        let outcomes = self.store.apply(&verified).map_err(status::store)?;
+        let (verified, outcomes) = self
+            .store
+            .run(move |s| s.apply(&verified).map(|o| (verified, o)))
+            .await?;
         let mut any = false;
         for (rec, out) in verified.iter().zip(outcomes) {
             match out {
@@ -85,7 +95,7 @@ impl Node {
                     if matches!(e, ApplyError::Equivocation { .. }) {
                         self.metrics.equivocations.inc();
                     }
-                    let reason = e.reject_reason();
+                    let reason = wire::apply_reject_reason(&e);
                     tracing::warn!(peer = %channel.origin, seq = rec.seq(), reason = reason.as_str_name(), "record not applied");
                     self.metrics.reject(reason);
                     acks.push(rejection(rec.seq(), reason, Some(rec.id())));
@@ -177,10 +187,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
                         _ => break,
                     }
                 }
-                let result = node
-                    .blocking(move |n| n.receive_batch(channel, batch))
-                    .await;
-                match result {
+                match node.receive_batch(channel, batch).await {
                     Ok(acks) => {
                         for a in acks {
                             if tx.send(Ok(a)).await.is_err() {
@@ -188,8 +195,8 @@ impl pb::exchange_server::Exchange for ExchangeService {
                             }
                         }
                     }
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
                         return;
                     }
                 }
@@ -212,9 +219,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
             .binary_search(&peer)
             .is_err()
         {
-            return Err(Status::permission_denied(format!(
-                "no agreement with `{peer}`"
-            )));
+            return Err(NodeError::PermissionDenied(format!("no agreement with `{peer}`")).into());
         }
         Ok(Response::new(pb::HeadsResponse {
             heads: Some(self.node.heads_for(peer)),
@@ -229,9 +234,9 @@ impl pb::exchange_server::Exchange for ExchangeService {
         let peer = self.node.peer_of(&req)?;
         tracing::Span::current().record("peer", tracing::field::display(peer));
         let r = req.into_inner();
-        let parse = |field: &str, v: &str| {
+        let parse = |field: &'static str, v: &str| {
             v.parse::<interflow_core::RegionCode>()
-                .map_err(|e| Status::invalid_argument(format!("`{field}`: {e}")))
+                .map_err(|e| NodeError::bad_field(field, e))
         };
         let channel = ChannelId::new(
             parse("origin", &r.origin)?,
@@ -241,23 +246,23 @@ impl pb::exchange_server::Exchange for ExchangeService {
         let party = (channel.origin == peer && channel.destination == me)
             || (channel.origin == me && channel.destination == peer);
         if !party {
-            return Err(Status::permission_denied(format!(
+            return Err(NodeError::PermissionDenied(format!(
                 "`{peer}` is not a party to channel `{channel}` on this node"
-            )));
+            ))
+            .into());
         }
         let max = self.node.config.limits.max_fetch;
         let limit = if r.limit == 0 { max } else { r.limit.min(max) } as usize;
         let from = r.from_seq.max(1);
         let recs = self
             .node
-            .blocking(move |n| {
-                n.store
-                    .records_from(channel, from, limit)
-                    .map_err(status::store)
-            })
+            .store
+            .run(move |s| s.records_from(channel, from, limit))
             .await?;
-        let items: Vec<Result<pb::SignedRecord, Status>> =
-            recs.into_iter().map(|r| Ok(r.into_signed())).collect();
+        let items: Vec<Result<pb::SignedRecord, Status>> = recs
+            .iter()
+            .map(|r| wire::signed_record(channel, r.seq, &r.bytes).map_err(Status::from))
+            .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
 }

@@ -10,12 +10,12 @@ use interflow_core::pseudonym::SubjectRef;
 use interflow_core::record::{ChannelId, NewRecord, RecordId};
 use interflow_core::time::latest_permitted_date;
 use interflow_core::{NationalId, RegionCode};
-use interflow_store::{AppendOutcome, Submission};
+use interflow_store::{AppendOutcome, Store, Submission};
 use interflow_tls::Role;
 use tonic::{Request, Response, Status};
 
+use crate::error::NodeError;
 use crate::node::Node;
-use crate::status;
 
 #[derive(Debug, Clone)]
 pub struct IntakeService {
@@ -41,7 +41,7 @@ fn valid_key(k: &str) -> bool {
 
 impl Node {
     /// Turns one submission into a record to seal, or the precise reason it cannot be.
-    fn prepare(&self, item: pb::Submission) -> Result<Submission, pb::SubmitResult> {
+    fn prepare(&self, store: &Store, item: pb::Submission) -> Result<Submission, pb::SubmitResult> {
         if !valid_key(&item.idempotency_key) {
             return Err(error(
                 Code::InvalidIdempotencyKey,
@@ -100,7 +100,7 @@ impl Node {
         })?;
         let subject = SubjectRef::derive(key, &id);
         let channel = ChannelId::new(self.region, destination);
-        if crate::reconcile::is_held(self, channel) {
+        if self.holds.is_held(channel) {
             return Err(error(
                 Code::ChannelHeld,
                 "destination",
@@ -110,7 +110,7 @@ impl Node {
             ));
         }
         if let Some(target) = supersedes {
-            let ok = match self.store.get(target) {
+            let ok = match store.get(target) {
                 Ok(Some(r)) => {
                     r.channel() == channel && r.subject() == &subject && r.kind() == kind
                 }
@@ -141,13 +141,28 @@ impl Node {
         })
     }
 
-    /// Validates, then appends every valid item in one durable batch.
-    pub fn submit(&self, items: Vec<pb::Submission>) -> Result<Vec<pb::SubmitResult>, Status> {
+    /// Validates, then appends every valid item in one durable batch (on the blocking pool:
+    /// validation reads the store for `supersedes`, and sealing signs).
+    pub async fn submit(
+        self: &Arc<Self>,
+        items: Vec<pb::Submission>,
+    ) -> Result<Vec<pb::SubmitResult>, NodeError> {
+        let node = self.clone();
+        self.store
+            .call(move |store| node.submit_blocking(store, items))
+            .await
+    }
+
+    fn submit_blocking(
+        &self,
+        store: &Store,
+        items: Vec<pb::Submission>,
+    ) -> Result<Vec<pb::SubmitResult>, NodeError> {
         let mut results: Vec<Option<pb::SubmitResult>> = Vec::with_capacity(items.len());
         let mut valid = Vec::new();
         let mut slots = Vec::new();
         for item in items {
-            match self.prepare(item) {
+            match self.prepare(store, item) {
                 Ok(s) => {
                     slots.push(results.len());
                     results.push(None);
@@ -156,10 +171,7 @@ impl Node {
                 Err(e) => results.push(Some(e)),
             }
         }
-        let outcomes = self
-            .store
-            .append_outbound(&self.signing_key, &valid)
-            .map_err(status::store)?;
+        let outcomes = store.append_outbound(&self.signing_key, &valid)?;
         let mut woken = Vec::new();
         for ((slot, sub), out) in slots.into_iter().zip(&valid).zip(outcomes) {
             let r = match out {
@@ -205,12 +217,13 @@ impl pb::intake_server::Intake for IntakeService {
         let items = req.into_inner().items;
         let max = self.node.config.limits.max_submit_batch;
         if items.len() > max {
-            return Err(Status::invalid_argument(format!(
+            return Err(NodeError::InvalidArgument(format!(
                 "a batch holds at most {max} items, got {}; split it",
                 items.len()
-            )));
+            ))
+            .into());
         }
-        let results = self.node.blocking(move |n| n.submit(items)).await?;
+        let results = self.node.submit(items).await?;
         Ok(Response::new(pb::SubmitResponse { results }))
     }
 }

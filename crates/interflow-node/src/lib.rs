@@ -2,20 +2,24 @@
 //! `Intake` and `Admin`, delivery workers, scheduled reconciliation, configuration and metrics.
 //!
 //! Owns everything with a socket or a timer. Domain rules come from `interflow-core`; all
-//! persistence goes through `interflow-store` (blocking calls run in `spawn_blocking`).
+//! persistence goes through `interflow-store`, reached only through [`store::StoreHandle`]
+//! (every sled call in `spawn_blocking`). Errors meet the wire in one place, [`error`].
 //! Never logs national IDs, subject refs or payloads.
 
 pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod dev;
+pub mod error;
 pub mod exchange;
+pub mod holds;
 pub mod intake;
 pub mod metrics;
 pub mod node;
 pub mod reconcile;
 pub mod server;
-pub mod status;
+pub mod store;
+pub mod wire;
 
 pub use config::Config;
 pub use node::{Clock, Node, system_clock};

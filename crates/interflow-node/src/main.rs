@@ -173,7 +173,7 @@ async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
     // Intake opens once each node has compared its outbound heads with its peers.
     for r in &running {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while r.node.held.lock().map(|h| !h.is_empty()).unwrap_or(true) {
+        while r.node.holds.any() {
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
                 "node {} could not compare heads with its peers",

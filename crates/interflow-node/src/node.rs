@@ -1,5 +1,6 @@
 //! The shared state of a running node: its identity and keys, the verified directory and
-//! agreements, the store, the clock, and the wake-ups of its delivery workers.
+//! agreements, the store handle, the clock, the held channels, and the wake-ups of its
+//! delivery workers.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -13,19 +14,22 @@ use interflow_core::agreement::AgreementSet;
 use interflow_core::directory::Directory;
 use interflow_core::payload::ValidationRules;
 use interflow_core::pseudonym::PseudonymKey;
+use interflow_core::record::ChannelId;
 use interflow_core::time::UnixMillis;
-use interflow_store::Store;
 use interflow_tls::{PeerIdentity, Role};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use interflow_core::pb::exchange_client::ExchangeClient;
 use tokio::sync::Notify;
-use tonic::Status;
 use tonic::transport::Channel;
 
 use crate::config::{Config, Material};
+use crate::delivery::DeliveryError;
+use crate::error::NodeError;
+use crate::holds::Holds;
 use crate::metrics::Metrics;
+use crate::store::StoreHandle;
 
 /// Where the node reads the time. Tests inject a fixed or stepped clock.
 pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
@@ -44,7 +48,7 @@ pub fn system_clock() -> Clock {
 pub struct Node {
     pub region: RegionCode,
     pub config: Config,
-    pub store: Arc<Store>,
+    pub store: StoreHandle,
     pub directory: Directory,
     pub agreements: AgreementSet,
     pub pseudonym_keys: HashMap<String, PseudonymKey>,
@@ -58,7 +62,7 @@ pub struct Node {
     peer_channels: Mutex<HashMap<RegionCode, Channel>>,
     /// Outbound channels on which no new record may be issued until this node compared its
     /// head with the peer's signed view (fork-safe restore). All are held at start.
-    pub held: Mutex<std::collections::HashSet<interflow_core::record::ChannelId>>,
+    pub holds: Holds,
     /// Held by the reconciliation run in progress: at most one at a time.
     pub reconcile_lock: tokio::sync::Mutex<()>,
     rate: DefaultKeyedRateLimiter<String>,
@@ -76,7 +80,7 @@ impl Node {
     pub fn new(
         config: Config,
         material: Material,
-        store: Arc<Store>,
+        store: StoreHandle,
         clock: Clock,
         peer_tls: Arc<rustls::ClientConfig>,
     ) -> Arc<Node> {
@@ -87,12 +91,13 @@ impl Node {
             .into_iter()
             .map(|p| (p, Arc::new(Notify::new())))
             .collect();
-        let held = material
-            .agreements
-            .all_peers(region)
-            .into_iter()
-            .map(|p| interflow_core::record::ChannelId::new(region, p))
-            .collect();
+        let holds = Holds::all(
+            material
+                .agreements
+                .all_peers(region)
+                .into_iter()
+                .map(|p| ChannelId::new(region, p)),
+        );
         let per_sec =
             NonZeroU32::new(config.limits.peer_requests_per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.limits.peer_burst).unwrap_or(NonZeroU32::MIN);
@@ -108,7 +113,7 @@ impl Node {
             wake,
             peer_tls,
             peer_channels: Mutex::new(HashMap::new()),
-            held: Mutex::new(held),
+            holds,
             reconcile_lock: tokio::sync::Mutex::new(()),
             rate: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
             config,
@@ -137,64 +142,72 @@ impl Node {
     }
 
     /// Per-identity rate limit; excess is answered RESOURCE_EXHAUSTED.
-    fn admit(&self, who: &str) -> Result<(), Status> {
-        self.rate.check_key(&who.to_owned()).map_err(|_| {
-            Status::resource_exhausted("request rate limit exceeded; slow down and retry")
-        })
+    fn admit(&self, who: &str) -> Result<(), NodeError> {
+        self.rate
+            .check_key(&who.to_owned())
+            .map_err(|_| NodeError::RateLimited)
     }
 
     /// The calling peer's region, from its certificate; it must be a directory member.
-    pub fn peer_of<T>(&self, req: &tonic::Request<T>) -> Result<RegionCode, Status> {
+    pub fn peer_of<T>(&self, req: &tonic::Request<T>) -> Result<RegionCode, NodeError> {
         match interflow_tls::peer_identity(req) {
             Some(PeerIdentity::Region(r)) => {
                 if self.directory.member(r).is_none() {
-                    return Err(Status::permission_denied(format!(
+                    return Err(NodeError::PermissionDenied(format!(
                         "region `{r}` is not a member of the federation directory"
                     )));
                 }
                 self.admit(r.as_str())?;
                 Ok(r)
             }
-            Some(_) => Err(Status::permission_denied(
-                "a role certificate cannot call the peer service",
+            Some(_) => Err(NodeError::PermissionDenied(
+                "a role certificate cannot call the peer service".into(),
             )),
-            None => Err(Status::unauthenticated("no client certificate identity")),
+            None => Err(NodeError::Unauthenticated),
         }
     }
 
     /// The local caller's name, if its certificate carries `role`.
-    pub fn local_caller<T>(&self, req: &tonic::Request<T>, role: Role) -> Result<String, Status> {
+    pub fn local_caller<T>(
+        &self,
+        req: &tonic::Request<T>,
+        role: Role,
+    ) -> Result<String, NodeError> {
         match interflow_tls::peer_identity(req) {
             Some(PeerIdentity::Local { role: r, name }) if r == role => {
                 let actor = format!("{}:{}", role.as_str(), name);
                 self.admit(&actor)?;
                 Ok(actor)
             }
-            Some(PeerIdentity::Local { role: r, .. }) => Err(Status::permission_denied(format!(
+            Some(PeerIdentity::Local { role: r, .. }) => Err(NodeError::PermissionDenied(format!(
                 "a `{}` certificate cannot call this service; use a `{}` certificate",
                 r.as_str(),
                 role.as_str()
             ))),
-            Some(_) => Err(Status::permission_denied(
-                "a peer certificate cannot call local services",
+            Some(_) => Err(NodeError::PermissionDenied(
+                "a peer certificate cannot call local services".into(),
             )),
-            None => Err(Status::unauthenticated("no client certificate identity")),
+            None => Err(NodeError::Unauthenticated),
         }
     }
 
     /// A client of `peer`'s `Exchange` service over mutual TLS, connecting on first use.
-    pub fn exchange_client(&self, peer: RegionCode) -> Result<ExchangeClient<Channel>, String> {
+    pub fn exchange_client(
+        &self,
+        peer: RegionCode,
+    ) -> Result<ExchangeClient<Channel>, DeliveryError> {
+        // A poisoned cache is still a valid map of lazily connecting channels.
         let mut channels = self
             .peer_channels
             .lock()
-            .map_err(|_| "peer channel cache poisoned".to_owned())?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let channel = match channels.get(&peer) {
             Some(c) => c.clone(),
             None => {
                 let member = self
                     .directory
                     .member(peer)
-                    .ok_or_else(|| format!("`{peer}` is not in the federation directory"))?;
+                    .ok_or(DeliveryError::NotMember(peer))?;
                 let name = interflow_tls::peer_server_name(peer);
                 let c = interflow_tls::connect_lazy(
                     &member.endpoint,
@@ -202,7 +215,10 @@ impl Node {
                     self.peer_tls.clone(),
                     Duration::from_secs(5),
                 )
-                .map_err(|e| format!("cannot set up a connection to `{}`: {e}", member.endpoint))?;
+                .map_err(|e| DeliveryError::Connect {
+                    endpoint: member.endpoint.clone(),
+                    reason: e.to_string(),
+                })?;
                 channels.insert(peer, c.clone());
                 c
             }
@@ -220,18 +236,13 @@ impl Node {
         }
     }
 
-    /// Runs blocking store work off the async threads.
-    pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, Status>
+    /// Runs CPU-heavy work (verifying a batch of signatures) off the async threads.
+    pub async fn cpu<T, F>(self: &Arc<Self>, f: F) -> Result<T, NodeError>
     where
-        F: FnOnce(&Node) -> Result<T, Status> + Send + 'static,
+        F: FnOnce(&Node) -> T + Send + 'static,
         T: Send + 'static,
     {
         let node = self.clone();
-        tokio::task::spawn_blocking(move || f(&node))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "blocking task failed");
-                Status::internal("internal error")
-            })?
+        Ok(tokio::task::spawn_blocking(move || f(&node)).await?)
     }
 }

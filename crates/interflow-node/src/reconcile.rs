@@ -14,31 +14,18 @@ use interflow_core::RegionCode;
 use interflow_core::pb;
 use interflow_core::record::{ChannelId, RecordId};
 use interflow_core::statement::verify_heads;
-use interflow_store::{ApplyError, ApplyOutcome};
+use interflow_store::{Anomaly, ApplyError, ApplyOutcome, ChannelRun, RunReport};
+use prost::Message;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::error::NodeError;
 use crate::node::Node;
+use crate::wire;
 
 type Progress = mpsc::Sender<Result<pb::ReconcileProgress, Status>>;
-
-/// Whether new records on `channel` must wait for a head comparison with the peer.
-pub fn is_held(node: &Node, channel: ChannelId) -> bool {
-    node.held
-        .lock()
-        .map(|h| h.contains(&channel))
-        .unwrap_or(true)
-}
-
-fn release(node: &Node, channel: ChannelId) {
-    if let Ok(mut h) = node.held.lock()
-        && h.remove(&channel)
-    {
-        tracing::info!(%channel, "outbound channel released after comparing heads with the peer");
-    }
-}
 
 /// Starts a run now (waiting for one in progress to finish) and streams its progress.
 pub async fn start_run(
@@ -49,14 +36,14 @@ pub async fn start_run(
     if let Some(p) = only
         && !node.agreements.all_peers(node.region).contains(&p)
     {
-        return Err(Status::invalid_argument(format!("no agreement with `{p}`")));
+        return Err(NodeError::bad_field("peer", format!("no agreement with `{p}`")).into());
     }
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let report = run(&node, only, recover, Some(&tx)).await;
         let _ = tx
             .send(Ok(pb::ReconcileProgress {
-                event: Some(pb::reconcile_progress::Event::Report(report)),
+                event: Some(pb::reconcile_progress::Event::Report(wire::report(&report))),
             }))
             .await;
     });
@@ -70,7 +57,7 @@ pub async fn run(
     only: Option<RegionCode>,
     recover: bool,
     progress: Option<&Progress>,
-) -> pb::ReconcileReport {
+) -> RunReport {
     let _one_at_a_time = node.reconcile_lock.lock().await;
     let started = node.now();
     let mut channels = Vec::new();
@@ -84,26 +71,23 @@ pub async fn run(
                 .send(Ok(pb::ReconcileProgress {
                     event: Some(pb::reconcile_progress::Event::PeerDone(pb::PeerDone {
                         peer: peer.to_string(),
-                        channels: reports.clone(),
+                        channels: reports.iter().map(wire::channel_report).collect(),
                     })),
                 }))
                 .await;
         }
         channels.extend(reports);
     }
-    let mut report = pb::ReconcileReport {
+    let mut report = RunReport {
         run_id: 0,
         started_at_ms: started,
         finished_at_ms: node.now(),
         channels,
     };
     let to_save = report.clone();
-    match node
-        .blocking(move |n| n.store.save_report(to_save).map_err(crate::status::store))
-        .await
-    {
+    match node.store.run(move |s| s.save_report(to_save)).await {
         Ok(id) => report.run_id = id,
-        Err(e) => tracing::error!(error = %e.message(), "cannot save the reconciliation report"),
+        Err(e) => tracing::error!(error = %e, "cannot save the reconciliation report"),
     }
     node.metrics.reconcile_runs.inc();
     let fetched: u64 = report.channels.iter().map(|c| c.records_fetched).sum();
@@ -117,30 +101,11 @@ pub async fn run(
     report
 }
 
-fn channel_report(node: &Node, c: ChannelId) -> pb::ChannelReport {
-    pb::ChannelReport {
-        origin: c.origin.to_string(),
-        destination: c.destination.to_string(),
-        local_head_before: node.store.head(c).0,
-        ..Default::default()
-    }
-}
-
-fn anomaly(r: &mut pb::ChannelReport, a: pb::Anomaly) {
-    if !r.anomalies.contains(&(a as i32)) {
-        r.anomalies.push(a as i32);
-    }
-}
-
-async fn reconcile_peer(
-    node: &Arc<Node>,
-    peer: RegionCode,
-    recover: bool,
-) -> Vec<pb::ChannelReport> {
+async fn reconcile_peer(node: &Arc<Node>, peer: RegionCode, recover: bool) -> Vec<ChannelRun> {
     let inbound = ChannelId::new(peer, node.region);
     let outbound = ChannelId::new(node.region, peer);
-    let mut rin = channel_report(node, inbound);
-    let mut rout = channel_report(node, outbound);
+    let mut rin = ChannelRun::new(inbound, node.store.head(inbound).0);
+    let mut rout = ChannelRun::new(outbound, node.store.head(outbound).0);
     compare(node, peer, recover, &mut rin, &mut rout).await;
     rin.local_head_after = node.store.head(inbound).0;
     rout.local_head_after = node.store.head(outbound).0;
@@ -151,19 +116,19 @@ async fn compare(
     node: &Arc<Node>,
     peer: RegionCode,
     recover: bool,
-    rin: &mut pb::ChannelReport,
-    rout: &mut pb::ChannelReport,
+    rin: &mut ChannelRun,
+    rout: &mut ChannelRun,
 ) {
     let inbound = ChannelId::new(peer, node.region);
     let outbound = ChannelId::new(node.region, peer);
-    let unreachable = |rin: &mut pb::ChannelReport, rout: &mut pb::ChannelReport, why: &str| {
+    let unreachable = |rin: &mut ChannelRun, rout: &mut ChannelRun, why: &str| {
         tracing::warn!(%peer, reason = why, "reconciliation: peer unreachable");
-        anomaly(rin, pb::Anomaly::PeerUnreachable);
-        anomaly(rout, pb::Anomaly::PeerUnreachable);
+        rin.flag(Anomaly::PeerUnreachable);
+        rout.flag(Anomaly::PeerUnreachable);
     };
     let mut client = match node.exchange_client(peer) {
         Ok(c) => c,
-        Err(e) => return unreachable(rin, rout, &e),
+        Err(e) => return unreachable(rin, rout, &e.to_string()),
     };
     let signed = match tokio::time::timeout(
         node.config.limits.request_timeout(),
@@ -182,8 +147,8 @@ async fn compare(
         Some(Ok(h)) if h.signer == peer && h.peer == node.region => h,
         _ => {
             tracing::warn!(%peer, "reconciliation: heads statement does not verify");
-            anomaly(rin, pb::Anomaly::BadHeadsSignature);
-            anomaly(rout, pb::Anomaly::BadHeadsSignature);
+            rin.flag(Anomaly::BadHeadsSignature);
+            rout.flag(Anomaly::BadHeadsSignature);
             return;
         }
     };
@@ -201,7 +166,9 @@ async fn compare(
     // A peer whose signed view goes backwards, or contradicts what it signed before, is an
     // anomaly; the earlier statement is kept as evidence (not overwritten).
     let mut regressed = false;
-    if let Ok(Some(prev)) = node.store.checkpoint(peer)
+    let kept = node.store.run(move |s| s.checkpoint(peer)).await;
+    if let Ok(Some(prev)) = kept
+        && let Ok(prev) = pb::SignedHeads::decode(prev.as_slice())
         && let Ok(prev) = verify_heads(&prev, &key)
     {
         for (c, now, r) in [
@@ -212,32 +179,32 @@ async fn compare(
                 && (now.0 < before.seq || (now.0 == before.seq && now.1 != before.hash))
             {
                 tracing::warn!(%peer, channel = %c, before = before.seq, now = now.0, "peer's signed view went backwards or contradicts an earlier statement");
-                anomaly(r, pb::Anomaly::HeadsRegressed);
+                r.flag(Anomaly::HeadsRegressed);
                 regressed = true;
             }
         }
     }
-    if !regressed && let Some(s) = signed.clone() {
-        let h = heads.clone();
-        let _ = node
-            .blocking(move |n| {
-                n.store
-                    .save_checkpoint(&h, &s)
-                    .map_err(crate::status::store)
-            })
-            .await;
+    if !regressed && let Some(s) = &signed {
+        let bytes = s.encode_to_vec();
+        if let Err(e) = node
+            .store
+            .run(move |st| st.save_checkpoint(peer, &bytes))
+            .await
+        {
+            tracing::warn!(%peer, error = %e, "cannot keep the peer's head statement");
+        }
     }
 
     // Inbound: fetch every record the peer has and we lack.
-    let stopped = |c| {
-        node.store
-            .channel_state(c)
-            .map(|s| s.stopped.is_some())
-            .unwrap_or(false)
-    };
+    let stopped = node
+        .store
+        .run(move |s| s.channel_state(inbound))
+        .await
+        .map(|s| s.stopped.is_some())
+        .unwrap_or(false);
     let local_in = node.store.head(inbound);
-    if stopped(inbound) {
-        anomaly(rin, pb::Anomaly::ChannelStopped);
+    if stopped {
+        rin.flag(Anomaly::ChannelStopped);
     } else if peer_in.0 > local_in.0 {
         fetch_range(node, &mut client, inbound, local_in.0 + 1, peer_in.0, rin).await;
     } else if peer_in.0 == local_in.0 && peer_in.0 > 0 && peer_in.1 != local_in.1 {
@@ -249,10 +216,10 @@ async fn compare(
     let local_out = node.store.head(outbound);
     if peer_out.0 > local_out.0 {
         tracing::warn!(%peer, ours = local_out.0, theirs = peer_out.0, "the peer holds more of our own feed than we do");
-        anomaly(rout, pb::Anomaly::OwnFeedBehind);
+        rout.flag(Anomaly::OwnFeedBehind);
         // Before the first comparison after start, recovery always runs: issuing new records
         // would otherwise reuse sequence numbers.
-        if recover || is_held(node, outbound) {
+        if recover || node.holds.is_held(outbound) {
             fetch_range(
                 node,
                 &mut client,
@@ -265,7 +232,7 @@ async fn compare(
         }
     }
     if node.store.head(outbound).0 >= peer_out.0 {
-        release(node, outbound);
+        node.holds.release(outbound);
         node.wake_delivery(peer);
     }
 }
@@ -277,7 +244,7 @@ async fn fetch_range(
     channel: ChannelId,
     from: u64,
     to: u64,
-    report: &mut pb::ChannelReport,
+    report: &mut ChannelRun,
 ) {
     let mut next = from;
     while next <= to {
@@ -293,12 +260,12 @@ async fn fetch_range(
             Ok(Ok(s)) => s.into_inner(),
             Ok(Err(s)) => {
                 tracing::warn!(%channel, error = %s.message(), "fetch failed");
-                anomaly(report, pb::Anomaly::PeerUnreachable);
+                report.flag(Anomaly::PeerUnreachable);
                 return;
             }
             Err(_) => {
                 tracing::warn!(%channel, "fetch timed out");
-                anomaly(report, pb::Anomaly::PeerUnreachable);
+                report.flag(Anomaly::PeerUnreachable);
                 return;
             }
         };
@@ -309,12 +276,12 @@ async fn fetch_range(
                 Ok(Ok(None)) => break,
                 Ok(Err(s)) => {
                     tracing::warn!(%channel, error = %s.message(), "fetch stream failed");
-                    anomaly(report, pb::Anomaly::PeerUnreachable);
+                    report.flag(Anomaly::PeerUnreachable);
                     break;
                 }
                 Err(_) => {
                     tracing::warn!(%channel, "fetch stream timed out");
-                    anomaly(report, pb::Anomaly::PeerUnreachable);
+                    report.flag(Anomaly::PeerUnreachable);
                     break;
                 }
             }
@@ -322,35 +289,40 @@ async fn fetch_range(
         if page.is_empty() {
             return;
         }
-        let result = node
-            .blocking(move |n| {
+        // Verify on the blocking pool (CPU), then apply through the store handle.
+        let (verified, bad) = match node
+            .cpu(move |n| {
                 let ctx = n.accept_context();
                 let mut verified = Vec::with_capacity(page.len());
-                let mut bad = false;
                 for s in page {
                     match ctx.accept(s, channel) {
                         Ok(v) => verified.push(v),
                         Err(e) => {
                             tracing::warn!(%channel, reason = e.reject_reason().as_str_name(), "fetched record refused");
                             n.metrics.reject(e.reject_reason());
-                            bad = true;
-                            break;
+                            return (verified, true);
                         }
                     }
                 }
-                let outcomes = n.store.apply(&verified).map_err(crate::status::store)?;
-                Ok((bad, outcomes))
+                (verified, false)
             })
-            .await;
-        let (bad, outcomes) = match result {
+            .await
+        {
             Ok(x) => x,
-            Err(s) => {
-                tracing::error!(%channel, error = %s.message(), "cannot store fetched records");
+            Err(e) => {
+                tracing::error!(%channel, error = %e, "cannot verify fetched records");
+                return;
+            }
+        };
+        let outcomes = match node.store.run(move |s| s.apply(&verified)).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(%channel, error = %e, "cannot store fetched records");
                 return;
             }
         };
         if bad {
-            anomaly(report, pb::Anomaly::BadRecord);
+            report.flag(Anomaly::BadRecord);
         }
         for o in &outcomes {
             match o {
@@ -359,10 +331,10 @@ async fn fetch_range(
                 Err(ApplyError::Equivocation { seq, .. }) => {
                     tracing::warn!(%channel, seq, "equivocation found during reconciliation; channel stopped");
                     node.metrics.equivocations.inc();
-                    anomaly(report, pb::Anomaly::Equivocation);
+                    report.flag(Anomaly::Equivocation);
                 }
-                Err(ApplyError::ChannelStopped(_)) => anomaly(report, pb::Anomaly::ChannelStopped),
-                Err(_) => anomaly(report, pb::Anomaly::BadRecord),
+                Err(ApplyError::ChannelStopped(_)) => report.flag(Anomaly::ChannelStopped),
+                Err(_) => report.flag(Anomaly::BadRecord),
             }
         }
         let head = node.store.head(channel).0;
@@ -383,7 +355,7 @@ pub async fn schedule(node: Arc<Node>, shutdown: CancellationToken) {
             _ = run(&node, None, node.config.reconcile.recover, None) => {}
             _ = shutdown.cancelled() => return,
         }
-        let any_held = node.held.lock().map(|h| !h.is_empty()).unwrap_or(true);
+        let any_held = node.holds.any();
         let delay = if any_held {
             interval.min(Duration::from_secs(1))
         } else {

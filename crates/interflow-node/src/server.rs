@@ -21,6 +21,7 @@ use crate::config::{Config, Limits, TlsPaths};
 use crate::exchange::ExchangeService;
 use crate::intake::IntakeService;
 use crate::node::{Clock, Node};
+use crate::store::StoreHandle;
 
 /// How long a stop may take in all: open streams, workers, store release.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -127,7 +128,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     )
     .context("peer client TLS")?;
     let limits = config.limits.clone();
-    let node = Node::new(config, material, Arc::new(store), clock, client_tls);
+    let node = Node::new(config, material, StoreHandle::new(store), clock, client_tls);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -269,16 +270,15 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
     loop {
         let n = node.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let now = n.now();
-            n.store
-                .erase_expired(now, &|id| n.agreements.get(id).map(|a| a.retention_days))
-        })
-        .await;
-        match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "retention erasure failed; will retry"),
-            Err(e) => tracing::error!(error = %e, "retention task failed"),
+        let now = node.now();
+        let result = node
+            .store
+            .run(move |s| {
+                s.erase_expired(now, &|id| n.agreements.get(id).map(|a| a.retention_days))
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "retention erasure failed; will retry");
         }
         tokio::select! {
             _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
@@ -290,14 +290,11 @@ async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
 /// Keeps `store_writable` true to the store, and reopens it once a full disk has room again.
 async fn watch_store(node: Arc<Node>, shutdown: CancellationToken) {
     loop {
-        let refused = node.store.write_refusal();
-        if refused.is_some() {
-            let store = node.store.clone();
-            match tokio::task::spawn_blocking(move || store.recover()).await {
-                Ok(Ok(true)) => tracing::info!("writes resumed"),
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "reopening the store failed"),
-                Err(e) => tracing::error!(error = %e, "store recovery task failed"),
+        if node.store.write_refusal().is_some() {
+            match node.store.run(|s| s.recover()).await {
+                Ok(true) => tracing::info!("writes resumed"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "reopening the store failed"),
             }
         }
         node.metrics

@@ -13,8 +13,8 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::error::{Place, ReadOnlyReason, undecodable};
 use crate::engine::DurableHeads;
+use crate::error::{Place, ReadOnlyReason, undecodable};
 use crate::{Result, keys};
 
 pub(crate) const FILE: &str = "heads.anchor";

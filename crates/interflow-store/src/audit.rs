@@ -60,7 +60,8 @@ impl AuditEntry {
         if v.first() == Some(&V2) {
             return decode_versioned(at, v);
         }
-        let p = LegacyEntry::decode(v).map_err(|e| undecodable(at.clone(), "does not decode", e))?;
+        let p =
+            LegacyEntry::decode(v).map_err(|e| undecodable(at.clone(), "does not decode", e))?;
         Ok(AuditEntry {
             index: p.index,
             at_ms: p.at_ms,
@@ -143,4 +144,3 @@ impl Store {
         Ok(out)
     }
 }
-

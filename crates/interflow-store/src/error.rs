@@ -108,9 +108,7 @@ impl fmt::Display for DurableStep {
 /// Why a store opened read-only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadOnlyReason {
-    #[error(
-        "channel `{channel}`: {problem}; restore from a backup or re-fetch from peers"
-    )]
+    #[error("channel `{channel}`: {problem}; restore from a backup or re-fetch from peers")]
     Integrity {
         channel: ChannelId,
         problem: IntegrityProblem,
@@ -218,7 +216,11 @@ pub(crate) fn corrupt(at: Place, problem: &'static str) -> StoreError {
 }
 
 /// A corruption error caused by bytes that did not decode.
-pub(crate) fn undecodable(at: Place, problem: &'static str, e: impl Into<DecodeError>) -> StoreError {
+pub(crate) fn undecodable(
+    at: Place,
+    problem: &'static str,
+    e: impl Into<DecodeError>,
+) -> StoreError {
     StoreError::Corrupt {
         at,
         problem,

@@ -61,9 +61,7 @@ use parking_lot::{Mutex, RwLock};
 use engine::{DurableHeads, Engine, Poison};
 
 pub use audit::AuditEntry;
-pub use error::{
-    DecodeError, DurableStep, IntegrityProblem, Place, ReadOnlyReason, StoreError,
-};
+pub use error::{DecodeError, DurableStep, IntegrityProblem, Place, ReadOnlyReason, StoreError};
 pub use inbound::{ApplyError, ApplyOutcome, Evidence};
 pub use outbound::{AppendOutcome, Submission};
 pub use read::{Stats, StoredRecord};

@@ -17,7 +17,7 @@ use crate::{Result, Store, keys};
 const STUB: u8 = 0x00;
 const DAY_MS: i64 = 86_400_000;
 /// Stored entries looked at per chunk of an erasure pass.
-const CHUNK: usize = 512;
+pub(crate) const CHUNK: usize = 512;
 
 /// What stays of a record after its body was erased.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,11 @@ pub(crate) fn decode_entry(c: ChannelId, seq: u64, v: &[u8]) -> Result<Stored> {
         .map_err(|e| undecodable(Place::Record { channel: c, seq }, "does not decode", e))
 }
 
-fn expired(r: &DecodedRecord, now: UnixMillis, retention_days: &dyn Fn(&str) -> Option<u32>) -> bool {
+fn expired(
+    r: &DecodedRecord,
+    now: UnixMillis,
+    retention_days: &dyn Fn(&str) -> Option<u32>,
+) -> bool {
     retention_days(r.agreement_id()).is_some_and(|days| {
         now >= r
             .issued_at_ms()
@@ -175,9 +179,8 @@ impl Store {
         self.check_writable()?;
         let mut batch = sled::Batch::default();
         let mut erased = 0u64;
-        let mut seen = 0usize;
         let mut next = None;
-        for kv in self.db()?.range(from.to_vec()..) {
+        for (seen, kv) in self.db()?.range(from.to_vec()..).enumerate() {
             let (k, v) = kv?;
             if k.first() != Some(&prefix) {
                 break;
@@ -186,7 +189,6 @@ impl Store {
                 next = Some(k.to_vec());
                 break;
             }
-            seen += 1;
             if prefix == keys::EVIDENCE {
                 // Evidence holds full bodies too; it goes with the same retention.
                 if let Ok(r) = DecodedRecord::from_bytes(&v)

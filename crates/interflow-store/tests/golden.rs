@@ -9,11 +9,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use interflow_core::{fixtures, pb};
 use interflow_core::statement::{Receipt, sign_receipt};
+use interflow_core::{fixtures, pb};
 use interflow_store::{
-    Anomaly, ChannelRun, DeliveryState, RunReport, SCHEMA_VERSION, Store, StoreOptions,
-    Submission,
+    Anomaly, ChannelRun, DeliveryState, RunReport, SCHEMA_VERSION, Store, StoreOptions, Submission,
 };
 
 fn golden(name: &str) -> PathBuf {
@@ -59,7 +58,8 @@ fn write_golden() {
         },
     )
     .unwrap();
-    s.save_checkpoint(c.destination, b"signed heads bytes").unwrap();
+    s.save_checkpoint(c.destination, b"signed heads bytes")
+        .unwrap();
     for (i, a) in ["Admin.Lookup", "Admin.GetRecord", "Admin.Disclosure"]
         .iter()
         .enumerate()
@@ -118,7 +118,9 @@ fn open_rich(name: &str) -> (tempfile::TempDir, Store) {
     let audit = s.audit_entries(0, 10).unwrap();
     assert_eq!(audit.len(), 3);
     assert_eq!(audit[1].action, "Admin.GetRecord");
-    let report = s.verify_log(&|_| Some(fixtures::key(1).verifying_key())).unwrap();
+    let report = s
+        .verify_log(&|_| Some(fixtures::key(1).verifying_key()))
+        .unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.audit_entries_checked, 3);
     (tmp, s)

@@ -1,0 +1,62 @@
+//! Fork-safe restore: the outbound channels on which no new record may be issued until this
+//! node compared its head with the peer's signed view. Every channel starts held; only a
+//! reconciliation run that did the comparison releases one. One owner (the [`Node`]), one type.
+//!
+//! [`Node`]: crate::node::Node
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
+use interflow_core::record::ChannelId;
+
+/// The set of held outbound channels.
+#[derive(Debug)]
+pub struct Holds(Mutex<HashSet<ChannelId>>);
+
+impl Holds {
+    /// Holds every channel in `channels`.
+    pub fn all(channels: impl IntoIterator<Item = ChannelId>) -> Self {
+        Holds(Mutex::new(channels.into_iter().collect()))
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<ChannelId>> {
+        // The set stays consistent even if a holder panicked: every operation is one call.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether new records on `channel` must wait for a head comparison with the peer.
+    pub fn is_held(&self, channel: ChannelId) -> bool {
+        self.set().contains(&channel)
+    }
+
+    /// Releases `channel` after its head was compared; logs the first release.
+    pub fn release(&self, channel: ChannelId) {
+        if self.set().remove(&channel) {
+            tracing::info!(%channel, "outbound channel released after comparing heads with the peer");
+        }
+    }
+
+    /// Whether any channel is still held.
+    pub fn any(&self) -> bool {
+        !self.set().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use interflow_core::record::ChannelId;
+
+    fn a_to_b() -> ChannelId {
+        ChannelId::new("310115".parse().unwrap(), "110105".parse().unwrap())
+    }
+
+    #[test]
+    fn channels_stay_held_until_released() {
+        let h = Holds::all([a_to_b()]);
+        assert!(h.is_held(a_to_b()) && h.any());
+        assert!(!h.is_held(a_to_b().reverse()));
+        h.release(a_to_b());
+        assert!(!h.is_held(a_to_b()) && !h.any());
+    }
+}
