@@ -12,7 +12,16 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
-use crate::pseudonym::PseudonymKey;
+use crate::pseudonym::{KeyHexError, PseudonymKey};
+
+/// Why PEM text is not the expected Ed25519 key.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error(transparent)]
+    Pkcs8(#[from] ed25519_dalek::pkcs8::Error),
+    #[error(transparent)]
+    Spki(#[from] ed25519_dalek::pkcs8::spki::Error),
+}
 
 /// Why a key file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -30,34 +39,31 @@ pub enum KeyError {
     #[error(
         "`{path}` is not an Ed25519 private key in PKCS#8 PEM (`BEGIN PRIVATE KEY`): {reason}; create one with `interflowctl keys gen` or `openssl genpkey -algorithm ed25519`"
     )]
-    NotSigningKey { path: PathBuf, reason: String },
+    NotSigningKey { path: PathBuf, reason: PemError },
     #[error("`{path}` is not an Ed25519 public key in PEM (`BEGIN PUBLIC KEY`): {reason}")]
-    NotPublicKey { path: PathBuf, reason: String },
+    NotPublicKey { path: PathBuf, reason: PemError },
     #[error("`{path}` is not a pseudonym key: {reason}")]
-    NotPseudonymKey { path: PathBuf, reason: String },
+    NotPseudonymKey { path: PathBuf, reason: KeyHexError },
 }
 
 /// Parses a PKCS#8 PEM Ed25519 private key.
-pub fn signing_key_from_pem(pem: &str) -> Result<SigningKey, String> {
-    SigningKey::from_pkcs8_pem(pem).map_err(|e| e.to_string())
+pub fn signing_key_from_pem(pem: &str) -> Result<SigningKey, PemError> {
+    Ok(SigningKey::from_pkcs8_pem(pem)?)
 }
 
 /// Encodes a private key as PKCS#8 PEM.
-pub fn signing_key_to_pem(key: &SigningKey) -> Result<String, String> {
-    key.to_pkcs8_pem(LineEnding::LF)
-        .map(|z| z.to_string())
-        .map_err(|e| e.to_string())
+pub fn signing_key_to_pem(key: &SigningKey) -> Result<String, PemError> {
+    Ok(key.to_pkcs8_pem(LineEnding::LF).map(|z| z.to_string())?)
 }
 
 /// Parses an SPKI PEM Ed25519 public key.
-pub fn verifying_key_from_pem(pem: &str) -> Result<VerifyingKey, String> {
-    VerifyingKey::from_public_key_pem(pem).map_err(|e| e.to_string())
+pub fn verifying_key_from_pem(pem: &str) -> Result<VerifyingKey, PemError> {
+    Ok(VerifyingKey::from_public_key_pem(pem)?)
 }
 
 /// Encodes a public key as SPKI PEM.
-pub fn verifying_key_to_pem(key: &VerifyingKey) -> Result<String, String> {
-    key.to_public_key_pem(LineEnding::LF)
-        .map_err(|e| e.to_string())
+pub fn verifying_key_to_pem(key: &VerifyingKey) -> Result<String, PemError> {
+    Ok(key.to_public_key_pem(LineEnding::LF)?)
 }
 
 fn read(path: &Path) -> Result<String, KeyError> {
@@ -132,9 +138,9 @@ pub fn save_verifying_key(path: &Path, key: &VerifyingKey) -> Result<(), KeyErro
 
 /// Reads a pseudonym key file (64 hex characters).
 pub fn load_pseudonym_key(path: &Path) -> Result<PseudonymKey, KeyError> {
-    PseudonymKey::from_hex(read(path)?.trim()).map_err(|e| KeyError::NotPseudonymKey {
+    PseudonymKey::from_hex(read(path)?.trim()).map_err(|reason| KeyError::NotPseudonymKey {
         path: path.to_owned(),
-        reason: e.to_string(),
+        reason,
     })
 }
 
