@@ -1,3 +1,5 @@
+// Over 600 lines on purpose: one command (author, sign, show) whose TOML rules, signing and
+// view belong together, with the unit tests of each; a further split would only scatter them.
 //! Authoring and signing bilateral agreements offline.
 //!
 //! An agreement is written as TOML, encoded once into `AgreementBody` bytes, and stored as a

@@ -1,3 +1,5 @@
+// Over 600 lines on purpose: a canned answer for every `Admin` RPC (most of the file) and the
+// tests that read them; split up, each test would have to look in two places.
 //! The connected commands against a fake node: canned `Admin` answers (stuck channels, stopped
 //! channels, reconciliation anomalies, a record to read) that a real node would only give
 //! after a staged failure, served behind `interflow_tls::tls_incoming` with a local PKI made by

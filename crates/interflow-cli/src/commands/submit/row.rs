@@ -150,17 +150,12 @@ const PREGNANCY_COLUMNS: [&str; 6] = [
 ];
 const CONTRACEPTION_COLUMNS: [&str; 4] = ["method", "since", "observed_on", "service_point"];
 const RETRACTION_COLUMNS: [&str; 1] = ["retracted_kind"];
-const PAYLOAD_COLUMNS: [&str; 9] = [
-    "state",
-    "method",
-    "observed_on",
-    "expected_delivery",
-    "event_date",
-    "since",
-    "prenatal_visits",
-    "service_point",
-    "retracted_kind",
-];
+/// The payload columns: every column but the envelope (the required ones and `supersedes`).
+fn payload_columns() -> impl Iterator<Item = &'static str> {
+    COLUMNS
+        .into_iter()
+        .filter(|c| !REQUIRED_COLUMNS.contains(c) && *c != "supersedes")
+}
 
 /// Parses and checks one row into a submission. `rules.now_ms` is this machine's clock.
 pub fn parse_row(
@@ -224,7 +219,7 @@ pub fn parse_row(
             ));
         }
     };
-    for column in PAYLOAD_COLUMNS {
+    for column in payload_columns() {
         if !allowed.contains(&column) && !f.get(column).is_empty() {
             return Err(err(
                 column,
