@@ -37,7 +37,7 @@ pub struct ReadView {
     pub action: String,
 }
 
-/// `national_id` was checked by [`super::national_id`].
+/// `national_id` was checked (and read from standard input for `--id -`) by the caller.
 pub async fn disclosure(conn: &Connection, national_id: &str) -> anyhow::Result<DisclosureReport> {
     let r = conn
         .unary(

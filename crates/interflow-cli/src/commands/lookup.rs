@@ -27,7 +27,7 @@ pub struct CurrentStatus {
     pub record: Option<RecordEntry>,
 }
 
-/// `national_id` was checked by [`super::national_id`].
+/// `national_id` was checked (and read from standard input for `--id -`) by the caller.
 pub async fn lookup(conn: &Connection, national_id: &str) -> anyhow::Result<LookupReport> {
     let resp = conn
         .unary(
