@@ -411,14 +411,10 @@ impl Proxy {
 
 /// Copies a directory tree (a data directory backup, in tests).
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    // `fs_extra` walks the tree; the store's tests use the same call.
+    let options = fs_extra::dir::CopyOptions::new()
+        .content_only(true)
+        .overwrite(true);
     std::fs::create_dir_all(to).expect("create dir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let e = e.expect("dir entry");
-        let dst = to.join(e.file_name());
-        if e.file_type().expect("file type").is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).expect("copy file");
-        }
-    }
+    fs_extra::dir::copy(from, to, &options).expect("copy dir");
 }

@@ -1,5 +1,10 @@
 //! The command line: clap definitions only. Parsing values into domain types happens here
 //! (durations, region codes); what a command does lives in its own module.
+//!
+//! [`Command`] is two nested enums flattened into one level, so the command line is flat while
+//! one match decides online or offline: [`NodeCommand`] talks to a node's local listener,
+//! [`OfflineCommand`] (defined beside the offline tools, in [`crate::offline`]) only touches
+//! files.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +13,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use interflow_core::RegionCode;
 use interflow_core::region::RegionCodeError;
 
+use interflow_tls::Role;
+
 use crate::human::parse_duration;
+use crate::offline::OfflineCommand;
 
 const AFTER_HELP: &str = "\
 Connection (commands that talk to a node; the flags go before or after the command): each
@@ -110,7 +118,7 @@ impl Cli {
 /// connection flag `--region`, and clap keeps one value type per argument across the levels of
 /// a command line, so the code is checked here as a [`RegionCode`] but kept as text; [`region`]
 /// reads it back.
-fn region_code(s: &str) -> Result<String, RegionCodeError> {
+pub(crate) fn region_code(s: &str) -> Result<String, RegionCodeError> {
     RegionCode::parse(s).map(|code| code.to_string())
 }
 
@@ -121,6 +129,15 @@ pub fn region(code: &str) -> anyhow::Result<RegionCode> {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
+    #[command(flatten)]
+    Node(NodeCommand),
+    #[command(flatten)]
+    Offline(OfflineCommand),
+}
+
+/// The commands that talk to a node's local listener.
+#[derive(Subcommand, Debug, Clone)]
+pub enum NodeCommand {
     /// Records the destinations have not acknowledged yet, per outbound channel, worst first.
     ///
     /// Shows head, acked, pending count, the age of the oldest pending record, delivery
@@ -223,48 +240,16 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Offline: record-signing and pseudonym keys.
-    #[command(subcommand)]
-    Keys(KeysCommand),
-    /// Offline: certificates for the federation and local PKIs (dev or small deployments).
-    #[command(subcommand)]
-    Certs(CertsCommand),
-    /// Offline: author, sign and inspect bilateral agreements.
-    #[command(subcommand)]
-    Agreement(AgreementCommand),
-    /// Offline, for the federation operator: build, sign and inspect the member directory.
-    #[command(subcommand)]
-    Directory(DirectoryCommand),
 }
 
-#[derive(Subcommand, Debug, Clone)]
-pub enum DirectoryCommand {
-    /// Builds the directory from a members TOML file and signs it with the operator key.
-    ///
-    /// The file holds `serial = N` and one `[[member]]` per bureau with `region`, `name`,
-    /// `endpoint` (`host:port` of its peer listener) and `signing_key` (path of its public
-    /// record-signing key, relative to the file). Give every node the output and the
-    /// operator's public key (`federation.directory`, `federation.operator_key`).
-    Sign {
-        /// The members file (TOML).
-        #[arg(long)]
-        members: PathBuf,
-        /// The federation operator's signing key (PKCS#8 PEM).
-        #[arg(long)]
-        key: PathBuf,
-        /// Where to write the signed directory (binary protobuf `SignedDirectory`).
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Prints a directory's members; with `--operator-key`, checks its signature (exit 1 if
-    /// it does not verify).
-    Show {
-        /// The signed directory file.
-        file: PathBuf,
-        /// The federation operator's public key (PEM).
-        #[arg(long)]
-        operator_key: Option<PathBuf>,
-    },
+impl NodeCommand {
+    /// The role of the client certificate the command presents.
+    pub fn role(&self) -> Role {
+        match self {
+            NodeCommand::Submit { .. } => Role::Intake,
+            _ => Role::Admin,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -283,143 +268,14 @@ pub enum InputFormat {
     Jsonl,
 }
 
-#[derive(Subcommand, Debug, Clone)]
-pub enum KeysCommand {
-    /// A new Ed25519 record-signing key: PKCS#8 PEM (mode 0600) and `<stem>.pub.pem` beside it.
-    Gen {
-        /// Private key file to create.
-        #[arg(long)]
-        out: PathBuf,
-        /// Replace existing files.
-        #[arg(long)]
-        force: bool,
-    },
-    /// A new 32-byte agreement pseudonym key as 64 hex digits (mode 0600). Give the same file
-    /// to the other party over a secure channel.
-    Pseudonym {
-        /// Key file to create.
-        #[arg(long)]
-        out: PathBuf,
-        /// Replace an existing file.
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-#[derive(Subcommand, Debug, Clone)]
-pub enum CertsCommand {
-    /// A new CA: `ca.pem` and `ca.key` (mode 0600) in `--out`.
-    Ca {
-        /// The CA's common name.
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// A node's federation peer certificate: `node.pem`, `node.key` in `--out`.
-    Node {
-        /// Directory with the federation CA's `ca.pem` and `ca.key`.
-        #[arg(long)]
-        ca_dir: PathBuf,
-        #[arg(long, value_parser = region_code)]
-        region: String,
-        /// Extra DNS name of the node's peer endpoint (repeatable).
-        #[arg(long)]
-        dns: Vec<String>,
-        /// Extra IP address of the node's peer endpoint (repeatable).
-        #[arg(long)]
-        ip: Vec<std::net::IpAddr>,
-        #[arg(long)]
-        out: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 825)]
-        days: u64,
-    },
-    /// A local client certificate with a role: `<role>.pem`, `<role>.key` in `--out`.
-    Client {
-        /// Directory with the node's local CA `ca.pem` and `ca.key`.
-        #[arg(long)]
-        ca_dir: PathBuf,
-        #[arg(long, value_enum)]
-        role: RoleArg,
-        /// The holder's name; the node's audit log records it as the actor.
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        out: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 365)]
-        days: u64,
-    },
-    /// The local listener's server certificate: `local-server.pem`, `local-server.key`.
-    LocalServer {
-        /// Directory with the node's local CA `ca.pem` and `ca.key`.
-        #[arg(long)]
-        ca_dir: PathBuf,
-        #[arg(long, value_parser = region_code)]
-        region: String,
-        #[arg(long)]
-        out: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 825)]
-        days: u64,
-    },
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoleArg {
-    Admin,
-    Intake,
-}
-
-impl From<RoleArg> for interflow_tls::Role {
-    fn from(r: RoleArg) -> Self {
-        match r {
-            RoleArg::Admin => interflow_tls::Role::Admin,
-            RoleArg::Intake => interflow_tls::Role::Intake,
-        }
-    }
-}
-
-#[derive(Subcommand, Debug, Clone)]
-pub enum AgreementCommand {
-    /// Adds this party's signature to an agreement.
-    ///
-    /// The first party encodes the TOML body once (`--body`) and signs it; the second party
-    /// signs the same file (`--in agr.pb`), whose body bytes are kept exactly as stored.
-    Sign {
-        /// Agreement body as TOML (first signer).
-        #[arg(long, conflicts_with = "input", required_unless_present = "input")]
-        body: Option<PathBuf>,
-        /// A signed agreement file to add a signature to (second signer).
-        #[arg(long = "in", value_name = "PB")]
-        input: Option<PathBuf>,
-        /// This party's record-signing key (PKCS#8 PEM).
-        #[arg(long)]
-        key: PathBuf,
-        /// This party's region code; must be party_a or party_b.
-        #[arg(long, value_parser = region_code)]
-        region: String,
-        /// Where to write the signed agreement (binary protobuf `SignedAgreement`).
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Prints an agreement and which signatures it carries; with `--verify-with` for both
-    /// parties, also checks them.
-    Show {
-        /// The signed agreement file.
-        file: PathBuf,
-        /// A party's public key, `CODE=signing.pub.pem` (repeatable).
-        #[arg(long, value_name = "CODE=PEM")]
-        verify_with: Vec<String>,
-    },
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory as _;
     use std::path::Path;
+
+    use crate::offline::agreement::AgreementCommand;
+    use crate::offline::certs::CertsCommand;
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -433,11 +289,11 @@ mod tests {
                 .unwrap();
         assert!(matches!(
             cli.command,
-            Command::Reconcile {
+            Command::Node(NodeCommand::Reconcile {
                 sub: None,
                 peer: Some(_),
                 recover: true,
-            }
+            })
         ));
         let cli = Cli::try_parse_from([
             "interflowctl",
@@ -451,10 +307,10 @@ mod tests {
         .unwrap();
         assert!(matches!(
             cli.command,
-            Command::Reconcile {
+            Command::Node(NodeCommand::Reconcile {
                 sub: Some(ReconcileCommand::Reports { limit: 3 }),
                 ..
-            }
+            })
         ));
         assert_eq!(cli.conn.dev_node.as_deref(), Some("310115"));
         assert!(Cli::try_parse_from(["interflowctl", "reconcile", "--peer", "12"]).is_err());
@@ -473,7 +329,7 @@ mod tests {
             Cli::try_parse_from(["interflowctl", "--json", "pending", "--max-age", "15m"]).unwrap();
         assert!(cli.json);
         assert!(
-            matches!(cli.command, Command::Pending { max_age } if max_age == Duration::from_secs(900))
+            matches!(cli.command, Command::Node(NodeCommand::Pending { max_age }) if max_age == Duration::from_secs(900))
         );
     }
 
@@ -587,7 +443,9 @@ mod tests {
             "out",
         ])
         .unwrap();
-        let Command::Certs(CertsCommand::Node { region, .. }) = &cli.command else {
+        let Command::Offline(OfflineCommand::Certs(CertsCommand::Node { region, .. })) =
+            &cli.command
+        else {
             panic!("{cli:?}");
         };
         assert_eq!(region, "110105");
@@ -605,7 +463,10 @@ mod tests {
             "a.pb",
         ])
         .unwrap();
-        let Command::Agreement(AgreementCommand::Sign { key, region, .. }) = &cli.command else {
+        let Command::Offline(OfflineCommand::Agreement(AgreementCommand::Sign {
+            key, region, ..
+        })) = &cli.command
+        else {
             panic!("{cli:?}");
         };
         assert_eq!(

@@ -1,3 +1,5 @@
+// Over 600 lines on purpose: the precedence flag > env > file and the connection it opens
+// are one rule, and about a third of the file is its unit tests.
 //! Reaching a node's local listener: which address, CA, client certificate and key to use, and
 //! the mutual TLS connection itself.
 //!

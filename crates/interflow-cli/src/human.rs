@@ -1,5 +1,6 @@
 //! Formatting for people and parsing of what people type: durations (`1h30m`), ages (`3m12s`),
-//! instants (RFC 3339, UTC), tables, and the lowercase names of wire enums. No I/O.
+//! instants (RFC 3339, UTC) and tables. No I/O. The names of wire enums are in
+//! [`crate::names`].
 
 use std::time::Duration;
 
@@ -9,49 +10,12 @@ use comfy_table::{ContentArrangement, Table};
 use interflow_core::pb;
 use interflow_core::time::UnixMillis;
 
-/// Parses a duration such as `90s`, `15m`, `1h30m`, `2d` or `500ms`: one or more
-/// `<number><unit>` parts with units `ms`, `s`, `m`, `h`, `d`.
+/// Parses a duration such as `90s`, `15m`, `1h30m`, `2d` or `500ms` with `humantime`: one or
+/// more `<number><unit>` parts (it also takes longer unit names such as `min` or `hours`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let text = s.trim();
-    if text.is_empty() {
-        return Err("duration is empty; write e.g. `90s`, `15m`, `1h30m` or `2d`".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!(
-                "`{s}` is not a duration: expected a number at `{rest}`; write e.g. `90s`, `15m`, `1h30m` or `2d`"
-            ));
-        }
-        let (num, tail) = rest.split_at(digits);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration: `{num}` is too large"))?;
-        let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let (unit, tail) = tail.split_at(unit_len);
-        let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            "" => {
-                return Err(format!(
-                    "`{s}` is not a duration: `{num}` needs a unit (ms, s, m, h or d)"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "`{s}` is not a duration: unknown unit `{other}`, expected ms, s, m, h or d"
-                ));
-            }
-        };
-        total = total.saturating_add(part);
-        rest = tail;
-    }
-    Ok(total)
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("`{s}` is not a duration: {e}; write e.g. `90s`, `15m`, `1h30m` or `2d`")
+    })
 }
 
 /// A compact age such as `3m12s`, `5h02m`, `2d03h`, `45s`: the two most significant units.
@@ -148,69 +112,6 @@ pub fn short_hex(bytes: &[u8]) -> String {
     h.get(..12).unwrap_or(&h).to_owned()
 }
 
-pub fn kind_name(k: i32) -> &'static str {
-    match pb::RecordKind::try_from(k) {
-        Ok(pb::RecordKind::PregnancyStatus) => "pregnancy",
-        Ok(pb::RecordKind::ContraceptionStatus) => "contraception",
-        _ => "unknown",
-    }
-}
-
-pub fn state_name(s: i32) -> &'static str {
-    use pb::PregnancyState as S;
-    match S::try_from(s) {
-        Ok(S::NotPregnant) => "not_pregnant",
-        Ok(S::Pregnant) => "pregnant",
-        Ok(S::Delivered) => "delivered",
-        Ok(S::PregnancyEnded) => "pregnancy_ended",
-        _ => "unknown",
-    }
-}
-
-pub fn method_name(m: i32) -> &'static str {
-    use pb::ContraceptiveMethod as M;
-    match M::try_from(m) {
-        Ok(M::None) => "none",
-        Ok(M::Iud) => "iud",
-        Ok(M::Implant) => "implant",
-        Ok(M::Injectable) => "injectable",
-        Ok(M::OralPill) => "oral_pill",
-        Ok(M::Condom) => "condom",
-        Ok(M::Sterilization) => "sterilization",
-        Ok(M::Other) => "other",
-        _ => "unknown",
-    }
-}
-
-pub fn anomaly_name(a: i32) -> &'static str {
-    use pb::Anomaly as A;
-    match A::try_from(a) {
-        Ok(A::Equivocation) => "equivocation",
-        Ok(A::BadRecord) => "bad_record",
-        Ok(A::PeerUnreachable) => "peer_unreachable",
-        Ok(A::BadHeadsSignature) => "bad_heads_signature",
-        Ok(A::HeadsRegressed) => "heads_regressed",
-        Ok(A::OwnFeedBehind) => "own_feed_behind",
-        Ok(A::ChannelStopped) => "channel_stopped",
-        _ => "unknown",
-    }
-}
-
-pub fn submit_error_name(c: i32) -> &'static str {
-    use pb::SubmitErrorCode as C;
-    match C::try_from(c) {
-        Ok(C::InvalidNationalId) => "invalid_national_id",
-        Ok(C::InvalidDestination) => "invalid_destination",
-        Ok(C::NoAgreement) => "no_agreement",
-        Ok(C::InvalidPayload) => "invalid_payload",
-        Ok(C::InvalidIdempotencyKey) => "invalid_idempotency_key",
-        Ok(C::IdempotencyConflict) => "idempotency_conflict",
-        Ok(C::InvalidSupersedes) => "invalid_supersedes",
-        Ok(C::ChannelHeld) => "channel_held",
-        _ => "unknown",
-    }
-}
-
 pub fn date(d: Option<&pb::Date>) -> Option<String> {
     d.map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
 }
@@ -243,16 +144,18 @@ mod tests {
 
     #[test]
     fn bad_durations_say_what_is_wrong() {
+        // humantime's words; every message also shows how to write one.
         for (s, want) in [
             ("", "empty"),
-            ("h", "expected a number"),
-            ("10", "needs a unit"),
-            ("10y", "unknown unit `y`"),
-            ("1h-5m", "expected a number"),
+            ("h", "expected number"),
+            ("10", "unit needed"),
+            ("10q", "unknown time unit \"q\""),
+            ("1h-5m", "invalid character"),
             ("99999999999999999999s", "too large"),
         ] {
             let e = parse_duration(s).unwrap_err();
             assert!(e.contains(want), "{s}: {e}");
+            assert!(e.contains("write e.g. `90s`"), "{s}: {e}");
         }
     }
 

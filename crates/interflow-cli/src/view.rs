@@ -37,7 +37,7 @@ pub struct RecordView {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PayloadView {
     Pregnancy {
-        state: &'static str,
+        state: String,
         observed_on: Option<String>,
         expected_delivery: Option<String>,
         event_date: Option<String>,
@@ -45,7 +45,7 @@ pub enum PayloadView {
         service_point: String,
     },
     Contraception {
-        method: &'static str,
+        method: String,
         since: Option<String>,
         observed_on: Option<String>,
         service_point: String,
@@ -60,7 +60,7 @@ impl PayloadView {
         use pb::record_body::Payload as P;
         match p {
             Some(P::Pregnancy(p)) => PayloadView::Pregnancy {
-                state: human::state_name(p.state),
+                state: crate::names::state_name(p.state),
                 observed_on: human::date(p.observed_on.as_ref()),
                 expected_delivery: human::month(p.expected_delivery.as_ref()),
                 event_date: human::date(p.event_date.as_ref()),
@@ -68,13 +68,13 @@ impl PayloadView {
                 service_point: p.service_point.clone(),
             },
             Some(P::Contraception(c)) => PayloadView::Contraception {
-                method: human::method_name(c.method),
+                method: crate::names::method_name(c.method),
                 since: human::date(c.since.as_ref()),
                 observed_on: human::date(c.observed_on.as_ref()),
                 service_point: c.service_point.clone(),
             },
             Some(P::Retraction(r)) => PayloadView::Retraction {
-                retracted_kind: human::kind_name(r.kind),
+                retracted_kind: crate::names::kind_name(r.kind),
             },
             // `DecodedRecord::decode` refuses a body without a payload.
             None => PayloadView::Retraction {
@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn summaries_read_as_sentences() {
         let p = PayloadView::Pregnancy {
-            state: "pregnant",
+            state: "pregnant".into(),
             observed_on: Some("2026-03-10".into()),
             expected_delivery: Some("2026-10".into()),
             event_date: None,
@@ -205,7 +205,7 @@ mod tests {
         };
         assert_eq!(p.summary(), "pregnant, due 2026-10, 2 prenatal visits");
         let c = PayloadView::Contraception {
-            method: "oral_pill",
+            method: "oral_pill".into(),
             since: Some("2024-05-20".into()),
             observed_on: None,
             service_point: "3101150042".into(),

@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod directory;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+pub mod idempotency;
 pub mod keys;
 pub mod national_id;
 pub mod payload;

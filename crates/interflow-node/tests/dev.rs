@@ -3,10 +3,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use interflow_core::pb;
 use interflow_node::dev::DevFederation;
+use interflow_tests::eventually;
 
 struct Dev(Child);
 
@@ -82,18 +83,15 @@ async fn dev_federation_runs_delivers_and_restarts_on_its_data() {
     let fed = DevFederation::load(&dir).unwrap();
     assert_eq!(fed.nodes.len(), 3);
     // The middle node has agreements with both neighbours: 5 samples from each reach it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let before = loop {
-        let s = inbound_at(&fed, 1).await;
-        if s.records_inbound >= 10 {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sample records did not arrive: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let before = eventually(
+        Duration::from_secs(30),
+        "sample records at the middle node",
+        || async {
+            let s = inbound_at(&fed, 1).await;
+            (s.records_inbound >= 10).then_some(s)
+        },
+    )
+    .await;
     assert_eq!(before.records_inbound, 10);
     interrupt(dev);
 

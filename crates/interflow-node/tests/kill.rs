@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use interflow_core::pb;
 use interflow_node::dev::{DevFederation, DevNode, generate, sample_submission};
+use interflow_tests::eventually;
 use tonic::transport::Channel;
 
 struct Node(Child);
@@ -57,21 +58,6 @@ async fn local(n: &DevNode, admin: bool) -> Option<Channel> {
     .ok()
 }
 
-async fn poll<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn stats(n: &DevNode) -> Option<pb::StatsResponse> {
     let ch = local(n, true).await?;
     let r = pb::admin_client::AdminClient::new(ch)
@@ -110,7 +96,10 @@ async fn kill_during_delivery(victim: Victim) {
 
     let mut submitted = 0;
     while submitted < 1000 {
-        let intake = poll("A's intake", 30, || async { local(a, false).await }).await;
+        let intake = eventually(Duration::from_secs(30), "A's intake", || async {
+            local(a, false).await
+        })
+        .await;
         let mut intake = pb::intake_client::IntakeClient::new(intake);
         let items: Vec<_> = (submitted..submitted + 200)
             .map(|n| sample_submission(n, &b.region))
@@ -139,9 +128,9 @@ async fn kill_during_delivery(victim: Victim) {
         *child = serve(&node.config);
     }
 
-    let done = poll(
+    let done = eventually(
+        Duration::from_secs(60),
         "all 1000 records at B and nothing pending at A",
-        60,
         || async {
             let sb = stats(b).await?;
             let sa = stats(a).await?;
@@ -186,13 +175,16 @@ async fn a_stopped_receiver_times_out_the_sender_which_retries_and_converges() {
     let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
     let _na = serve(&a.config);
     let nb = serve(&b.config);
-    let intake = poll("A's intake", 30, || async { local(a, false).await }).await;
+    let intake = eventually(Duration::from_secs(30), "A's intake", || async {
+        local(a, false).await
+    })
+    .await;
     let mut intake = pb::intake_client::IntakeClient::new(intake);
     let submit = |range: std::ops::Range<u64>| {
         let items: Vec<_> = range.map(|n| sample_submission(n, &b.region)).collect();
         pb::SubmitRequest { items }
     };
-    poll("A's channel to B released", 30, || {
+    eventually(Duration::from_secs(30), "A's channel to B released", || {
         let mut intake = intake.clone();
         let req = submit(0..10);
         async move {
@@ -204,7 +196,7 @@ async fn a_stopped_receiver_times_out_the_sender_which_retries_and_converges() {
         }
     })
     .await;
-    poll("first records at B", 30, || async {
+    eventually(Duration::from_secs(30), "first records at B", || async {
         stats(b)
             .await
             .filter(|s| s.records_inbound == 10)
@@ -215,27 +207,35 @@ async fn a_stopped_receiver_times_out_the_sender_which_retries_and_converges() {
     // Freeze B (SIGSTOP): its sockets stay open but nothing answers.
     signal(&nb.0, "-STOP");
     intake.submit(submit(10..110)).await.unwrap();
-    poll("A notices the frozen peer and backs off", 30, || async {
-        let ch = local(a, true).await?;
-        let r = pb::admin_client::AdminClient::new(ch)
-            .list_pending(pb::ListPendingRequest {})
-            .await
-            .ok()?
-            .into_inner();
-        r.channels
-            .iter()
-            .find(|p| p.destination == b.region && p.attempts > 0 && p.pending_count == 100)
-            .map(|_| ())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "A notices the frozen peer and backs off",
+        || async {
+            let ch = local(a, true).await?;
+            let r = pb::admin_client::AdminClient::new(ch)
+                .list_pending(pb::ListPendingRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            r.channels
+                .iter()
+                .find(|p| p.destination == b.region && p.attempts > 0 && p.pending_count == 100)
+                .map(|_| ())
+        },
+    )
     .await;
 
     // Thaw B: the sender's retries deliver everything, once.
     signal(&nb.0, "-CONT");
-    let done = poll("convergence after SIGCONT", 60, || async {
-        let sb = stats(b).await?;
-        let sa = stats(a).await?;
-        (sb.records_inbound == 110 && sa.pending == 0).then_some(sb)
-    })
+    let done = eventually(
+        Duration::from_secs(60),
+        "convergence after SIGCONT",
+        || async {
+            let sb = stats(b).await?;
+            let sa = stats(a).await?;
+            (sb.records_inbound == 110 && sa.pending == 0).then_some(sb)
+        },
+    )
     .await;
     assert_eq!(done.equivocations, 0);
 }

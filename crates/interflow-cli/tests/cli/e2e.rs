@@ -1,9 +1,9 @@
 //! `interflowctl` against real nodes: a `TestCluster` (real mTLS, real sled directories) and the
 //! binary reaching it through the cluster's `federation.json` with `--dev-node`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use interflow_tests::TestCluster;
+use interflow_tests::{TestCluster, eventually};
 
 use crate::{p, run};
 
@@ -153,15 +153,15 @@ async fn submit_lookup_verify_and_pending_against_real_nodes() {
     assert!(out.trim_start().starts_with('{'), "{out}");
 
     // Pending: fine while B takes everything; exit 1 once a record waits past --max-age.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, _, _) = ctl(args(&c, 0, &["pending", "--max-age", "1s"])).await;
-        if code == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "pending never became clean");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "pending to become clean",
+        || async {
+            let (code, _, _) = ctl(args(&c, 0, &["pending", "--max-age", "1s"])).await;
+            (code == 0).then_some(())
+        },
+    )
+    .await;
     c.stop(1).await;
     let one = c.dir.path().join("one.csv");
     std::fs::write(
@@ -171,20 +171,115 @@ async fn submit_lookup_verify_and_pending_against_real_nodes() {
     .unwrap();
     let (code, out, err) = ctl(args(&c, 0, &["submit", "--file", p(&one)])).await;
     assert_eq!(code, 0, "{out}{err}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let stuck = loop {
-        let (code, out, _) = ctl(args(&c, 0, &["pending", "--max-age", "1s"])).await;
-        if code == 1 {
-            break out;
-        }
-        assert_eq!(code, 0);
-        assert!(
-            Instant::now() < deadline,
-            "pending never reported the stuck record"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let stuck = eventually(
+        Duration::from_secs(20),
+        "pending to report the stuck record",
+        || async {
+            let (code, out, _) = ctl(args(&c, 0, &["pending", "--max-age", "1s"])).await;
+            assert!(code == 0 || code == 1, "{out}");
+            (code == 1).then_some(out)
+        },
+    )
+    .await;
     assert!(stuck.contains(&dest), "{stuck}");
+    c.shutdown().await;
+}
+
+/// The sample file through a real node: rows invalid here and rows the node refuses go to the
+/// error report with their line numbers; a rerun stores nothing twice; a clean rerun removes
+/// the stale report; a row without an idempotency key is refused before it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_reports_failures_and_reruns_safely() {
+    // Agreements link neighbours only: node 0 may send to node 1 (the sample file's
+    // destination), not to node 2, a member without an agreement.
+    let c = TestCluster::start(3).await;
+    assert_eq!(
+        c.region(1).as_str(),
+        "110105",
+        "the sample file's destination"
+    );
+    let far = c.region(2);
+    let sample = include_str!("../../../../deploy/examples/submit-sample.csv");
+    let input = c.dir.path().join("batch.csv");
+    let mut text = sample.to_owned();
+    // Invalid here (check character), and refused by the node (no agreement).
+    text.push_str(
+        "bad-1,110105,110105194912310021,pregnancy,not_pregnant,,2025-10-05,,,,0,3101150042,\n",
+    );
+    text.push_str(&format!(
+        "far-1,{far},11010519491231002X,pregnancy,not_pregnant,,2025-10-05,,,,0,3101150042,\n"
+    ));
+    std::fs::write(&input, &text).unwrap();
+    let rows = sample.lines().count() as u64 - 1;
+
+    let (code, stdout, stderr) = ctl(args(
+        &c,
+        0,
+        &["--json", "submit", "--file", p(&input), "--batch", "4"],
+    ))
+    .await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["rows"], rows + 2);
+    assert_eq!(v["stored"], rows);
+    assert_eq!(v["duplicates"], 0);
+    assert_eq!(v["failed"], 2);
+    assert_eq!(v["failed_locally"], 1);
+    assert_eq!(v["rejected_by_node"], 1);
+    assert_eq!(v["batches"], (rows + 1).div_ceil(4));
+    let errors = c.dir.path().join("batch.errors.csv");
+    assert_eq!(v["errors_file"], p(&errors));
+    let report = std::fs::read_to_string(&errors).unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[0], "row,idempotency_key,field,code,reason");
+    let bad_row = rows + 2;
+    assert!(
+        lines[1].starts_with(&format!("{bad_row},bad-1,national_id,invalid_national_id,")),
+        "{report}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("{},far-1,destination,no_agreement,", bad_row + 1)),
+        "{report}"
+    );
+    assert!(
+        !report.contains("110105194912310021") && !report.contains("11010519491231002X"),
+        "{report}"
+    );
+
+    // A rerun stores nothing twice.
+    let (code, stdout, _) = ctl(args(&c, 0, &["submit", "--file", p(&input)])).await;
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains(&format!("0 stored, {rows} already stored, 2 failed")),
+        "{stdout}"
+    );
+    let ch = interflow_core::record::ChannelId::new(c.region(0), c.region(1));
+    assert_eq!(c.node(0).store.head(ch).0, rows);
+
+    // Fixed: exit 0, and the old error report is gone.
+    std::fs::write(&input, sample).unwrap();
+    let (code, stdout, stderr) = ctl(args(&c, 0, &["submit", "--file", p(&input)])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!errors.exists());
+
+    // Without an idempotency key a row is refused locally: the key is what makes reruns safe.
+    let jsonl = c.dir.path().join("one.jsonl");
+    std::fs::write(&jsonl, r#"{"destination":"110105","national_id":"11010519491231002X","kind":"contraception","method":"none","observed_on":"2025-11-21","service_point":"3101150042"}"#).unwrap();
+    let errs = c.dir.path().join("one-errors.csv");
+    let (code, stdout, _) = ctl(args(
+        &c,
+        0,
+        &["submit", "--file", p(&jsonl), "--errors", p(&errs)],
+    ))
+    .await;
+    assert_eq!(code, 1);
+    assert!(stdout.contains("idempotency_key"), "{stdout}");
+    assert!(
+        std::fs::read_to_string(&errs)
+            .unwrap()
+            .contains("1,,idempotency_key,invalid_idempotency_key")
+    );
+    assert_eq!(c.node(0).store.head(ch).0, rows);
     c.shutdown().await;
 }
 

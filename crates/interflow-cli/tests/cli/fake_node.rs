@@ -1,25 +1,26 @@
-//! The connected commands against a fake node: canned `Admin` answers and a small idempotent
-//! `Intake`, served behind `interflow_tls::tls_incoming` with a local PKI made by
+// Over 600 lines on purpose: a canned answer for every `Admin` RPC (most of the file) and the
+// tests that read them; split up, each test would have to look in two places.
+//! The connected commands against a fake node: canned `Admin` answers (stuck channels, stopped
+//! channels, reconciliation anomalies, a record to read) that a real node would only give
+//! after a staged failure, served behind `interflow_tls::tls_incoming` with a local PKI made by
 //! `interflowctl certs`, reached through a node config file (`--config`). What a real node
-//! stores is not tested here; the wire, TLS, precedence, output and exit codes are.
+//! stores is not tested here (`submit` runs against real nodes in `e2e.rs`); the wire, TLS,
+//! precedence, output and exit codes are.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
 use interflow_core::NationalId;
 use interflow_core::payload::Payload;
 use interflow_core::pb::admin_server::{Admin, AdminServer};
-use interflow_core::pb::intake_server::{Intake, IntakeServer};
 use interflow_core::pseudonym::{PseudonymKey, SubjectRef};
 use interflow_core::record::{ChannelId, NewRecord, RecordId, VerifiedRecord};
 use interflow_core::{keys, pb};
 use interflow_tls::{PeerIdentity, ReloadableServerConfig, Role, ServerTlsFiles};
-use prost::Message as _;
 use tempfile::TempDir;
 use tonic::{Request, Response, Status};
 
@@ -313,78 +314,10 @@ impl Admin for FakeAdmin {
     }
 }
 
-type Stored = (Vec<u8>, Vec<u8>);
-
-/// Idempotent by key: same key and content → the same id as a duplicate; different content →
-/// conflict. Destination `440305` has no agreement.
-#[derive(Default)]
-struct FakeIntake {
-    /// Idempotency key → (encoded submission, record id).
-    stored: Mutex<HashMap<String, Stored>>,
-    calls: Mutex<u32>,
-}
-
-struct IntakeService(Arc<FakeIntake>);
-
-#[tonic::async_trait]
-impl Intake for IntakeService {
-    async fn submit(
-        &self,
-        req: Request<pb::SubmitRequest>,
-    ) -> Result<Response<pb::SubmitResponse>, Status> {
-        require(&req, Role::Intake)?;
-        *self.0.calls.lock().unwrap() += 1;
-        let mut stored = self.0.stored.lock().unwrap();
-        let results = req
-            .into_inner()
-            .items
-            .into_iter()
-            .map(|item| {
-                use pb::submit_result::Outcome;
-                if item.destination == "440305" {
-                    return pb::SubmitResult {
-                        outcome: Some(Outcome::Error(pb::SubmitError {
-                            code: pb::SubmitErrorCode::NoAgreement as i32,
-                            field: "destination".into(),
-                            reason: "no agreement between `310115` and `440305`".into(),
-                        })),
-                        duplicate: false,
-                    };
-                }
-                let content = item.encode_to_vec();
-                match stored.get(&item.idempotency_key) {
-                    Some((c, id)) if *c == content => pb::SubmitResult {
-                        outcome: Some(Outcome::RecordId(id.clone())),
-                        duplicate: true,
-                    },
-                    Some(_) => pb::SubmitResult {
-                        outcome: Some(Outcome::Error(pb::SubmitError {
-                            code: pb::SubmitErrorCode::IdempotencyConflict as i32,
-                            field: "idempotency_key".into(),
-                            reason: "was used before with different content".into(),
-                        })),
-                        duplicate: false,
-                    },
-                    None => {
-                        let id = RecordId::of_body(&content).0.to_vec();
-                        stored.insert(item.idempotency_key.clone(), (content, id.clone()));
-                        pb::SubmitResult {
-                            outcome: Some(Outcome::RecordId(id)),
-                            duplicate: false,
-                        }
-                    }
-                }
-            })
-            .collect();
-        Ok(Response::new(pb::SubmitResponse { results }))
-    }
-}
-
 struct FakeNode {
     dir: TempDir,
     addr: SocketAddr,
     record: VerifiedRecord,
-    intake: Arc<FakeIntake>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -439,15 +372,12 @@ impl FakeNode {
         let addr = listener.local_addr().unwrap();
         let incoming = interflow_tls::tls_incoming(listener, config, Duration::from_secs(5), 8);
         let record = sample_record(now_ms());
-        let intake = Arc::new(FakeIntake::default());
         let admin = FakeAdmin {
             record: record.clone(),
         };
-        let service = IntakeService(intake.clone());
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(AdminServer::new(admin))
-                .add_service(IntakeServer::new(service))
                 .serve_with_incoming(incoming)
                 .await
                 .unwrap();
@@ -484,7 +414,6 @@ intake_key = "clients/intake.key"
             dir,
             addr,
             record,
-            intake,
             task,
         }
     }
@@ -731,80 +660,4 @@ async fn channels_stats_verify_audit_and_reconcile() {
     let (code, stdout, _) = node.ctl(&["reconcile", "reports", "--limit", "3"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("heads_regressed"), "{stdout}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn submit_reports_failures_and_reruns_safely() {
-    let node = FakeNode::start().await;
-    let sample = include_str!("../../../../deploy/examples/submit-sample.csv");
-    let input = node.path("batch.csv");
-    let mut text = sample.to_owned();
-    // Invalid here (check character), and refused by the node (no agreement).
-    text.push_str(
-        "bad-1,110105,110105194912310021,pregnancy,not_pregnant,,2025-10-05,,,,0,3101150042,\n",
-    );
-    text.push_str(
-        "far-1,440305,11010519491231002X,pregnancy,not_pregnant,,2025-10-05,,,,0,3101150042,\n",
-    );
-    std::fs::write(&input, &text).unwrap();
-    let rows = sample.lines().count() as u64 - 1;
-
-    let (code, stdout, stderr) =
-        node.ctl(&["--json", "submit", "--file", p(&input), "--batch", "4"]);
-    assert_eq!(code, 1, "{stdout}{stderr}");
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(v["rows"], rows + 2);
-    assert_eq!(v["stored"], rows);
-    assert_eq!(v["duplicates"], 0);
-    assert_eq!(v["failed"], 2);
-    assert_eq!(v["failed_locally"], 1);
-    assert_eq!(v["rejected_by_node"], 1);
-    assert_eq!(v["batches"], (rows + 1).div_ceil(4));
-    let errors = node.path("batch.errors.csv");
-    assert_eq!(v["errors_file"], p(&errors));
-    let report = std::fs::read_to_string(&errors).unwrap();
-    let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines[0], "row,idempotency_key,field,code,reason");
-    let bad_row = rows + 2;
-    assert!(
-        lines[1].starts_with(&format!("{bad_row},bad-1,national_id,invalid_national_id,")),
-        "{report}"
-    );
-    assert!(
-        lines[2].starts_with(&format!("{},far-1,destination,no_agreement,", bad_row + 1)),
-        "{report}"
-    );
-    assert!(
-        !report.contains("110105194912310021") && !report.contains(ID),
-        "{report}"
-    );
-
-    // A rerun stores nothing twice.
-    let (code, stdout, _) = node.ctl(&["submit", "--file", p(&input)]);
-    assert_eq!(code, 1);
-    assert!(
-        stdout.contains(&format!("0 stored, {rows} already stored, 2 failed")),
-        "{stdout}"
-    );
-    assert_eq!(node.intake.stored.lock().unwrap().len() as u64, rows);
-
-    // Fixed: exit 0, and the old error report is gone.
-    std::fs::write(&input, sample).unwrap();
-    let (code, stdout, stderr) = node.ctl(&["submit", "--file", p(&input)]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(!errors.exists());
-    assert!(*node.intake.calls.lock().unwrap() >= 3);
-
-    // Without an idempotency key a row is refused locally: the key is what makes reruns safe.
-    let jsonl = node.path("one.jsonl");
-    std::fs::write(&jsonl, r#"{"destination":"110105","national_id":"11010519491231002X","kind":"contraception","method":"none","observed_on":"2025-11-21","service_point":"3101150042"}"#).unwrap();
-    let errs = node.path("one-errors.csv");
-    let (code, stdout, _) = node.ctl(&["submit", "--file", p(&jsonl), "--errors", p(&errs)]);
-    assert_eq!(code, 1);
-    assert!(stdout.contains("idempotency_key"), "{stdout}");
-    assert!(
-        std::fs::read_to_string(&errs)
-            .unwrap()
-            .contains("1,,idempotency_key,invalid_idempotency_key")
-    );
 }

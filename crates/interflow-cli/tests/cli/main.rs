@@ -1,6 +1,6 @@
-//! Integration tests of the `interflowctl` binary: the offline commands end to end, and the
-//! connected commands against a fake node (canned `Admin` and `Intake` answers behind real
-//! mutual TLS on 127.0.0.1, with certificates made by `interflowctl certs`).
+//! Integration tests of the `interflowctl` binary: the offline commands end to end, the
+//! connected commands against real nodes (`e2e`), and against a fake node for canned `Admin`
+//! answers (behind real mutual TLS on 127.0.0.1, with certificates made by `interflowctl certs`).
 
 mod e2e;
 mod fake_node;

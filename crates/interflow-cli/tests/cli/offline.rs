@@ -279,7 +279,7 @@ fn agreement_signed_by_both_parties_verifies_and_shows() {
 fn usage_errors_exit_2() {
     let (code, _, stderr) = run(&["pending", "--max-age", "5x"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("unknown unit `x`"), "{stderr}");
+    assert!(stderr.contains("unknown time unit \"x\""), "{stderr}");
     assert_eq!(run(&["frobnicate"]).0, 2);
     let (code, stdout, _) = run(&["--help"]);
     assert_eq!(code, 0);

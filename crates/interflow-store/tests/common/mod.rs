@@ -2,16 +2,12 @@
 
 use std::path::Path;
 
-/// Copies a directory tree (a data directory, in tests).
+/// Copies a directory tree (a data directory, in tests) with `fs_extra`, as the integration
+/// harness's `copy_dir` does.
 pub fn copy_dir(from: &Path, to: &Path) {
+    let options = fs_extra::dir::CopyOptions::new()
+        .content_only(true)
+        .overwrite(true);
     std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
+    fs_extra::dir::copy(from, to, &options).unwrap();
 }

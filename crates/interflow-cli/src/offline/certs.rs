@@ -1,123 +1,88 @@
-//! Offline key and certificate tools: record-signing keys and pseudonym keys through
-//! `interflow_core::keys`, and the federation and local PKIs through `interflow_tls::pki`.
-//! Private keys are written with mode 0600; nothing here talks to a node.
+//! `certs`: the federation and local PKIs for dev or small deployments (a CA, a node's peer
+//! certificate, a role client certificate, the local listener's server certificate) through
+//! `interflow_tls::pki`. Private keys are written with mode 0600; nothing here talks to a node.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
-use interflow_core::keys;
-use interflow_core::pseudonym::PseudonymKey;
+use anyhow::Context as _;
+use clap::{Subcommand, ValueEnum};
 use interflow_tls::pki::{Ca, Issued, Validity};
-use serde::Serialize;
 
-use crate::Report;
-use crate::cli::{CertsCommand, KeysCommand};
+use super::{Written, refuse_overwrite};
+use crate::cli::region_code;
 use crate::conn::error_chain;
 
-/// Files an offline command wrote.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Written {
-    /// What was made, e.g. `signing key`, `node certificate`.
-    pub what: String,
-    pub files: Vec<String>,
-    /// Ed25519 public key (hex) for `keys gen`; the certificate serial (hex) for `certs`.
-    pub fingerprint: Option<String>,
-    /// What to do next.
-    pub note: Option<String>,
+#[derive(Subcommand, Debug, Clone)]
+pub enum CertsCommand {
+    /// A new CA: `ca.pem` and `ca.key` (mode 0600) in `--out`.
+    Ca {
+        /// The CA's common name.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A node's federation peer certificate: `node.pem`, `node.key` in `--out`.
+    Node {
+        /// Directory with the federation CA's `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long, value_parser = region_code)]
+        region: String,
+        /// Extra DNS name of the node's peer endpoint (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Extra IP address of the node's peer endpoint (repeatable).
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u64,
+    },
+    /// A local client certificate with a role: `<role>.pem`, `<role>.key` in `--out`.
+    Client {
+        /// Directory with the node's local CA `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The holder's name; the node's audit log records it as the actor.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+    /// The local listener's server certificate: `local-server.pem`, `local-server.key`.
+    LocalServer {
+        /// Directory with the node's local CA `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long, value_parser = region_code)]
+        region: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u64,
+    },
 }
 
-impl Report for Written {
-    fn human(&self) -> String {
-        let mut s = format!("wrote {}:\n", self.what);
-        for f in &self.files {
-            s.push_str(&format!("  {f}\n"));
-        }
-        if let Some(fp) = &self.fingerprint {
-            s.push_str(&format!("fingerprint: {fp}\n"));
-        }
-        if let Some(n) = &self.note {
-            s.push_str(&format!("{n}\n"));
-        }
-        s
-    }
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleArg {
+    Admin,
+    Intake,
 }
 
-fn refuse_overwrite(paths: &[&Path], force: bool) -> anyhow::Result<()> {
-    if force {
-        return Ok(());
-    }
-    for p in paths {
-        if p.exists() {
-            bail!(
-                "`{}` exists; move it away or pass --force to replace it",
-                p.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-fn ensure_parent(path: &Path) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating directory `{}`", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// `signing.pem` → `signing.pub.pem`.
-pub fn public_key_path(private: &Path) -> PathBuf {
-    let name = private
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "signing.pem".into());
-    let stem = name.strip_suffix(".pem").unwrap_or(&name);
-    private.with_file_name(format!("{stem}.pub.pem"))
-}
-
-pub fn keys(cmd: &KeysCommand) -> anyhow::Result<Written> {
-    match cmd {
-        KeysCommand::Gen { out, force } => {
-            let public = public_key_path(out);
-            refuse_overwrite(&[out, &public], *force)?;
-            ensure_parent(out)?;
-            let key = keys::generate_signing_key();
-            if *force && out.exists() {
-                // The key writer keeps an existing file's mode; start from a fresh 0600 file.
-                std::fs::remove_file(out)
-                    .with_context(|| format!("replacing `{}`", out.display()))?;
-            }
-            keys::save_signing_key(out, &key).context("writing the signing key")?;
-            keys::save_verifying_key(&public, &key.verifying_key())
-                .context("writing the public key")?;
-            Ok(Written {
-                what: "an Ed25519 record-signing key".into(),
-                files: vec![out.display().to_string(), public.display().to_string()],
-                fingerprint: Some(hex::encode(key.verifying_key().to_bytes())),
-                note: Some(
-                    "keep the private key secret (mode 0600); the federation operator puts the public key in the directory"
-                        .into(),
-                ),
-            })
-        }
-        KeysCommand::Pseudonym { out, force } => {
-            refuse_overwrite(&[out], *force)?;
-            ensure_parent(out)?;
-            if *force && out.exists() {
-                std::fs::remove_file(out)
-                    .with_context(|| format!("replacing `{}`", out.display()))?;
-            }
-            let key = PseudonymKey::generate(&mut rand::rngs::OsRng);
-            keys::save_pseudonym_key(out, &key).context("writing the pseudonym key")?;
-            Ok(Written {
-                what: "an agreement pseudonym key".into(),
-                files: vec![out.display().to_string()],
-                fingerprint: None,
-                note: Some(
-                    "give the same file to the other party over a secure channel and list it under [[pseudonym_keys]] in both configs"
-                        .into(),
-                ),
-            })
+impl From<RoleArg> for interflow_tls::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Admin => interflow_tls::Role::Admin,
+            RoleArg::Intake => interflow_tls::Role::Intake,
         }
     }
 }
@@ -152,7 +117,7 @@ fn tls(e: interflow_tls::TlsError) -> anyhow::Error {
     anyhow::anyhow!(error_chain(&e))
 }
 
-pub fn certs(cmd: &CertsCommand) -> anyhow::Result<Written> {
+pub fn run(cmd: &CertsCommand) -> anyhow::Result<Written> {
     match cmd {
         CertsCommand::Ca { name, out } => {
             std::fs::create_dir_all(out)
@@ -246,74 +211,24 @@ pub fn certs(cmd: &CertsCommand) -> anyhow::Result<Written> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::RoleArg;
-
-    #[test]
-    fn public_key_path_sits_beside_the_private_key() {
-        assert_eq!(
-            public_key_path(Path::new("keys/signing.pem")),
-            PathBuf::from("keys/signing.pub.pem")
-        );
-        assert_eq!(public_key_path(Path::new("k")), PathBuf::from("k.pub.pem"));
-    }
-
-    #[test]
-    fn signing_key_files_load_back_and_are_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("sub/signing.pem");
-        let w = keys(&KeysCommand::Gen {
-            out: out.clone(),
-            force: false,
-        })
-        .unwrap();
-        let key = keys::load_signing_key(&out).unwrap();
-        let public = keys::load_verifying_key(&dir.path().join("sub/signing.pub.pem")).unwrap();
-        assert_eq!(key.verifying_key(), public);
-        assert_eq!(w.fingerprint, Some(hex::encode(public.to_bytes())));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&out).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let again = keys(&KeysCommand::Gen {
-            out: out.clone(),
-            force: false,
-        });
-        assert!(again.unwrap_err().to_string().contains("--force"));
-
-        let psk = dir.path().join("agr.key");
-        keys(&KeysCommand::Pseudonym {
-            out: psk.clone(),
-            force: false,
-        })
-        .unwrap();
-        keys::load_pseudonym_key(&psk).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&psk).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-    }
 
     #[test]
     fn certificates_load_with_interflow_tls() {
         let dir = tempfile::tempdir().unwrap();
         let fed = dir.path().join("fed-ca");
         let local = dir.path().join("local-ca");
-        certs(&CertsCommand::Ca {
+        run(&CertsCommand::Ca {
             name: "test federation".into(),
             out: fed.clone(),
         })
         .unwrap();
-        certs(&CertsCommand::Ca {
+        run(&CertsCommand::Ca {
             name: "test local".into(),
             out: local.clone(),
         })
         .unwrap();
         let region = "310115".parse().unwrap();
-        certs(&CertsCommand::Node {
+        run(&CertsCommand::Node {
             ca_dir: fed.clone(),
             region: "310115".into(),
             dns: vec!["node.example".into()],
@@ -322,14 +237,14 @@ mod tests {
             days: 30,
         })
         .unwrap();
-        certs(&CertsCommand::LocalServer {
+        run(&CertsCommand::LocalServer {
             ca_dir: local.clone(),
             region: "310115".into(),
             out: dir.path().join("server"),
             days: 30,
         })
         .unwrap();
-        certs(&CertsCommand::Client {
+        run(&CertsCommand::Client {
             ca_dir: local.clone(),
             role: RoleArg::Admin,
             name: "ops".into(),
@@ -376,7 +291,7 @@ mod tests {
         }
 
         // A missing CA says how to make one; an existing CA is never overwritten.
-        let err = certs(&CertsCommand::LocalServer {
+        let err = run(&CertsCommand::LocalServer {
             ca_dir: dir.path().join("nope"),
             region: "310115".into(),
             out: dir.path().join("x"),
@@ -388,7 +303,7 @@ mod tests {
             "{err:#}"
         );
         assert!(
-            certs(&CertsCommand::Ca {
+            run(&CertsCommand::Ca {
                 name: "again".into(),
                 out: fed,
             })

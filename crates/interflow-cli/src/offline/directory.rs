@@ -2,16 +2,46 @@
 //! a TOML member list and sign it with the operator key (`directory sign`), or print and check
 //! one (`directory show`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail, ensure};
+use clap::Subcommand;
 use interflow_core::directory::{Directory, tls_identity_for};
 use interflow_core::{RegionCode, keys, pb};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::DirectoryCommand;
 use crate::{Ctx, Outcome, Report, emit};
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum DirectoryCommand {
+    /// Builds the directory from a members TOML file and signs it with the operator key.
+    ///
+    /// The file holds `serial = N` and one `[[member]]` per bureau with `region`, `name`,
+    /// `endpoint` (`host:port` of its peer listener) and `signing_key` (path of its public
+    /// record-signing key, relative to the file). Give every node the output and the
+    /// operator's public key (`federation.directory`, `federation.operator_key`).
+    Sign {
+        /// The members file (TOML).
+        #[arg(long)]
+        members: PathBuf,
+        /// The federation operator's signing key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the signed directory (binary protobuf `SignedDirectory`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prints a directory's members; with `--operator-key`, checks its signature (exit 1 if
+    /// it does not verify).
+    Show {
+        /// The signed directory file.
+        file: PathBuf,
+        /// The federation operator's public key (PEM).
+        #[arg(long)]
+        operator_key: Option<PathBuf>,
+    },
+}
 
 /// The member list as the operator writes it.
 #[derive(Debug, Deserialize)]

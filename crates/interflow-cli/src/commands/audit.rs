@@ -1,0 +1,76 @@
+//! `audit`: the node's audit log from `Admin.AuditLog`, optionally since a time.
+
+use interflow_core::pb;
+use serde::Serialize;
+
+use crate::Report;
+use crate::conn::Connection;
+use crate::human;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditReport {
+    pub entries: Vec<AuditEntryView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditEntryView {
+    pub index: u64,
+    pub at: String,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub subjects: Vec<String>,
+    pub prev_hash: String,
+}
+
+pub async fn audit(conn: &Connection, since_ms: i64, limit: u32) -> anyhow::Result<AuditReport> {
+    let r = conn
+        .unary(
+            "Admin.AuditLog",
+            conn.admin()
+                .audit_log(pb::AuditLogRequest { since_ms, limit }),
+        )
+        .await?;
+    Ok(AuditReport {
+        entries: r
+            .entries
+            .into_iter()
+            .map(|e| AuditEntryView {
+                index: e.index,
+                at: human::instant(e.at_ms),
+                at_ms: e.at_ms,
+                actor: e.actor,
+                action: e.action,
+                subjects: e.subjects,
+                prev_hash: hex::encode(e.prev_hash),
+            })
+            .collect(),
+    })
+}
+
+impl Report for AuditReport {
+    fn human(&self) -> String {
+        if self.entries.is_empty() {
+            return "no audit entries in that range\n".into();
+        }
+        let mut t = human::table(&["#", "AT", "ACTOR", "ACTION", "SUBJECTS"]);
+        for e in &self.entries {
+            let subjects = match e.subjects.len() {
+                0 => "-".to_owned(),
+                1..=3 => e.subjects.join(", "),
+                n => format!("{}, ... ({n} in all)", e.subjects[..3].join(", ")),
+            };
+            t.add_row(vec![
+                e.index.to_string(),
+                e.at.clone(),
+                e.actor.clone(),
+                e.action.clone(),
+                subjects,
+            ]);
+        }
+        format!(
+            "{t}\n{}\n",
+            human::count(self.entries.len() as u64, "entry")
+        )
+    }
+}

@@ -1,0 +1,103 @@
+//! `channels`: every channel of the node with its direction, head, acknowledged position and
+//! whether it is stopped or held, from `Admin.ListChannels`.
+
+use interflow_core::pb;
+use serde::Serialize;
+
+use crate::conn::Connection;
+use crate::human;
+use crate::{Outcome, Report};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChannelsReport {
+    pub channels: Vec<ChannelRow>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChannelRow {
+    pub origin: String,
+    pub destination: String,
+    /// `outbound` or `inbound`.
+    pub direction: &'static str,
+    pub head_seq: u64,
+    pub head_hash: String,
+    /// Outbound only: highest seq the destination acknowledged with a verified receipt.
+    pub acked_seq: Option<u64>,
+    /// Outbound only: `head_seq - acked_seq`.
+    pub pending: Option<u64>,
+    /// Stopped after equivocation until an operator clears it.
+    pub stopped: bool,
+    /// Outbound: new records wait until heads were compared with the peer after start.
+    pub held: bool,
+}
+
+pub async fn channels(conn: &Connection) -> anyhow::Result<ChannelsReport> {
+    let resp = conn
+        .unary(
+            "Admin.ListChannels",
+            conn.admin().list_channels(pb::ListChannelsRequest {}),
+        )
+        .await?;
+    let mut channels: Vec<ChannelRow> = resp
+        .channels
+        .into_iter()
+        .map(|c| {
+            let outbound = c.direction == pb::Direction::Outbound as i32;
+            ChannelRow {
+                direction: if outbound { "outbound" } else { "inbound" },
+                head_seq: c.head_seq,
+                head_hash: hex::encode(&c.head_hash),
+                acked_seq: outbound.then_some(c.acked_seq),
+                pending: outbound.then(|| c.head_seq.saturating_sub(c.acked_seq)),
+                stopped: c.stopped,
+                held: c.held,
+                origin: c.origin,
+                destination: c.destination,
+            }
+        })
+        .collect();
+    channels.sort_by(|a, b| {
+        (a.direction, &a.origin, &a.destination).cmp(&(b.direction, &b.origin, &b.destination))
+    });
+    Ok(ChannelsReport { channels })
+}
+
+impl Report for ChannelsReport {
+    fn human(&self) -> String {
+        if self.channels.is_empty() {
+            return "no channels yet\n".into();
+        }
+        let mut t = human::table(&[
+            "CHANNEL",
+            "DIRECTION",
+            "HEAD",
+            "ACKED",
+            "PENDING",
+            "HEAD HASH",
+            "STATE",
+        ]);
+        for c in &self.channels {
+            let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
+            t.add_row(vec![
+                format!("{}->{}", c.origin, c.destination),
+                c.direction.to_owned(),
+                c.head_seq.to_string(),
+                opt(c.acked_seq),
+                opt(c.pending),
+                c.head_hash.get(..12).unwrap_or("").to_owned(),
+                if c.stopped {
+                    "STOPPED (equivocation)".into()
+                } else if c.held {
+                    "held (heads not yet compared)".into()
+                } else {
+                    "ok".into()
+                },
+            ]);
+        }
+        format!("{t}\n")
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome::Success
+    }
+}

@@ -1,0 +1,271 @@
+//! `submit`: status records from a CSV or JSONL file to `Intake.Submit`, in batches.
+//!
+//! Each row is parsed and checked here first (the same payload rules the node applies), so
+//! most mistakes are reported with their row and column without a round trip. Valid rows are
+//! sent in batches; the node stores each batch's valid items atomically and answers per item.
+//! Every row carries an idempotency key, so rerunning the same file after an interruption is
+//! safe: rows stored before come back as duplicates ("already stored"). Rows that fail, here
+//! or at the node, go to a CSV error report (row, idempotency_key, field, code, reason).
+//! Reasons never echo field values: national IDs and dates are personal data.
+
+mod report;
+mod row;
+mod source;
+
+pub use report::{ERROR_REPORT_HEADER, ErrorGroup, SubmitSummary, default_errors_path};
+pub use row::{COLUMNS, Fields, RowError, column_of, parse_row};
+pub use source::{CsvRows, JsonlRows, RawRow, RowSource, fields_from_json};
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable as _};
+use indicatif::{ProgressBar, ProgressStyle};
+use interflow_core::payload::ValidationRules;
+use interflow_core::pb;
+
+use crate::cli::InputFormat;
+use crate::conn::Connection;
+use crate::human;
+use report::ErrorReport;
+use row::{FUTURE_SKEW_MS, row_error};
+use source::detect_format;
+
+/// How often a batch is retried when the node is briefly unavailable.
+const RETRIES: usize = 3;
+
+/// The wait before the first retry; it doubles for each further one.
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What `submit` needs besides the connection.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub file: PathBuf,
+    pub format: Option<InputFormat>,
+    pub batch: usize,
+    pub errors: Option<PathBuf>,
+    pub progress: bool,
+}
+
+/// A valid row waiting in the current batch.
+struct Queued {
+    row: u64,
+    key: String,
+}
+
+/// Counts shared by the run and its progress bar.
+#[derive(Default)]
+struct Tally {
+    rows: u64,
+    stored: u64,
+    duplicates: u64,
+    failed_locally: u64,
+    rejected: u64,
+    batches: u64,
+}
+
+impl Tally {
+    fn message(&self) -> String {
+        format!(
+            "{} rows: {} stored, {} already stored, {} failed",
+            self.rows,
+            self.stored,
+            self.duplicates,
+            self.failed_locally + self.rejected
+        )
+    }
+}
+
+/// Reads `opts.file`, submits its rows in batches and writes the error report.
+pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSummary> {
+    let file = File::open(&opts.file)
+        .with_context(|| format!("opening the input file `{}`", opts.file.display()))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let format = opts.format.unwrap_or_else(|| detect_format(&opts.file));
+    let mut source: Box<dyn RowSource> = match format {
+        InputFormat::Csv => Box::new(
+            CsvRows::new(BufReader::new(file))
+                .with_context(|| format!("reading `{}`", opts.file.display()))?,
+        ),
+        InputFormat::Jsonl => Box::new(JsonlRows::new(BufReader::new(file))),
+    };
+    let errors_path = opts
+        .errors
+        .clone()
+        .unwrap_or_else(|| default_errors_path(&opts.file));
+    let mut report = ErrorReport::new(errors_path);
+    let bar = if opts.progress {
+        let b = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% {msg}",
+        ) {
+            b.set_style(style);
+        }
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let batch_size = opts.batch.max(1);
+    let mut tally = Tally::default();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut items: Vec<pb::Submission> = Vec::with_capacity(batch_size);
+    let mut queued: Vec<Queued> = Vec::with_capacity(batch_size);
+    let rules_now = human::now_ms();
+    let rules = ValidationRules {
+        now_ms: rules_now,
+        max_future_skew_ms: FUTURE_SKEW_MS,
+    };
+
+    loop {
+        let next = source
+            .next_row()
+            .with_context(|| format!("reading `{}`", opts.file.display()))?;
+        let at_end = next.is_none();
+        if let Some(raw) = next {
+            tally.rows += 1;
+            let parsed = raw.and_then(|(row, fields)| {
+                let sub = parse_row(row, &fields, &rules)?;
+                if let Some(first) = seen.get(&sub.idempotency_key) {
+                    return Err(row_error(
+                        row,
+                        &sub.idempotency_key,
+                        "idempotency_key",
+                        "duplicate_key_in_file",
+                        format!("repeats the key of row {first}; every row needs its own key"),
+                    ));
+                }
+                seen.insert(sub.idempotency_key.clone(), row);
+                Ok((row, sub))
+            });
+            match parsed {
+                Ok((row, sub)) => {
+                    queued.push(Queued {
+                        row,
+                        key: sub.idempotency_key.clone(),
+                    });
+                    items.push(sub);
+                }
+                Err(e) => {
+                    tally.failed_locally += 1;
+                    report.add(&e)?;
+                }
+            }
+        }
+        if items.len() >= batch_size || (at_end && !items.is_empty()) {
+            let batch = std::mem::take(&mut items);
+            let rows = std::mem::take(&mut queued);
+            let results = send(conn, batch).await.with_context(|| {
+                let first = rows.first().map_or(0, |q| q.row);
+                let last = rows.last().map_or(0, |q| q.row);
+                let _ = report.flush();
+                format!(
+                    "submitting rows {first} to {last} of `{}` ({} stored and {} already stored before); rerun the same command: stored rows are reported as already stored",
+                    opts.file.display(),
+                    tally.stored,
+                    tally.duplicates
+                )
+            })?;
+            tally.batches += 1;
+            for (q, r) in rows.iter().zip(results) {
+                match r.outcome {
+                    Some(pb::submit_result::Outcome::RecordId(_)) if r.duplicate => {
+                        tally.duplicates += 1;
+                    }
+                    Some(pb::submit_result::Outcome::RecordId(_)) => tally.stored += 1,
+                    Some(pb::submit_result::Outcome::Error(e)) => {
+                        tally.rejected += 1;
+                        report.add(&row_error(
+                            q.row,
+                            &q.key,
+                            &column_of(&e.field),
+                            &crate::names::submit_error_name(e.code),
+                            e.reason,
+                        ))?;
+                    }
+                    None => {
+                        tally.rejected += 1;
+                        report.add(&row_error(
+                            q.row,
+                            &q.key,
+                            "",
+                            "unknown",
+                            "the node answered without an outcome",
+                        ))?;
+                    }
+                }
+            }
+            report.flush()?;
+        }
+        bar.set_position(source.bytes_read().min(total.max(1)));
+        bar.set_message(tally.message());
+        if at_end {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let (errors_file, error_summary) = report.finish()?;
+    Ok(SubmitSummary {
+        file: opts.file.display().to_string(),
+        rows: tally.rows,
+        stored: tally.stored,
+        duplicates: tally.duplicates,
+        failed: tally.failed_locally + tally.rejected,
+        failed_locally: tally.failed_locally,
+        rejected_by_node: tally.rejected,
+        batches: tally.batches,
+        errors_file: errors_file.map(|p| p.display().to_string()),
+        error_summary,
+    })
+}
+
+/// One `Intake.Submit` call, retried while the node is briefly unavailable (safe: items are
+/// idempotent by key).
+async fn send(
+    conn: &Connection,
+    items: Vec<pb::Submission>,
+) -> anyhow::Result<Vec<pb::SubmitResult>> {
+    let n = items.len();
+    let request = pb::SubmitRequest { items };
+    let call = || async {
+        tokio::time::timeout(
+            conn.request_timeout(),
+            conn.intake().submit(request.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {}",
+                human::format_age(conn.request_timeout())
+            )))
+        })
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(FIRST_RETRY_DELAY)
+        .with_max_times(RETRIES);
+    let results = call
+        .retry(backoff)
+        .when(|s| {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            )
+        })
+        .notify(|s, wait| {
+            tracing::warn!(code = ?s.code(), retry_in = ?wait, "submit failed; retrying");
+        })
+        .await
+        .map_err(|s| conn.call_error("Intake.Submit", s))?
+        .into_inner()
+        .results;
+    anyhow::ensure!(
+        results.len() == n,
+        "the node answered {} results for {n} items; this is a node bug, report it",
+        results.len()
+    );
+    Ok(results)
+}

@@ -1,0 +1,145 @@
+//! `keys gen` and `keys pseudonym`: a record-signing key pair or an agreement pseudonym key,
+//! written through `interflow_core::keys` with the private part at mode 0600. Nothing here
+//! talks to a node.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use interflow_core::keys;
+use interflow_core::pseudonym::PseudonymKey;
+
+use super::{Written, ensure_parent, refuse_overwrite};
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum KeysCommand {
+    /// A new Ed25519 record-signing key: PKCS#8 PEM (mode 0600) and `<stem>.pub.pem` beside it.
+    Gen {
+        /// Private key file to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A new 32-byte agreement pseudonym key as 64 hex digits (mode 0600). Give the same file
+    /// to the other party over a secure channel.
+    Pseudonym {
+        /// Key file to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+/// `signing.pem` → `signing.pub.pem`.
+pub fn public_key_path(private: &Path) -> PathBuf {
+    let name = private
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "signing.pem".into());
+    let stem = name.strip_suffix(".pem").unwrap_or(&name);
+    private.with_file_name(format!("{stem}.pub.pem"))
+}
+
+pub fn run(cmd: &KeysCommand) -> anyhow::Result<Written> {
+    match cmd {
+        KeysCommand::Gen { out, force } => {
+            let public = public_key_path(out);
+            refuse_overwrite(&[out, &public], *force)?;
+            ensure_parent(out)?;
+            let key = keys::generate_signing_key();
+            if *force && out.exists() {
+                // The key writer keeps an existing file's mode; start from a fresh 0600 file.
+                std::fs::remove_file(out)
+                    .with_context(|| format!("replacing `{}`", out.display()))?;
+            }
+            keys::save_signing_key(out, &key).context("writing the signing key")?;
+            keys::save_verifying_key(&public, &key.verifying_key())
+                .context("writing the public key")?;
+            Ok(Written {
+                what: "an Ed25519 record-signing key".into(),
+                files: vec![out.display().to_string(), public.display().to_string()],
+                fingerprint: Some(hex::encode(key.verifying_key().to_bytes())),
+                note: Some(
+                    "keep the private key secret (mode 0600); the federation operator puts the public key in the directory"
+                        .into(),
+                ),
+            })
+        }
+        KeysCommand::Pseudonym { out, force } => {
+            refuse_overwrite(&[out], *force)?;
+            ensure_parent(out)?;
+            if *force && out.exists() {
+                std::fs::remove_file(out)
+                    .with_context(|| format!("replacing `{}`", out.display()))?;
+            }
+            let key = PseudonymKey::generate(&mut rand::rngs::OsRng);
+            keys::save_pseudonym_key(out, &key).context("writing the pseudonym key")?;
+            Ok(Written {
+                what: "an agreement pseudonym key".into(),
+                files: vec![out.display().to_string()],
+                fingerprint: None,
+                note: Some(
+                    "give the same file to the other party over a secure channel and list it under [[pseudonym_keys]] in both configs"
+                        .into(),
+                ),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_key_path_sits_beside_the_private_key() {
+        assert_eq!(
+            public_key_path(Path::new("keys/signing.pem")),
+            PathBuf::from("keys/signing.pub.pem")
+        );
+        assert_eq!(public_key_path(Path::new("k")), PathBuf::from("k.pub.pem"));
+    }
+
+    #[test]
+    fn signing_key_files_load_back_and_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("sub/signing.pem");
+        let w = run(&KeysCommand::Gen {
+            out: out.clone(),
+            force: false,
+        })
+        .unwrap();
+        let key = keys::load_signing_key(&out).unwrap();
+        let public = keys::load_verifying_key(&dir.path().join("sub/signing.pub.pem")).unwrap();
+        assert_eq!(key.verifying_key(), public);
+        assert_eq!(w.fingerprint, Some(hex::encode(public.to_bytes())));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = run(&KeysCommand::Gen {
+            out: out.clone(),
+            force: false,
+        });
+        assert!(again.unwrap_err().to_string().contains("--force"));
+
+        let psk = dir.path().join("agr.key");
+        run(&KeysCommand::Pseudonym {
+            out: psk.clone(),
+            force: false,
+        })
+        .unwrap();
+        keys::load_pseudonym_key(&psk).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&psk).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
