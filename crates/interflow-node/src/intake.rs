@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use interflow_core::idempotency::IdempotencyKey;
 use interflow_core::payload::Payload;
 use interflow_core::pb;
 use interflow_core::pseudonym::SubjectRef;
@@ -35,20 +36,16 @@ fn error(code: Code, field: &str, reason: impl Into<String>) -> pb::SubmitResult
     }
 }
 
-fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic())
-}
-
 impl Node {
     /// Turns one submission into a record to seal, or the precise reason it cannot be.
     fn prepare(&self, store: &Store, item: pb::Submission) -> Result<Submission, pb::SubmitResult> {
-        if !valid_key(&item.idempotency_key) {
-            return Err(error(
+        let idempotency_key = IdempotencyKey::parse(&item.idempotency_key).map_err(|_| {
+            error(
                 Code::InvalidIdempotencyKey,
                 "idempotency_key",
-                "must be 1 to 128 printable ASCII characters without spaces",
-            ));
-        }
+                IdempotencyKey::RULE,
+            )
+        })?;
         let now = self.now();
         let destination: RegionCode =
             item.destination
@@ -137,7 +134,7 @@ impl Node {
                 supersedes,
                 payload,
             },
-            idempotency_key: item.idempotency_key,
+            idempotency_key: idempotency_key.into_string(),
         })
     }
 
