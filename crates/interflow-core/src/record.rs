@@ -374,7 +374,7 @@ impl NewRecord {
             subject_ref: self.subject.as_bytes().to_vec(),
             issued_at_ms: self.issued_at_ms,
             supersedes: self.supersedes.map(|r| r.0.to_vec()).unwrap_or_default(),
-            payload: Some(self.payload.clone().into_record()),
+            payload: Some(pb::record_body::Payload::from(&self.payload)),
         }
     }
 
