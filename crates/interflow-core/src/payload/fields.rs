@@ -26,6 +26,14 @@ impl ServicePoint {
     /// Exactly ten ASCII digits whose first six are a region code. The reason never holds the
     /// text itself.
     pub fn parse(s: &str) -> Result<Self, PayloadReason> {
+        let region = Self::region_of(s)?;
+        Ok(ServicePoint {
+            code: s.to_owned(),
+            region,
+        })
+    }
+
+    fn region_of(s: &str) -> Result<RegionCode, PayloadReason> {
         let len = s.chars().count();
         if len != SERVICE_POINT_LEN {
             return Err(PayloadReason::WrongLength { len });
@@ -34,12 +42,7 @@ impl ServicePoint {
             return Err(PayloadReason::NonDigit { position: i + 1 });
         }
         // All ten characters are ASCII, so byte 6 is a character boundary.
-        let region =
-            RegionCode::parse(s.get(..6).unwrap_or_default()).map_err(PayloadReason::BadRegion)?;
-        Ok(ServicePoint {
-            code: s.to_owned(),
-            region,
-        })
+        RegionCode::parse(s.get(..6).unwrap_or_default()).map_err(PayloadReason::BadRegion)
     }
 
     pub fn as_str(&self) -> &str {
@@ -52,8 +55,11 @@ impl ServicePoint {
     }
 
     /// As [`ServicePoint::parse`], with the error naming `field`.
-    pub(super) fn field(field: &'static str, s: String) -> Result<Self, PayloadError> {
-        Self::parse(&s).map_err(|reason| PayloadError::new(field, reason))
+    pub(super) fn field(field: &'static str, code: String) -> Result<Self, PayloadError> {
+        match Self::region_of(&code) {
+            Ok(region) => Ok(ServicePoint { code, region }),
+            Err(reason) => Err(PayloadError::new(field, reason)),
+        }
     }
 }
 
