@@ -479,19 +479,23 @@ pub(crate) mod tests {
         assert_eq!(err.reject_reason(), pb::RejectReason::BadSignature);
     }
 
+    /// `body` signed as it is, without the checks sealing makes.
+    fn signed_as_is(k: &SigningKey, body: Vec<u8>) -> pb::SignedRecord {
+        let signature = sign::sign(k, Domain::Record, &body).to_vec();
+        pb::SignedRecord {
+            alg: pb::SignatureAlgorithm::Ed25519 as i32,
+            body,
+            signature,
+        }
+    }
+
     #[test]
     fn validly_signed_body_with_unknown_field_is_non_canonical() {
         let k = key(1);
         let mut body = sample(0).body(1, RecordId::ZERO).encode_to_vec();
         // Field 99, varint 1: unknown to the schema.
         body.extend_from_slice(&[0x98, 0x06, 0x01]);
-        let signature = sign::sign(&k, Domain::Record, &body).to_vec();
-        let signed = pb::SignedRecord {
-            alg: pb::SignatureAlgorithm::Ed25519 as i32,
-            body,
-            signature,
-        };
-        let err = DecodedRecord::decode(signed).unwrap_err();
+        let err = DecodedRecord::decode(signed_as_is(&k, body)).unwrap_err();
         assert_eq!(err.reject_reason(), pb::RejectReason::NonCanonical);
     }
 
@@ -532,14 +536,7 @@ pub(crate) mod tests {
         if let Some(pb::record_body::Payload::Contraception(c)) = &mut body.payload {
             c.method = 0;
         }
-        let body = body.encode_to_vec();
-        let signature = sign::sign(&k, Domain::Record, &body).to_vec();
-        let signed = pb::SignedRecord {
-            alg: pb::SignatureAlgorithm::Ed25519 as i32,
-            body,
-            signature,
-        };
-        let err = DecodedRecord::decode(signed).unwrap_err();
+        let err = DecodedRecord::decode(signed_as_is(&k, body.encode_to_vec())).unwrap_err();
         assert_eq!(err.reject_reason(), pb::RejectReason::InvalidPayload);
         assert!(matches!(err, RecordError::Payload(e) if e.field() == "contraception.method"));
     }

@@ -4,12 +4,9 @@
 //! encodes as it always did. The clock checks are [`ContraceptionStatus::validate`]'s; nothing
 //! here reads the clock.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::NaiveDate;
 
-use super::error::{PayloadError, PayloadReason, UnknownName, known, unspecified};
+use super::error::{PayloadError, PayloadReason, known, unspecified};
 use super::fields::{self, ServicePoint, present_when};
 use crate::pb;
 use crate::time::date_to_pb;
@@ -59,24 +56,7 @@ impl ContraceptionMethod {
     }
 }
 
-impl fmt::Display for ContraceptionMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ContraceptionMethod {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                UnknownName::new("contraceptive method", s, &Self::ALL.map(Self::as_str))
-            })
-    }
-}
+enum_names!(ContraceptionMethod, "contraceptive method");
 
 impl From<ContraceptionMethod> for pb::ContraceptiveMethod {
     fn from(m: ContraceptionMethod) -> Self {

@@ -14,6 +14,31 @@ use chrono::NaiveDate;
 use crate::pb;
 use crate::time::{self, UnixMillis};
 
+/// `Display` and `FromStr` for an enum with `ALL` and `as_str`: one spelling of each name, for
+/// the CLI, reports and messages alike. Defined before the modules below so they can use it.
+macro_rules! enum_names {
+    ($ty:ty, $what:literal) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = super::error::UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| {
+                        super::error::UnknownName::new($what, s, &Self::ALL.map(Self::as_str))
+                    })
+            }
+        }
+    };
+}
+
 mod contraception;
 mod error;
 mod fields;

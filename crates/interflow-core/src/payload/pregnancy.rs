@@ -5,12 +5,9 @@
 //! loss so that a sealed body encodes as it always did. The clock checks are
 //! [`PregnancyStatus::validate`]'s; nothing here reads the clock.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::NaiveDate;
 
-use super::error::{PayloadError, PayloadReason, UnknownName, date_error, known, unspecified};
+use super::error::{PayloadError, PayloadReason, date_error, known, unspecified};
 use super::fields::{self, ServicePoint, YearMonth, present_when};
 use crate::pb;
 use crate::time::date_to_pb;
@@ -75,22 +72,7 @@ impl PregnancyState {
     }
 }
 
-impl fmt::Display for PregnancyState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PregnancyState {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownName::new("pregnancy state", s, &Self::ALL.map(Self::as_str)))
-    }
-}
+enum_names!(PregnancyState, "pregnancy state");
 
 impl From<PregnancyState> for pb::PregnancyState {
     fn from(s: PregnancyState) -> Self {
