@@ -1,8 +1,8 @@
 //! The contraception status as the domain sees it: a known method, a real observation date,
 //! the date the method started unless the method is none, and a well-formed service point.
 //! Built only from the wire type, which it converts back to without loss so that a sealed body
-//! encodes as it always did. The clock checks are [`ContraceptionStatus::validate`]'s; nothing
-//! here reads the clock.
+//! encodes as it always did. `validate` checks the dates against the clock and then against
+//! `observed_on`; nothing here reads the clock.
 
 use chrono::NaiveDate;
 
@@ -126,7 +126,9 @@ impl ContraceptionStatus {
     }
 }
 
-/// Checks everything that does not depend on the clock and names the first field at fault.
+/// Checks each field on its own: known, real, present exactly when the method calls for it;
+/// names the first field at fault. Whether `since` follows `observed_on` is
+/// [`ContraceptionStatus::validate`]'s, after the clock.
 impl TryFrom<pb::ContraceptionStatus> for ContraceptionStatus {
     type Error = PayloadError;
 

@@ -1,9 +1,10 @@
 //! Record payloads as the domain sees them: the closed set of kinds, and the checked payload
 //! that `RecordBody` and `Submission` carry. A payload is parsed once, where it enters (intake,
-//! a received or stored record), by `TryFrom` of the wire type, which checks everything that
-//! does not depend on the clock (enums known, dates real, fields present exactly when the
-//! state calls for them, ranges); [`Payload::validate`] adds the checks against "now", which
-//! the caller supplies. Errors name the field at fault and never echo the values, which are
+//! a received or stored record), by `TryFrom` of the wire type, which checks every field on its
+//! own (enums known, dates real, fields present exactly when the state calls for them, ranges);
+//! [`Payload::validate`] adds the checks against "now", which the caller supplies, and then how
+//! the dates relate to `observed_on`: a date in the future is reported as in the future, not
+//! as out of order, as it always was. Errors name the field at fault and never echo the values, which are
 //! personal data. This module does not check agreements, chains or signatures.
 
 use std::fmt;
@@ -192,7 +193,8 @@ impl Payload {
     }
 
     /// The checks that need the clock, as of `rules.now_ms`: no date in the future beyond the
-    /// skew (and, reported after that, none after `observed_on`). `supersedes_present` says
+    /// skew; after that, the dates against `observed_on` (an event or `since` not after it, the
+    /// delivery month within range of it). `supersedes_present` says
     /// whether the record or submission names a record it replaces, which a retraction needs.
     pub fn validate(
         &self,

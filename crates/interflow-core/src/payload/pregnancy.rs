@@ -1,9 +1,9 @@
-//! The pregnancy status as the domain sees it: a known state, a real observation date, the
-//! expected delivery month exactly when pregnant (within [`MAX_MONTHS_TO_DELIVERY`] of the
-//! observation), the event date exactly when the pregnancy ended, a bounded visit count and a
-//! well-formed service point. Built only from the wire type, which it converts back to without
-//! loss so that a sealed body encodes as it always did. The clock checks are
-//! [`PregnancyStatus::validate`]'s; nothing here reads the clock.
+//! The pregnancy status as the domain sees it: a known state, a real observation date, a real
+//! expected delivery month exactly when pregnant, a real event date exactly when the pregnancy
+//! ended, a bounded visit count and a well-formed service point. Built only from the wire type,
+//! which it converts back to without loss so that a sealed body encodes as it always did.
+//! `validate` checks the dates against the clock and then against `observed_on`; nothing here
+//! reads the clock.
 
 use chrono::NaiveDate;
 
@@ -129,10 +129,15 @@ impl PregnancyStatus {
         &self.service_point
     }
 
-    /// The checks that need the clock: no date after `latest`, and the event not after the
-    /// observation (checked after the clock, so a date in the future is reported as such).
+    /// The checks that need the clock: no date after `latest`. The dates are compared with
+    /// `observed_on` here too, each after the clock check it follows on the wire, so that a
+    /// date in the future is reported as in the future rather than as out of order (the
+    /// order intake and the CLI's report have always given).
     pub(super) fn validate(&self, latest: NaiveDate) -> Result<(), PayloadError> {
         fields::not_after(OBSERVED, self.observed_on, latest, None)?;
+        if let Some(due) = self.expected_delivery {
+            delivery_in_range(due, self.observed_on)?;
+        }
         match self.event_date {
             Some(event) => fields::not_after(EVENT, event, latest, Some(self.observed_on)),
             None => Ok(()),
@@ -140,8 +145,9 @@ impl PregnancyStatus {
     }
 }
 
-/// Checks everything that does not depend on the clock, in the order the fields are listed,
-/// and names the first field at fault.
+/// Checks each field on its own, in the order they are listed: known, real, present exactly
+/// when the state calls for it, in range; names the first field at fault. How the dates relate
+/// to `observed_on` is [`PregnancyStatus::validate`]'s, after the clock.
 impl TryFrom<pb::PregnancyStatus> for PregnancyStatus {
     type Error = PayloadError;
 
@@ -159,7 +165,7 @@ impl TryFrom<pb::PregnancyStatus> for PregnancyStatus {
             PayloadReason::ForbiddenWhen { condition },
         )?;
         let expected_delivery = match due {
-            Some(m) => Some(delivery_month(m, observed_on)?),
+            Some(m) => Some(YearMonth::try_from(m).map_err(|e| date_error(DELIVERY, e))?),
             None => None,
         };
 
@@ -195,9 +201,9 @@ impl TryFrom<pb::PregnancyStatus> for PregnancyStatus {
     }
 }
 
-/// A real month from the month of `observed_on` to [`MAX_MONTHS_TO_DELIVERY`] after it.
-fn delivery_month(m: &pb::YearMonth, observed_on: NaiveDate) -> Result<YearMonth, PayloadError> {
-    let month = YearMonth::try_from(m).map_err(|e| date_error(DELIVERY, e))?;
+/// The expected delivery month lies from the month of `observed_on` to
+/// [`MAX_MONTHS_TO_DELIVERY`] after it.
+fn delivery_in_range(month: YearMonth, observed_on: NaiveDate) -> Result<(), PayloadError> {
     let ahead = month.months_since(YearMonth::of(observed_on));
     if ahead < 0 {
         return Err(PayloadError::new(
@@ -213,7 +219,7 @@ fn delivery_month(m: &pb::YearMonth, observed_on: NaiveDate) -> Result<YearMonth
             },
         ));
     }
-    Ok(month)
+    Ok(())
 }
 
 /// The wire form, field for field as it was received or submitted: a status converted from

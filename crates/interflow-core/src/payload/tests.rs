@@ -482,3 +482,26 @@ proptest! {
         }
     }
 }
+
+/// The order of dates is checked after the clock: a date in the future is reported as such,
+/// as intake and the CLI's report always did, not as out of order with `observed_on`.
+#[test]
+fn a_date_in_the_future_is_reported_before_its_order() {
+    let cases = [
+        (
+            preg(|p| p.observed_on = date(2027, 1, 1)),
+            fail("pregnancy.observed_on", PayloadReason::InFuture),
+        ),
+        (
+            contra(M::Iud, |c| {
+                c.observed_on = date(2026, 6, 1);
+                c.since = date(2026, 7, 1);
+            }),
+            fail("contraception.since", PayloadReason::InFuture),
+        ),
+    ];
+    for (payload, want) in cases {
+        assert!(Payload::try_from(payload.clone()).is_ok());
+        assert_eq!(check(payload, false), want);
+    }
+}
