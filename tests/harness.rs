@@ -316,7 +316,7 @@ impl TestCluster {
             agreement_id: agreement,
             issued_at_ms: node.now(),
             supersedes: None,
-            payload: Payload::Contraception(p),
+            payload: Payload::Contraception(p.try_into().expect("sample payload")),
         }
         .seal(seq, prev, key)
         .expect("seal")

@@ -39,7 +39,7 @@ pub fn subject() -> SubjectRef {
 
 /// A contraception status observed on 2026-05-`day`.
 pub fn contraception(method: pb::ContraceptiveMethod, day: u32) -> Payload {
-    Payload::Contraception(pb::ContraceptionStatus {
+    let status = pb::ContraceptionStatus {
         method: method as i32,
         since: Some(pb::Date {
             year: 2025,
@@ -52,7 +52,8 @@ pub fn contraception(method: pb::ContraceptiveMethod, day: u32) -> Payload {
             day,
         }),
         service_point: "3101150042".into(),
-    })
+    };
+    Payload::Contraception(status.try_into().expect("fixture payload"))
 }
 
 /// A valid record of the sample person on 310115→110105: an IUD observed on 2026-05-20,

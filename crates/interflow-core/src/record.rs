@@ -152,7 +152,8 @@ impl RecordError {
     }
 }
 
-/// A record whose body is canonical and structurally valid; its signature is not yet checked.
+/// A record whose body is canonical and structurally valid, with its payload parsed into the
+/// checked domain type; its signature and the clock checks are not yet done.
 /// `Debug` shows only the channel position and id: payloads and subject refs never reach logs.
 #[derive(Clone, PartialEq)]
 pub struct DecodedRecord {
@@ -188,7 +189,8 @@ fn region(field: &'static str, s: &str) -> Result<RegionCode, RecordError> {
 }
 
 impl DecodedRecord {
-    /// Checks the algorithm, decodes the body canonically and checks its structure.
+    /// Checks the algorithm, decodes the body canonically and checks its structure, parsing the
+    /// payload once into its checked type (every payload rule but the clock's).
     pub fn decode(signed: pb::SignedRecord) -> Result<Self, RecordError> {
         if signed.alg != pb::SignatureAlgorithm::Ed25519 as i32 {
             return Err(RecordError::UnsupportedAlgorithm(signed.alg));
@@ -270,7 +272,8 @@ impl DecodedRecord {
         Ok(VerifiedRecord(self))
     }
 
-    /// Checks the payload rules and the issue time against `rules.now_ms`.
+    /// Checks what needs the clock, against `rules.now_ms`: the issue time and the payload's
+    /// dates.
     pub fn validate(&self, rules: &ValidationRules) -> Result<(), RecordError> {
         if self.body.issued_at_ms > rules.now_ms.saturating_add(rules.max_future_skew_ms) {
             return Err(RecordError::FromTheFuture {
@@ -386,7 +389,7 @@ impl NewRecord {
             subject_ref: self.subject.as_bytes().to_vec(),
             issued_at_ms: self.issued_at_ms,
             supersedes: self.supersedes.map(|r| r.0.to_vec()).unwrap_or_default(),
-            payload: Some(self.payload.clone().into_record()),
+            payload: Some(pb::record_body::Payload::from(&self.payload)),
         }
     }
 
@@ -488,19 +491,23 @@ pub(crate) mod tests {
         assert_eq!(err.reject_reason(), pb::RejectReason::BadSignature);
     }
 
+    /// `body` signed as it is, without the checks sealing makes.
+    fn signed_as_is(k: &SigningKey, body: Vec<u8>) -> pb::SignedRecord {
+        let signature = sign::sign(k, Domain::Record, &body).to_vec();
+        pb::SignedRecord {
+            alg: pb::SignatureAlgorithm::Ed25519 as i32,
+            body,
+            signature,
+        }
+    }
+
     #[test]
     fn validly_signed_body_with_unknown_field_is_non_canonical() {
         let k = key(1);
         let mut body = sample(0).body(1, RecordId::ZERO).encode_to_vec();
         // Field 99, varint 1: unknown to the schema.
         body.extend_from_slice(&[0x98, 0x06, 0x01]);
-        let signature = sign::sign(&k, Domain::Record, &body).to_vec();
-        let signed = pb::SignedRecord {
-            alg: pb::SignatureAlgorithm::Ed25519 as i32,
-            body,
-            signature,
-        };
-        let err = DecodedRecord::decode(signed).unwrap_err();
+        let err = DecodedRecord::decode(signed_as_is(&k, body)).unwrap_err();
         assert_eq!(err.reject_reason(), pb::RejectReason::NonCanonical);
     }
 
@@ -532,6 +539,18 @@ pub(crate) mod tests {
             same.seal(1, RecordId::ZERO, &k).unwrap_err(),
             RecordError::SelfChannel
         );
+    }
+
+    #[test]
+    fn a_signed_body_with_an_invalid_payload_is_refused_when_decoded() {
+        let k = key(1);
+        let mut body = sample(0).body(1, RecordId::ZERO);
+        if let Some(pb::record_body::Payload::Contraception(c)) = &mut body.payload {
+            c.method = 0;
+        }
+        let err = DecodedRecord::decode(signed_as_is(&k, body.encode_to_vec())).unwrap_err();
+        assert_eq!(err.reject_reason(), pb::RejectReason::InvalidPayload);
+        assert!(matches!(err, RecordError::Payload(e) if e.field() == "contraception.method"));
     }
 
     #[test]

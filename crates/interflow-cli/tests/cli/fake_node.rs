@@ -54,21 +54,25 @@ fn sample_record(now: i64) -> VerifiedRecord {
         subject: SubjectRef::derive(&PseudonymKey::from_bytes([7; 32]), &id),
         issued_at_ms: now - 60_000,
         supersedes: None,
-        payload: Payload::Pregnancy(pb::PregnancyStatus {
-            state: pb::PregnancyState::Pregnant as i32,
-            observed_on: Some(pb::Date {
-                year: 2025,
-                month: 11,
-                day: 10,
-            }),
-            expected_delivery: Some(pb::YearMonth {
-                year: 2026,
-                month: 6,
-            }),
-            event_date: None,
-            prenatal_visits: 3,
-            service_point: "3101150042".into(),
-        }),
+        payload: Payload::Pregnancy(
+            pb::PregnancyStatus {
+                state: pb::PregnancyState::Pregnant as i32,
+                observed_on: Some(pb::Date {
+                    year: 2025,
+                    month: 11,
+                    day: 10,
+                }),
+                expected_delivery: Some(pb::YearMonth {
+                    year: 2026,
+                    month: 6,
+                }),
+                event_date: None,
+                prenatal_visits: 3,
+                service_point: "3101150042".into(),
+            }
+            .try_into()
+            .unwrap(),
+        ),
     }
     .seal(1, RecordId::ZERO, &keys::generate_signing_key())
     .unwrap()
