@@ -1,14 +1,13 @@
 //! The lowercase names people read and type for wire enum values (`pregnant`, `oral_pill`,
 //! `peer_unreachable`), all in this one place.
 //!
-//! Record kinds come from core ([`Kind`]'s `as_str`/`FromStr`). The other names are the proto's
-//! own value names without their type prefix (`PREGNANCY_STATE_NOT_PREGNANT` is
-//! `not_pregnant`), read through prost's `as_str_name`/`from_str_name`, so no table here can
-//! drift from the schema. When core gains `as_str`/`FromStr` for pregnancy states and
-//! contraceptive methods, [`state_name`], [`state_of`], [`method_name`] and [`method_of`] are
-//! the only functions to switch over.
+//! Record kinds, pregnancy states and contraceptive methods come from core (`as_str`/`FromStr`
+//! of [`Kind`], [`PregnancyState`], [`ContraceptionMethod`]). Anomalies and submit error codes,
+//! which core does not model, are the proto's own value names without their type prefix
+//! (`ANOMALY_PEER_UNREACHABLE` is `peer_unreachable`), read through prost's
+//! `as_str_name`/`from_str_name`, so no table here can drift from the schema.
 
-use interflow_core::payload::Kind;
+use interflow_core::payload::{ContraceptionMethod, Kind, PregnancyState};
 use interflow_core::pb;
 
 /// Shown for a value this build does not know or the wire's "unspecified".
@@ -22,18 +21,6 @@ fn short_name(full: &str, prefix: &str) -> String {
     }
 }
 
-/// `some_value` → the value named `PREFIX_SOME_VALUE`; only lowercase names, never
-/// `unspecified`.
-fn from_short_name<E>(name: &str, prefix: &str, from_str_name: fn(&str) -> Option<E>) -> Option<E> {
-    let lowercase = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !lowercase || name == "unspecified" {
-        return None;
-    }
-    from_str_name(&format!("{prefix}{}", name.to_ascii_uppercase()))
-}
-
 /// `pregnancy`, `contraception` or `unknown`.
 pub fn kind_name(k: i32) -> &'static str {
     Kind::try_from(k).map_or(UNKNOWN, Kind::as_str)
@@ -44,31 +31,27 @@ pub fn kind_of(name: &str) -> Option<pb::RecordKind> {
     name.parse::<Kind>().ok().map(pb::RecordKind::from)
 }
 
-const STATE: &str = "PREGNANCY_STATE_";
-const METHOD: &str = "CONTRACEPTIVE_METHOD_";
 const ANOMALY: &str = "ANOMALY_";
 const SUBMIT_ERROR: &str = "SUBMIT_ERROR_CODE_";
 
 pub fn state_name(s: i32) -> String {
-    pb::PregnancyState::try_from(s).map_or_else(
-        |_| UNKNOWN.to_owned(),
-        |s| short_name(s.as_str_name(), STATE),
-    )
+    PregnancyState::try_from(s)
+        .map_or(UNKNOWN, PregnancyState::as_str)
+        .to_owned()
 }
 
 pub fn state_of(name: &str) -> Option<pb::PregnancyState> {
-    from_short_name(name, STATE, pb::PregnancyState::from_str_name)
+    name.parse::<PregnancyState>().ok().map(Into::into)
 }
 
 pub fn method_name(m: i32) -> String {
-    pb::ContraceptiveMethod::try_from(m).map_or_else(
-        |_| UNKNOWN.to_owned(),
-        |m| short_name(m.as_str_name(), METHOD),
-    )
+    ContraceptionMethod::try_from(m)
+        .map_or(UNKNOWN, ContraceptionMethod::as_str)
+        .to_owned()
 }
 
 pub fn method_of(name: &str) -> Option<pb::ContraceptiveMethod> {
-    from_short_name(name, METHOD, pb::ContraceptiveMethod::from_str_name)
+    name.parse::<ContraceptionMethod>().ok().map(Into::into)
 }
 
 pub fn anomaly_name(a: i32) -> String {

@@ -76,6 +76,15 @@ impl From<ContraceptionMethod> for pb::ContraceptiveMethod {
 
 /// From the `i32` that prost stores, naming `contraception.method` when it is not a known
 /// method.
+impl TryFrom<i32> for ContraceptionMethod {
+    type Error = PayloadError;
+
+    /// From the `i32` that prost stores; unspecified and unknown values are refused.
+    fn try_from(value: i32) -> Result<Self, PayloadError> {
+        method(value)
+    }
+}
+
 fn method(value: i32) -> Result<ContraceptionMethod, PayloadError> {
     use pb::ContraceptiveMethod as M;
     Ok(match known::<M>(METHOD, value)? {

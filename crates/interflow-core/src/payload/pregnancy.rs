@@ -85,6 +85,15 @@ impl From<PregnancyState> for pb::PregnancyState {
     }
 }
 
+impl TryFrom<i32> for PregnancyState {
+    type Error = PayloadError;
+
+    /// From the `i32` that prost stores; unspecified and unknown values are refused.
+    fn try_from(value: i32) -> Result<Self, PayloadError> {
+        state(value)
+    }
+}
+
 /// From the `i32` that prost stores, naming `pregnancy.state` when it is not a known state.
 fn state(value: i32) -> Result<PregnancyState, PayloadError> {
     match known::<pb::PregnancyState>(STATE, value)? {

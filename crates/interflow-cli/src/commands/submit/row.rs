@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::format::ParseErrorKind;
 use chrono::{Datelike as _, NaiveDate};
 use interflow_core::idempotency::{IdempotencyKey, IdempotencyKeyError};
-use interflow_core::payload::{Payload, ValidationRules};
+use interflow_core::payload::{ContraceptionMethod, Payload, PregnancyState, ValidationRules};
 use interflow_core::record::RecordId;
 use interflow_core::{NationalId, RegionCode, pb};
 use serde::Serialize;
@@ -251,7 +251,7 @@ pub fn parse_row(
                     err(
                         "state",
                         "invalid_payload",
-                        "must be not_pregnant, pregnant, delivered or pregnancy_ended",
+                        &must_be(&PregnancyState::ALL.map(PregnancyState::as_str)),
                     )
                 })?,
             };
@@ -287,7 +287,7 @@ pub fn parse_row(
                     err(
                         "method",
                         "invalid_payload",
-                        "must be none, iud, implant, injectable, oral_pill, condom, sterilization or other",
+                        &must_be(&ContraceptionMethod::ALL.map(ContraceptionMethod::as_str)),
                     )
                 })?,
             };
@@ -344,6 +344,15 @@ pub fn parse_row(
         supersedes: supersedes.map(|r| r.0.to_vec()).unwrap_or_default(),
         payload: Some(payload),
     })
+}
+
+/// "must be a, b or c", from core's names.
+fn must_be(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, [])) => format!("must be {last}"),
+        Some((last, rest)) => format!("must be {} or {last}", rest.join(", ")),
+        None => "must be empty".to_owned(),
+    }
 }
 
 #[cfg(test)]
