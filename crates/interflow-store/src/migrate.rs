@@ -6,14 +6,13 @@
 //! from protobuf bytes (read through a frozen copy of that layout) to the store's own encoding.
 //! Audit entries keep their bytes (see `audit`).
 
-use interflow_core::RegionCode;
 use interflow_core::record::{ChannelId, RecordId};
 use interflow_core::time::UnixMillis;
 use prost::Message;
 use serde::Deserialize;
 
 use crate::error::{Place, corrupt, undecodable};
-use crate::reconcile::{Anomaly, ChannelRun, RunReport};
+use crate::reconcile::{Anomaly, RunReport, stored_run};
 use crate::state::{ChannelState, DeliveryState};
 use crate::{Result, keys};
 
@@ -127,22 +126,21 @@ fn v1_to_v2(db: &sled::Db) -> Result<()> {
         let (k, v) = kv?;
         let old = ReportV1::decode(v.as_ref())
             .map_err(|e| undecodable(Place::Report, "schema-1 report does not decode", e))?;
-        let region = |s: &str| {
-            s.parse::<RegionCode>()
-                .map_err(|_| corrupt(Place::Report, "schema-1 report names an invalid region"))
-        };
         let channels = old
             .channels
             .iter()
             .map(|c| {
-                Ok(ChannelRun {
-                    channel: ChannelId::new(region(&c.origin)?, region(&c.destination)?),
-                    local_head_before: c.local_head_before,
-                    local_head_after: c.local_head_after,
-                    peer_head: c.peer_head,
-                    records_fetched: c.records_fetched,
-                    anomalies: c.anomalies.iter().filter_map(|a| anomaly_v1(*a)).collect(),
-                })
+                stored_run(
+                    c.origin.as_bytes(),
+                    c.destination.as_bytes(),
+                    [
+                        c.local_head_before,
+                        c.local_head_after,
+                        c.peer_head,
+                        c.records_fetched,
+                    ],
+                    c.anomalies.iter().filter_map(|a| anomaly_v1(*a)).collect(),
+                )
             })
             .collect::<Result<_>>()?;
         let report = RunReport {

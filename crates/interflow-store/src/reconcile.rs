@@ -110,24 +110,21 @@ impl RunReport {
 
     pub(crate) fn decode(v: &[u8]) -> Result<Self> {
         let w: RunReportWire = decode_versioned(Place::Report, v)?;
-        let region = |b: &[u8; 6]| {
-            std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse::<RegionCode>().ok())
-                .ok_or_else(|| corrupt(Place::Report, "names an invalid region"))
-        };
         let channels = w
             .channels
-            .iter()
+            .into_iter()
             .map(|c| {
-                Ok(ChannelRun {
-                    channel: ChannelId::new(region(&c.origin)?, region(&c.destination)?),
-                    local_head_before: c.local_head_before,
-                    local_head_after: c.local_head_after,
-                    peer_head: c.peer_head,
-                    records_fetched: c.records_fetched,
-                    anomalies: c.anomalies.clone(),
-                })
+                stored_run(
+                    &c.origin,
+                    &c.destination,
+                    [
+                        c.local_head_before,
+                        c.local_head_after,
+                        c.peer_head,
+                        c.records_fetched,
+                    ],
+                    c.anomalies,
+                )
             })
             .collect::<Result<_>>()?;
         Ok(RunReport {
@@ -137,6 +134,36 @@ impl RunReport {
             channels,
         })
     }
+}
+
+/// A channel's part of a stored report, its regions checked: `figures` are the local head
+/// before and after, the peer's head and the records fetched.
+pub(crate) fn stored_run(
+    origin: &[u8],
+    destination: &[u8],
+    figures: [u64; 4],
+    anomalies: Vec<Anomaly>,
+) -> Result<ChannelRun> {
+    let region = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<RegionCode>().ok())
+            .ok_or_else(|| corrupt(Place::Report, "names an invalid region"))
+    };
+    let [
+        local_head_before,
+        local_head_after,
+        peer_head,
+        records_fetched,
+    ] = figures;
+    Ok(ChannelRun {
+        channel: ChannelId::new(region(origin)?, region(destination)?),
+        local_head_before,
+        local_head_after,
+        peer_head,
+        records_fetched,
+        anomalies,
+    })
 }
 
 impl Store {

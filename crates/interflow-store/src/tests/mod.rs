@@ -1,4 +1,9 @@
-//! Unit tests of the store's rules. The crash and fsync tests live in `tests/`.
+//! Unit tests of the store's rules: this file the helpers and the chain, index, audit and
+//! report rules; `engine` durability, poisoning and open-time checks; `retention` erasure. The
+//! crash and fsync-order tests with real processes live in the crate's `tests/`.
+
+mod engine;
+mod retention;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -61,6 +66,20 @@ fn failing_sync(errno: i32) -> (Arc<std::sync::atomic::AtomicBool>, StoreOptions
         ..StoreOptions::default()
     };
     (on, opts)
+}
+
+/// Options whose fsync counts its calls.
+fn counting_sync() -> (Arc<AtomicUsize>, StoreOptions) {
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let counter = syncs.clone();
+    let opts = StoreOptions {
+        sync: Arc::new(move |f: &File| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            f.sync_all()
+        }),
+        ..StoreOptions::default()
+    };
+    (syncs, opts)
 }
 
 fn open(dir: &Path) -> Store {
@@ -428,118 +447,6 @@ fn verify_log_reports_a_broken_index_and_a_bad_signature() {
 }
 
 #[test]
-fn integrity_mismatch_on_open_makes_the_store_read_only() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = open(dir.path());
-        s.apply(&chain(3)).unwrap();
-        // Simulate lost data: the last record vanishes behind the state's back.
-        s.db().unwrap().remove(keys::record(a_to_b(), 3)).unwrap();
-        s.db().unwrap().flush().unwrap();
-    }
-    let s = open(dir.path());
-    let refusal = s
-        .write_refusal()
-        .expect("store should be read-only")
-        .to_string();
-    assert!(refusal.contains("310115->110105"), "{refusal}");
-    assert!(matches!(s.apply(&chain(1)), Err(StoreError::ReadOnly(_))));
-    // Reads still work, so peers and operators can see what is there.
-    assert_eq!(s.records_from(a_to_b(), 1, 10).unwrap().len(), 2);
-}
-
-#[test]
-fn a_newer_schema_is_refused_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = open(dir.path());
-        s.db()
-            .unwrap()
-            .insert(keys::META_SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
-            .unwrap();
-        s.db().unwrap().flush().unwrap();
-    }
-    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
-    assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
-    assert!(err.to_string().contains("newer"), "{err}");
-}
-
-#[test]
-fn every_acknowledged_write_is_synced_once_per_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let syncs = Arc::new(AtomicUsize::new(0));
-    let counter = syncs.clone();
-    let opts = StoreOptions {
-        sync: Arc::new(move |f: &File| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            f.sync_all()
-        }),
-        ..StoreOptions::default()
-    };
-    let s = Store::open(dir.path(), opts).unwrap();
-    let base = syncs.load(Ordering::SeqCst);
-    let items: Vec<_> = (0..64)
-        .map(|i| {
-            sub(
-                &format!("k{i}"),
-                contraception(pb::ContraceptiveMethod::Iud, 1),
-            )
-        })
-        .collect();
-    s.append_outbound(&key(), &items).unwrap();
-    assert_eq!(
-        syncs.load(Ordering::SeqCst) - base,
-        1,
-        "one fsync per batch (group commit)"
-    );
-    s.apply(&chain(0)).unwrap();
-    assert_eq!(
-        syncs.load(Ordering::SeqCst) - base,
-        1,
-        "an empty batch syncs nothing"
-    );
-}
-
-#[test]
-fn an_fsync_error_stops_every_later_acknowledgement() {
-    let dir = tempfile::tempdir().unwrap();
-    let (fail, opts) = failing_sync(5);
-    let s = Store::open(dir.path(), opts).unwrap();
-    s.append_outbound(
-        &key(),
-        &[sub("ok", contraception(pb::ContraceptiveMethod::Iud, 1))],
-    )
-    .unwrap();
-    fail.store(true, Ordering::SeqCst);
-    let err = s
-        .append_outbound(
-            &key(),
-            &[sub("eio", contraception(pb::ContraceptiveMethod::Iud, 2))],
-        )
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Poisoned { .. }), "{err}");
-    // Even once the disk recovers, the store does not retry and then acknowledge.
-    fail.store(false, Ordering::SeqCst);
-    assert!(matches!(
-        s.append_outbound(
-            &key(),
-            &[sub("after", contraception(pb::ContraceptiveMethod::Iud, 3))]
-        ),
-        Err(StoreError::Poisoned { .. })
-    ));
-    assert!(matches!(
-        s.apply(&chain(1)),
-        Err(StoreError::Poisoned { .. })
-    ));
-    assert!(matches!(
-        s.audit(NOW, "a", "b", vec![]),
-        Err(StoreError::Poisoned { .. })
-    ));
-    // The record whose sync failed is not served to peers.
-    assert_eq!(s.records_from(a_to_b(), 1, 10).unwrap().len(), 1);
-}
-
-#[test]
 fn reports_get_increasing_run_ids_newest_first() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
@@ -554,186 +461,6 @@ fn reports_get_increasing_run_ids_newest_first() {
     }
     let r = s.reports(2).unwrap();
     assert_eq!(r.iter().map(|r| r.run_id).collect::<Vec<_>>(), vec![3, 2]);
-}
-
-#[test]
-fn a_full_disk_refuses_writes_keeps_reads_and_resumes_after_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let (full, opts) = failing_sync(28);
-    let s = Store::open(dir.path(), opts).unwrap();
-    let first = stored_id(
-        &s.append_outbound(
-            &key(),
-            &[sub("a", contraception(pb::ContraceptiveMethod::Iud, 1))],
-        )
-        .unwrap()[0],
-    );
-    full.store(true, Ordering::SeqCst);
-    let err = s
-        .append_outbound(
-            &key(),
-            &[sub("b", contraception(pb::ContraceptiveMethod::Iud, 2))],
-        )
-        .unwrap_err();
-    assert!(err.is_disk_full(), "{err}");
-    // Writes stay refused, reads go on.
-    assert!(
-        s.append_outbound(
-            &key(),
-            &[sub("c", contraception(pb::ContraceptiveMethod::Iud, 3))]
-        )
-        .unwrap_err()
-        .is_disk_full()
-    );
-    assert_eq!(s.get(first).unwrap().unwrap().seq(), 1);
-    assert_eq!(s.records_from(a_to_b(), 1, 10).unwrap().len(), 1);
-    // While the disk is still full, nothing is reopened and reads keep working.
-    assert!(!s.recover().unwrap());
-    assert!(s.write_refusal().is_some());
-    assert_eq!(s.get(first).unwrap().unwrap().seq(), 1);
-    full.store(false, Ordering::SeqCst);
-    assert!(s.recover().unwrap());
-    assert!(s.write_refusal().is_none());
-    // The refused submission is retried with its key: stored once, after the first record.
-    let out = s
-        .append_outbound(
-            &key(),
-            &[sub("b", contraception(pb::ContraceptiveMethod::Iud, 2))],
-        )
-        .unwrap();
-    let again = match &out[0] {
-        AppendOutcome::Stored(id) | AppendOutcome::Duplicate(id) => *id,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(s.get(again).unwrap().unwrap().seq(), 2);
-    assert_eq!(s.head(a_to_b()).0, 2);
-    assert!(s.verify_log(&|_| Some(key().verifying_key())).unwrap().ok());
-}
-
-#[test]
-fn an_io_error_is_not_recovered_in_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let (fail, opts) = failing_sync(5);
-    let s = Store::open(dir.path(), opts).unwrap();
-    fail.store(true, Ordering::SeqCst);
-    let err = s
-        .append_outbound(
-            &key(),
-            &[sub("a", contraception(pb::ContraceptiveMethod::Iud, 1))],
-        )
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Poisoned { .. }) && !err.is_disk_full(),
-        "{err}"
-    );
-    fail.store(false, Ordering::SeqCst);
-    // After a failed fsync the page cache cannot be trusted: only a restart clears it.
-    assert!(!s.recover().unwrap());
-    assert!(matches!(
-        s.append_outbound(
-            &key(),
-            &[sub("b", contraception(pb::ContraceptiveMethod::Iud, 2))]
-        ),
-        Err(StoreError::Poisoned { .. })
-    ));
-}
-
-#[test]
-fn retention_erases_bodies_but_keeps_ids_links_and_a_verifiable_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
-    let recs = chain(3);
-    s.apply(&recs).unwrap();
-    let who = subject(PERSON);
-    assert!(
-        s.current_status(&who, Kind::Contraception)
-            .unwrap()
-            .is_some()
-    );
-    let retention = |agreement: &str| (agreement == "agr-310115-110105").then_some(30);
-    // Not yet: 29 days after issue.
-    assert_eq!(
-        s.erase_expired(NOW + 29 * 86_400_000, &retention).unwrap(),
-        0
-    );
-    let erased_at = NOW + 31 * 86_400_000;
-    assert_eq!(s.erase_expired(erased_at, &retention).unwrap(), 3);
-    // The person cannot be found any more; the record ids and positions stay.
-    assert!(s.subject_records(&who).unwrap().is_empty());
-    assert!(
-        s.current_status(&who, Kind::Contraception)
-            .unwrap()
-            .is_none()
-    );
-    assert!(s.get(recs[1].id()).unwrap().is_none());
-    match s.get_entry(recs[1].id()).unwrap() {
-        Some(Stored::Erased(e)) => {
-            assert_eq!(
-                (e.seq, e.prev_hash, e.erased_at_ms),
-                (2, recs[0].id(), erased_at)
-            );
-        }
-        other => panic!("expected a stub, got {other:?}"),
-    }
-    assert_eq!(s.head(a_to_b()), (3, recs[2].id()));
-    // The log still verifies: chain links and indexes over the stubs.
-    let report = s.verify_log(&|_| Some(key().verifying_key())).unwrap();
-    assert!(report.ok(), "{:?}", report.problems);
-    // Re-delivery of an erased record is still recognised as a duplicate, not equivocation.
-    assert_eq!(
-        s.apply(&recs[..1]).unwrap(),
-        vec![Ok(ApplyOutcome::Duplicate)]
-    );
-    // Erased records are not served again, and erasure is idempotent.
-    assert!(s.records_from(a_to_b(), 1, 10).unwrap().is_empty());
-    assert_eq!(s.erase_expired(erased_at, &retention).unwrap(), 0);
-    drop(s);
-    let s = open(dir.path());
-    assert!(
-        s.write_refusal().is_none(),
-        "integrity figures still match after erasure"
-    );
-    assert!(s.verify_log(&|_| Some(key().verifying_key())).unwrap().ok());
-}
-
-#[test]
-fn erasure_works_in_chunks_each_its_own_durable_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let syncs = Arc::new(AtomicUsize::new(0));
-    let counter = syncs.clone();
-    let opts = StoreOptions {
-        sync: Arc::new(move |f: &File| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            f.sync_all()
-        }),
-        ..StoreOptions::default()
-    };
-    let s = Store::open(dir.path(), opts).unwrap();
-    let n = 2 * retention::CHUNK as u64 + 7;
-    s.apply(&chain(n)).unwrap();
-    let before = syncs.load(Ordering::SeqCst);
-    let erased = s
-        .erase_expired(NOW + 31 * 86_400_000, &|_| Some(30))
-        .unwrap();
-    assert_eq!(erased, n);
-    // Three chunks, three commits: the writer lock is taken per chunk (in `erase_chunk`) and
-    // released between them, so intake and delivery are never held up by a whole pass.
-    assert_eq!(syncs.load(Ordering::SeqCst) - before, 3);
-    assert!(s.records_from(a_to_b(), 1, 10).unwrap().is_empty());
-    assert!(s.verify_log(&|_| Some(key().verifying_key())).unwrap().ok());
-}
-
-#[test]
-fn records_of_unknown_agreements_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
-    s.apply(&chain(2)).unwrap();
-    assert_eq!(
-        s.erase_expired(NOW + 10_000 * 86_400_000, &|_| None)
-            .unwrap(),
-        0
-    );
-    assert_eq!(s.records_from(a_to_b(), 1, 10).unwrap().len(), 2);
 }
 
 mod reorder {
@@ -773,34 +500,4 @@ mod reorder {
             prop_assert_eq!(dump(&s), dump(&reference));
         }
     }
-}
-
-#[test]
-fn a_store_that_lost_durable_records_opens_read_only_until_the_anchor_is_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = open(dir.path());
-        s.apply(&chain(3)).unwrap();
-        // What a truncated log looks like: records and their state gone together, consistent.
-        let db = s.db().unwrap();
-        for prefix in [keys::RECORD, keys::CHANNEL, keys::ID, keys::SUBJECT] {
-            for kv in db.scan_prefix([prefix]) {
-                db.remove(kv.unwrap().0).unwrap();
-            }
-        }
-        db.flush().unwrap();
-    }
-    let s = open(dir.path());
-    let reason = s.write_refusal().expect("the loss is noticed").to_string();
-    assert!(
-        reason.contains("holds 0 records but 3 were durable"),
-        "{reason}"
-    );
-    assert!(matches!(s.apply(&chain(1)), Err(StoreError::ReadOnly(_))));
-    drop(s);
-    // The operator accepts the older state: peers re-supply the rest.
-    std::fs::remove_file(dir.path().join("heads.anchor")).unwrap();
-    let s = open(dir.path());
-    assert!(s.write_refusal().is_none());
-    assert_eq!(s.apply(&chain(1)).unwrap(), vec![Ok(ApplyOutcome::Stored)]);
 }
