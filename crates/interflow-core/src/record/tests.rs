@@ -1,0 +1,208 @@
+use super::*;
+
+pub(crate) use crate::fixtures::{NOW, key, region};
+
+pub(crate) fn sample(seq_hint: u8) -> NewRecord {
+    crate::fixtures::sample_record(i64::from(seq_hint))
+}
+
+#[test]
+fn sealed_record_round_trips_and_verifies() {
+    let k = key(1);
+    let rec = sample(0).seal(1, RecordId::ZERO, &k).unwrap();
+    let decoded = DecodedRecord::decode(rec.signed().clone()).unwrap();
+    assert_eq!(decoded.id(), rec.id());
+    assert_eq!(decoded.id(), RecordId::of_body(&rec.signed().body));
+    let verified = decoded.verify(&k.verifying_key()).unwrap();
+    assert_eq!(verified.seq(), 1);
+    assert_eq!(verified.channel().to_string(), "310115->110105");
+    let rules = ValidationRules {
+        now_ms: NOW,
+        max_future_skew_ms: 0,
+    };
+    assert_eq!(verified.validate(&rules), Ok(()));
+}
+
+#[test]
+fn one_bit_change_in_body_is_refused() {
+    let k = key(1);
+    let mut signed = sample(0)
+        .seal(1, RecordId::ZERO, &k)
+        .unwrap()
+        .into_decoded()
+        .into_signed();
+    // Flip a bit inside the issue time, which keeps the body decodable.
+    let body = signed.body.clone();
+    for i in 0..body.len() {
+        signed.body = body.clone();
+        signed.body[i] ^= 0x01;
+        match DecodedRecord::decode(signed.clone()) {
+            Ok(d) => assert!(matches!(
+                d.verify(&k.verifying_key()),
+                Err(RecordError::Signature(SignatureError::Invalid))
+            )),
+            Err(_) => continue,
+        }
+    }
+}
+
+#[test]
+fn wrong_key_and_missing_domain_prefix_are_refused() {
+    let k = key(1);
+    let rec = sample(0).seal(1, RecordId::ZERO, &k).unwrap();
+    let d = rec.clone().into_decoded();
+    assert_eq!(
+        d.verify(&key(2).verifying_key())
+            .unwrap_err()
+            .reject_reason(),
+        pb::RejectReason::BadSignature
+    );
+    let mut signed = rec.into_decoded().into_signed();
+    use ed25519_dalek::Signer as _;
+    signed.signature = k.sign(&signed.body).to_bytes().to_vec();
+    let err = DecodedRecord::decode(signed)
+        .unwrap()
+        .verify(&k.verifying_key())
+        .unwrap_err();
+    assert_eq!(err.reject_reason(), pb::RejectReason::BadSignature);
+}
+
+/// `body` signed as it is, without the checks sealing makes.
+fn signed_as_is(k: &SigningKey, body: Vec<u8>) -> pb::SignedRecord {
+    let signature = sign::sign(k, Domain::Record, &body).to_vec();
+    pb::SignedRecord {
+        alg: pb::SignatureAlgorithm::Ed25519 as i32,
+        body,
+        signature,
+    }
+}
+
+#[test]
+fn validly_signed_body_with_unknown_field_is_non_canonical() {
+    let k = key(1);
+    let mut body = sample(0).body(1, RecordId::ZERO).encode_to_vec();
+    // Field 99, varint 1: unknown to the schema.
+    body.extend_from_slice(&[0x98, 0x06, 0x01]);
+    let err = DecodedRecord::decode(signed_as_is(&k, body)).unwrap_err();
+    assert_eq!(err.reject_reason(), pb::RejectReason::NonCanonical);
+}
+
+#[test]
+fn unsupported_algorithm_and_bad_structure_are_refused() {
+    let k = key(1);
+    let mut signed = sample(0)
+        .seal(1, RecordId::ZERO, &k)
+        .unwrap()
+        .into_decoded()
+        .into_signed();
+    signed.alg = 0;
+    assert_eq!(
+        DecodedRecord::decode(signed).unwrap_err().reject_reason(),
+        pb::RejectReason::UnsupportedAlgorithm
+    );
+    // seq 1 must link to zero.
+    let bad_link = sample(0).seal(1, RecordId([1; 32]), &k);
+    assert!(matches!(
+        bad_link,
+        Err(RecordError::BadField {
+            field: "prev_hash",
+            ..
+        })
+    ));
+    let mut same = sample(0);
+    same.channel.destination = same.channel.origin;
+    assert_eq!(
+        same.seal(1, RecordId::ZERO, &k).unwrap_err(),
+        RecordError::SelfChannel
+    );
+}
+
+#[test]
+fn a_signed_body_with_an_invalid_payload_is_refused_when_decoded() {
+    let k = key(1);
+    let mut body = sample(0).body(1, RecordId::ZERO);
+    if let Some(pb::record_body::Payload::Contraception(c)) = &mut body.payload {
+        c.method = 0;
+    }
+    let err = DecodedRecord::decode(signed_as_is(&k, body.encode_to_vec())).unwrap_err();
+    assert_eq!(err.reject_reason(), pb::RejectReason::InvalidPayload);
+    assert!(matches!(err, RecordError::Payload(e) if e.field() == "contraception.method"));
+}
+
+#[test]
+fn issue_time_beyond_skew_is_refused() {
+    let k = key(1);
+    let mut r = sample(0);
+    r.issued_at_ms = NOW + 60_000;
+    let rec = r.seal(1, RecordId::ZERO, &k).unwrap();
+    let strict = ValidationRules {
+        now_ms: NOW,
+        max_future_skew_ms: 1_000,
+    };
+    assert_eq!(
+        rec.validate(&strict).unwrap_err().reject_reason(),
+        pb::RejectReason::FromTheFuture
+    );
+    let lenient = ValidationRules {
+        now_ms: NOW,
+        max_future_skew_ms: 120_000,
+    };
+    assert_eq!(rec.validate(&lenient), Ok(()));
+}
+
+#[test]
+fn debug_never_prints_payload_or_subject() {
+    let rec = sample(0).seal(1, RecordId::ZERO, &key(1)).unwrap();
+    let s = format!("{rec:?} {:?}", sample(0));
+    assert!(!s.contains("3101150042"), "{s}");
+    assert!(!s.contains(&hex::encode(rec.subject().as_bytes())), "{s}");
+}
+
+#[test]
+fn content_hash_ignores_issue_time_but_not_content() {
+    let a = sample(0);
+    let b = sample(5);
+    assert_eq!(a.content_hash(), b.content_hash());
+    let mut c = sample(0);
+    c.agreement_id = "agr-other".into();
+    assert_ne!(a.content_hash(), c.content_hash());
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decode_and_verify_never_panic_on_arbitrary_bytes(
+            alg in 0i32..3,
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            sig in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let signed = pb::SignedRecord { alg, body, signature: sig };
+            if let Ok(d) = DecodedRecord::decode(signed) {
+                let _ = d.verify(&key(1).verifying_key());
+            }
+        }
+
+        #[test]
+        fn a_verifying_body_has_exactly_one_id(
+            seq in 1u64..1_000_000,
+            issued in 0i64..NOW,
+            seed in 1u8..=255,
+        ) {
+            let k = key(seed);
+            let mut r = sample(0);
+            r.issued_at_ms = issued;
+            let prev = if seq == 1 { RecordId::ZERO } else { RecordId([seed; 32]) };
+            let rec = r.seal(seq, prev, &k).unwrap();
+            let signed = rec.signed().clone();
+            // Any other encoding of the same content is refused, so the id is unique.
+            let again = DecodedRecord::decode(signed.clone()).unwrap().verify(&k.verifying_key()).unwrap();
+            prop_assert_eq!(again.id(), rec.id());
+            prop_assert_eq!(again.id(), RecordId::of_body(&signed.body));
+            let reencoded = again.body().encode_to_vec();
+            prop_assert_eq!(reencoded, signed.body);
+        }
+    }
+}
