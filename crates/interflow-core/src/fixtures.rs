@@ -4,7 +4,7 @@
 
 use ed25519_dalek::SigningKey;
 
-use crate::payload::Payload;
+use crate::payload::{ContraceptionMethod, Payload};
 use crate::pb;
 use crate::pseudonym::{PseudonymKey, SubjectRef};
 use crate::record::{ChannelId, NewRecord};
@@ -38,9 +38,9 @@ pub fn subject() -> SubjectRef {
 }
 
 /// A contraception status observed on 2026-05-`day`.
-pub fn contraception(method: pb::ContraceptiveMethod, day: u32) -> Payload {
+pub fn contraception(method: ContraceptionMethod, day: u32) -> Payload {
     let status = pb::ContraceptionStatus {
-        method: method as i32,
+        method: pb::ContraceptiveMethod::from(method) as i32,
         since: Some(pb::Date {
             year: 2025,
             month: 3,
@@ -65,6 +65,6 @@ pub fn sample_record(age_ms: i64) -> NewRecord {
         subject: subject(),
         issued_at_ms: NOW - age_ms,
         supersedes: None,
-        payload: contraception(pb::ContraceptiveMethod::Iud, 20),
+        payload: contraception(ContraceptionMethod::Iud, 20),
     }
 }

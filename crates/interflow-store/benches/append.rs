@@ -4,12 +4,13 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use interflow_core::{fixtures, pb};
+use interflow_core::fixtures;
+use interflow_core::payload::ContraceptionMethod;
 use interflow_store::{Store, StoreOptions, Submission};
 
 fn submission(n: u64) -> Submission {
     let mut record = fixtures::sample_record(0);
-    record.payload = fixtures::contraception(pb::ContraceptiveMethod::Iud, (n % 28 + 1) as u32);
+    record.payload = fixtures::contraception(ContraceptionMethod::Iud, (n % 28 + 1) as u32);
     Submission {
         record,
         idempotency_key: format!("bench-{n}"),

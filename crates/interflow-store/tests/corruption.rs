@@ -4,7 +4,8 @@
 
 mod common;
 
-use interflow_core::{fixtures, pb};
+use interflow_core::fixtures;
+use interflow_core::payload::ContraceptionMethod;
 use interflow_store::{Store, StoreOptions, Submission};
 
 #[test]
@@ -17,7 +18,7 @@ fn flipped_bytes_never_panic_and_never_serve_bad_records() {
             .map(|n| {
                 let mut record = fixtures::sample_record(0);
                 record.payload =
-                    fixtures::contraception(pb::ContraceptiveMethod::Iud, (n % 28 + 1) as u32);
+                    fixtures::contraception(ContraceptionMethod::Iud, (n % 28 + 1) as u32);
                 Submission {
                     record,
                     idempotency_key: format!("k{n}"),

@@ -10,8 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
+use interflow_core::fixtures;
+use interflow_core::payload::ContraceptionMethod;
 use interflow_core::record::{ChannelId, RecordId};
-use interflow_core::{fixtures, pb};
 use interflow_store::{AppendOutcome, Store, StoreOptions, Submission};
 
 const CHILD_DIR: &str = "INTERFLOW_TEST_CHILD_DIR";
@@ -27,7 +28,7 @@ fn key() -> SigningKey {
 
 fn submission(n: u64) -> Submission {
     let mut record = fixtures::sample_record(-(n as i64));
-    record.payload = fixtures::contraception(pb::ContraceptiveMethod::Iud, (n % 28 + 1) as u32);
+    record.payload = fixtures::contraception(ContraceptionMethod::Iud, (n % 28 + 1) as u32);
     Submission {
         record,
         idempotency_key: format!("key-{n}"),

@@ -9,8 +9,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use interflow_core::fixtures;
+use interflow_core::payload::ContraceptionMethod;
 use interflow_core::statement::{Receipt, sign_receipt};
-use interflow_core::{fixtures, pb};
 use interflow_store::{
     Anomaly, ChannelRun, DeliveryState, RunReport, SCHEMA_VERSION, Store, StoreOptions, Submission,
 };
@@ -29,8 +30,7 @@ fn write_golden() {
     let items: Vec<_> = (0..12u64)
         .map(|n| {
             let mut record = fixtures::sample_record(1000 - n as i64);
-            record.payload =
-                fixtures::contraception(pb::ContraceptiveMethod::Iud, (n % 28 + 1) as u32);
+            record.payload = fixtures::contraception(ContraceptionMethod::Iud, (n % 28 + 1) as u32);
             Submission {
                 record,
                 idempotency_key: format!("golden-{n}"),

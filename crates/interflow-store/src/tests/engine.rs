@@ -47,12 +47,7 @@ fn every_acknowledged_write_is_synced_once_per_batch() {
     let s = Store::open(dir.path(), opts).unwrap();
     let base = syncs.load(Ordering::SeqCst);
     let items: Vec<_> = (0..64)
-        .map(|i| {
-            sub(
-                &format!("k{i}"),
-                contraception(pb::ContraceptiveMethod::Iud, 1),
-            )
-        })
+        .map(|i| sub(&format!("k{i}"), contraception(ContraceptionMethod::Iud, 1)))
         .collect();
     s.append_outbound(&key(), &items).unwrap();
     assert_eq!(
@@ -75,14 +70,14 @@ fn an_fsync_error_stops_every_later_acknowledgement() {
     let s = Store::open(dir.path(), opts).unwrap();
     s.append_outbound(
         &key(),
-        &[sub("ok", contraception(pb::ContraceptiveMethod::Iud, 1))],
+        &[sub("ok", contraception(ContraceptionMethod::Iud, 1))],
     )
     .unwrap();
     fail.store(true, Ordering::SeqCst);
     let err = s
         .append_outbound(
             &key(),
-            &[sub("eio", contraception(pb::ContraceptiveMethod::Iud, 2))],
+            &[sub("eio", contraception(ContraceptionMethod::Iud, 2))],
         )
         .unwrap_err();
     assert!(matches!(err, StoreError::Poisoned { .. }), "{err}");
@@ -91,7 +86,7 @@ fn an_fsync_error_stops_every_later_acknowledgement() {
     assert!(matches!(
         s.append_outbound(
             &key(),
-            &[sub("after", contraception(pb::ContraceptiveMethod::Iud, 3))]
+            &[sub("after", contraception(ContraceptionMethod::Iud, 3))]
         ),
         Err(StoreError::Poisoned { .. })
     ));
@@ -115,7 +110,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_after_a_reopen() {
     let first = stored_id(
         &s.append_outbound(
             &key(),
-            &[sub("a", contraception(pb::ContraceptiveMethod::Iud, 1))],
+            &[sub("a", contraception(ContraceptionMethod::Iud, 1))],
         )
         .unwrap()[0],
     );
@@ -123,7 +118,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_after_a_reopen() {
     let err = s
         .append_outbound(
             &key(),
-            &[sub("b", contraception(pb::ContraceptiveMethod::Iud, 2))],
+            &[sub("b", contraception(ContraceptionMethod::Iud, 2))],
         )
         .unwrap_err();
     assert!(err.is_disk_full(), "{err}");
@@ -131,7 +126,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_after_a_reopen() {
     assert!(
         s.append_outbound(
             &key(),
-            &[sub("c", contraception(pb::ContraceptiveMethod::Iud, 3))]
+            &[sub("c", contraception(ContraceptionMethod::Iud, 3))]
         )
         .unwrap_err()
         .is_disk_full()
@@ -149,7 +144,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_after_a_reopen() {
     let out = s
         .append_outbound(
             &key(),
-            &[sub("b", contraception(pb::ContraceptiveMethod::Iud, 2))],
+            &[sub("b", contraception(ContraceptionMethod::Iud, 2))],
         )
         .unwrap();
     let again = match &out[0] {
@@ -170,7 +165,7 @@ fn an_io_error_is_not_recovered_in_process() {
     let err = s
         .append_outbound(
             &key(),
-            &[sub("a", contraception(pb::ContraceptiveMethod::Iud, 1))],
+            &[sub("a", contraception(ContraceptionMethod::Iud, 1))],
         )
         .unwrap_err();
     assert!(
@@ -183,7 +178,7 @@ fn an_io_error_is_not_recovered_in_process() {
     assert!(matches!(
         s.append_outbound(
             &key(),
-            &[sub("b", contraception(pb::ContraceptiveMethod::Iud, 2))]
+            &[sub("b", contraception(ContraceptionMethod::Iud, 2))]
         ),
         Err(StoreError::Poisoned { .. })
     ));

@@ -12,9 +12,9 @@ use std::path::Path;
 use super::*;
 use ed25519_dalek::SigningKey;
 use interflow_core::NationalId;
+use interflow_core::payload::ContraceptionMethod;
 use interflow_core::payload::Kind;
 use interflow_core::payload::Payload;
-use interflow_core::pb;
 use interflow_core::pseudonym::PseudonymKey;
 use interflow_core::pseudonym::SubjectRef;
 use interflow_core::record::{DecodedRecord, NewRecord, RecordId, VerifiedRecord};
@@ -108,7 +108,7 @@ fn chain(n: u64) -> Vec<VerifiedRecord> {
     (1..=n)
         .map(|seq| {
             let r = new_record(
-                contraception(pb::ContraceptiveMethod::Iud, (seq % 28 + 1) as u32),
+                contraception(ContraceptionMethod::Iud, (seq % 28 + 1) as u32),
                 None,
             )
             .seal(seq, prev, &key())
@@ -127,7 +127,7 @@ fn outbound_append_assigns_contiguous_linked_seqs() {
         .map(|i| {
             sub(
                 &format!("k{i}"),
-                contraception(pb::ContraceptiveMethod::Iud, i + 1),
+                contraception(ContraceptionMethod::Iud, i + 1),
             )
         })
         .collect();
@@ -154,15 +154,15 @@ fn idempotency_key_reuse_same_content_is_duplicate_other_content_conflicts() {
     let first = s
         .append_outbound(
             &key(),
-            &[sub("k1", contraception(pb::ContraceptiveMethod::Iud, 1))],
+            &[sub("k1", contraception(ContraceptionMethod::Iud, 1))],
         )
         .unwrap();
     let again = s
         .append_outbound(
             &key(),
             &[
-                sub("k1", contraception(pb::ContraceptiveMethod::Iud, 1)),
-                sub("k1", contraception(pb::ContraceptiveMethod::Implant, 1)),
+                sub("k1", contraception(ContraceptionMethod::Iud, 1)),
+                sub("k1", contraception(ContraceptionMethod::Implant, 1)),
             ],
         )
         .unwrap();
@@ -174,9 +174,9 @@ fn idempotency_key_reuse_same_content_is_duplicate_other_content_conflicts() {
         .append_outbound(
             &key(),
             &[
-                sub("k2", contraception(pb::ContraceptiveMethod::Iud, 2)),
-                sub("k2", contraception(pb::ContraceptiveMethod::Iud, 2)),
-                sub("k2", contraception(pb::ContraceptiveMethod::Condom, 2)),
+                sub("k2", contraception(ContraceptionMethod::Iud, 2)),
+                sub("k2", contraception(ContraceptionMethod::Iud, 2)),
+                sub("k2", contraception(ContraceptionMethod::Condom, 2)),
             ],
         )
         .unwrap();
@@ -211,7 +211,7 @@ fn gaps_and_broken_links_are_refused_and_store_nothing() {
     );
     s.apply(&recs[..1]).unwrap();
     // A record at seq 2 whose prev_hash is not the id of seq 1.
-    let bad = new_record(contraception(pb::ContraceptiveMethod::Iud, 9), None)
+    let bad = new_record(contraception(ContraceptionMethod::Iud, 9), None)
         .seal(2, RecordId([7; 32]), &key())
         .unwrap();
     let before = dump(&s);
@@ -229,7 +229,7 @@ fn equivocation_is_refused_kept_as_evidence_and_stops_the_channel() {
     let s = open(dir.path());
     let recs = chain(2);
     s.apply(&recs).unwrap();
-    let other = new_record(contraception(pb::ContraceptiveMethod::Condom, 3), None)
+    let other = new_record(contraception(ContraceptionMethod::Condom, 3), None)
         .seal(2, recs[0].id(), &key())
         .unwrap();
     let out = s.apply(std::slice::from_ref(&other)).unwrap();
@@ -249,7 +249,7 @@ fn equivocation_is_refused_kept_as_evidence_and_stops_the_channel() {
     assert_eq!(s.get(recs[1].id()).unwrap().unwrap().id(), recs[1].id());
     assert!(s.get(other.id()).unwrap().is_none());
     // The channel accepts nothing more until an operator clears it.
-    let next = new_record(contraception(pb::ContraceptiveMethod::Iud, 4), None)
+    let next = new_record(contraception(ContraceptionMethod::Iud, 4), None)
         .seal(3, recs[1].id(), &key())
         .unwrap();
     assert!(matches!(
@@ -272,7 +272,7 @@ fn corrections_change_the_current_status_and_retractions_remove_it() {
     let first = stored_id(
         &s.append_outbound(
             &key(),
-            &[sub("a", contraception(pb::ContraceptiveMethod::Iud, 10))],
+            &[sub("a", contraception(ContraceptionMethod::Iud, 10))],
         )
         .unwrap()[0],
     );
@@ -284,10 +284,7 @@ fn corrections_change_the_current_status_and_retractions_remove_it() {
 
     // A correction of the same observation, entered later.
     let fix = Submission {
-        record: new_record(
-            contraception(pb::ContraceptiveMethod::Implant, 10),
-            Some(first),
-        ),
+        record: new_record(contraception(ContraceptionMethod::Implant, 10), Some(first)),
         idempotency_key: "b".into(),
     };
     let fixed = stored_id(&s.append_outbound(&key(), &[fix]).unwrap()[0]);
@@ -322,8 +319,8 @@ fn latest_observation_wins_without_corrections() {
         .append_outbound(
             &key(),
             &[
-                sub("late", contraception(pb::ContraceptiveMethod::Condom, 20)),
-                sub("early", contraception(pb::ContraceptiveMethod::Iud, 5)),
+                sub("late", contraception(ContraceptionMethod::Condom, 20)),
+                sub("early", contraception(ContraceptionMethod::Iud, 5)),
             ],
         )
         .unwrap();
@@ -342,7 +339,7 @@ fn receipts_advance_acks_only_forward_and_must_match() {
         .map(|i| {
             sub(
                 &format!("k{i}"),
-                contraception(pb::ContraceptiveMethod::Iud, i + 1),
+                contraception(ContraceptionMethod::Iud, i + 1),
             )
         })
         .collect();
