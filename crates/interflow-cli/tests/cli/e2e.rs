@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use interflow_core::record::{ChannelId, DecodedRecord};
 use interflow_tests::{TestCluster, eventually};
 
-use crate::{p, run};
+use crate::{interflowctl, p, run};
 
 /// Runs the CLI off the async threads, so the in-process nodes keep serving.
-async fn ctl(args: Vec<String>) -> (i32, String, String) {
+pub async fn ctl(args: Vec<String>) -> (i32, String, String) {
     tokio::task::spawn_blocking(move || {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         run(&a)
@@ -17,7 +18,8 @@ async fn ctl(args: Vec<String>) -> (i32, String, String) {
     .expect("cli task")
 }
 
-fn args(c: &TestCluster, node: usize, cmd: &[&str]) -> Vec<String> {
+/// `cmd` with `--dev-node <node> --dev-dir <cluster>` after it.
+pub fn args(c: &TestCluster, node: usize, cmd: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
     v.extend([
         "--dev-node".into(),
@@ -83,7 +85,7 @@ async fn submit_lookup_verify_and_pending_against_real_nodes() {
         !errs.contains("110105194912310021"),
         "the report must not echo national IDs: {errs}"
     );
-    let ch = interflow_core::record::ChannelId::new(c.region(0), c.region(1));
+    let ch = ChannelId::new(c.region(0), c.region(1));
     assert_eq!(c.node(0).store.head(ch).0, 2);
 
     // A rerun adds nothing.
@@ -253,7 +255,7 @@ async fn submit_reports_failures_and_reruns_safely() {
         stdout.contains(&format!("0 stored, {rows} already stored, 2 failed")),
         "{stdout}"
     );
-    let ch = interflow_core::record::ChannelId::new(c.region(0), c.region(1));
+    let ch = ChannelId::new(c.region(0), c.region(1));
     assert_eq!(c.node(0).store.head(ch).0, rows);
 
     // Fixed: exit 0, and the old error report is gone.
@@ -280,6 +282,153 @@ async fn submit_reports_failures_and_reruns_safely() {
             .contains("1,,idempotency_key,invalid_idempotency_key")
     );
     assert_eq!(c.node(0).store.head(ch).0, rows);
+    c.shutdown().await;
+}
+
+/// A valid national ID (check character `X`) for the reads below.
+const PERSON: &str = "11010519491231002X";
+
+/// Submits one pregnancy status of `PERSON` from node 0 to node 1 with `submit` and returns the
+/// record as node 1 holds it once it has arrived.
+async fn submit_one_pregnancy(c: &TestCluster) -> DecodedRecord {
+    let csv = c.dir.path().join("pregnancy.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "{HEADER}\nrow-1,{},{PERSON},pregnancy,pregnant,,2025-11-10,2026-06,,,3,3101150042,\n",
+            c.region(1)
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = ctl(args(c, 0, &["submit", "--file", p(&csv)])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (seq, id) = c
+        .node(0)
+        .store
+        .head(ChannelId::new(c.region(0), c.region(1)));
+    assert_eq!(seq, 1);
+    c.wait_for_record(1, &id.0).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_never_print_a_national_id_or_a_whole_subject_ref() {
+    let c = TestCluster::start(2).await;
+    let got = submit_one_pregnancy(&c).await;
+    let full_ref = hex::encode(got.subject().as_bytes());
+    let id = got.id().to_hex();
+
+    // At the peer that received it: the record shows its payload and only the short ref.
+    let (code, stdout, stderr) = ctl(args(&c, 1, &["record", &id])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("ref:{}", &full_ref[..16])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3101150042") && stdout.contains("2026-06"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&full_ref) && !stdout.contains(PERSON));
+
+    let (code, stdout, _) = ctl(args(&c, 1, &["--json", "record", &id])).await;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["signature_valid"], true);
+    assert_eq!(v["record"]["seq"], 1);
+    assert_eq!(v["record"]["payload"]["type"], "pregnancy");
+    assert_eq!(v["record"]["payload"]["expected_delivery"], "2026-06");
+    assert!(!stdout.contains(&full_ref) && !stdout.contains(PERSON));
+
+    let (code, _, stderr) = ctl(args(&c, 1, &["record", "abc"])).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("64 hex"), "{stderr}");
+
+    // `--id -` reads the ID from stdin; only the masked form comes back.
+    let lookup = args(&c, 1, &["lookup", "--id", "-"]);
+    let out = tokio::task::spawn_blocking(move || {
+        interflowctl()
+            .args(&lookup)
+            .write_stdin(format!("{PERSON}\n"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("**************002X"), "{stdout}");
+    assert!(stdout.contains("pregnant, due 2026-06"), "{stdout}");
+    assert!(
+        !stdout.contains(PERSON) && !stdout.contains(&full_ref),
+        "{stdout}"
+    );
+    let (code, stdout, _) = ctl(args(&c, 1, &["--json", "lookup", "--id", PERSON])).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("**************002X"), "{stdout}");
+    assert!(
+        !stdout.contains(PERSON) && !stdout.contains(&full_ref),
+        "{stdout}"
+    );
+
+    // A mistyped ID is refused before it reaches the node, and is not echoed.
+    let (code, _, stderr) = ctl(args(&c, 1, &["lookup", "--id", "110105194912310021"])).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("check character"), "{stderr}");
+    assert!(!stderr.contains("110105194912310021"), "{stderr}");
+    c.shutdown().await;
+}
+
+/// `stats` counts what each node sent and received, `verify` checks the records it holds, and
+/// `audit --since` lists the reads made through the admin certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_verify_and_audit_show_what_the_node_did() {
+    let c = TestCluster::start(2).await;
+    submit_one_pregnancy(&c).await;
+
+    let (code, stdout, stderr) = ctl(args(&c, 0, &["--json", "stats"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["region_code"], c.region(0).as_str());
+    assert_eq!(v["records_outbound"], 1, "{v}");
+    assert_eq!(v["records_inbound"], 0, "{v}");
+    let (code, stdout, stderr) = ctl(args(&c, 1, &["stats"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("INBOUND") && stdout.contains(c.region(1).as_str()),
+        "{stdout}"
+    );
+    let (_, stdout, _) = ctl(args(&c, 1, &["--json", "stats"])).await;
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["records_inbound"], 1, "{v}");
+
+    let (code, stdout, stderr) = ctl(args(&c, 1, &["verify"])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("checked 1 records"), "{stdout}");
+
+    let (code, _, stderr) = ctl(args(&c, 1, &["lookup", "--id", PERSON])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = ctl(args(&c, 1, &["audit", "--since", "24h"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("Admin.Lookup") && stdout.contains("dev-operator"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(PERSON), "{stdout}");
+    let (code, stdout, _) = ctl(args(&c, 1, &["--json", "audit", "--since", "24h"])).await;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let lookup = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "Admin.Lookup")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(lookup["at_ms"].as_i64().unwrap() > 0, "{lookup}");
     c.shutdown().await;
 }
 

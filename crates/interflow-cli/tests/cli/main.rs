@@ -1,7 +1,9 @@
 //! Integration tests of the `interflowctl` binary: the offline commands end to end, the
-//! connected commands against real nodes (`e2e`), and against a fake node for canned `Admin`
-//! answers (behind real mutual TLS on 127.0.0.1, with certificates made by `interflowctl certs`).
+//! connected commands and how they reach a node against real nodes (`e2e`, `connection`), and
+//! against a fake node only for states a real node shows after a staged failure (`fake_node`:
+//! canned `Admin` answers behind real mutual TLS, certificates made by `interflowctl certs`).
 
+mod connection;
 mod e2e;
 mod fake_node;
 mod offline;
