@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use interflow_core::payload::{Kind, Payload};
 use interflow_core::pb::admin_client::AdminClient;
 use interflow_core::pb::exchange_client::ExchangeClient;
+use interflow_core::pb::inbox_client::InboxClient;
 use interflow_core::pb::intake_client::IntakeClient;
 use interflow_core::pseudonym::SubjectRef;
 use interflow_core::record::{ChannelId, NewRecord, RecordId, VerifiedRecord};
@@ -222,7 +223,8 @@ impl TestCluster {
         self.nodes[i] = Some(r);
     }
 
-    async fn local_channel(
+    /// The local listener of node `i`, presenting the given client certificate.
+    pub async fn local_channel(
         &self,
         i: usize,
         cert: &std::path::Path,
@@ -245,6 +247,11 @@ impl TestCluster {
         IntakeClient::new(self.local_channel(i, &n.intake_cert, &n.intake_key).await)
     }
 
+    pub async fn inbox(&self, i: usize) -> InboxClient<Channel> {
+        let n = &self.fed.nodes[i];
+        InboxClient::new(self.local_channel(i, &n.inbox_cert, &n.inbox_key).await)
+    }
+
     pub async fn admin(&self, i: usize) -> AdminClient<Channel> {
         let n = &self.fed.nodes[i];
         AdminClient::new(self.local_channel(i, &n.admin_cert, &n.admin_key).await)
@@ -258,16 +265,28 @@ impl TestCluster {
         cert: &std::path::Path,
         key: &std::path::Path,
     ) -> Result<ExchangeClient<Channel>, interflow_tls::TlsError> {
+        Ok(ExchangeClient::new(
+            self.peer_channel_as(i, ca, cert, key).await?,
+        ))
+    }
+
+    /// The peer listener of node `i`, presenting the given certificate.
+    pub async fn peer_channel_as(
+        &self,
+        i: usize,
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Channel, interflow_tls::TlsError> {
         let n = &self.fed.nodes[i];
         let cfg = interflow_tls::client_config(ca, cert, key)?;
-        let ch = interflow_tls::connect(
+        interflow_tls::connect(
             &n.peer_addr.to_string(),
             &interflow_tls::peer_server_name(self.region(i)),
             cfg,
             Duration::from_secs(5),
         )
-        .await?;
-        Ok(ExchangeClient::new(ch))
+        .await
     }
 
     /// Node `j`'s own peer credentials, to talk to node `i` as `j`.

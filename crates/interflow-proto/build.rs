@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "exchange.proto",
         "intake.proto",
         "admin.proto",
+        "inbox.proto",
     ]
     .map(|f| root.join("interflow/v1").join(f));
     for f in &files {

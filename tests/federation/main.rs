@@ -1,6 +1,7 @@
 //! Multi-node scenarios against real nodes on loopback with real mTLS and sled directories.
 
 mod delivery;
+mod inbox;
 mod input;
 mod partition;
 mod privacy;

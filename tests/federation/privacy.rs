@@ -100,6 +100,31 @@ async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
             })
             .await
     ));
+    // The receiving bureau's reads: the inbox and a resident match over the same IDs.
+    let mut inbox = c.inbox(1).await;
+    answers.push_str(&format!(
+        "{:?}",
+        inbox
+            .pull(pb::PullRequest {
+                consumer: "privacy".into(),
+                after: Some(0),
+                max: 0,
+                filter: None,
+            })
+            .await
+    ));
+    let mut to_match = ids.clone();
+    to_match.push(sentinel.clone());
+    answers.push_str(&format!(
+        "{:?}",
+        inbox
+            .r#match(tokio_stream::iter(vec![pb::MatchRequest {
+                purpose: pb::Purpose::ServiceContinuity as i32,
+                national_ids: to_match,
+            }]))
+            .await
+    ));
+    drop(inbox);
     c.stop(1).await;
     let more: Vec<_> = (510..515)
         .map(|n| sample_submission(n, b.as_str()))

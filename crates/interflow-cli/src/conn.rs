@@ -130,6 +130,12 @@ impl Partial {
                 "client.intake_cert",
                 "client.intake_key",
             ),
+            Role::Inbox => (
+                client.inbox_cert,
+                client.inbox_key,
+                "client.inbox_cert",
+                "client.inbox_key",
+            ),
         };
         Ok(Partial {
             addr: sourced(Some(dialable(&listen)), &from("local.listen")),
@@ -166,6 +172,7 @@ impl Partial {
         let (cert, key) = match role {
             Role::Admin => (&node.admin_cert, &node.admin_key),
             Role::Intake => (&node.intake_cert, &node.intake_key),
+            Role::Inbox => (&node.inbox_cert, &node.inbox_key),
         };
         Ok(Partial {
             addr: sourced(Some(dialable(&node.local_addr)), &from),
@@ -202,6 +209,8 @@ struct ClientView {
     admin_key: Option<PathBuf>,
     intake_cert: Option<PathBuf>,
     intake_key: Option<PathBuf>,
+    inbox_cert: Option<PathBuf>,
+    inbox_key: Option<PathBuf>,
 }
 
 /// What `interflowctl` reads of `federation.json`; other keys are ignored.
@@ -219,6 +228,8 @@ struct DevNodeView {
     admin_key: PathBuf,
     intake_cert: PathBuf,
     intake_key: PathBuf,
+    inbox_cert: PathBuf,
+    inbox_key: PathBuf,
 }
 
 /// A relative path in `federation.json` names a file under the dev directory; if it does not

@@ -40,6 +40,8 @@ pub struct DevNode {
     pub admin_key: PathBuf,
     pub intake_cert: PathBuf,
     pub intake_key: PathBuf,
+    pub inbox_cert: PathBuf,
+    pub inbox_key: PathBuf,
 }
 
 /// `federation.json`: what scripts and tools need to reach every node.
@@ -55,7 +57,13 @@ impl DevFederation {
         let p = dir.join("federation.json");
         let text =
             std::fs::read_to_string(&p).with_context(|| format!("reading `{}`", p.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing `{}`", p.display()))
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "parsing `{}`; a dev federation made by an older interflow lacks newer files (such as the inbox certificates): remove `{}` to generate a new one",
+                p.display(),
+                dir.display()
+            )
+        })
     }
 }
 
@@ -147,6 +155,8 @@ pub fn generate_with_endpoints(
             &nd.join("clients/intake.pem"),
             &nd.join("clients/intake.key"),
         )?;
+        let inbox = local_ca.issue_role_cert(Role::Inbox, "dev-clinic", Validity::days(825))?;
+        inbox.write_pem_files(&nd.join("clients/inbox.pem"), &nd.join("clients/inbox.key"))?;
         members.push(pb::Member {
             region_code: code.into(),
             name: name.into(),
@@ -167,6 +177,8 @@ pub fn generate_with_endpoints(
             admin_key: nd.join("clients/admin.key"),
             intake_cert: nd.join("clients/intake.pem"),
             intake_key: nd.join("clients/intake.key"),
+            inbox_cert: nd.join("clients/inbox.pem"),
+            inbox_key: nd.join("clients/inbox.key"),
         });
     }
     let directory = Directory::sign(
@@ -288,6 +300,8 @@ admin_cert = "clients/admin.pem"
 admin_key = "clients/admin.key"
 intake_cert = "clients/intake.pem"
 intake_key = "clients/intake.key"
+inbox_cert = "clients/inbox.pem"
+inbox_key = "clients/inbox.key"
 "#,
         region = node.region,
         name = node.name,

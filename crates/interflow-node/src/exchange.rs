@@ -79,10 +79,7 @@ impl Node {
         if verified.is_empty() {
             return Ok(acks);
         }
-        let (verified, outcomes) = self
-            .store
-            .run(move |s| s.apply(&verified).map(|o| (verified, o)))
-            .await?;
+        let (verified, outcomes) = self.receive(verified).await?;
         let mut any = false;
         for (rec, out) in verified.iter().zip(outcomes) {
             match out {

@@ -13,6 +13,7 @@ pub mod dev;
 pub mod error;
 pub mod exchange;
 pub mod holds;
+pub mod inbox;
 pub mod intake;
 pub mod metrics;
 pub mod node;

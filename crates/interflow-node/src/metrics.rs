@@ -22,6 +22,11 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabel {
+    pub consumer: String,
+}
+
 /// Counters and gauges of one node.
 #[derive(Clone)]
 pub struct Metrics {
@@ -36,6 +41,11 @@ pub struct Metrics {
     /// 1 while the store accepts writes; 0 after a failed durable write (disk full, I/O error)
     /// or when it opened read-only.
     pub store_writable: Gauge,
+    /// Records stored for this node and put in its inbox.
+    pub inbox_items: Counter,
+    /// Per inbox consumer: items after its cursor, and the age of the oldest of them.
+    pub consumer_lag_items: Family<ConsumerLabel, Gauge>,
+    pub consumer_lag_seconds: Family<ConsumerLabel, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -59,6 +69,24 @@ impl Metrics {
         let equivocations = Counter::default();
         let store_writable = Gauge::default();
         store_writable.set(1);
+        let inbox_items = Counter::default();
+        let consumer_lag_items = Family::<ConsumerLabel, Gauge>::default();
+        let consumer_lag_seconds = Family::<ConsumerLabel, Gauge>::default();
+        registry.register(
+            "inbox_items",
+            "Inbound records put in this node's inbox",
+            inbox_items.clone(),
+        );
+        registry.register(
+            "inbox_consumer_lag_items",
+            "Inbox items after each consumer's cursor",
+            consumer_lag_items.clone(),
+        );
+        registry.register(
+            "inbox_consumer_lag_seconds",
+            "Age of the oldest inbox item each consumer has not acknowledged",
+            consumer_lag_seconds.clone(),
+        );
         registry.register(
             "records_submitted",
             "Records accepted at intake",
@@ -109,6 +137,9 @@ impl Metrics {
             reconcile_runs,
             equivocations,
             store_writable,
+            inbox_items,
+            consumer_lag_items,
+            consumer_lag_seconds,
         }
     }
 

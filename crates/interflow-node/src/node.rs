@@ -63,6 +63,10 @@ pub struct Node {
     /// Outbound channels on which no new record may be issued until this node compared its
     /// head with the peer's signed view (fork-safe restore). All are held at start.
     pub holds: Holds,
+    /// Cancelled when the node stops: long-lived streams (`Inbox.Follow`) end with it.
+    pub stopping: tokio_util::sync::CancellationToken,
+    /// The newest inbox position; `Inbox.Follow` streams wait on it.
+    pub inbox_head: tokio::sync::watch::Sender<u64>,
     /// Held by the reconciliation run in progress: at most one at a time.
     pub reconcile_lock: tokio::sync::Mutex<()>,
     rate: DefaultKeyedRateLimiter<String>,
@@ -114,6 +118,8 @@ impl Node {
             peer_tls,
             peer_channels: Mutex::new(HashMap::new()),
             holds,
+            inbox_head: tokio::sync::watch::Sender::new(0),
+            stopping: tokio_util::sync::CancellationToken::new(),
             reconcile_lock: tokio::sync::Mutex::new(()),
             rate: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
             config,
@@ -162,6 +168,32 @@ impl Node {
             }
             Some(_) => Err(NodeError::PermissionDenied(
                 "a role certificate cannot call the peer service".into(),
+            )),
+            None => Err(NodeError::Unauthenticated),
+        }
+    }
+
+    /// The local caller's name, if its certificate carries one of `roles`.
+    pub fn local_caller_in<T>(
+        &self,
+        req: &tonic::Request<T>,
+        roles: &[Role],
+    ) -> Result<String, NodeError> {
+        match interflow_tls::peer_identity(req) {
+            Some(PeerIdentity::Local { role, .. }) if roles.contains(&role) => {
+                self.local_caller(req, role)
+            }
+            Some(PeerIdentity::Local { role, .. }) => Err(NodeError::PermissionDenied(format!(
+                "a `{}` certificate cannot call this service; use one of: {}",
+                role.as_str(),
+                roles
+                    .iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            Some(_) => Err(NodeError::PermissionDenied(
+                "a peer certificate cannot call local services".into(),
             )),
             None => Err(NodeError::Unauthenticated),
         }
@@ -234,6 +266,37 @@ impl Node {
         if let Some(n) = self.wake.get(&peer) {
             n.notify_one();
         }
+    }
+
+    /// Stores verified records received from a peer (delivered or fetched), giving those
+    /// destined to this node their inbox positions, and wakes inbox followers.
+    pub async fn receive(
+        &self,
+        recs: Vec<interflow_core::record::VerifiedRecord>,
+    ) -> Result<
+        (
+            Vec<interflow_core::record::VerifiedRecord>,
+            Vec<Result<interflow_store::ApplyOutcome, interflow_store::ApplyError>>,
+        ),
+        NodeError,
+    > {
+        let arrival = interflow_store::Arrival {
+            me: self.region,
+            at_ms: self.now(),
+        };
+        let before = *self.inbox_head.borrow();
+        let (recs, outcomes, head) = self
+            .store
+            .run(move |s| {
+                let o = s.receive(&recs, arrival)?;
+                Ok((recs, o, s.inbox_head()?))
+            })
+            .await?;
+        if head > before {
+            self.metrics.inbox_items.inc_by(head - before);
+            self.inbox_head.send_replace(head);
+        }
+        Ok((recs, outcomes))
     }
 
     /// Runs CPU-heavy work (verifying a batch of signatures) off the async threads.

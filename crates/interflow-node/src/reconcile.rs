@@ -314,8 +314,8 @@ async fn fetch_range(
                 return;
             }
         };
-        let outcomes = match node.store.run(move |s| s.apply(&verified)).await {
-            Ok(o) => o,
+        let outcomes = match node.receive(verified).await {
+            Ok((_, o)) => o,
             Err(e) => {
                 tracing::error!(%channel, error = %e, "cannot store fetched records");
                 return;

@@ -19,6 +19,7 @@ use tonic::transport::Server;
 use crate::admin::AdminService;
 use crate::config::{Config, Limits, TlsPaths};
 use crate::exchange::ExchangeService;
+use crate::inbox::InboxService;
 use crate::intake::IntakeService;
 use crate::node::{Clock, Node};
 use crate::store::StoreHandle;
@@ -129,6 +130,25 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     .context("peer client TLS")?;
     let limits = config.limits.clone();
     let node = Node::new(config, material, StoreHandle::new(store), clock, client_tls);
+    // Records received before the inbox existed get their positions once; then the head.
+    let region = node.region;
+    let indexed = node.store.run(move |s| s.index_inbox(region)).await;
+    match indexed {
+        Ok(n) if n > 0 => tracing::info!(
+            records = n,
+            "earlier inbound records indexed into the inbox"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot index earlier records into the inbox; retried at the next start")
+        }
+    }
+    match node.store.run(|s| s.inbox_head()).await {
+        Ok(h) => {
+            node.inbox_head.send_replace(h);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the inbox head"),
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -150,6 +170,9 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let admin = pb::admin_server::AdminServer::new(AdminService { node: node.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let inbox = pb::inbox_server::InboxServer::new(InboxService { node: node.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     health
         .set_serving::<pb::exchange_server::ExchangeServer<ExchangeService>>()
         .await;
@@ -160,10 +183,13 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         .set_serving::<pb::admin_server::AdminServer<AdminService>>()
         .await;
     health
+        .set_serving::<pb::inbox_server::InboxServer<InboxService>>()
+        .await;
+    health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
-    let shutdown = CancellationToken::new();
+    let shutdown = node.stopping.clone();
     let peer_addr = listeners.peer.local_addr()?;
     let local_addr = listeners.local.local_addr()?;
     let handshake = Duration::from_millis(limits.tls_handshake_timeout_ms);
@@ -200,7 +226,8 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             .add_service(health_service)
             .add_service(reflection()?)
             .add_service(intake)
-            .add_service(admin);
+            .add_service(admin)
+            .add_service(inbox);
         let token = shutdown.clone();
         servers.push(tokio::spawn(async move {
             if let Err(e) = router
@@ -300,6 +327,10 @@ async fn watch_store(node: Arc<Node>, shutdown: CancellationToken) {
         node.metrics
             .store_writable
             .set(i64::from(node.store.write_refusal().is_none()));
+        // Inbox consumer lag gauges stay fresh for alerting even when nobody asks.
+        if let Err(e) = crate::inbox::consumers(&node).await {
+            tracing::debug!(error = %e, "cannot refresh inbox consumer lag");
+        }
         tokio::select! {
             _ = tokio::time::sleep(STORE_WATCH_INTERVAL) => {}
             _ = shutdown.cancelled() => return,

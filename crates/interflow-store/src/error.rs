@@ -161,6 +161,7 @@ pub enum Place {
     Report,
     Audit { index: u64 },
     AuditHead,
+    Inbox,
     Anchor(PathBuf),
     Data(PathBuf),
 }
@@ -183,6 +184,7 @@ impl fmt::Display for Place {
             Place::Report => f.write_str("the reconciliation reports"),
             Place::Audit { index } => write!(f, "audit entry `{index}`"),
             Place::AuditHead => f.write_str("the audit head"),
+            Place::Inbox => f.write_str("the inbox"),
             Place::Anchor(p) => write!(f, "`{}`", p.display()),
             Place::Data(p) => write!(f, "`{}`", p.display()),
         }

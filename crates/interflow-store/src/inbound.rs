@@ -8,6 +8,7 @@ use interflow_core::record::{ChannelId, RecordId, VerifiedRecord};
 
 use crate::engine::decode_record_key;
 use crate::error::{Place, corrupt};
+use crate::inbox::{self, Arrival};
 use crate::state::ChannelState;
 use crate::{Result, Store, keys};
 
@@ -52,11 +53,21 @@ impl Store {
     /// equivocation (kept as evidence, and the channel stops); a seq past head + 1 is a gap;
     /// a record that does not link to the head is refused.
     pub fn apply(&self, recs: &[VerifiedRecord]) -> Result<Vec<Result<ApplyOutcome, ApplyError>>> {
+        self.apply_arriving(recs, None)
+    }
+
+    /// [`Store::apply`], and with an arrival, inbox positions for what is stored for it.
+    pub(crate) fn apply_arriving(
+        &self,
+        recs: &[VerifiedRecord],
+        arrival: Option<&Arrival>,
+    ) -> Result<Vec<Result<ApplyOutcome, ApplyError>>> {
         let _w = self.write.lock();
         self.check_writable()?;
         let mut batch = sled::Batch::default();
         let mut states: BTreeMap<ChannelId, ChannelState> = BTreeMap::new();
         let mut staged: HashMap<(ChannelId, u64), RecordId> = HashMap::new();
+        let mut arrived = Vec::new();
         let mut dirty = false;
         let mut out = Vec::with_capacity(recs.len());
         for rec in recs {
@@ -115,10 +126,14 @@ impl Store {
             keys::stage_record(&mut batch, rec);
             st.advance(seq, rec.id());
             staged.insert((c, seq), rec.id());
+            arrived.push((c, seq));
             dirty = true;
             out.push(Ok(ApplyOutcome::Stored));
         }
         if dirty {
+            if let Some(arrival) = arrival {
+                inbox::stage(&mut batch, self.inbox_head()? + 1, arrived, arrival);
+            }
             for (c, st) in &states {
                 batch.insert(keys::channel(*c), st.encode());
             }

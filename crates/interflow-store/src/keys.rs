@@ -16,9 +16,13 @@ pub const RECEIPT: u8 = b'x';
 pub const CHECKPOINT: u8 = b'v';
 pub const RUN: u8 = b'p';
 pub const AUDIT: u8 = b'a';
+pub const INBOX: u8 = b'n';
+pub const CURSOR: u8 = b'u';
 
 pub const META_SCHEMA: &[u8] = b"mschema";
 pub const META_AUDIT_HEAD: &[u8] = b"maudit_head";
+/// Present once records received before the inbox existed were indexed into it.
+pub const META_INBOX_INDEXED: &[u8] = b"minbox_indexed";
 
 pub type Location = [u8; 20];
 
@@ -128,6 +132,14 @@ pub fn checkpoint(peer: RegionCode) -> Vec<u8> {
 
 pub fn run(id: u64) -> Vec<u8> {
     with_prefix(RUN, &[&id.to_be_bytes()])
+}
+
+pub fn inbox(position: u64) -> Vec<u8> {
+    with_prefix(INBOX, &[&position.to_be_bytes()])
+}
+
+pub fn cursor(consumer: &str) -> Vec<u8> {
+    with_prefix(CURSOR, &[consumer.as_bytes()])
 }
 
 pub fn audit(index: u64) -> Vec<u8> {

@@ -15,7 +15,8 @@
 //! go through a handle that runs them in `spawn_blocking`.
 //!
 //! Layers, one file each: [`engine`](crate::engine) (open, migrate, durable commit, poison,
-//! anchor), `outbound` (sealing and receipts), `inbound` (the chain rule and evidence), `read`,
+//! anchor), `outbound` (sealing and receipts), `inbound` (the chain rule and evidence), `inbox`
+//! (arrival order and consumer cursors), `read`,
 //! `reconcile` (checkpoints and run reports), `retention`, `audit`, and `verify`.
 //!
 //! # Key layout
@@ -34,14 +35,17 @@
 //! | `x` | channel(12) | latest verified `SignedReceipt` bytes for an outbound channel |
 //! | `v` | peer region(6) | the peer's latest verified `SignedHeads` bytes (cosigned checkpoint) |
 //! | `p` | run id(8, BE) | reconciliation report: `0x02` + postcard |
+//! | `n` | inbox position(8, BE) | channel(12) seq(8) arrived-at ms(8): inbound records in arrival order |
+//! | `u` | consumer name | cursor position(8, BE) acked-at ms(8) |
 //! | `a` | index(8, BE) | audit entry: `0x02` + postcard; entries written by schema 1 keep their bytes (protobuf layout, frozen in `audit`) so the hash chain over them still verifies |
-//! | `m` | name | metadata: schema version, audit head |
+//! | `m` | name | metadata: schema version, audit head, whether older records were indexed into the inbox |
 
 mod anchor;
 mod audit;
 mod engine;
 mod error;
 mod inbound;
+mod inbox;
 mod keys;
 mod migrate;
 mod outbound;
@@ -63,6 +67,7 @@ use engine::{DurableHeads, Engine, Poison};
 pub use audit::AuditEntry;
 pub use error::{DecodeError, DurableStep, IntegrityProblem, Place, ReadOnlyReason, StoreError};
 pub use inbound::{ApplyError, ApplyOutcome, Evidence};
+pub use inbox::{Arrival, CONSUMER_RULE, Cursor, InboxEntry, InboxPage, valid_consumer};
 pub use outbound::{AppendOutcome, Submission};
 pub use read::{Stats, StoredRecord};
 pub use reconcile::{Anomaly, ChannelRun, RunReport};

@@ -189,6 +189,22 @@ impl Store {
             }
         }
 
+        // Inbox positions run 1, 2, ... and each names a stored record.
+        for (expected, kv) in (1u64..).zip(self.db()?.scan_prefix([keys::INBOX])) {
+            let (k, _) = kv?;
+            let ok = k.get(1..).and_then(|b| <[u8; 8]>::try_from(b).ok())
+                == Some(expected.to_be_bytes())
+                && self.inbox_at(expected).ok().flatten().is_some();
+            if !ok {
+                report.problems.push(Problem {
+                    channel: None,
+                    seq: expected,
+                    problem: format!("inbox position `{expected}` is missing or names no record"),
+                });
+                break;
+            }
+        }
+
         // The audit chain.
         let mut prev = [0u8; 32];
         let mut last = None;

@@ -16,7 +16,7 @@ use interflow_core::region::RegionCodeError;
 const INTERFLOW_URN_PREFIX: &str = "urn:interflow:";
 /// URI SAN prefix of a peer certificate; the 6-digit region code follows.
 pub const REGION_URI_PREFIX: &str = "urn:interflow:region:";
-/// URI SAN prefix of a local client certificate; `admin` or `intake` follows.
+/// URI SAN prefix of a local client certificate; `admin`, `intake` or `inbox` follows.
 pub const ROLE_URI_PREFIX: &str = "urn:interflow:role:";
 
 /// What a local client certificate allows its holder to do.
@@ -26,6 +26,8 @@ pub enum Role {
     Admin,
     /// Local systems that submit records.
     Intake,
+    /// The receiving bureau's systems that read what arrived (`Inbox`), every read audited.
+    Inbox,
 }
 
 impl Role {
@@ -34,6 +36,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Intake => "intake",
+            Role::Inbox => "inbox",
         }
     }
 
@@ -56,6 +59,7 @@ impl FromStr for Role {
         match s {
             "admin" => Ok(Role::Admin),
             "intake" => Ok(Role::Intake),
+            "inbox" => Ok(Role::Inbox),
             other => Err(IdentityError::UnknownRole {
                 role: other.to_owned(),
             }),

@@ -22,7 +22,7 @@
 //!   server certificate is issued by the local CA with DNS SANs `localhost`,
 //!   `<code>.local.interflow` (see [`local_server_name`]) and IP SAN `127.0.0.1`; it carries no
 //!   identity URI. Client certificates from the local CA carry URI SAN `urn:interflow:role:admin`
-//!   or `urn:interflow:role:intake`, and their CN is the holder's name (e.g. the operator's
+//!   `urn:interflow:role:intake` or `urn:interflow:role:inbox`, and their CN is the holder's name (e.g. the operator's
 //!   name), which becomes the audit actor.
 //!
 //! A certificate has an interflow identity when it carries **exactly one** URI SAN starting with

@@ -131,7 +131,9 @@ fn dev_federation_node_is_found_and_unknown_ones_listed() {
             "local_ca": "310115/tls/local-ca.pem",
             "admin_cert": "/abs/admin.pem", "admin_key": "/abs/admin.key",
             "intake_cert": "310115/clients/intake.pem",
-            "intake_key": "310115/clients/intake.key"
+            "intake_key": "310115/clients/intake.key",
+            "inbox_cert": "310115/clients/inbox.pem",
+            "inbox_key": "310115/clients/inbox.key"
         }],
         "agreements": [["310115", "110105"]]
     });

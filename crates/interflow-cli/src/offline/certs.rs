@@ -76,6 +76,7 @@ pub enum CertsCommand {
 pub enum RoleArg {
     Admin,
     Intake,
+    Inbox,
 }
 
 impl From<RoleArg> for interflow_tls::Role {
@@ -83,6 +84,7 @@ impl From<RoleArg> for interflow_tls::Role {
         match r {
             RoleArg::Admin => interflow_tls::Role::Admin,
             RoleArg::Intake => interflow_tls::Role::Intake,
+            RoleArg::Inbox => interflow_tls::Role::Inbox,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! crash and fsync-order tests with real processes live in the crate's `tests/`.
 
 mod engine;
+mod inbox;
 mod retention;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
