@@ -229,6 +229,7 @@ async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
         synthetic_id(0)
     );
     println!("  interflowctl --dev-node {first} reconcile");
+    println!("  interflowctl --dev-node {second} inbox follow --consumer clinic");
     println!(
         "\nready; Ctrl-C stops every node (the data stays in {})",
         dir.display()

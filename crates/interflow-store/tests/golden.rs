@@ -13,7 +13,8 @@ use interflow_core::fixtures;
 use interflow_core::payload::ContraceptionMethod;
 use interflow_core::statement::{Receipt, sign_receipt};
 use interflow_store::{
-    Anomaly, ChannelRun, DeliveryState, RunReport, SCHEMA_VERSION, Store, StoreOptions, Submission,
+    Anomaly, Arrival, ChannelRun, DeliveryState, RunReport, SCHEMA_VERSION, Store, StoreOptions,
+    Submission,
 };
 
 fn golden(name: &str) -> PathBuf {
@@ -72,6 +73,23 @@ fn write_golden() {
         )
         .unwrap();
     }
+    // Three records from the peer, in this node's inbox, and a consumer that read two.
+    let mut prev = interflow_core::record::RecordId::ZERO;
+    let inbound: Vec<_> = (1..=3u64)
+        .map(|seq| {
+            let mut r = fixtures::sample_record(500 - seq as i64);
+            r.channel = c.reverse();
+            let v = r.seal(seq, prev, &fixtures::key(2)).unwrap();
+            prev = v.id();
+            v
+        })
+        .collect();
+    let me = Arrival {
+        me: c.origin,
+        at_ms: fixtures::NOW,
+    };
+    s.receive(&inbound, me).unwrap();
+    s.ack("clinic", 2, fixtures::NOW + 1).unwrap();
     for run in 0..2i64 {
         let mut ch = ChannelRun::new(c, 12);
         ch.peer_head = 5;
@@ -86,6 +104,12 @@ fn write_golden() {
         })
         .unwrap();
     }
+}
+
+/// Origin 310115 signs with key 1, 110105 with key 2.
+fn key_of(r: interflow_core::RegionCode) -> Option<ed25519_dalek::VerifyingKey> {
+    let seed = if r == fixtures::a_to_b().origin { 1 } else { 2 };
+    Some(fixtures::key(seed).verifying_key())
 }
 
 /// Opens a copy of a golden directory and checks the state every rich one holds.
@@ -118,9 +142,7 @@ fn open_rich(name: &str) -> (tempfile::TempDir, Store) {
     let audit = s.audit_entries(0, 10).unwrap();
     assert_eq!(audit.len(), 3);
     assert_eq!(audit[1].action, "Admin.GetRecord");
-    let report = s
-        .verify_log(&|_| Some(fixtures::key(1).verifying_key()))
-        .unwrap();
+    let report = s.verify_log(&key_of).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.audit_entries_checked, 3);
     (tmp, s)
@@ -131,7 +153,17 @@ fn this_schema_s_data_directory_opens_and_verifies() {
     if std::env::var_os("INTERFLOW_WRITE_GOLDEN").is_some() {
         write_golden();
     }
-    open_rich(&format!("v{SCHEMA_VERSION}"));
+    let (_dir, s) = open_rich(&format!("v{SCHEMA_VERSION}"));
+    // The inbox: three arrivals from the peer, a consumer at position 2.
+    assert_eq!(s.inbox_head().unwrap(), 3);
+    let page = s.inbox_after(0, 10, 100, &|_| true).unwrap();
+    assert_eq!(page.entries.len(), 3);
+    assert!(
+        page.entries
+            .iter()
+            .all(|e| e.stored.seq() == e.position && e.arrived_at_ms == fixtures::NOW)
+    );
+    assert_eq!(s.cursor("clinic").unwrap().position, 2);
 }
 
 #[test]
@@ -149,6 +181,12 @@ fn a_version_1_data_directory_opens_and_verifies() {
     let vk = fixtures::key(1).verifying_key();
     let report = s.verify_log(&|_| Some(vk)).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
+    // Its records predate the inbox: indexed once, as the node does at start.
+    let me = fixtures::a_to_b().destination;
+    assert_eq!(s.index_inbox(me).unwrap(), 20);
+    assert_eq!(s.index_inbox(me).unwrap(), 0);
+    assert_eq!(s.inbox_head().unwrap(), 20);
+    assert!(s.verify_log(&|_| Some(vk)).unwrap().ok());
 }
 
 /// `golden/v1-rich` was written by the last schema-1 build with every kind of state: an audit
@@ -163,7 +201,7 @@ fn a_version_1_store_migrates_and_its_audit_chain_still_verifies() {
         // A new entry, in the new encoding, chains onto the ones written by schema 1.
         s.audit(fixtures::NOW + 10, "admin:after", "Admin.Lookup", vec![])
             .unwrap();
-        let report = s.verify_log(&|_| Some(vk)).unwrap();
+        let report = s.verify_log(&key_of).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
         assert_eq!(report.audit_entries_checked, 4);
         tmp
