@@ -223,6 +223,22 @@ impl TestCluster {
         self.nodes[i] = Some(r);
     }
 
+    /// Node `i`'s retention step, run as if `days` had passed: returns how many records (and
+    /// evidence copies) it erased.
+    pub async fn erase_as_if_after(&self, i: usize, days: i64) -> u64 {
+        let node = self.node(i).clone();
+        let later = node.now() + days * 86_400_000;
+        let n = node.clone();
+        node.store
+            .run(move |s| {
+                s.erase_expired(later, &|agr| {
+                    n.agreements.get(agr).map(|a| a.retention_days)
+                })
+            })
+            .await
+            .expect("retention step")
+    }
+
     /// The local listener of node `i`, presenting the given client certificate.
     pub async fn local_channel(
         &self,

@@ -227,20 +227,7 @@ async fn consumers_read_independently_and_corrections_retractions_and_erasure_sh
     assert_eq!(other.next_after, 3);
 
     // At the end of retention the bodies go; the inbox keeps tombstones: ids and dates only.
-    let b_node = c.node(1).clone();
-    let later = b_node.now() + 3651 * 86_400_000;
-    let n = b_node.clone();
-    let erased = b_node
-        .store
-        .run(move |s| {
-            s.erase_expired(later, &|agr| {
-                n.agreements.get(agr).map(|a| a.retention_days)
-            })
-        })
-        .await
-        .unwrap();
-    assert_eq!(erased, 3);
-    drop(b_node);
+    assert_eq!(c.erase_as_if_after(1, 3651).await, 3);
     let items = inbox
         .pull(pull("clinic", Some(0)))
         .await

@@ -257,21 +257,8 @@ async fn after_retention_a_record_is_erased_but_the_log_still_verifies() {
         panic!("not stored: {resp:?}")
     };
     c.wait_for_record(1, &rid).await;
-    let b_node = c.node(1).clone();
     // The retention job's step, run as if the agreement's 3650 days had passed.
-    let later = b_node.now() + 3651 * 86_400_000;
-    let n = b_node.clone();
-    let erased = b_node
-        .store
-        .run(move |s| {
-            s.erase_expired(later, &|agr| {
-                n.agreements.get(agr).map(|a| a.retention_days)
-            })
-        })
-        .await
-        .unwrap();
-    assert_eq!(erased, 1);
-    drop(b_node);
+    assert_eq!(c.erase_as_if_after(1, 3651).await, 1);
     let mut admin = c.admin(1).await;
     let got = admin
         .get_record(pb::GetRecordRequest {
