@@ -215,7 +215,7 @@ fn an_fsync_of_the_data_file_precedes_the_acknowledgement() {
     let mut begun = false;
     let mut synced = false;
     let mut acked = false;
-    for line in trace.lines() {
+    for line in joined_calls(&trace) {
         // The store's own sync handle is the read-only one; sled's fd gets fsyncs of its own
         // at times (e.g. on open), which must not count.
         if line.contains("openat(") && line.contains(&db_path) && line.contains("O_RDONLY") {
@@ -228,8 +228,11 @@ fn an_fsync_of_the_data_file_precedes_the_acknowledgement() {
         if line.contains("write(1, \"begin") {
             begun = true;
         }
-        if begun && (line.contains("fsync(") || line.contains("fdatasync(")) {
-            // `fsync(4)` or, when threads interleave, `fsync(4 <unfinished ...>`.
+        // A sync counts once it has returned: `fsync(4) = 0`.
+        if begun
+            && (line.contains("fsync(") || line.contains("fdatasync("))
+            && line.ends_with("= 0")
+        {
             let fd = line
                 .split_once("sync(")
                 .map(|(_, rest)| {
@@ -251,4 +254,47 @@ fn an_fsync_of_the_data_file_precedes_the_acknowledgement() {
         }
     }
     assert!(acked, "the traced child acknowledged nothing:\n{trace}");
+}
+
+/// strace's lines with each call whole: under load, threads interleave and strace splits a
+/// call into `pid call(args <unfinished ...>` and, later, `pid <... call resumed>rest`. The
+/// pieces are joined (in the order the calls finish), so no call is seen half.
+fn joined_calls(trace: &str) -> Vec<String> {
+    let mut open: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for line in trace.lines() {
+        let (pid, rest) = line.split_once(' ').unwrap_or(("", line));
+        if let Some(start) = rest.strip_suffix("<unfinished ...>") {
+            open.insert(pid, format!("{pid} {}", start.trim_end()));
+        } else if let Some((_, tail)) = rest.split_once(" resumed>") {
+            let head = open.remove(pid).unwrap_or_else(|| format!("{pid} "));
+            out.push(format!("{head}{tail}"));
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn split_strace_calls_are_joined_before_they_are_read() {
+    let trace = "\
+7 openat(AT_FDCWD, \"/d/db\", O_RDONLY|O_CLOEXEC <unfinished ...>
+8 write(1, \"begin\\n\", 6) = 6
+7 <... openat resumed>) = 5
+8 fsync(5 <unfinished ...>
+7 write(2, \"x\", 1) = 1
+8 <... fsync resumed>) = 0
+8 write(1, \"acked\\n\", 6) = 6";
+    let lines = joined_calls(trace);
+    assert_eq!(
+        lines,
+        vec![
+            "8 write(1, \"begin\\n\", 6) = 6",
+            "7 openat(AT_FDCWD, \"/d/db\", O_RDONLY|O_CLOEXEC) = 5",
+            "7 write(2, \"x\", 1) = 1",
+            "8 fsync(5) = 0",
+            "8 write(1, \"acked\\n\", 6) = 6",
+        ]
+    );
 }
