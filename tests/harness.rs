@@ -351,6 +351,7 @@ impl TestCluster {
             agreement_id: agreement,
             issued_at_ms: node.now(),
             supersedes: None,
+            idempotency: None,
             payload: Payload::Contraception(p.try_into().expect("sample payload")),
         }
         .seal(seq, prev, key)

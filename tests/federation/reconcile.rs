@@ -126,6 +126,21 @@ async fn a_node_that_lost_its_disk_gets_everything_back() {
     assert_eq!(b_node.store.head(ChannelId::new(a, b)).0, 50);
     assert_eq!(b_node.store.head(ChannelId::new(b, a)).0, 30);
     assert!(fetched(&report) <= 80);
+    // Resubmitting the same source rows after the disk loss stores nothing new: the recovered
+    // records carry the digests of their idempotency keys.
+    let again = c
+        .intake(1)
+        .await
+        .submit(pb::SubmitRequest {
+            items: (1000..1030)
+                .map(|n| sample_submission(n, a.as_str()))
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.results.iter().all(|r| r.duplicate), "{again:?}");
+    assert_eq!(b_node.store.head(ChannelId::new(b, a)).0, 30);
     submit(&c, 1, 0, 2000..2001).await;
     assert_eq!(b_node.store.head(ChannelId::new(b, a)).0, 31);
     let verify = c

@@ -65,6 +65,15 @@ pub fn sample_record(age_ms: i64) -> NewRecord {
         subject: subject(),
         issued_at_ms: NOW - age_ms,
         supersedes: None,
+        idempotency: None,
         payload: contraception(ContraceptionMethod::Iud, 20),
     }
+}
+
+/// The idempotency digest of `key` under a fixed node key.
+pub fn idempotency(key: &str) -> crate::idempotency::IdempotencyDigest {
+    let node = crate::idempotency::DigestKey::derive(&self::key(1));
+    crate::idempotency::IdempotencyKey::parse(key)
+        .expect("fixture idempotency key")
+        .digest(&node)
 }

@@ -1,9 +1,60 @@
 //! Idempotency keys: the caller's name for one submission, which makes a rerun safe (the node
 //! answers a key it has stored with the same record instead of storing it twice). This module
-//! owns the syntax of a key only; remembering keys is the store's job.
+//! owns the syntax of a key and its keyed digest; remembering digests is the store's job.
+//!
+//! A key is never stored or sent: a record carries `HMAC-SHA256(digest key, key)` inside its
+//! signed body, so a node that lost its disk and recovered its records from a peer still
+//! recognises a resubmission, and a clerk who typed something personal into a key leaves no
+//! trace of it. The digest key is derived from the node's record-signing key (kept outside the
+//! data directory), so it survives a disk loss; a new signing key starts a new digest space.
 
 use std::fmt;
 use std::str::FromStr;
+
+use ed25519_dalek::SigningKey;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+/// `HMAC-SHA256(digest key, idempotency key)`: what records carry and stores keep.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyDigest(pub [u8; 32]);
+
+impl fmt::Debug for IdempotencyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdempotencyDigest({})", hex::encode(&self.0[..6]))
+    }
+}
+
+/// The node's secret for idempotency digests.
+pub struct DigestKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for DigestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DigestKey(..)")
+    }
+}
+
+/// Domain label of the digest key derivation.
+const DIGEST_KEY_LABEL: &[u8] = b"interflow/idempotency-digest/v1";
+
+impl DigestKey {
+    /// Derived from the node's record-signing key: `HMAC-SHA256(signing key, label)`.
+    pub fn derive(signing: &SigningKey) -> Self {
+        let secret = Zeroizing::new(signing.to_bytes());
+        DigestKey(Zeroizing::new(hmac(&secret, DIGEST_KEY_LABEL)))
+    }
+}
+
+/// HMAC-SHA256 with a 32-byte key. Padding the key to the block size ourselves is what HMAC
+/// does for a short key anyway, and keeps this infallible (as in `pseudonym`).
+fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
+    let mut block = Zeroizing::new([0u8; 64]);
+    block[..32].copy_from_slice(key);
+    let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new((&*block).into());
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
 
 /// Longest key, in bytes (all of them ASCII).
 pub const MAX_LEN: usize = 128;
@@ -53,6 +104,11 @@ impl IdempotencyKey {
     pub fn into_string(self) -> String {
         self.0
     }
+
+    /// The keyed digest that records carry instead of the key.
+    pub fn digest(&self, key: &DigestKey) -> IdempotencyDigest {
+        IdempotencyDigest(hmac(&key.0, self.0.as_bytes()))
+    }
 }
 
 impl TryFrom<&str> for IdempotencyKey {
@@ -92,6 +148,22 @@ impl fmt::Debug for IdempotencyKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_are_keyed_standard_hmac_and_never_show_the_key() {
+        let k = DigestKey::derive(&SigningKey::from_bytes(&[1; 32]));
+        let other = DigestKey::derive(&SigningKey::from_bytes(&[2; 32]));
+        let key = IdempotencyKey::parse("row-42").unwrap();
+        let d = key.digest(&k);
+        assert_eq!(d, key.digest(&k), "deterministic");
+        assert_ne!(d, key.digest(&other), "keyed by the node's signing key");
+        assert_ne!(d, IdempotencyKey::parse("row-43").unwrap().digest(&k));
+        // Standard HMAC-SHA256: the same as the hmac crate with the key as given.
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(&*k.0).unwrap();
+        mac.update(b"row-42");
+        assert_eq!(d.0, <[u8; 32]>::from(mac.finalize().into_bytes()));
+        assert!(!format!("{d:?} {k:?}").contains("row-42"));
+    }
 
     /// The rule as the node and the CLI wrote it before this type existed.
     fn old_rule(k: &str) -> bool {

@@ -9,6 +9,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::canonical::{CanonicalError, decode_canonical};
+use crate::idempotency::IdempotencyDigest;
 use crate::payload::{Kind, Payload, PayloadError, ValidationRules};
 use crate::pb;
 use crate::pseudonym::SubjectRef;
@@ -163,6 +164,7 @@ pub struct DecodedRecord {
     channel: ChannelId,
     subject: SubjectRef,
     supersedes: Option<RecordId>,
+    idempotency: Option<IdempotencyDigest>,
     payload: Payload,
 }
 
@@ -226,6 +228,15 @@ impl DecodedRecord {
                     .map_err(|e| bad("supersedes", e.to_string()))?,
             ),
         };
+        let idempotency = match body.idempotency_digest.len() {
+            0 => None,
+            _ => Some(IdempotencyDigest(
+                body.idempotency_digest
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| bad("idempotency_digest", "must be 32 bytes"))?,
+            )),
+        };
         let payload = Payload::from_record(body.payload.clone())?;
         if payload.is_retraction() && supersedes.is_none() {
             return Err(bad(
@@ -241,6 +252,7 @@ impl DecodedRecord {
             channel,
             subject,
             supersedes,
+            idempotency,
             payload,
         })
     }
@@ -310,6 +322,14 @@ impl DecodedRecord {
     pub fn supersedes(&self) -> Option<RecordId> {
         self.supersedes
     }
+    /// The keyed digest of the idempotency key it was submitted with, if any.
+    pub fn idempotency(&self) -> Option<IdempotencyDigest> {
+        self.idempotency
+    }
+    /// The same digest as [`NewRecord::content_hash`] of the record it was sealed from.
+    pub fn content_hash(&self) -> [u8; 32] {
+        content_hash_of(self.body.clone())
+    }
     pub fn payload(&self) -> &Payload {
         &self.payload
     }
@@ -325,6 +345,14 @@ impl DecodedRecord {
     pub fn into_signed(self) -> pb::SignedRecord {
         self.signed
     }
+}
+
+fn content_hash_of(mut body: pb::RecordBody) -> [u8; 32] {
+    body.seq = 0;
+    body.prev_hash = RecordId::ZERO.0.to_vec();
+    body.issued_at_ms = 0;
+    body.idempotency_digest = Vec::new();
+    Sha256::digest(body.encode_to_vec()).into()
 }
 
 /// Picks a subject's current record of one kind among `records` (all of that kind): the
@@ -364,6 +392,8 @@ pub struct NewRecord {
     pub subject: SubjectRef,
     pub issued_at_ms: UnixMillis,
     pub supersedes: Option<RecordId>,
+    /// The keyed digest of the submitter's idempotency key, carried in the signed body.
+    pub idempotency: Option<IdempotencyDigest>,
     pub payload: Payload,
 }
 
@@ -389,6 +419,7 @@ impl NewRecord {
             subject_ref: self.subject.as_bytes().to_vec(),
             issued_at_ms: self.issued_at_ms,
             supersedes: self.supersedes.map(|r| r.0.to_vec()).unwrap_or_default(),
+            idempotency_digest: self.idempotency.map(|d| d.0.to_vec()).unwrap_or_default(),
             payload: Some(pb::record_body::Payload::from(&self.payload)),
         }
     }
@@ -411,12 +442,11 @@ impl NewRecord {
         Ok(VerifiedRecord(DecodedRecord::decode(signed)?))
     }
 
-    /// A stable digest of the content, for intake idempotency (same key, same content).
+    /// A stable digest of the content, for intake idempotency (same key, same content): the
+    /// body without its position, link, issue time (assigned by this node, not the submitter)
+    /// or idempotency digest.
     pub fn content_hash(&self) -> [u8; 32] {
-        let mut body = self.body(0, RecordId::ZERO);
-        // The issue time is assigned by this node, not by the submitter.
-        body.issued_at_ms = 0;
-        Sha256::digest(body.encode_to_vec()).into()
+        content_hash_of(self.body(0, RecordId::ZERO))
     }
 }
 

@@ -11,7 +11,7 @@ use interflow_core::pseudonym::SubjectRef;
 use interflow_core::record::{ChannelId, NewRecord, RecordId};
 use interflow_core::time::latest_permitted_date;
 use interflow_core::{NationalId, RegionCode};
-use interflow_store::{AppendOutcome, Store, Submission};
+use interflow_store::{AppendOutcome, Store};
 use interflow_tls::Role;
 use tonic::{Request, Response, Status};
 
@@ -38,7 +38,7 @@ fn error(code: Code, field: &str, reason: impl Into<String>) -> pb::SubmitResult
 
 impl Node {
     /// Turns one submission into a record to seal, or the precise reason it cannot be.
-    fn prepare(&self, store: &Store, item: pb::Submission) -> Result<Submission, pb::SubmitResult> {
+    fn prepare(&self, store: &Store, item: pb::Submission) -> Result<NewRecord, pb::SubmitResult> {
         let idempotency_key = IdempotencyKey::parse(&item.idempotency_key).map_err(|_| {
             error(
                 Code::InvalidIdempotencyKey,
@@ -125,16 +125,15 @@ impl Node {
                 ));
             }
         }
-        Ok(Submission {
-            record: NewRecord {
-                channel,
-                agreement_id: agreement.id.clone(),
-                subject,
-                issued_at_ms: now,
-                supersedes,
-                payload,
-            },
-            idempotency_key: idempotency_key.into_string(),
+        // Only the keyed digest of the key is kept and sent, inside the signed body.
+        Ok(NewRecord {
+            channel,
+            agreement_id: agreement.id.clone(),
+            subject,
+            issued_at_ms: now,
+            supersedes,
+            idempotency: Some(idempotency_key.digest(&self.digest_key)),
+            payload,
         })
     }
 
@@ -174,7 +173,7 @@ impl Node {
             let r = match out {
                 AppendOutcome::Stored(id) => {
                     self.metrics.submitted.inc();
-                    woken.push(sub.record.channel.destination);
+                    woken.push(sub.channel.destination);
                     pb::SubmitResult {
                         outcome: Some(pb::submit_result::Outcome::RecordId(id.0.to_vec())),
                         duplicate: false,

@@ -53,6 +53,8 @@ pub struct Node {
     pub agreements: AgreementSet,
     pub pseudonym_keys: HashMap<String, PseudonymKey>,
     pub signing_key: SigningKey,
+    /// Keys the digests of intake idempotency keys (derived from the signing key).
+    pub digest_key: interflow_core::idempotency::DigestKey,
     pub clock: Clock,
     pub metrics: Metrics,
     /// One per peer: wakes its delivery worker when new records are stored for it.
@@ -111,6 +113,7 @@ impl Node {
             directory: material.directory,
             agreements: material.agreements,
             pseudonym_keys: material.pseudonym_keys,
+            digest_key: interflow_core::idempotency::DigestKey::derive(&material.signing_key),
             signing_key: material.signing_key,
             clock,
             metrics: Metrics::new(region),

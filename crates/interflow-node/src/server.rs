@@ -130,6 +130,28 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     .context("peer client TLS")?;
     let limits = config.limits.clone();
     let node = Node::new(config, material, StoreHandle::new(store), clock, client_tls);
+    // Idempotency keys an earlier build stored in the clear become digests, once.
+    let n = node.clone();
+    let digested = node
+        .store
+        .run(move |s| {
+            s.digest_legacy_intake_keys(&|k| {
+                interflow_core::idempotency::IdempotencyKey::parse(k)
+                    .ok()
+                    .map(|key| key.digest(&n.digest_key))
+            })
+        })
+        .await;
+    match digested {
+        Ok(n) if n > 0 => tracing::info!(
+            keys = n,
+            "stored idempotency keys replaced by their digests"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot digest stored idempotency keys; retried at the next start")
+        }
+    }
     // Records received before the inbox existed get their positions once; then the head.
     let region = node.region;
     let indexed = node.store.run(move |s| s.index_inbox(region)).await;

@@ -6,14 +6,15 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use interflow_core::fixtures;
 use interflow_core::payload::ContraceptionMethod;
-use interflow_store::{Store, StoreOptions, Submission};
+use interflow_core::record::NewRecord;
+use interflow_store::{Store, StoreOptions};
 
-fn submission(n: u64) -> Submission {
+fn submission(n: u64) -> NewRecord {
     let mut record = fixtures::sample_record(0);
     record.payload = fixtures::contraception(ContraceptionMethod::Iud, (n % 28 + 1) as u32);
-    Submission {
-        record,
-        idempotency_key: format!("bench-{n}"),
+    {
+        record.idempotency = Some(fixtures::idempotency(&format!("bench-{n}")));
+        record
     }
 }
 

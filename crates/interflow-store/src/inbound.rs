@@ -124,6 +124,16 @@ impl Store {
                 continue;
             }
             keys::stage_record(&mut batch, rec);
+            // Our own records recovered from a peer bring back their idempotency, so a
+            // resubmission after a disk loss is recognised.
+            if let (Some(a), Some(d)) = (arrival, rec.idempotency())
+                && c.origin == a.me
+            {
+                batch.insert(
+                    keys::intake(&d),
+                    crate::outbound::intake_value(rec.id(), &rec.content_hash()),
+                );
+            }
             st.advance(seq, rec.id());
             staged.insert((c, seq), rec.id());
             arrived.push((c, seq));

@@ -2,6 +2,7 @@
 //! root. Keys hold no personal data beyond the subject ref, a pseudonym.
 
 use interflow_core::RegionCode;
+use interflow_core::idempotency::IdempotencyDigest;
 use interflow_core::payload::Kind;
 use interflow_core::record::{ChannelId, DecodedRecord, RecordId};
 
@@ -10,7 +11,9 @@ pub const ID: u8 = b'i';
 pub const CHANNEL: u8 = b'c';
 pub const DELIVERY: u8 = b'd';
 pub const SUBJECT: u8 = b's';
-pub const INTAKE: u8 = b'k';
+/// Schema 2 before idempotency digests: raw keys, converted at node start.
+pub const INTAKE_LEGACY: u8 = b'k';
+pub const INTAKE: u8 = b'j';
 pub const EVIDENCE: u8 = b'e';
 pub const RECEIPT: u8 = b'x';
 pub const CHECKPOINT: u8 = b'v';
@@ -114,8 +117,8 @@ pub fn subject_prefix(subject: &[u8; 32]) -> Vec<u8> {
     with_prefix(SUBJECT, &[subject])
 }
 
-pub fn intake(key: &str) -> Vec<u8> {
-    with_prefix(INTAKE, &[key.as_bytes()])
+pub fn intake(digest: &IdempotencyDigest) -> Vec<u8> {
+    with_prefix(INTAKE, &[&digest.0])
 }
 
 pub fn evidence(c: ChannelId, seq: u64, rid: RecordId) -> Vec<u8> {

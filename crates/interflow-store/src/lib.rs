@@ -30,7 +30,7 @@
 //! | `c` | channel(12) | durable channel state: `0x02` + postcard (head, integrity figures, acked, stop) |
 //! | `d` | channel(12) | delivery advice: `0x02` + postcard (attempts, last error, next retry); not fsynced |
 //! | `s` | subject(32) kind(1) observed day(4, BE, sign-flipped) id(32) | channel(12) seq(8) |
-//! | `k` | idempotency key bytes | record id(32) content hash(32) |
+//! | `j` | idempotency digest(32) (never the key) | record id(32) content hash(32) |
 //! | `e` | channel(12) seq(8) id(32) | `SignedRecord` bytes of an equivocating record |
 //! | `x` | channel(12) | latest verified `SignedReceipt` bytes for an outbound channel |
 //! | `v` | peer region(6) | the peer's latest verified `SignedHeads` bytes (cosigned checkpoint) |
@@ -68,7 +68,7 @@ pub use audit::AuditEntry;
 pub use error::{DecodeError, DurableStep, IntegrityProblem, Place, ReadOnlyReason, StoreError};
 pub use inbound::{ApplyError, ApplyOutcome, Evidence};
 pub use inbox::{Arrival, CONSUMER_RULE, Cursor, InboxEntry, InboxPage, valid_consumer};
-pub use outbound::{AppendOutcome, Submission};
+pub use outbound::AppendOutcome;
 pub use read::{Stats, StoredRecord};
 pub use reconcile::{Anomaly, ChannelRun, RunReport};
 pub use retention::{ErasedRecord, Stored};

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::SigningKey;
 use interflow_core::RegionCode;
+use interflow_core::idempotency::IdempotencyDigest;
 use interflow_core::record::{ChannelId, NewRecord, RecordError, RecordId};
 use interflow_core::statement::Receipt;
 
@@ -13,13 +14,6 @@ use crate::engine::id_at;
 use crate::error::{Place, StoreError, corrupt};
 use crate::state::{ChannelState, DeliveryState, PendingChannel};
 use crate::{Result, Store, keys};
-
-/// A submission for an outbound channel.
-#[derive(Debug, Clone)]
-pub struct Submission {
-    pub record: NewRecord,
-    pub idempotency_key: String,
-}
 
 /// What happened to one submission.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,26 +27,38 @@ pub enum AppendOutcome {
     Invalid(RecordError),
 }
 
+/// The value of an idempotency entry: the record it named and its content hash.
+pub(crate) fn intake_value(id: RecordId, content_hash: &[u8; 32]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    v.extend_from_slice(id.as_bytes());
+    v.extend_from_slice(content_hash);
+    v
+}
+
 impl Store {
-    /// Seals and appends a batch of submissions in one durable write: each new record gets the
-    /// next seq of its channel and links to the previous one. Idempotency keys make a
-    /// resubmission return the first record's id; a key reused with other content conflicts.
+    /// Seals and appends a batch of new records in one durable write: each gets the next seq
+    /// of its channel and links to the previous one. A record's idempotency digest makes a
+    /// resubmission return the first record's id; a digest reused with other content
+    /// conflicts; a record without one is always stored.
     pub fn append_outbound(
         &self,
         key: &SigningKey,
-        items: &[Submission],
+        items: &[NewRecord],
     ) -> Result<Vec<AppendOutcome>> {
         let _w = self.write.lock();
         self.check_writable()?;
         let mut batch = sled::Batch::default();
         let mut states: BTreeMap<ChannelId, ChannelState> = BTreeMap::new();
-        let mut seen: HashMap<&str, (RecordId, [u8; 32])> = HashMap::new();
+        let mut seen: HashMap<IdempotencyDigest, (RecordId, [u8; 32])> = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let hash = item.record.content_hash();
-            let prior = match seen.get(item.idempotency_key.as_str()) {
-                Some(p) => Some(*p),
-                None => self.intake_entry(&item.idempotency_key)?,
+            let hash = item.content_hash();
+            let prior = match item.idempotency {
+                None => None,
+                Some(d) => match seen.get(&d) {
+                    Some(p) => Some(*p),
+                    None => self.intake_entry(&d)?,
+                },
             };
             if let Some((rid, h)) = prior {
                 out.push(if h == hash {
@@ -62,12 +68,12 @@ impl Store {
                 });
                 continue;
             }
-            let c = item.record.channel;
+            let c = item.channel;
             let st = match states.entry(c) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(self.channel_state(c)?),
             };
-            let rec = match item.record.seal(st.head_seq + 1, st.head, key) {
+            let rec = match item.seal(st.head_seq + 1, st.head, key) {
                 Ok(r) => r,
                 Err(e) => {
                     out.push(AppendOutcome::Invalid(e));
@@ -76,11 +82,10 @@ impl Store {
             };
             keys::stage_record(&mut batch, &rec);
             st.advance(rec.seq(), rec.id());
-            let mut v = Vec::with_capacity(64);
-            v.extend_from_slice(rec.id().as_bytes());
-            v.extend_from_slice(&hash);
-            batch.insert(keys::intake(&item.idempotency_key), v);
-            seen.insert(&item.idempotency_key, (rec.id(), hash));
+            if let Some(d) = item.idempotency {
+                batch.insert(keys::intake(&d), intake_value(rec.id(), &hash));
+                seen.insert(d, (rec.id(), hash));
+            }
             out.push(AppendOutcome::Stored(rec.id()));
         }
         if states.is_empty() {
@@ -94,8 +99,8 @@ impl Store {
         Ok(out)
     }
 
-    fn intake_entry(&self, key: &str) -> Result<Option<(RecordId, [u8; 32])>> {
-        let Some(v) = self.db()?.get(keys::intake(key))? else {
+    fn intake_entry(&self, digest: &IdempotencyDigest) -> Result<Option<(RecordId, [u8; 32])>> {
+        let Some(v) = self.db()?.get(keys::intake(digest))? else {
             return Ok(None);
         };
         if v.len() != 64 {
@@ -105,6 +110,35 @@ impl Store {
         let mut h = [0u8; 32];
         h.copy_from_slice(&v[32..]);
         Ok(Some((rid, h)))
+    }
+
+    /// Replaces idempotency keys stored in the clear by an earlier build with their digests
+    /// (`digest` gives `None` for a key that is not valid, which is dropped). Returns how many
+    /// were converted; the keys no longer exist in the store afterwards.
+    pub fn digest_legacy_intake_keys(
+        &self,
+        digest: &dyn Fn(&str) -> Option<IdempotencyDigest>,
+    ) -> Result<u64> {
+        let _w = self.write.lock();
+        let mut converted = 0u64;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0usize;
+            for kv in self.db()?.scan_prefix([keys::INTAKE_LEGACY]).take(4096) {
+                let (k, v) = kv?;
+                if let Some(d) = std::str::from_utf8(&k[1..]).ok().and_then(digest) {
+                    batch.insert(keys::intake(&d), v);
+                }
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(converted);
+            }
+            self.check_writable()?;
+            self.commit(batch)?;
+            converted += n as u64;
+        }
     }
 
     /// Records a verified delivery receipt (`signed` are its bytes as received) for an

@@ -6,7 +6,7 @@ mod common;
 
 use interflow_core::fixtures;
 use interflow_core::payload::ContraceptionMethod;
-use interflow_store::{Store, StoreOptions, Submission};
+use interflow_store::{Store, StoreOptions};
 
 #[test]
 fn flipped_bytes_never_panic_and_never_serve_bad_records() {
@@ -19,9 +19,9 @@ fn flipped_bytes_never_panic_and_never_serve_bad_records() {
                 let mut record = fixtures::sample_record(0);
                 record.payload =
                     fixtures::contraception(ContraceptionMethod::Iud, (n % 28 + 1) as u32);
-                Submission {
-                    record,
-                    idempotency_key: format!("k{n}"),
+                {
+                    record.idempotency = Some(fixtures::idempotency(&format!("k{n}")));
+                    record
                 }
             })
             .collect();

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use interflow_core::fixtures;
 use interflow_core::payload::ContraceptionMethod;
+use interflow_core::record::NewRecord;
 use interflow_core::record::{ChannelId, RecordId};
-use interflow_store::{AppendOutcome, Store, StoreOptions, Submission};
+use interflow_store::{AppendOutcome, Store, StoreOptions};
 
 const CHILD_DIR: &str = "INTERFLOW_TEST_CHILD_DIR";
 const CHILD_MODE: &str = "INTERFLOW_TEST_CHILD_MODE";
@@ -26,12 +27,12 @@ fn key() -> SigningKey {
     fixtures::key(1)
 }
 
-fn submission(n: u64) -> Submission {
+fn submission(n: u64) -> NewRecord {
     let mut record = fixtures::sample_record(-(n as i64));
     record.payload = fixtures::contraception(ContraceptionMethod::Iud, (n % 28 + 1) as u32);
-    Submission {
-        record,
-        idempotency_key: format!("key-{n}"),
+    {
+        record.idempotency = Some(fixtures::idempotency(&format!("key-{n}")));
+        record
     }
 }
 

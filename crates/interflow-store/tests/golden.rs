@@ -14,7 +14,6 @@ use interflow_core::payload::ContraceptionMethod;
 use interflow_core::statement::{Receipt, sign_receipt};
 use interflow_store::{
     Anomaly, Arrival, ChannelRun, DeliveryState, RunReport, SCHEMA_VERSION, Store, StoreOptions,
-    Submission,
 };
 
 fn golden(name: &str) -> PathBuf {
@@ -32,9 +31,9 @@ fn write_golden() {
         .map(|n| {
             let mut record = fixtures::sample_record(1000 - n as i64);
             record.payload = fixtures::contraception(ContraceptionMethod::Iud, (n % 28 + 1) as u32);
-            Submission {
-                record,
-                idempotency_key: format!("golden-{n}"),
+            {
+                record.idempotency = Some(fixtures::idempotency(&format!("golden-{n}")));
+                record
             }
         })
         .collect();
@@ -181,6 +180,19 @@ fn a_version_1_data_directory_opens_and_verifies() {
     let vk = fixtures::key(1).verifying_key();
     let report = s.verify_log(&|_| Some(vk)).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
+    // Its idempotency keys were stored in the clear: the node digests them at start, and a
+    // resubmission is still recognised afterwards.
+    let digest = |k: &str| Some(fixtures::idempotency(k));
+    assert_eq!(s.digest_legacy_intake_keys(&digest).unwrap(), 20);
+    assert_eq!(s.digest_legacy_intake_keys(&digest).unwrap(), 0);
+    let mut again = fixtures::sample_record(0);
+    again.payload = fixtures::contraception(ContraceptionMethod::Iud, 4);
+    again.idempotency = Some(fixtures::idempotency("golden-3"));
+    let out = s.append_outbound(&fixtures::key(1), &[again]).unwrap();
+    assert!(
+        matches!(out[0], interflow_store::AppendOutcome::Duplicate(_)),
+        "{out:?}"
+    );
     // Its records predate the inbox: indexed once, as the node does at start.
     let me = fixtures::a_to_b().destination;
     assert_eq!(s.index_inbox(me).unwrap(), 20);

@@ -206,3 +206,32 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn the_idempotency_digest_travels_signed_and_leaves_the_content_hash_alone() {
+    let mut r = sample(0);
+    let plain = r.content_hash();
+    r.idempotency = Some(crate::idempotency::IdempotencyDigest([7; 32]));
+    assert_eq!(r.content_hash(), plain, "the digest is not content");
+    let sealed = r.seal(1, RecordId::ZERO, &key(1)).unwrap();
+    let back = DecodedRecord::from_bytes(&sealed.to_bytes()).unwrap();
+    assert_eq!(back.idempotency(), r.idempotency);
+    // A received record gives the same content hash as the submission it was sealed from.
+    assert_eq!(back.content_hash(), plain);
+    // A digest of another length is refused.
+    let mut body = sample(0).body(1, RecordId::ZERO);
+    body.idempotency_digest = vec![1; 31];
+    let bytes = body.encode_to_vec();
+    let signed = pb::SignedRecord {
+        alg: pb::SignatureAlgorithm::Ed25519 as i32,
+        signature: sign::sign(&key(1), Domain::Record, &bytes).to_vec(),
+        body: bytes,
+    };
+    assert!(matches!(
+        DecodedRecord::decode(signed),
+        Err(RecordError::BadField {
+            field: "idempotency_digest",
+            ..
+        })
+    ));
+}

@@ -40,16 +40,20 @@ const PERSON: &str = interflow_core::fixtures::SAMPLE_ID;
 fn new_record(payload: Payload, supersedes: Option<RecordId>) -> NewRecord {
     NewRecord {
         supersedes,
+        idempotency: None,
         payload,
         ..interflow_core::fixtures::sample_record(0)
     }
 }
 
-fn sub(key: &str, payload: Payload) -> Submission {
-    Submission {
-        record: new_record(payload, None),
-        idempotency_key: key.into(),
-    }
+/// A new record submitted under idempotency key `key`.
+fn sub(key: &str, payload: Payload) -> NewRecord {
+    keyed(key, new_record(payload, None))
+}
+
+fn keyed(key: &str, mut record: NewRecord) -> NewRecord {
+    record.idempotency = Some(interflow_core::fixtures::idempotency(key));
+    record
 }
 
 /// Options whose fsync fails with `errno` while the returned switch is on.
@@ -284,10 +288,10 @@ fn corrections_change_the_current_status_and_retractions_remove_it() {
     assert_eq!(cur.id(), first);
 
     // A correction of the same observation, entered later.
-    let fix = Submission {
-        record: new_record(contraception(ContraceptionMethod::Implant, 10), Some(first)),
-        idempotency_key: "b".into(),
-    };
+    let fix = keyed(
+        "b",
+        new_record(contraception(ContraceptionMethod::Implant, 10), Some(first)),
+    );
     let fixed = stored_id(&s.append_outbound(&key(), &[fix]).unwrap()[0]);
     assert_eq!(
         s.current_status(&who, Kind::Contraception)
@@ -298,10 +302,10 @@ fn corrections_change_the_current_status_and_retractions_remove_it() {
     );
 
     // Retracting the correction leaves no current status: the original was superseded.
-    let retract = Submission {
-        record: new_record(Payload::Retraction(Kind::Contraception), Some(fixed)),
-        idempotency_key: "c".into(),
-    };
+    let retract = keyed(
+        "c",
+        new_record(Payload::Retraction(Kind::Contraception), Some(fixed)),
+    );
     s.append_outbound(&key(), &[retract]).unwrap();
     assert!(
         s.current_status(&who, Kind::Contraception)
@@ -496,6 +500,32 @@ mod reorder {
             }
             prop_assert_eq!(s.head(a_to_b()), reference.head(a_to_b()));
             prop_assert_eq!(dump(&s), dump(&reference));
+        }
+    }
+}
+
+#[test]
+fn idempotency_keys_are_kept_only_as_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    // A clerk typed an ID into the key: it must not end up on disk.
+    let typed = "clerk-11010519491231002X";
+    let first = s
+        .append_outbound(
+            &key(),
+            &[sub(typed, contraception(ContraceptionMethod::Iud, 1))],
+        )
+        .unwrap();
+    let again = s
+        .append_outbound(
+            &key(),
+            &[sub(typed, contraception(ContraceptionMethod::Iud, 1))],
+        )
+        .unwrap();
+    assert_eq!(again, vec![AppendOutcome::Duplicate(stored_id(&first[0]))]);
+    for (k, v) in dump(&s) {
+        for bytes in [&k, &v] {
+            assert!(!bytes.windows(typed.len()).any(|w| w == typed.as_bytes()));
         }
     }
 }
