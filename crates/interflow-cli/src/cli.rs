@@ -15,6 +15,7 @@ use interflow_core::region::RegionCodeError;
 
 use interflow_tls::Role;
 
+use crate::commands::inbox::args::InboxCommand;
 use crate::human::parse_duration;
 use crate::offline::OfflineCommand;
 
@@ -22,10 +23,12 @@ const AFTER_HELP: &str = "\
 Connection (commands that talk to a node; the flags go before or after the command): each
 setting comes from the flag, else the environment variable, else the node config file
 (`--config`) or the dev federation (`--dev-node`). Admin commands present
-`[client] admin_cert/admin_key`, `submit` presents `[client] intake_cert/intake_key`.
+`[client] admin_cert/admin_key`, `submit` presents `[client] intake_cert/intake_key`, `inbox`
+commands `[client] inbox_cert/inbox_key`.
 
 Exit codes: 0 success; 1 the command ran and found a problem (`pending` older than
-`--max-age`, `submit` rows that failed, `verify` inconsistencies, `reconcile` anomalies);
+`--max-age`, `submit` rows that failed, `verify` inconsistencies, `reconcile` anomalies,
+`inbox consumers` items unacknowledged longer than `--max-age`, `inbox match` invalid lines);
 2 usage, configuration, connection or server errors.
 
 `--json` prints one JSON document (`reconcile`: one JSON object per line); field names are
@@ -230,6 +233,10 @@ pub enum NodeCommand {
         #[arg(long, value_name = "ORIGIN->DESTINATION")]
         channel: String,
     },
+    /// The inbox: records that arrived here, read by named consumers with durable cursors
+    /// (presents the `inbox` client certificate, `[client] inbox_cert/inbox_key`).
+    #[command(subcommand)]
+    Inbox(InboxCommand),
     /// The node's audit log: who read or changed what, and when.
     Audit {
         /// Only entries since this time: RFC 3339 (`2026-06-01T00:00:00Z`) or a duration ago
@@ -247,6 +254,7 @@ impl NodeCommand {
     pub fn role(&self) -> Role {
         match self {
             NodeCommand::Submit { .. } => Role::Intake,
+            NodeCommand::Inbox(_) => Role::Inbox,
             _ => Role::Admin,
         }
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use interflow_core::RegionCode;
 use interflow_core::pb::admin_client::AdminClient;
+use interflow_core::pb::inbox_client::InboxClient;
 use interflow_core::pb::intake_client::IntakeClient;
 use interflow_tls::Role;
 use serde::Deserialize;
@@ -433,6 +434,12 @@ impl Connection {
             .max_encoding_message_size(MAX_RESPONSE_BYTES)
     }
 
+    pub fn inbox(&self) -> InboxClient<Channel> {
+        InboxClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
     /// An error for a failed call, with what to check for the common causes.
     pub fn call_error(&self, call: &str, status: tonic::Status) -> anyhow::Error {
         use tonic::Code;
@@ -444,7 +451,7 @@ impl Connection {
                 self.describe
             ),
             Code::PermissionDenied | Code::Unauthenticated => format!(
-                "; the node refused the client certificate of {}: admin commands need a certificate with the admin role (`[client] admin_cert`), `submit` one with the intake role (`[client] intake_cert`)",
+                "; the node refused the client certificate of {}: admin commands need a certificate with the admin role (`[client] admin_cert`), `submit` one with the intake role (`[client] intake_cert`), `inbox` commands one with the inbox role (`[client] inbox_cert`)",
                 self.describe
             ),
             Code::Unavailable | Code::ResourceExhausted => {

@@ -56,6 +56,18 @@ pub enum PayloadView {
 }
 
 impl PayloadView {
+    /// The payload of an inbox item: the same messages as a record body's.
+    pub fn from_inbox(p: Option<&pb::inbox_item::Payload>) -> Option<PayloadView> {
+        use pb::inbox_item::Payload as I;
+        use pb::record_body::Payload as P;
+        let body = match p? {
+            I::Pregnancy(p) => P::Pregnancy(p.clone()),
+            I::Contraception(c) => P::Contraception(c.clone()),
+            I::Retraction(r) => P::Retraction(*r),
+        };
+        Some(PayloadView::from_body(Some(&body)))
+    }
+
     fn from_body(p: Option<&pb::record_body::Payload>) -> PayloadView {
         use pb::record_body::Payload as P;
         match p {

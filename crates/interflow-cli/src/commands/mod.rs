@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod channels;
 pub mod disclosure;
+pub mod inbox;
 pub mod lookup;
 pub mod pending;
 pub mod reconcile;
@@ -64,6 +65,7 @@ pub async fn run(
         NodeCommand::Reconcile { peer, recover, .. } => {
             reconcile::reconcile(conn, *peer, *recover, ctx).await
         }
+        NodeCommand::Inbox(c) => inbox::run(c, conn, ctx).await,
         NodeCommand::Verify => emit(ctx, &verify::verify(conn).await?),
         NodeCommand::Resume { channel } => emit(ctx, &resume::resume(conn, channel).await?),
         NodeCommand::Audit { since, limit } => {

@@ -6,6 +6,7 @@
 mod connection;
 mod e2e;
 mod fake_node;
+mod inbox;
 mod offline;
 
 use std::path::Path;
