@@ -178,6 +178,26 @@ async fn consumers_read_independently_and_corrections_retractions_and_erasure_sh
         Some(pb::inbox_item::Payload::Retraction(_))
     ));
 
+    // The read is in the audit log: who, through which consumer, which records.
+    let audit = c
+        .admin(1)
+        .await
+        .audit_log(pb::AuditLogRequest {
+            since_ms: 0,
+            limit: 10_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let read = audit
+        .iter()
+        .rfind(|e| e.action == "Inbox.Pull")
+        .expect("the pull is audited");
+    assert_eq!(read.actor, "inbox:dev-clinic");
+    assert_eq!(read.subjects[0], "consumer:clinic");
+    assert!(read.subjects.contains(&hex::encode(&r1)));
+
     // Two consumers, each at its own place.
     inbox
         .ack(pb::AckRequest {
