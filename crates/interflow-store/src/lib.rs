@@ -14,7 +14,7 @@
 //! receipts, head statements) or its own versioned encodings. Every call blocks; async callers
 //! go through a handle that runs them in `spawn_blocking`.
 //!
-//! Layers, one file each: [`engine`](crate::engine) (open, migrate, durable commit, poison,
+//! Layers, one file each: `engine` (open, migrate, durable commit, poison,
 //! anchor), `outbound` (sealing and receipts), `inbound` (the chain rule and evidence), `inbox`
 //! (arrival order and consumer cursors), `read`,
 //! `reconcile` (checkpoints and run reports), `retention`, `audit`, and `verify`.

@@ -137,7 +137,7 @@ impl ContraceptionStatus {
 
 /// Checks each field on its own: known, real, present exactly when the method calls for it;
 /// names the first field at fault. Whether `since` follows `observed_on` is
-/// [`ContraceptionStatus::validate`]'s, after the clock.
+/// `ContraceptionStatus::validate`'s, after the clock.
 impl TryFrom<pb::ContraceptionStatus> for ContraceptionStatus {
     type Error = PayloadError;
 

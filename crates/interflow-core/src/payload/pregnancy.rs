@@ -156,7 +156,7 @@ impl PregnancyStatus {
 
 /// Checks each field on its own, in the order they are listed: known, real, present exactly
 /// when the state calls for it, in range; names the first field at fault. How the dates relate
-/// to `observed_on` is [`PregnancyStatus::validate`]'s, after the clock.
+/// to `observed_on` is `PregnancyStatus::validate`'s, after the clock.
 impl TryFrom<pb::PregnancyStatus> for PregnancyStatus {
     type Error = PayloadError;
 
