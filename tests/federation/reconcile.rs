@@ -440,3 +440,37 @@ async fn after_a_restart_intake_for_an_unreachable_peer_is_held_and_says_so() {
     ));
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_its_peer_is_down_backs_off_and_keeps_few_reports() {
+    let mut c = TestCluster::start_edited(2, |i, text| {
+        if i == 0 {
+            *text = text.replace(
+                "[reconcile]\n",
+                "[reconcile]\nmin_backoff_ms = 100\nkeep_reports = 4\n",
+            );
+        }
+    })
+    .await;
+    c.stop(1).await;
+    c.stop(0).await;
+    c.restart(0).await;
+    assert!(
+        c.node(0).holds.any(),
+        "the channel to the stopped peer is held"
+    );
+    let node = c.node(0).clone();
+    eventually(Duration::from_secs(20), "six runs after restart", || {
+        let node = node.clone();
+        async move { (node.metrics.reconcile_runs.get() >= 6).then_some(()) }
+    })
+    .await;
+    let reports = node.store.run(|s| s.reports(100)).await.unwrap();
+    assert!(reports.len() <= 4, "{} reports kept", reports.len());
+    // Backoff from 100 ms doubling: the sixth run came at least 1.6 s after the fifth
+    // (a fixed retry every second would have come after about one).
+    let (newest, before) = (&reports[0], &reports[1]);
+    let gap = newest.started_at_ms - before.started_at_ms;
+    assert!(gap >= 1500, "runs {} ms apart", gap);
+    c.shutdown().await;
+}

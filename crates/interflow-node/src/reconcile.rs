@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use interflow_core::RegionCode;
 use interflow_core::pb;
 use interflow_core::record::{ChannelId, RecordId};
@@ -85,7 +86,8 @@ pub async fn run(
         channels,
     };
     let to_save = report.clone();
-    match node.store.run(move |s| s.save_report(to_save)).await {
+    let keep = node.config.reconcile.report_retention();
+    match node.store.run(move |s| s.save_report(to_save, keep)).await {
         Ok(id) => report.run_id = id,
         Err(e) => tracing::error!(error = %e, "cannot save the reconciliation report"),
     }
@@ -346,23 +348,35 @@ async fn fetch_range(
 }
 
 /// Runs reconciliation every `interval` plus jitter until `shutdown`; the first run starts at
-/// once, and runs come every second while an outbound channel is still held.
+/// once. While an outbound channel is still held, runs come sooner, backing off exponentially
+/// with jitter (a peer down for a day costs a few runs an hour, not one a second).
 pub async fn schedule(node: Arc<Node>, shutdown: CancellationToken) {
-    let interval = Duration::from_secs(node.config.reconcile.interval_secs);
-    let jitter = node.config.reconcile.jitter_secs;
+    let cfg = &node.config.reconcile;
+    let interval = Duration::from_secs(cfg.interval_secs);
+    let jitter = cfg.jitter_secs;
+    let held_backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(cfg.min_backoff_ms))
+            .with_max_delay(Duration::from_millis(cfg.max_backoff_ms).min(interval))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut held_delays = held_backoff();
     loop {
         tokio::select! {
-            _ = run(&node, None, node.config.reconcile.recover, None) => {}
+            _ = run(&node, None, cfg.recover, None) => {}
             _ = shutdown.cancelled() => return,
         }
-        let any_held = node.holds.any();
-        let delay = if any_held {
-            interval.min(Duration::from_secs(1))
-        } else {
-            interval
-                + Duration::from_millis(
-                    rand::thread_rng().gen_range(0..=jitter.saturating_mul(1000)),
-                )
+        let delay = match node.holds.any().then(|| held_delays.next()).flatten() {
+            Some(d) => d.min(interval),
+            None => {
+                held_delays = held_backoff();
+                interval
+                    + Duration::from_millis(
+                        rand::thread_rng().gen_range(0..=jitter.saturating_mul(1000)),
+                    )
+            }
         };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

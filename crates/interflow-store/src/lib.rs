@@ -70,7 +70,7 @@ pub use inbound::{ApplyError, ApplyOutcome, Evidence};
 pub use inbox::{Arrival, CONSUMER_RULE, Cursor, InboxEntry, InboxPage, valid_consumer};
 pub use outbound::{AppendOutcome, Submission};
 pub use read::{Stats, StoredRecord};
-pub use reconcile::{Anomaly, ChannelRun, RunReport};
+pub use reconcile::{Anomaly, ChannelRun, PRUNE_CHUNK, ReportRetention, RunReport};
 pub use retention::{ErasedRecord, Stored};
 pub use state::{ChannelState, DeliveryState, PendingChannel};
 pub use verify::{Problem, VerifyReport};
