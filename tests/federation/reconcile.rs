@@ -389,11 +389,11 @@ async fn after_a_restart_intake_for_an_unreachable_peer_is_held_and_says_so() {
         .unwrap()
         .into_inner();
     assert!(
-        pending
-            .channels
-            .iter()
-            .any(|p| p.destination == b.as_str() && p.held),
-        "{pending:?}"
+        pending.channels.iter().any(|p| p.destination == b.as_str()
+            && p.held
+            && p.held_since_ms > 0
+            && p.held_since_ms <= pending.now_ms),
+        "held, and since when: {pending:?}"
     );
     let channels = admin
         .list_channels(pb::ListChannelsRequest {})
