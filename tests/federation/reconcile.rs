@@ -474,3 +474,48 @@ async fn a_node_started_while_its_peer_is_down_backs_off_and_keeps_few_reports()
     assert!(gap >= 1500, "runs {} ms apart", gap);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_delivery_records_the_peer_pulled_count_as_delivered() {
+    let c = TestCluster::start_edited(2, without_delivery).await;
+    let (a, b) = (c.region(0), c.region(1));
+    let ch = ChannelId::new(a, b);
+    submit(&c, 0, 1, 0..5).await;
+    assert_eq!(fetched(&reconcile(&c, 1, false).await), 5, "B pulls");
+    // A's next run reads B's signed heads: they name A's own record at seq 5.
+    reconcile(&c, 0, false).await;
+    let pending = c
+        .admin(0)
+        .await
+        .list_pending(pb::ListPendingRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let to_b = pending
+        .channels
+        .iter()
+        .find(|p| p.destination == b.as_str())
+        .unwrap();
+    assert_eq!(
+        (
+            to_b.acked_seq,
+            to_b.pending_count,
+            to_b.oldest_pending_issued_at_ms
+        ),
+        (5, 0, 0),
+        "{to_b:?}"
+    );
+    // The proof is B's signed statement, kept as received.
+    let proof = c
+        .node(0)
+        .store
+        .run(move |s| s.heads_ack(ch))
+        .await
+        .unwrap()
+        .expect("the statement is kept");
+    let signed = <pb::SignedHeads as prost::Message>::decode(proof.as_slice()).unwrap();
+    let key = c.node(0).directory.signing_key(b).unwrap();
+    let heads = interflow_core::statement::verify_heads(&signed, &key).unwrap();
+    assert_eq!(heads.head(ch).map(|h| h.seq), Some(5));
+    c.shutdown().await;
+}

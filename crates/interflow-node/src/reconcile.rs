@@ -6,6 +6,9 @@
 //! Fork-safe restore: every outbound channel starts held; a channel is released only after a
 //! run compared our head with the peer's signed view (recovering first if the peer held
 //! more), so a node restored from an old backup never reuses a sequence number.
+//!
+//! The peer's signed view of our outbound channel also acknowledges it, as far as it names
+//! our own record: with delivery off, records pulled by the peer count as delivered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +18,7 @@ use interflow_core::RegionCode;
 use interflow_core::pb;
 use interflow_core::record::{ChannelId, RecordId};
 use interflow_core::statement::verify_heads;
-use interflow_store::{Anomaly, ApplyError, ApplyOutcome, ChannelRun, RunReport};
+use interflow_store::{Anomaly, ApplyError, ApplyOutcome, ChannelRun, HeadsAck, RunReport};
 use prost::Message;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -236,6 +239,33 @@ async fn compare(
     if node.store.head(outbound).0 >= peer_out.0 {
         node.holds.release(outbound);
         node.wake_delivery(peer);
+    }
+
+    // The peer's signed view proves what it holds of our feed: it acknowledges as a receipt
+    // does (with delivery off it is the only acknowledgement), kept as the proof. Forward
+    // only, and only for the record we hold at that seq; a regressed view proves nothing new.
+    if !regressed
+        && peer_out.0 > 0
+        && let Some(s) = &signed
+    {
+        let bytes = s.encode_to_vec();
+        let (seq, hash) = peer_out;
+        match node
+            .store
+            .run(move |st| st.ack_by_heads(outbound, seq, hash, &bytes))
+            .await
+        {
+            Ok(HeadsAck::Advanced) => {
+                tracing::info!(%peer, acked = seq, "outbound records acknowledged by the peer's signed heads");
+            }
+            Ok(HeadsAck::Mismatch) if seq <= node.store.head(outbound).0 => {
+                tracing::warn!(%peer, seq, "the peer's signed head of our feed names another record than ours at that seq: this node's feed forked (restored from an old backup?); keep both data directories and investigate");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot record the acknowledgement by the peer's signed heads");
+            }
+        }
     }
 }
 

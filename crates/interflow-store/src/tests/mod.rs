@@ -382,6 +382,23 @@ fn receipts_advance_acks_only_forward_and_must_match() {
         Err(StoreError::ReceiptMismatch { .. })
     ));
     assert_eq!(s.receipt(a_to_b()).unwrap(), Some(sr));
+    // A signed head statement acknowledges too: forward only, and only the record we hold.
+    let heads = b"signed heads".to_vec();
+    assert_eq!(
+        s.ack_by_heads(a_to_b(), 3, ids[1], &heads).unwrap(),
+        HeadsAck::Mismatch
+    );
+    assert_eq!(
+        s.ack_by_heads(a_to_b(), 1, ids[0], &heads).unwrap(),
+        HeadsAck::NothingNew
+    );
+    assert_eq!(s.heads_ack(a_to_b()).unwrap(), None);
+    assert_eq!(
+        s.ack_by_heads(a_to_b(), 3, ids[2], &heads).unwrap(),
+        HeadsAck::Advanced
+    );
+    assert_eq!(s.pending(me).unwrap()[0].pending_count, 0);
+    assert_eq!(s.heads_ack(a_to_b()).unwrap(), Some(heads));
 }
 
 #[test]
