@@ -69,6 +69,17 @@ pub async fn run(
         if only.is_some_and(|o| o != peer) {
             continue;
         }
+        if let Some(tx) = progress {
+            let _ = tx
+                .send(Ok(pb::ReconcileProgress {
+                    event: Some(pb::reconcile_progress::Event::PeerStarted(
+                        pb::PeerStarted {
+                            peer: peer.to_string(),
+                        },
+                    )),
+                }))
+                .await;
+        }
         let reports = reconcile_peer(node, peer, recover).await;
         if let Some(tx) = progress {
             let _ = tx
