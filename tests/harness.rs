@@ -391,11 +391,13 @@ impl TestCluster {
 }
 
 /// A TCP proxy in front of a node's peer listener: passes bytes, or (after `cut`) drops every
-/// open connection and refuses new ones until `heal`.
+/// open connection and refuses new ones until `heal`, or (after `freeze`) accepts connections
+/// and never answers, like a SIGSTOPped peer.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     pub addr: SocketAddr,
     refuse: Arc<std::sync::atomic::AtomicBool>,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
     open: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -406,16 +408,21 @@ impl Proxy {
         let p = Proxy {
             addr: listener.local_addr().expect("proxy addr"),
             refuse: Arc::default(),
+            frozen: Arc::default(),
             open: Arc::default(),
         };
-        let (refuse, open) = (p.refuse.clone(), p.open.clone());
+        let (refuse, frozen, open) = (p.refuse.clone(), p.frozen.clone(), p.open.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if refuse.load(std::sync::atomic::Ordering::SeqCst) {
                     continue; // dropped: the client sees the connection close at once
                 }
+                let frozen = frozen.load(std::sync::atomic::Ordering::SeqCst);
                 let task = tokio::spawn(async move {
-                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
+                    if frozen {
+                        // Reads whatever the client sends and answers nothing.
+                        let _ = tokio::io::copy(&mut inbound, &mut tokio::io::sink()).await;
+                    } else if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
                     }
                 });
@@ -438,9 +445,22 @@ impl Proxy {
         }
     }
 
-    /// Heals the partition.
+    /// Freezes the peer behind: drops every open connection; new ones are accepted and never
+    /// answered until `heal`.
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut v) = self.open.lock() {
+            for t in v.drain(..) {
+                t.abort();
+            }
+        }
+    }
+
+    /// Heals the partition (or thaws the peer, for new connections).
     pub fn heal(&self) {
         self.refuse
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.frozen
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

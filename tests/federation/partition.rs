@@ -102,3 +102,61 @@ async fn a_partition_backs_off_loses_nothing_and_heals() {
     drop((a, b));
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_peer_shows_as_what_delivery_and_reconciliation_wait_on() {
+    let c = TestCluster::start_behind_proxies(2).await;
+    let b = c.region(1);
+    // B accepts connections and answers nothing, as a SIGSTOPped process does.
+    c.proxies[1].freeze();
+    submit(&c, 0..1).await;
+    let mut admin = c.admin(0).await;
+    // Well before the 30 s request timeout, pending names the peer delivery waits on.
+    let waiting = eventually(Duration::from_secs(4), "a waiting attempt noted", || {
+        let mut admin = admin.clone();
+        async move {
+            let pending = admin
+                .list_pending(pb::ListPendingRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let p = pending
+                .channels
+                .into_iter()
+                .find(|p| p.destination == b.as_str())?;
+            (p.attempts >= 1 && !p.last_error.is_empty()).then_some(p)
+        }
+    })
+    .await;
+    assert!(
+        waiting
+            .last_error
+            .starts_with(&format!("waiting for `{b}` since ")),
+        "{waiting:?}"
+    );
+
+    // A reconciliation run names the peer it compares with as soon as it starts.
+    let mut stream = admin
+        .reconcile(pb::ReconcileRequest {
+            peer: b.to_string(),
+            recover: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .expect("a progress event before the peer answers")
+        .unwrap()
+        .and_then(|p| p.event);
+    assert_eq!(
+        first,
+        Some(pb::reconcile_progress::Event::PeerStarted(
+            pb::PeerStarted {
+                peer: b.to_string()
+            }
+        ))
+    );
+    drop(stream);
+    c.shutdown().await;
+}

@@ -404,11 +404,11 @@ async fn after_a_restart_intake_for_an_unreachable_peer_is_held_and_says_so() {
         .unwrap()
         .into_inner();
     assert!(
-        pending
-            .channels
-            .iter()
-            .any(|p| p.destination == b.as_str() && p.held),
-        "{pending:?}"
+        pending.channels.iter().any(|p| p.destination == b.as_str()
+            && p.held
+            && p.held_since_ms > 0
+            && p.held_since_ms <= pending.now_ms),
+        "held, and since when: {pending:?}"
     );
     let channels = admin
         .list_channels(pb::ListChannelsRequest {})
@@ -453,5 +453,84 @@ async fn after_a_restart_intake_for_an_unreachable_peer_is_held_and_says_so() {
         resp.results[0].outcome,
         Some(pb::submit_result::Outcome::RecordId(_))
     ));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_its_peer_is_down_backs_off_and_keeps_few_reports() {
+    let mut c = TestCluster::start_edited(2, |i, text| {
+        if i == 0 {
+            *text = text.replace(
+                "[reconcile]\n",
+                "[reconcile]\nmin_backoff_ms = 100\nkeep_reports = 4\n",
+            );
+        }
+    })
+    .await;
+    c.stop(1).await;
+    c.stop(0).await;
+    c.restart(0).await;
+    assert!(
+        c.node(0).holds.any(),
+        "the channel to the stopped peer is held"
+    );
+    let node = c.node(0).clone();
+    eventually(Duration::from_secs(20), "six runs after restart", || {
+        let node = node.clone();
+        async move { (node.metrics.reconcile_runs.get() >= 6).then_some(()) }
+    })
+    .await;
+    let reports = node.store.run(|s| s.reports(100)).await.unwrap();
+    assert!(reports.len() <= 4, "{} reports kept", reports.len());
+    // Backoff from 100 ms doubling: the sixth run came at least 1.6 s after the fifth
+    // (a fixed retry every second would have come after about one).
+    let (newest, before) = (&reports[0], &reports[1]);
+    let gap = newest.started_at_ms - before.started_at_ms;
+    assert!(gap >= 1500, "runs {} ms apart", gap);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_delivery_records_the_peer_pulled_count_as_delivered() {
+    let c = TestCluster::start_edited(2, without_delivery).await;
+    let (a, b) = (c.region(0), c.region(1));
+    let ch = ChannelId::new(a, b);
+    submit(&c, 0, 1, 0..5).await;
+    assert_eq!(fetched(&reconcile(&c, 1, false).await), 5, "B pulls");
+    // A's next run reads B's signed heads: they name A's own record at seq 5.
+    reconcile(&c, 0, false).await;
+    let pending = c
+        .admin(0)
+        .await
+        .list_pending(pb::ListPendingRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let to_b = pending
+        .channels
+        .iter()
+        .find(|p| p.destination == b.as_str())
+        .unwrap();
+    assert_eq!(
+        (
+            to_b.acked_seq,
+            to_b.pending_count,
+            to_b.oldest_pending_issued_at_ms
+        ),
+        (5, 0, 0),
+        "{to_b:?}"
+    );
+    // The proof is B's signed statement, kept as received.
+    let proof = c
+        .node(0)
+        .store
+        .run(move |s| s.heads_ack(ch))
+        .await
+        .unwrap()
+        .expect("the statement is kept");
+    let signed = <pb::SignedHeads as prost::Message>::decode(proof.as_slice()).unwrap();
+    let key = c.node(0).directory.signing_key(b).unwrap();
+    let heads = interflow_core::statement::verify_heads(&signed, &key).unwrap();
+    assert_eq!(heads.head(ch).map(|h| h.seq), Some(5));
     c.shutdown().await;
 }

@@ -147,16 +147,21 @@ impl pb::admin_server::Admin for AdminService {
                 now_ms: n.now(),
                 channels: pending
                     .into_iter()
-                    .map(|p| pb::PendingChannel {
-                        destination: p.channel.destination.to_string(),
-                        head_seq: p.head_seq,
-                        acked_seq: p.acked_seq,
-                        pending_count: p.pending_count,
-                        oldest_pending_issued_at_ms: p.oldest_pending_issued_at_ms.unwrap_or(0),
-                        attempts: p.delivery.attempts,
-                        last_error: p.delivery.last_error.unwrap_or_default(),
-                        next_attempt_at_ms: p.delivery.next_attempt_ms.unwrap_or(0),
-                        held: n.holds.is_held(p.channel),
+                    .map(|p| {
+                        // One read, so `held` and `held_since_ms` agree.
+                        let held_since = n.holds.held_since(p.channel);
+                        pb::PendingChannel {
+                            destination: p.channel.destination.to_string(),
+                            head_seq: p.head_seq,
+                            acked_seq: p.acked_seq,
+                            pending_count: p.pending_count,
+                            oldest_pending_issued_at_ms: p.oldest_pending_issued_at_ms.unwrap_or(0),
+                            attempts: p.delivery.attempts,
+                            last_error: p.delivery.last_error.unwrap_or_default(),
+                            next_attempt_at_ms: p.delivery.next_attempt_ms.unwrap_or(0),
+                            held: held_since.is_some(),
+                            held_since_ms: held_since.unwrap_or(0),
+                        }
                     })
                     .collect(),
             }

@@ -151,6 +151,14 @@ pub struct Reconcile {
     pub interval_secs: u64,
     pub jitter_secs: u64,
     pub recover: bool,
+    /// While an outbound channel is held, runs retry sooner than `interval_secs`: from this
+    /// delay, doubling with jitter up to `max_backoff_ms` (and never beyond the interval).
+    pub min_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Stored run reports: at most this many ...
+    pub keep_reports: u64,
+    /// ... and none older than this.
+    pub keep_reports_days: u64,
 }
 
 impl Default for Reconcile {
@@ -159,6 +167,21 @@ impl Default for Reconcile {
             interval_secs: 300,
             jitter_secs: 30,
             recover: false,
+            min_backoff_ms: 1000,
+            max_backoff_ms: 60_000,
+            keep_reports: 1000,
+            keep_reports_days: 30,
+        }
+    }
+}
+
+impl Reconcile {
+    /// How many run reports the store keeps, and for how long.
+    pub fn report_retention(&self) -> interflow_store::ReportRetention {
+        interflow_store::ReportRetention {
+            max_count: self.keep_reports,
+            max_age_ms: i64::try_from(self.keep_reports_days.saturating_mul(86_400_000))
+                .unwrap_or(i64::MAX),
         }
     }
 }
@@ -323,6 +346,19 @@ impl Config {
         }
         if raw.reconcile.interval_secs == 0 {
             return Err(invalid("reconcile.interval_secs", "must be positive"));
+        }
+        let r = &raw.reconcile;
+        if r.min_backoff_ms == 0 || r.max_backoff_ms < r.min_backoff_ms {
+            return Err(invalid(
+                "reconcile.max_backoff_ms",
+                "must be at least min_backoff_ms, which must be positive",
+            ));
+        }
+        if r.keep_reports == 0 || r.keep_reports_days == 0 {
+            return Err(invalid(
+                "reconcile.keep_reports",
+                "keep_reports and keep_reports_days must be positive",
+            ));
         }
         let l = &raw.limits;
         if l.max_submit_batch == 0

@@ -1,8 +1,8 @@
 //! Delivery: one worker per peer streams the outbound channel from the last acknowledged seq
 //! over `Deliver`, verifies each signed receipt and keeps the latest as proof of delivery.
 //! New records wake the worker at once; failures back off exponentially with jitter, and the
-//! retry state (with a [`DeliveryError`] that says what to do) is what `Admin.ListPending`
-//! shows.
+//! retry state (with a [`DeliveryError`] that says what to do, or what an attempt still in
+//! progress waits on, and since when) is what `Admin.ListPending` shows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +74,10 @@ impl From<NodeError> for DeliveryError {
     }
 }
 
+/// How long an attempt may take before it is noted as waiting on the peer: longer than a
+/// healthy batch, far shorter than the request timeout a frozen peer runs into.
+const NOTE_WAITING_AFTER: Duration = Duration::from_secs(1);
+
 fn backoff(node: &Node) -> impl Iterator<Item = Duration> + use<> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(node.config.delivery.min_backoff_ms))
@@ -116,13 +120,33 @@ pub async fn run(node: Arc<Node>, peer: RegionCode, shutdown: CancellationToken)
                 _ = shutdown.cancelled() => return,
             }
         }
-        let result = tokio::select! {
-            r = deliver_once(&node, peer) => r,
-            _ = shutdown.cancelled() => return,
+        // An attempt that waits (a frozen peer answers nothing until the request timeout)
+        // is noted as such, so operators see what delivery waits on, and since when.
+        let started = node.now();
+        let attempt = deliver_once(&node, peer);
+        tokio::pin!(attempt);
+        let mut noted_waiting = false;
+        let result = loop {
+            tokio::select! {
+                r = &mut attempt => break r,
+                _ = tokio::time::sleep(NOTE_WAITING_AFTER), if !noted_waiting => {
+                    noted_waiting = true;
+                    let st = DeliveryState {
+                        attempts: attempts + 1,
+                        last_error: Some(format!(
+                            "waiting for `{peer}` since {}",
+                            interflow_core::time::rfc3339(started)
+                        )),
+                        next_attempt_ms: None,
+                    };
+                    note(&node, channel, st).await;
+                }
+                _ = shutdown.cancelled() => return,
+            }
         };
         match result {
             Ok(()) => {
-                if attempts > 0 {
+                if attempts > 0 || noted_waiting {
                     attempts = 0;
                     delays = backoff(&node);
                     note(&node, channel, DeliveryState::default()).await;

@@ -4,34 +4,41 @@
 //!
 //! [`Node`]: crate::node::Node
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use interflow_core::record::ChannelId;
+use interflow_core::time::UnixMillis;
 
-/// The set of held outbound channels.
+/// The held outbound channels, each with the time it has been held since (the node's start),
+/// so a hold that lasts is visible as such to monitoring.
 #[derive(Debug)]
-pub struct Holds(Mutex<HashSet<ChannelId>>);
+pub struct Holds(Mutex<HashMap<ChannelId, UnixMillis>>);
 
 impl Holds {
-    /// Holds every channel in `channels`.
-    pub fn all(channels: impl IntoIterator<Item = ChannelId>) -> Self {
-        Holds(Mutex::new(channels.into_iter().collect()))
+    /// Holds every channel in `channels` since `now`.
+    pub fn all(channels: impl IntoIterator<Item = ChannelId>, now: UnixMillis) -> Self {
+        Holds(Mutex::new(channels.into_iter().map(|c| (c, now)).collect()))
     }
 
-    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<ChannelId>> {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, UnixMillis>> {
         // The set stays consistent even if a holder panicked: every operation is one call.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether new records on `channel` must wait for a head comparison with the peer.
     pub fn is_held(&self, channel: ChannelId) -> bool {
-        self.set().contains(&channel)
+        self.set().contains_key(&channel)
+    }
+
+    /// Since when `channel` is held, if it is.
+    pub fn held_since(&self, channel: ChannelId) -> Option<UnixMillis> {
+        self.set().get(&channel).copied()
     }
 
     /// Releases `channel` after its head was compared; logs the first release.
     pub fn release(&self, channel: ChannelId) {
-        if self.set().remove(&channel) {
+        if self.set().remove(&channel).is_some() {
             tracing::info!(%channel, "outbound channel released after comparing heads with the peer");
         }
     }
@@ -53,10 +60,12 @@ mod tests {
 
     #[test]
     fn channels_stay_held_until_released() {
-        let h = Holds::all([a_to_b()]);
+        let h = Holds::all([a_to_b()], 1_000);
         assert!(h.is_held(a_to_b()) && h.any());
+        assert_eq!(h.held_since(a_to_b()), Some(1_000));
         assert!(!h.is_held(a_to_b().reverse()));
         h.release(a_to_b());
         assert!(!h.is_held(a_to_b()) && !h.any());
+        assert_eq!(h.held_since(a_to_b()), None);
     }
 }

@@ -103,6 +103,7 @@ impl Node {
                 .all_peers(region)
                 .into_iter()
                 .map(|p| ChannelId::new(region, p)),
+            clock(),
         );
         let per_sec =
             NonZeroU32::new(config.limits.peer_requests_per_sec).unwrap_or(NonZeroU32::MIN);

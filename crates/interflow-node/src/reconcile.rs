@@ -6,15 +6,19 @@
 //! Fork-safe restore: every outbound channel starts held; a channel is released only after a
 //! run compared our head with the peer's signed view (recovering first if the peer held
 //! more), so a node restored from an old backup never reuses a sequence number.
+//!
+//! The peer's signed view of our outbound channel also acknowledges it, as far as it names
+//! our own record: with delivery off, records pulled by the peer count as delivered.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use interflow_core::RegionCode;
 use interflow_core::pb;
 use interflow_core::record::{ChannelId, RecordId};
 use interflow_core::statement::verify_heads;
-use interflow_store::{Anomaly, ApplyError, ApplyOutcome, ChannelRun, RunReport};
+use interflow_store::{Anomaly, ApplyError, ApplyOutcome, ChannelRun, HeadsAck, RunReport};
 use prost::Message;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -65,6 +69,17 @@ pub async fn run(
         if only.is_some_and(|o| o != peer) {
             continue;
         }
+        if let Some(tx) = progress {
+            let _ = tx
+                .send(Ok(pb::ReconcileProgress {
+                    event: Some(pb::reconcile_progress::Event::PeerStarted(
+                        pb::PeerStarted {
+                            peer: peer.to_string(),
+                        },
+                    )),
+                }))
+                .await;
+        }
         let reports = reconcile_peer(node, peer, recover).await;
         if let Some(tx) = progress {
             let _ = tx
@@ -85,7 +100,8 @@ pub async fn run(
         channels,
     };
     let to_save = report.clone();
-    match node.store.run(move |s| s.save_report(to_save)).await {
+    let keep = node.config.reconcile.report_retention();
+    match node.store.run(move |s| s.save_report(to_save, keep)).await {
         Ok(id) => report.run_id = id,
         Err(e) => tracing::error!(error = %e, "cannot save the reconciliation report"),
     }
@@ -235,6 +251,33 @@ async fn compare(
         node.holds.release(outbound);
         node.wake_delivery(peer);
     }
+
+    // The peer's signed view proves what it holds of our feed: it acknowledges as a receipt
+    // does (with delivery off it is the only acknowledgement), kept as the proof. Forward
+    // only, and only for the record we hold at that seq; a regressed view proves nothing new.
+    if !regressed
+        && peer_out.0 > 0
+        && let Some(s) = &signed
+    {
+        let bytes = s.encode_to_vec();
+        let (seq, hash) = peer_out;
+        match node
+            .store
+            .run(move |st| st.ack_by_heads(outbound, seq, hash, &bytes))
+            .await
+        {
+            Ok(HeadsAck::Advanced) => {
+                tracing::info!(%peer, acked = seq, "outbound records acknowledged by the peer's signed heads");
+            }
+            Ok(HeadsAck::Mismatch) if seq <= node.store.head(outbound).0 => {
+                tracing::warn!(%peer, seq, "the peer's signed head of our feed names another record than ours at that seq: this node's feed forked (restored from an old backup?); keep both data directories and investigate");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot record the acknowledgement by the peer's signed heads");
+            }
+        }
+    }
 }
 
 /// Fetches `from..=to` of `channel` from the peer, verifies and appends it, page by page.
@@ -346,23 +389,35 @@ async fn fetch_range(
 }
 
 /// Runs reconciliation every `interval` plus jitter until `shutdown`; the first run starts at
-/// once, and runs come every second while an outbound channel is still held.
+/// once. While an outbound channel is still held, runs come sooner, backing off exponentially
+/// with jitter (a peer down for a day costs a few runs an hour, not one a second).
 pub async fn schedule(node: Arc<Node>, shutdown: CancellationToken) {
-    let interval = Duration::from_secs(node.config.reconcile.interval_secs);
-    let jitter = node.config.reconcile.jitter_secs;
+    let cfg = &node.config.reconcile;
+    let interval = Duration::from_secs(cfg.interval_secs);
+    let jitter = cfg.jitter_secs;
+    let held_backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(cfg.min_backoff_ms))
+            .with_max_delay(Duration::from_millis(cfg.max_backoff_ms).min(interval))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut held_delays = held_backoff();
     loop {
         tokio::select! {
-            _ = run(&node, None, node.config.reconcile.recover, None) => {}
+            _ = run(&node, None, cfg.recover, None) => {}
             _ = shutdown.cancelled() => return,
         }
-        let any_held = node.holds.any();
-        let delay = if any_held {
-            interval.min(Duration::from_secs(1))
-        } else {
-            interval
-                + Duration::from_millis(
-                    rand::thread_rng().gen_range(0..=jitter.saturating_mul(1000)),
-                )
+        let delay = match node.holds.any().then(|| held_delays.next()).flatten() {
+            Some(d) => d.min(interval),
+            None => {
+                held_delays = held_backoff();
+                interval
+                    + Duration::from_millis(
+                        rand::thread_rng().gen_range(0..=jitter.saturating_mul(1000)),
+                    )
+            }
         };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

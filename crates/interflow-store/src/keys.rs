@@ -16,6 +16,7 @@ pub const INTAKE_LEGACY: u8 = b'k';
 pub const INTAKE: u8 = b'j';
 pub const EVIDENCE: u8 = b'e';
 pub const RECEIPT: u8 = b'x';
+pub const HEADS_ACK: u8 = b'h';
 pub const CHECKPOINT: u8 = b'v';
 pub const RUN: u8 = b'p';
 pub const AUDIT: u8 = b'a';
@@ -127,6 +128,10 @@ pub fn evidence(c: ChannelId, seq: u64, rid: RecordId) -> Vec<u8> {
 
 pub fn receipt(c: ChannelId) -> Vec<u8> {
     with_prefix(RECEIPT, &[&channel_bytes(c)])
+}
+
+pub fn heads_ack(c: ChannelId) -> Vec<u8> {
+    with_prefix(HEADS_ACK, &[&channel_bytes(c)])
 }
 
 pub fn checkpoint(peer: RegionCode) -> Vec<u8> {

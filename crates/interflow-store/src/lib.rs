@@ -33,6 +33,7 @@
 //! | `j` | idempotency digest(32) (never the key) | record id(32) content hash(32) |
 //! | `e` | channel(12) seq(8) id(32) | `SignedRecord` bytes of an equivocating record |
 //! | `x` | channel(12) | latest verified `SignedReceipt` bytes for an outbound channel |
+//! | `h` | channel(12) | the destination's verified `SignedHeads` bytes that last advanced an outbound channel's acked seq (reconciliation without delivery) |
 //! | `v` | peer region(6) | the peer's latest verified `SignedHeads` bytes (cosigned checkpoint) |
 //! | `p` | run id(8, BE) | reconciliation report: `0x02` + postcard |
 //! | `n` | inbox position(8, BE) | channel(12) seq(8) arrived-at ms(8): inbound records in arrival order |
@@ -68,9 +69,9 @@ pub use audit::AuditEntry;
 pub use error::{DecodeError, DurableStep, IntegrityProblem, Place, ReadOnlyReason, StoreError};
 pub use inbound::{ApplyError, ApplyOutcome, Evidence};
 pub use inbox::{Arrival, CONSUMER_RULE, Cursor, InboxEntry, InboxPage, valid_consumer};
-pub use outbound::AppendOutcome;
+pub use outbound::{AppendOutcome, HeadsAck};
 pub use read::{Stats, StoredRecord};
-pub use reconcile::{Anomaly, ChannelRun, RunReport};
+pub use reconcile::{Anomaly, ChannelRun, PRUNE_CHUNK, ReportRetention, RunReport};
 pub use retention::{ErasedRecord, Stored};
 pub use state::{ChannelState, DeliveryState, PendingChannel};
 pub use verify::{Problem, VerifyReport};

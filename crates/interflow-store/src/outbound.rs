@@ -15,6 +15,16 @@ use crate::error::{Place, StoreError, corrupt};
 use crate::state::{ChannelState, DeliveryState, PendingChannel};
 use crate::{Result, Store, keys};
 
+/// What a peer's signed head statement did to an outbound channel's acknowledged seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadsAck {
+    Advanced,
+    /// The statement acknowledges no more than is acknowledged already.
+    NothingNew,
+    /// This node holds no record, or another one, at the statement's head: nothing moves.
+    Mismatch,
+}
+
 /// What happened to one submission.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppendOutcome {
@@ -165,6 +175,40 @@ impl Store {
         batch.insert(keys::receipt(c), signed);
         self.commit(batch)?;
         Ok(true)
+    }
+
+    /// Advances an outbound channel's acknowledged seq to `seq` on the strength of the
+    /// destination's verified signed head statement (`signed`, as received), as reconciliation
+    /// finds it when delivery is off: only forward, and only when this node's record at `seq`
+    /// is `hash`, the one the statement names. The statement is kept as the proof, as a
+    /// receipt is.
+    pub fn ack_by_heads(
+        &self,
+        c: ChannelId,
+        seq: u64,
+        hash: RecordId,
+        signed: &[u8],
+    ) -> Result<HeadsAck> {
+        let _w = self.write.lock();
+        self.check_writable()?;
+        let mut st = self.channel_state(c)?;
+        if seq <= st.acked_seq {
+            return Ok(HeadsAck::NothingNew);
+        }
+        if self.entry_at(c, seq)?.map(|r| r.id()) != Some(hash) {
+            return Ok(HeadsAck::Mismatch);
+        }
+        st.acked_seq = seq;
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::channel(c), st.encode());
+        batch.insert(keys::heads_ack(c), signed);
+        self.commit(batch)?;
+        Ok(HeadsAck::Advanced)
+    }
+
+    /// The head statement that last advanced an outbound channel's acked seq, as received.
+    pub fn heads_ack(&self, c: ChannelId) -> Result<Option<Vec<u8>>> {
+        Ok(self.db()?.get(keys::heads_ack(c))?.map(|v| v.to_vec()))
     }
 
     /// The latest receipt for an outbound channel, as received.

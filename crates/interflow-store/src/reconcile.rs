@@ -166,6 +166,26 @@ pub(crate) fn stored_run(
     })
 }
 
+/// How many reconciliation reports to keep, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportRetention {
+    /// At most this many (at least the newest one is always kept).
+    pub max_count: u64,
+    /// None older than this, counted back from the newest report's finish.
+    pub max_age_ms: i64,
+}
+
+/// Reports removed per durable batch when a backlog is pruned.
+pub const PRUNE_CHUNK: usize = 1000;
+
+fn run_id(k: &[u8]) -> Result<u64> {
+    let id: [u8; 8] = k
+        .get(1..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt(Place::Report, "key is not a run id"))?;
+    Ok(u64::from_be_bytes(id))
+}
+
 impl Store {
     /// Keeps `peer`'s latest verified head statement, as the signed bytes received.
     pub fn save_checkpoint(&self, peer: RegionCode, signed: &[u8]) -> Result<()> {
@@ -181,24 +201,43 @@ impl Store {
         Ok(self.db()?.get(keys::checkpoint(peer))?.map(|v| v.to_vec()))
     }
 
-    /// Stores a reconciliation report and returns its run id (1, 2, ...).
-    pub fn save_report(&self, mut report: RunReport) -> Result<u64> {
+    /// Stores a reconciliation report and returns its run id (1, 2, ...). Reports beyond
+    /// `keep` (by count, or older than its age counted from this report's finish) are removed
+    /// in the same durable batch; a long backlog (a store from before the bound) goes in
+    /// chunks of [`PRUNE_CHUNK`], so one batch stays small.
+    pub fn save_report(&self, mut report: RunReport, keep: ReportRetention) -> Result<u64> {
         let _w = self.write.lock();
         self.check_writable()?;
-        let next = match self.db()?.scan_prefix([keys::RUN]).next_back() {
-            Some(kv) => {
-                let (k, _) = kv?;
-                let id: [u8; 8] = k
-                    .get(1..)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| corrupt(Place::Report, "key is not a run id"))?;
-                u64::from_be_bytes(id) + 1
-            }
+        let db = self.db()?;
+        let next = match db.scan_prefix([keys::RUN]).next_back() {
+            Some(kv) => run_id(&kv?.0)? + 1,
             None => 1,
         };
         report.run_id = next;
+        // The new report counts: ids at or below this one are over the count.
+        let over_count = next.saturating_sub(keep.max_count.max(1));
+        let cutoff = report.finished_at_ms.saturating_sub(keep.max_age_ms);
         let mut batch = sled::Batch::default();
         batch.insert(keys::run(next), report.encode());
+        let mut in_batch = 0;
+        // Oldest first; run ids grow with time, so the first report kept ends the scan.
+        for kv in db.scan_prefix([keys::RUN]) {
+            let (k, v) = kv?;
+            let id = run_id(&k)?;
+            // An unreadable report is not judged by age: the count bound still removes it,
+            // and `reports` names it as corrupt meanwhile.
+            let expired =
+                id <= over_count || RunReport::decode(&v).is_ok_and(|r| r.started_at_ms < cutoff);
+            if id >= next || !expired {
+                break;
+            }
+            batch.remove(k);
+            in_batch += 1;
+            if in_batch == PRUNE_CHUNK {
+                self.commit(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
         self.commit(batch)?;
         Ok(next)
     }

@@ -95,12 +95,18 @@ fn write_golden() {
         ch.records_fetched = run as u64;
         ch.flag(Anomaly::PeerUnreachable);
         ch.flag(Anomaly::OwnFeedBehind);
-        s.save_report(RunReport {
-            run_id: 0,
-            started_at_ms: fixtures::NOW + run,
-            finished_at_ms: fixtures::NOW + run + 7,
-            channels: vec![ch],
-        })
+        s.save_report(
+            RunReport {
+                run_id: 0,
+                started_at_ms: fixtures::NOW + run,
+                finished_at_ms: fixtures::NOW + run + 7,
+                channels: vec![ch],
+            },
+            interflow_store::ReportRetention {
+                max_count: 10,
+                max_age_ms: i64::MAX,
+            },
+        )
         .unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! `pending`: per outbound channel, what the destination has not acknowledged, since when and
-//! why, worst first; and the `--max-age` decision that makes it a monitoring check. Ages are
-//! measured against the node's clock (`now_ms` of the response), not this machine's.
+//! why, worst first; and the `--max-age` decision that makes it a monitoring check: a record
+//! pending longer, or a channel held longer (intake for that peer refused), is a failure. Ages
+//! are measured against the node's clock (`now_ms` of the response), not this machine's.
 
 use std::time::Duration;
 
@@ -18,10 +19,13 @@ pub struct PendingReport {
     pub now: String,
     pub now_ms: i64,
     pub max_age_secs: u64,
-    /// True when no pending record is older than `max_age_secs`.
+    /// True when no pending record is older than `max_age_secs` and no channel has been held
+    /// longer than that.
     pub ok: bool,
     /// Channels whose oldest pending record is older than `max_age_secs`.
     pub stuck_channels: usize,
+    /// Channels held (new records refused) longer than `max_age_secs`.
+    pub held_too_long_channels: usize,
     /// Worst first: oldest pending record first, then larger backlog; idle channels last.
     pub channels: Vec<PendingRow>,
 }
@@ -43,6 +47,12 @@ pub struct PendingRow {
     /// New records for this destination are refused until this node has compared heads with
     /// it after start (the peer may be unreachable).
     pub held: bool,
+    /// When held: since when, and for how long.
+    pub held_since: Option<String>,
+    pub held_age_secs: Option<u64>,
+    /// Held longer than `max_age_secs`: submissions for this destination have been refused
+    /// with `channel_held` all that time.
+    pub held_too_long: bool,
     #[serde(skip)]
     oldest_ms: i64,
     #[serde(skip)]
@@ -58,6 +68,8 @@ pub fn build(resp: pb::ListPendingResponse, max_age: Duration) -> PendingReport 
         .map(|c| {
             let pending = c.oldest_pending_issued_at_ms != 0;
             let age = pending.then(|| human::age(now, c.oldest_pending_issued_at_ms));
+            let held_age =
+                (c.held && c.held_since_ms != 0).then(|| human::age(now, c.held_since_ms));
             PendingRow {
                 destination: c.destination,
                 head_seq: c.head_seq,
@@ -70,26 +82,32 @@ pub fn build(resp: pb::ListPendingResponse, max_age: Duration) -> PendingReport 
                 next_attempt_at: human::opt_instant(c.next_attempt_at_ms),
                 stuck: age.is_some_and(|a| a > max_age),
                 held: c.held,
+                held_since: human::opt_instant(if c.held { c.held_since_ms } else { 0 }),
+                held_age_secs: held_age.map(|a| a.as_secs()),
+                held_too_long: held_age.is_some_and(|a| a > max_age),
                 oldest_ms: c.oldest_pending_issued_at_ms,
                 next_ms: c.next_attempt_at_ms,
             }
         })
         .collect();
     channels.sort_by(|a, b| {
-        // Channels with something pending come first, oldest first; 0 means "nothing".
-        let key = |r: &PendingRow| (r.oldest_ms == 0, r.oldest_ms);
+        // Channels held too long come first, then those with something pending, oldest
+        // first; 0 means "nothing".
+        let key = |r: &PendingRow| (!r.held_too_long, r.oldest_ms == 0, r.oldest_ms);
         key(a)
             .cmp(&key(b))
             .then(b.pending_count.cmp(&a.pending_count))
             .then_with(|| a.destination.cmp(&b.destination))
     });
     let stuck_channels = channels.iter().filter(|c| c.stuck).count();
+    let held_too_long_channels = channels.iter().filter(|c| c.held_too_long).count();
     PendingReport {
         now: human::instant(now),
         now_ms: now,
         max_age_secs: max_age.as_secs(),
-        ok: stuck_channels == 0,
+        ok: stuck_channels == 0 && held_too_long_channels == 0,
         stuck_channels,
+        held_too_long_channels,
         channels,
     }
 }
@@ -123,7 +141,9 @@ impl Report for PendingReport {
             "LAST ERROR",
         ]);
         for c in &self.channels {
-            let status = if c.stuck {
+            let status = if c.held_too_long {
+                "HELD"
+            } else if c.stuck {
                 "STUCK"
             } else if c.held {
                 "held"
@@ -147,12 +167,20 @@ impl Report for PendingReport {
                 } else {
                     human::relative(self.now_ms, c.next_ms)
                 },
-                c.last_error.clone().unwrap_or_else(|| "-".into()),
+                match (&c.last_error, &c.held_since) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(since)) => {
+                        format!("held since {since}: heads not yet compared with the peer")
+                    }
+                    (None, None) => "-".into(),
+                },
             ]);
         }
         let pending: u64 = self.channels.iter().map(|c| c.pending_count).sum();
         let verdict = if self.ok {
-            format!("nothing pending longer than {max}")
+            format!("nothing pending or held longer than {max}")
+        } else if self.stuck_channels == 0 {
+            String::new()
         } else {
             format!(
                 "{} of {} {} records pending longer than {max}",
@@ -165,8 +193,31 @@ impl Report for PendingReport {
                 }
             )
         };
+        let held = if self.held_too_long_channels == 0 {
+            String::new()
+        } else {
+            format!(
+                "{} held longer than {max}: the node refuses new records for {} with `channel_held` until it can compare heads with {}; check that the peer is up and reachable, then run `interflowctl reconcile`\n",
+                human::count(self.held_too_long_channels as u64, "channel"),
+                if self.held_too_long_channels == 1 {
+                    "it"
+                } else {
+                    "them"
+                },
+                if self.held_too_long_channels == 1 {
+                    "that peer"
+                } else {
+                    "those peers"
+                },
+            )
+        };
+        let verdict = if verdict.is_empty() {
+            String::new()
+        } else {
+            format!("; {verdict}")
+        };
         format!(
-            "{t}\n{} pending; {verdict} (node time {})\n",
+            "{t}\n{} pending{verdict} (node time {})\n{held}",
             human::count(pending, "record"),
             self.now
         )
@@ -198,6 +249,7 @@ mod tests {
             },
             next_attempt_at_ms: if count > 0 { NOW + 12_000 } else { 0 },
             held: false,
+            held_since_ms: 0,
         }
     }
 
@@ -284,5 +336,34 @@ mod tests {
         assert_eq!(json["channels"][0]["stuck"], true);
         assert_eq!(json["ok"], false);
         assert!(json["channels"][0].get("oldest_ms").is_none());
+    }
+
+    #[test]
+    fn a_channel_held_longer_than_max_age_fails_the_check() {
+        let max = Duration::from_secs(3600);
+        let mut held = chan("110105", 0, None);
+        held.held = true;
+        held.held_since_ms = NOW - 7_200_000;
+        let r = build(resp(vec![chan("440305", 0, None), held.clone()]), max);
+        assert!(!r.ok);
+        assert_eq!(r.held_too_long_channels, 1);
+        assert_eq!(r.outcome().exit_code(), 1);
+        assert_eq!(r.channels[0].destination, "110105", "worst first");
+        assert_eq!(r.channels[0].held_age_secs, Some(7200));
+        let text = r.human();
+        assert!(text.contains("HELD"), "{text}");
+        assert!(text.contains("held since"), "{text}");
+        assert!(text.contains("1 channel held longer than 1h00m"), "{text}");
+        assert!(text.contains("channel_held"), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["channels"][0]["held_too_long"], true);
+
+        // A hold younger than max age is shown, and is fine.
+        held.held_since_ms = NOW - 60_000;
+        let r = build(resp(vec![held]), max);
+        assert!(r.ok && r.channels[0].held && !r.channels[0].held_too_long);
+        assert_eq!(r.outcome().exit_code(), 0);
+        assert!(r.human().contains("held"), "{}", r.human());
     }
 }

@@ -66,10 +66,15 @@ impl From<pb::ReconcileReport> for ReconcileReportView {
     }
 }
 
-/// One line of `reconcile --json`: `{"event":"peer_done",...}` or `{"event":"report",...}`.
+/// One line of `reconcile --json`: `{"event":"peer_started",...}`,
+/// `{"event":"peer_done",...}` or `{"event":"report",...}`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ReconcileEvent {
+    /// The node starts comparing heads with `peer`: a hung peer shows as the one it waits on.
+    PeerStarted {
+        peer: String,
+    },
     PeerDone {
         peer: String,
         channels: Vec<ChannelReportView>,
@@ -107,6 +112,7 @@ impl ReconcileEvent {
     pub fn from_progress(p: pb::ReconcileProgress) -> Option<ReconcileEvent> {
         use pb::reconcile_progress::Event;
         match p.event? {
+            Event::PeerStarted(s) => Some(ReconcileEvent::PeerStarted { peer: s.peer }),
             Event::PeerDone(d) => Some(ReconcileEvent::PeerDone {
                 peer: d.peer,
                 channels: d.channels.into_iter().map(Into::into).collect(),
@@ -117,6 +123,7 @@ impl ReconcileEvent {
 
     pub fn human(&self) -> String {
         match self {
+            ReconcileEvent::PeerStarted { peer } => format!("comparing heads with {peer}…\n"),
             ReconcileEvent::PeerDone { peer, channels } => {
                 let fetched: u64 = channels.iter().map(|c| c.records_fetched).sum();
                 let anomalies: usize = channels.iter().map(|c| c.anomalies.len()).sum();
@@ -137,6 +144,7 @@ impl ReconcileEvent {
 
     fn anomalies(&self) -> usize {
         match self {
+            ReconcileEvent::PeerStarted { .. } => 0,
             ReconcileEvent::PeerDone { channels, .. } => {
                 channels.iter().map(|c| c.anomalies.len()).sum()
             }
@@ -309,5 +317,22 @@ mod tests {
         assert_eq!(j["event"], "report");
         assert_eq!(j["run_id"], 7);
         assert_eq!(j["duration_ms"], 250);
+    }
+
+    #[test]
+    fn a_peer_being_compared_is_named_before_it_answers() {
+        let e = ReconcileEvent::from_progress(pb::ReconcileProgress {
+            event: Some(pb::reconcile_progress::Event::PeerStarted(
+                pb::PeerStarted {
+                    peer: "110105".into(),
+                },
+            )),
+        })
+        .unwrap();
+        assert_eq!(e.human(), "comparing heads with 110105…\n");
+        assert_eq!(e.anomalies(), 0);
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["event"], "peer_started");
+        assert_eq!(j["peer"], "110105");
     }
 }

@@ -106,6 +106,7 @@ impl Admin for FakeAdmin {
                     last_error: String::new(),
                     next_attempt_at_ms: 0,
                     held: false,
+                    held_since_ms: 0,
                 },
                 pb::PendingChannel {
                     destination: "110105".into(),
@@ -117,6 +118,7 @@ impl Admin for FakeAdmin {
                     last_error: "peer `110105` unreachable: connection refused".into(),
                     next_attempt_at_ms: now + 30_000,
                     held: false,
+                    held_since_ms: 0,
                 },
             ],
         }))

@@ -386,6 +386,23 @@ fn receipts_advance_acks_only_forward_and_must_match() {
         Err(StoreError::ReceiptMismatch { .. })
     ));
     assert_eq!(s.receipt(a_to_b()).unwrap(), Some(sr));
+    // A signed head statement acknowledges too: forward only, and only the record we hold.
+    let heads = b"signed heads".to_vec();
+    assert_eq!(
+        s.ack_by_heads(a_to_b(), 3, ids[1], &heads).unwrap(),
+        HeadsAck::Mismatch
+    );
+    assert_eq!(
+        s.ack_by_heads(a_to_b(), 1, ids[0], &heads).unwrap(),
+        HeadsAck::NothingNew
+    );
+    assert_eq!(s.heads_ack(a_to_b()).unwrap(), None);
+    assert_eq!(
+        s.ack_by_heads(a_to_b(), 3, ids[2], &heads).unwrap(),
+        HeadsAck::Advanced
+    );
+    assert_eq!(s.pending(me).unwrap()[0].pending_count, 0);
+    assert_eq!(s.heads_ack(a_to_b()).unwrap(), Some(heads));
 }
 
 #[test]
@@ -453,16 +470,78 @@ fn reports_get_increasing_run_ids_newest_first() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
     for t in 0..3 {
-        s.save_report(RunReport {
-            run_id: 0,
-            started_at_ms: t,
-            finished_at_ms: t,
-            channels: vec![ChannelRun::new(a_to_b(), 0)],
-        })
-        .unwrap();
+        s.save_report(report_at(t), KEEP_ALL).unwrap();
     }
     let r = s.reports(2).unwrap();
     assert_eq!(r.iter().map(|r| r.run_id).collect::<Vec<_>>(), vec![3, 2]);
+}
+
+const KEEP_ALL: ReportRetention = ReportRetention {
+    max_count: u64::MAX,
+    max_age_ms: i64::MAX,
+};
+
+fn report_at(t: i64) -> RunReport {
+    RunReport {
+        run_id: 0,
+        started_at_ms: t,
+        finished_at_ms: t,
+        channels: vec![ChannelRun::new(a_to_b(), 0)],
+    }
+}
+
+fn run_ids(s: &Store) -> Vec<u64> {
+    s.reports(usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| r.run_id)
+        .collect()
+}
+
+#[test]
+fn stored_reports_are_bounded_by_count_and_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let by_count = ReportRetention {
+        max_count: 3,
+        max_age_ms: i64::MAX,
+    };
+    for t in 0..5 {
+        s.save_report(report_at(t), by_count).unwrap();
+    }
+    assert_eq!(run_ids(&s), vec![5, 4, 3], "only the newest three are kept");
+    // By age: reports that started more than 10 s before the newest one finished go.
+    let by_age = ReportRetention {
+        max_count: 100,
+        max_age_ms: 10_000,
+    };
+    s.save_report(report_at(5), by_age).unwrap();
+    s.save_report(report_at(10_003), by_age).unwrap();
+    assert_eq!(run_ids(&s), vec![7, 6, 5, 4]);
+    // Even a bound of 0 keeps the report just stored.
+    let none = ReportRetention {
+        max_count: 0,
+        max_age_ms: 0,
+    };
+    assert_eq!(s.save_report(report_at(20_000), none).unwrap(), 8);
+    assert_eq!(run_ids(&s), vec![8]);
+}
+
+#[test]
+fn a_backlog_of_reports_is_pruned_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let n = PRUNE_CHUNK as i64 * 2 + 5;
+    for t in 0..n {
+        s.save_report(report_at(t), KEEP_ALL).unwrap();
+    }
+    let keep = ReportRetention {
+        max_count: 2,
+        max_age_ms: i64::MAX,
+    };
+    s.save_report(report_at(n), keep).unwrap();
+    let last = u64::try_from(n).unwrap() + 1;
+    assert_eq!(run_ids(&s), vec![last, last - 1]);
 }
 
 mod reorder {

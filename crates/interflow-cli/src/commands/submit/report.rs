@@ -13,6 +13,9 @@ use super::row::RowError;
 use crate::human;
 use crate::{Outcome, Report};
 
+/// The code of rows refused because the destination's channel is held: retry, do not fix.
+const CHANNEL_HELD: &str = "channel_held";
+
 /// The header of the error report.
 pub const ERROR_REPORT_HEADER: [&str; 5] = ["row", "idempotency_key", "field", "code", "reason"];
 
@@ -82,8 +85,31 @@ impl Report for SubmitSummary {
             s.push_str(&format!("{t}\n"));
         }
         if let Some(p) = &self.errors_file {
+            // Rows refused with `channel_held` are not wrong: the node takes them once it has
+            // compared heads with the destination, so they need a later rerun, not a fix.
+            let held: u64 = self
+                .error_summary
+                .iter()
+                .filter(|g| g.code == CHANNEL_HELD)
+                .map(|g| g.count)
+                .sum();
+            let advice = if held == 0 {
+                "fix those rows and rerun".to_owned()
+            } else {
+                let wait = "wait until `interflowctl pending` no longer shows their destination as held (the node has not yet compared heads with that peer since it started; is the peer up?)";
+                if held == self.failed {
+                    format!(
+                        "none needs fixing: the node refused them with `{CHANNEL_HELD}`; {wait}, then rerun"
+                    )
+                } else {
+                    format!(
+                        "fix the rows that are not `{CHANNEL_HELD}`; the {} refused with `{CHANNEL_HELD}` need no fix: {wait}, then rerun",
+                        human::count(held, "row")
+                    )
+                }
+            };
             s.push_str(&format!(
-                "every failed row is listed in `{p}`; fix those rows and rerun: stored rows are skipped as already stored\n"
+                "every failed row is listed in `{p}`; {advice}: stored rows are skipped as already stored\n"
             ));
         }
         s
@@ -234,5 +260,52 @@ mod tests {
             default_errors_path(Path::new("/data/batch-7.csv")),
             PathBuf::from("/data/batch-7.errors.csv")
         );
+    }
+
+    fn summary(groups: &[(&str, u64)]) -> SubmitSummary {
+        let failed = groups.iter().map(|(_, n)| n).sum();
+        SubmitSummary {
+            file: "in.csv".into(),
+            rows: 10,
+            stored: 10 - failed,
+            duplicates: 0,
+            failed,
+            failed_locally: 0,
+            rejected_by_node: failed,
+            batches: 1,
+            errors_file: Some("in.errors.csv".into()),
+            error_summary: groups
+                .iter()
+                .map(|(code, count)| ErrorGroup {
+                    field: "destination".into(),
+                    code: (*code).into(),
+                    count: *count,
+                    example_reason: "reason".into(),
+                    first_row: 2,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rows_refused_as_held_are_to_be_retried_not_fixed() {
+        let held = summary(&[("channel_held", 3)]).human();
+        assert!(!held.contains("fix those rows"), "{held}");
+        assert!(held.contains("none needs fixing"), "{held}");
+        assert!(held.contains("interflowctl pending"), "{held}");
+        assert!(held.contains("then rerun"), "{held}");
+
+        let mixed = summary(&[("channel_held", 3), ("no_agreement", 1)]).human();
+        assert!(
+            mixed.contains("the 3 rows refused with `channel_held` need no fix"),
+            "{mixed}"
+        );
+        assert!(
+            mixed.contains("fix the rows that are not `channel_held`"),
+            "{mixed}"
+        );
+
+        let bad = summary(&[("no_agreement", 1)]).human();
+        assert!(bad.contains("fix those rows and rerun"), "{bad}");
     }
 }
