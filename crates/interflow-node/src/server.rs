@@ -100,6 +100,63 @@ fn server(l: &Limits) -> Server {
         })
 }
 
+/// The services of the peer listener, as health and reflection name them.
+const PEER_SERVICES: &[&str] = &["interflow.v1.Exchange"];
+
+/// The services of the local listener.
+const LOCAL_SERVICES: &[&str] = &[
+    "interflow.v1.Intake",
+    "interflow.v1.Admin",
+    "interflow.v1.Inbox",
+];
+
+/// Services every listener also serves and lists.
+const COMMON_SERVICES: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Reflection listing `services` and the common ones. Both protocol versions are served:
+/// grpcurl speaks v1, while grpcio's client, Postman and older tools speak only v1alpha.
+fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(interflow_core::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both versions' descriptors, so each listing names a service it can describe.
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .include_reflection_service(false);
+    for s in services.iter().chain(COMMON_SERVICES) {
+        b = b.with_service_name(*s);
+    }
+    b
+}
+
+/// The health reporters of both listeners.
+#[derive(Clone)]
+struct Health {
+    peer: tonic_health::server::HealthReporter,
+    local: tonic_health::server::HealthReporter,
+}
+
+impl Health {
+    /// SERVING overall and per service while the store accepts writes; NOT_SERVING while it
+    /// refuses them, so a load balancer or probe stops sending work that would fail.
+    async fn set(&self, writable: bool) {
+        let status = if writable {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        for (reporter, services) in [(&self.peer, PEER_SERVICES), (&self.local, LOCAL_SERVICES)] {
+            for s in services.iter().chain(std::iter::once(&"")) {
+                reporter.set_service_status(*s, status).await;
+            }
+        }
+    }
+}
+
 /// Opens the store, loads the material, and starts serving on `listeners`.
 pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow::Result<Running> {
     let material = config
@@ -150,16 +207,6 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         Err(e) => tracing::warn!(error = %e, "cannot read the inbox head"),
     }
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(interflow_core::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-    };
     let max = limits.max_message_bytes;
     let exchange = pb::exchange_server::ExchangeServer::new(ExchangeService { node: node.clone() })
         .max_decoding_message_size(max)
@@ -173,21 +220,15 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let inbox = pb::inbox_server::InboxServer::new(InboxService { node: node.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    health
-        .set_serving::<pb::exchange_server::ExchangeServer<ExchangeService>>()
-        .await;
-    health
-        .set_serving::<pb::intake_server::IntakeServer<IntakeService>>()
-        .await;
-    health
-        .set_serving::<pb::admin_server::AdminServer<AdminService>>()
-        .await;
-    health
-        .set_serving::<pb::inbox_server::InboxServer<InboxService>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    // Each listener reports and lists only what it serves: a peer asking the peer port about
+    // `Admin` is told it is unknown, not that it is serving.
+    let (peer_health, peer_health_service) = tonic_health::server::health_reporter();
+    let (local_health, local_health_service) = tonic_health::server::health_reporter();
+    let health = Health {
+        peer: peer_health,
+        local: local_health,
+    };
+    health.set(node.store.write_refusal().is_none()).await;
 
     let shutdown = node.stopping.clone();
     let peer_addr = listeners.peer.local_addr()?;
@@ -202,8 +243,9 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             limits.max_pending_handshakes,
         );
         let router = server(&limits)
-            .add_service(health_service.clone())
-            .add_service(reflection()?)
+            .add_service(peer_health_service)
+            .add_service(reflection(PEER_SERVICES).build_v1()?)
+            .add_service(reflection(PEER_SERVICES).build_v1alpha()?)
             .add_service(exchange);
         let token = shutdown.clone();
         servers.push(tokio::spawn(async move {
@@ -223,8 +265,9 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             limits.max_pending_handshakes,
         );
         let router = server(&limits)
-            .add_service(health_service)
-            .add_service(reflection()?)
+            .add_service(local_health_service)
+            .add_service(reflection(LOCAL_SERVICES).build_v1()?)
+            .add_service(reflection(LOCAL_SERVICES).build_v1alpha()?)
             .add_service(intake)
             .add_service(admin)
             .add_service(inbox);
@@ -263,6 +306,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     }
     workers.push(tokio::spawn(watch_store(
         node.clone(),
+        health,
         workers_token.clone(),
     )));
     workers.push(tokio::spawn(enforce_retention(
@@ -314,8 +358,9 @@ async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
     }
 }
 
-/// Keeps `store_writable` true to the store, and reopens it once a full disk has room again.
-async fn watch_store(node: Arc<Node>, shutdown: CancellationToken) {
+/// Keeps `store_writable` and the health reports true to the store, and reopens it once a
+/// full disk has room again.
+async fn watch_store(node: Arc<Node>, health: Health, shutdown: CancellationToken) {
     loop {
         if node.store.write_refusal().is_some() {
             match node.store.run(|s| s.recover()).await {
@@ -324,9 +369,9 @@ async fn watch_store(node: Arc<Node>, shutdown: CancellationToken) {
                 Err(e) => tracing::error!(error = %e, "reopening the store failed"),
             }
         }
-        node.metrics
-            .store_writable
-            .set(i64::from(node.store.write_refusal().is_none()));
+        let writable = node.store.write_refusal().is_none();
+        node.metrics.store_writable.set(i64::from(writable));
+        health.set(writable).await;
         // Inbox consumer lag gauges stay fresh for alerting even when nobody asks.
         if let Err(e) = crate::inbox::consumers(&node).await {
             tracing::debug!(error = %e, "cannot refresh inbox consumer lag");
