@@ -268,3 +268,170 @@ async fn a_caller_over_its_rate_is_told_to_slow_down() {
     assert!(codes.contains(&tonic::Code::ResourceExhausted), "{codes:?}");
     c.shutdown().await;
 }
+
+/// The metric names a scrape offers: every sample's name, and for a family without samples
+/// yet (an inbox consumer gauge before any consumer exists) the names its samples will have.
+fn exported_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let body = text.split_once("\r\n\r\n").map_or(text, |(_, b)| b);
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
+                let suffixes: &[&str] = match kind {
+                    "counter" => &["_total"],
+                    "histogram" => &["_bucket", "_sum", "_count"],
+                    "info" => &["_info"],
+                    _ => &[""],
+                };
+                names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+            }
+        } else if !line.starts_with('#') {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            if end > 0 {
+                names.insert(line[..end].to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// `interflow_*` and `process_*` names in a file of alert rules or a dashboard.
+fn names_used(text: &str) -> std::collections::BTreeSet<String> {
+    let mut used = std::collections::BTreeSet::new();
+    for prefix in ["interflow_", "process_"] {
+        for (i, _) in text.match_indices(prefix) {
+            // A whole identifier only: not `xinterflow_`.
+            let before = text[..i].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            used.insert(name);
+        }
+    }
+    used
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_alerts_and_dashboards_name_is_exported() {
+    let c = TestCluster::start(2).await;
+    // The consumer lag gauges have a series per consumer, so as in any deployment with a
+    // receiving system there is one.
+    let a = c.region(0);
+    c.intake(1)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(0, a.as_str())],
+        })
+        .await
+        .unwrap();
+    let inbox = c.inbox(0).await;
+    eventually(
+        Duration::from_secs(10),
+        "a consumer acknowledged an arrival",
+        || {
+            let mut inbox = inbox.clone();
+            async move {
+                let ack = pb::AckRequest {
+                    consumer: "clinic".into(),
+                    position: 1,
+                };
+                inbox.ack(ack).await.ok()?;
+                let list = inbox.consumers(pb::ConsumersRequest {}).await.ok()?;
+                (!list.into_inner().consumers.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
+    let exported = exported_names(&scrape(c.metrics_addr(0)).await);
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut files = vec![deploy.join("prometheus/alerts.yaml")];
+    for e in std::fs::read_dir(deploy.join("grafana")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            files.push(p);
+        }
+    }
+    assert!(files.len() >= 2, "no dashboard in deploy/grafana");
+    for f in files {
+        let used = names_used(&std::fs::read_to_string(&f).unwrap());
+        assert!(!used.is_empty(), "{} names no metric", f.display());
+        let missing: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            missing.is_empty(),
+            "{} names metrics the node does not export: {missing:?}\nexported: {exported:?}",
+            f.display()
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_openmetrics_with_latencies_process_build_and_every_peer_from_start() {
+    let c = TestCluster::start(3).await;
+    // Node 1 has two agreement peers; before anything was sent both show 0 pending.
+    let fresh = scrape(c.metrics_addr(1)).await;
+    for i in [0, 2] {
+        let peer = c.region(i);
+        let line = format!(
+            "interflow_pending_records{{region=\"{}\",peer=\"{peer}\"}} 0",
+            c.region(1)
+        );
+        assert!(fresh.contains(&line), "no `{line}` in {fresh}");
+    }
+    let b = c.region(1);
+    c.intake(0)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(0, b.as_str())],
+        })
+        .await
+        .unwrap();
+    let a = c.region(0);
+    let text = eventually(Duration::from_secs(10), "a delivery round trip", || {
+        let addr = c.metrics_addr(0);
+        async move {
+            let t = scrape(addr).await;
+            let rt = format!(
+                "interflow_deliver_round_trip_seconds_count{{region=\"{a}\",peer=\"{b}\"}} 1"
+            );
+            t.contains(&rt).then_some(t)
+        }
+    })
+    .await;
+    let head = text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{head}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    for needle in [
+        format!(
+            "interflow_build_info{{region=\"{a}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        format!("interflow_submit_duration_seconds_count{{region=\"{a}\"}} 1"),
+        "interflow_store_fsync_duration_seconds_count".to_owned(),
+        format!("interflow_channel_held{{region=\"{a}\",peer=\"{b}\"}} 0"),
+        format!("interflow_certificate_expiry_seconds{{region=\"{a}\",listener=\"peer\"}} "),
+        "process_resident_memory_bytes ".to_owned(),
+        "process_cpu_seconds_total ".to_owned(),
+        "process_open_fds ".to_owned(),
+        "process_start_time_seconds ".to_owned(),
+    ] {
+        assert!(text.contains(&needle), "no `{needle}` in {text}");
+    }
+    // The dev certificates are valid for a while yet: a positive number of seconds.
+    let expiry = text
+        .lines()
+        .find(|l| l.starts_with("interflow_certificate_expiry_seconds{") && l.contains("\"local\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<i64>().ok())
+        .expect("local certificate expiry");
+    assert!(expiry > 86_400, "{expiry}");
+    c.shutdown().await;
+}

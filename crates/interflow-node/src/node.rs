@@ -87,6 +87,7 @@ impl Node {
         store: StoreHandle,
         clock: Clock,
         peer_tls: Arc<rustls::ClientConfig>,
+        metrics: Metrics,
     ) -> Arc<Node> {
         let region = config.region;
         let wake = material
@@ -113,7 +114,7 @@ impl Node {
             pseudonym_keys: material.pseudonym_keys,
             signing_key: material.signing_key,
             clock,
-            metrics: Metrics::new(region),
+            metrics,
             wake,
             peer_tls,
             peer_channels: Mutex::new(HashMap::new()),

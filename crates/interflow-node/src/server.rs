@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use interflow_core::pb;
+use interflow_core::record::ChannelId;
 use interflow_store::{Store, StoreOptions};
 use interflow_tls::{ReloadableServerConfig, ServerTlsFiles, tls_incoming};
 use tokio::net::TcpListener;
@@ -21,6 +22,7 @@ use crate::config::{Config, Limits, TlsPaths};
 use crate::exchange::ExchangeService;
 use crate::inbox::InboxService;
 use crate::intake::IntakeService;
+use crate::metrics::{CertificateLabel, Metrics};
 use crate::node::{Clock, Node};
 use crate::store::StoreHandle;
 
@@ -165,10 +167,22 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory `{}`", data_dir.display()))?;
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, StoreOptions::default()))
-            .await
-            .context("opening the store")??;
+    // The metrics exist before the store, so its fsyncs are timed from the first commit.
+    let peers = material.agreements.all_peers(config.region);
+    let metrics = Metrics::new(config.region, &peers);
+    let fsync = metrics.store_fsync_seconds.clone();
+    let options = StoreOptions {
+        sync: Arc::new(move |f: &std::fs::File| {
+            let t = std::time::Instant::now();
+            let r = f.sync_all();
+            fsync.observe(t.elapsed().as_secs_f64());
+            r
+        }),
+        ..StoreOptions::default()
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, options))
+        .await
+        .context("opening the store")??;
     if let Some(why) = store.write_refusal() {
         tracing::error!(reason = %why, "store opened read-only; writes are refused");
     }
@@ -186,7 +200,14 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     )
     .context("peer client TLS")?;
     let limits = config.limits.clone();
-    let node = Node::new(config, material, StoreHandle::new(store), clock, client_tls);
+    let node = Node::new(
+        config,
+        material,
+        StoreHandle::new(store),
+        clock,
+        client_tls,
+        metrics,
+    );
     // Records received before the inbox existed get their positions once; then the head.
     let region = node.region;
     let indexed = node.store.run(move |s| s.index_inbox(region)).await;
@@ -372,6 +393,16 @@ async fn watch_store(node: Arc<Node>, health: Health, shutdown: CancellationToke
         let writable = node.store.write_refusal().is_none();
         node.metrics.store_writable.set(i64::from(writable));
         health.set(writable).await;
+        for peer in node.wake.keys() {
+            let held = node.holds.is_held(ChannelId::new(node.region, *peer));
+            node.metrics
+                .channel_held
+                .get_or_create(&crate::metrics::PeerLabel {
+                    peer: peer.to_string(),
+                })
+                .set(i64::from(held));
+        }
+        refresh_certificate_expiry(&node).await;
         // Inbox consumer lag gauges stay fresh for alerting even when nobody asks.
         if let Err(e) = crate::inbox::consumers(&node).await {
             tracing::debug!(error = %e, "cannot refresh inbox consumer lag");
@@ -379,6 +410,37 @@ async fn watch_store(node: Arc<Node>, health: Health, shutdown: CancellationToke
         tokio::select! {
             _ = tokio::time::sleep(STORE_WATCH_INTERVAL) => {}
             _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Sets the seconds until each listener's own certificate expires, read from its file so a
+/// reload (SIGHUP) with a renewed certificate shows at once.
+async fn refresh_certificate_expiry(node: &Node) {
+    let now_secs = node.now() / 1000;
+    for (listener, path) in [
+        ("peer", node.config.peer_tls.cert.clone()),
+        ("local", node.config.local_tls.cert.clone()),
+    ] {
+        let not_after = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+            let certs = interflow_tls::load_certs(&path)?;
+            let leaf = certs.first().context("no certificate in the file")?;
+            Ok(interflow_tls::cert_not_after(leaf)?)
+        })
+        .await;
+        match not_after {
+            Ok(Ok(t)) => {
+                node.metrics
+                    .certificate_expiry_seconds
+                    .get_or_create(&CertificateLabel {
+                        listener: listener.into(),
+                    })
+                    .set(t - now_secs);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(listener, error = %format!("{e:#}"), "cannot read the certificate's expiry")
+            }
+            Err(e) => tracing::debug!(listener, error = %e, "cannot read the certificate's expiry"),
         }
     }
 }

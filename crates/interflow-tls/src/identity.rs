@@ -129,6 +129,12 @@ pub enum IdentityError {
     MissingHolderName,
 }
 
+/// When a certificate stops being valid (its `notAfter`), in Unix seconds: for a gauge that
+/// warns before a node's own certificates expire.
+pub fn cert_not_after(der: &CertificateDer<'_>) -> Result<i64, IdentityError> {
+    Ok(parse_cert(der)?.validity().not_after.timestamp())
+}
+
 /// Reads the interflow identity of a certificate (see the crate docs for the scheme).
 ///
 /// This parses only; it does not check the signature, validity or revocation, which the TLS
