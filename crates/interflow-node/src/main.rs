@@ -1,6 +1,10 @@
-//! `interflow`: the node daemon (`serve`), a starter config (`init`).
+//! `interflow`: the node daemon (`serve`), a starter config (`init`), a local federation
+//! (`dev`). Exit codes: 0 a clean stop, 1 an error that kept the node from starting or
+//! stopped it (printed as one line: `error: ` and the chain of causes), 2 a usage error.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -52,9 +56,13 @@ enum Command {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: escape codes in a journal, a file or a log
+    // collector are noise. `NO_COLOR` (no-color.org) turns it off there too.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {
@@ -62,10 +70,26 @@ fn init_logging(json: bool) {
     }
 }
 
+/// The exit code of an error that kept the node from starting or stopped it.
+const EXIT_ERROR: u8 = 1;
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    // clap prints usage errors itself and exits 2.
     let cli = Cli::parse();
     init_logging(cli.log_json);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with every cause, never anyhow's multi-line Debug form or a backtrace:
+            // these are an operator's mistakes (a missing file, a port in use), not bugs.
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
         Command::Dev {
