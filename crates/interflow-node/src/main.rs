@@ -51,6 +51,14 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Print a shell completion script, e.g.
+    /// `interflow completions bash > /etc/bash_completion.d/interflow`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `interflow man > /usr/local/share/man/man1/interflow.1`.
+    Man,
 }
 
 fn init_logging(json: bool) {
@@ -97,6 +105,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             samples,
         } => dev(nodes, dir, samples).await,
+        // Generated from the parser's own definition, so they list exactly its commands.
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "interflow", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .context("writing the man page"),
         Command::Init { region, out } => {
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("creating `{}`", out.display()))?;

@@ -89,3 +89,23 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         "escape codes in the log: {seen:?}"
     );
 }
+
+#[test]
+fn completions_and_the_man_page_name_the_subcommands() {
+    for args in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"],
+        &["completions", "fish"],
+        &["man"],
+    ] {
+        let out = interflow().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for sub in ["serve", "dev", "init", "completions"] {
+            assert!(
+                text.contains(sub),
+                "{args:?} does not name `{sub}`:\n{text}"
+            );
+        }
+    }
+}
