@@ -171,7 +171,7 @@ async fn wait_for_signals(_running: &interflow_node::Running) -> anyhow::Result<
 }
 
 async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
-    use interflow_node::dev::{DevFederation, generate, sample_submission, synthetic_id};
+    use interflow_node::dev::{DevFederation, generate, sample_submission};
     use std::time::Duration;
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating `{}`", dir.display()))?;
@@ -201,7 +201,7 @@ async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
     for n in &fed.nodes {
         let config =
             Config::load(&n.config).with_context(|| format!("loading `{}`", n.config.display()))?;
-        let listeners = match prebound.next() {
+        let mut listeners = match prebound.next() {
             Some((peer, local)) => Listeners {
                 peer,
                 local,
@@ -209,6 +209,15 @@ async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
             },
             None => Listeners::bind(&config).await?,
         };
+        // `/metrics` on a loopback port of its own per node, so dashboards and alert rules
+        // can be tried against the dev federation.
+        if listeners.metrics.is_none() {
+            listeners.metrics = Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .context("binding a metrics listener")?,
+            );
+        }
         running.push(start(config, listeners, system_clock()).await?);
     }
     // Intake opens once each node has compared its outbound heads with its peers.
@@ -254,23 +263,20 @@ async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
         }
     }
     println!("submitted {stored} new synthetic records\n");
-    for n in &fed.nodes {
+    for (n, r) in fed.nodes.iter().zip(&running) {
+        let metrics = r
+            .metrics_addr
+            .map(|a| format!("  metrics http://{a}/metrics"))
+            .unwrap_or_default();
         println!(
-            "  {}  {:<18} peer {}  local {}",
+            "  {}  {:<18} peer {}  local {}{metrics}",
             n.region, n.name, n.peer_addr, n.local_addr
         );
     }
-    let first = &fed.nodes[0].region;
-    let second = &fed.nodes[1].region;
     println!("\nTry, in another terminal:");
-    println!("  interflowctl --dev-node {first} pending");
-    println!("  interflowctl --dev-node {second} channels");
-    println!(
-        "  interflowctl --dev-node {second} lookup --id {}",
-        synthetic_id(0)
-    );
-    println!("  interflowctl --dev-node {first} reconcile");
-    println!("  interflowctl --dev-node {second} inbox follow --consumer clinic");
+    for hint in interflow_node::dev::hints(&fed, &dir) {
+        println!("  {hint}");
+    }
     println!(
         "\nready; Ctrl-C stops every node (the data stays in {})",
         dir.display()
