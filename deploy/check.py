@@ -14,6 +14,8 @@
 - every TOML file under deploy/ (deploy/examples/*.toml) parses with tomllib;
 - every systemd unit under deploy/systemd/ has [Unit], [Service] and [Install] and an
   ExecStart= with an absolute path;
+- the Dockerfile labels its image with the OCI annotations (title, description, version,
+  revision, created, licenses), and its VERSION default is the workspace version;
 - every Grafana dashboard (deploy/grafana/*.json) parses, has a title, a uid and panels, and
   each panel query names an interflow_* or process_* metric; every Prometheus alert rule
   (deploy/prometheus/*.yaml) has a name and an expression naming an interflow_* metric.
@@ -308,6 +310,39 @@ def check_dashboards() -> int:
     return len(dashboards)
 
 
+OCI_LABELS = ("title", "description", "version", "revision", "created", "licenses")
+
+
+def check_dockerfile(tomllib) -> None:
+    path = DEPLOY / "Dockerfile"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        problem(path, f"cannot read: {e}")
+        return
+    # Join continued lines, so a multi-line LABEL reads as one instruction.
+    joined = re.sub(r"\\\n", " ", text)
+    labels = set()
+    for line in joined.splitlines():
+        if line.strip().upper().startswith("LABEL "):
+            labels |= set(re.findall(r"org\.opencontainers\.image\.([a-z.]+)=", line))
+    for label in OCI_LABELS:
+        if label not in labels:
+            problem(path, f"no LABEL org.opencontainers.image.{label}")
+    m = re.search(r"^ARG VERSION=(\S+)", text, re.MULTILINE)
+    try:
+        with (ROOT / "Cargo.toml").open("rb") as f:
+            version = tomllib.load(f)["workspace"]["package"]["version"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
+        problem(ROOT / "Cargo.toml", f"no [workspace.package] version: {e}")
+        return
+    if not m:
+        problem(path, "no `ARG VERSION=<default>` for the version label")
+    elif m.group(1) != version:
+        problem(path, f"ARG VERSION defaults to `{m.group(1)}`, but the workspace version is "
+                f"`{version}` (Cargo.toml)")
+
+
 def check_alert_rules(yaml) -> int:
     count = 0
     for path in sorted((DEPLOY / "prometheus").glob("*.y*ml")):
@@ -346,6 +381,7 @@ def main() -> int:
     if n_dashboards == 0:
         problem(DEPLOY / "grafana", "no Grafana dashboard (*.json) found")
     n_alerts = check_alert_rules(yaml)
+    check_dockerfile(tomllib)
     if n_units == 0:
         problem(DEPLOY / "systemd", "no systemd unit (*.service) found")
     if problems:
