@@ -244,6 +244,17 @@ mod tests {
     }
 
     #[test]
+    fn not_after_is_read_in_unix_seconds() {
+        let local = Ca::generate("local").unwrap();
+        let end = std::time::UNIX_EPOCH + std::time::Duration::from_secs(4_102_444_800);
+        let validity = Validity::new(std::time::SystemTime::now(), end);
+        let admin = local
+            .issue_role_cert(Role::Admin, "Li Na", validity)
+            .unwrap();
+        assert_eq!(cert_not_after(&admin.cert_der), Ok(4_102_444_800));
+    }
+
+    #[test]
     fn each_certificate_kind_has_its_identity() {
         let fed = Ca::generate("federation").unwrap();
         let local = Ca::generate("local").unwrap();
