@@ -435,3 +435,29 @@ async fn metrics_are_openmetrics_with_latencies_process_build_and_every_peer_fro
     assert!(expiry > 86_400, "{expiry}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_records_are_counted_from_the_store_at_start_even_without_delivery() {
+    let mut c = TestCluster::start_edited(2, |i, text| {
+        if i == 0 {
+            *text = text.replace("[delivery]\n", "[delivery]\nenabled = false\n");
+        }
+    })
+    .await;
+    let b = c.region(1);
+    let items: Vec<_> = (0..3).map(|n| sample_submission(n, b.as_str())).collect();
+    c.intake(0)
+        .await
+        .submit(pb::SubmitRequest { items })
+        .await
+        .unwrap();
+    c.stop(0).await;
+    c.restart(0).await;
+    let text = scrape(c.metrics_addr(0)).await;
+    let line = format!(
+        "interflow_pending_records{{region=\"{}\",peer=\"{b}\"}} 3",
+        c.region(0)
+    );
+    assert!(text.contains(&line), "no `{line}` in {text}");
+    c.shutdown().await;
+}

@@ -221,6 +221,18 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             tracing::warn!(error = %e, "cannot index earlier records into the inbox; retried at the next start")
         }
     }
+    // Pending per peer from the store, not 0, until a delivery worker (if any) takes over.
+    for peer in node.wake.keys().copied() {
+        let channel = ChannelId::new(node.region, peer);
+        if let Ok(st) = node.store.run(move |s| s.channel_state(channel)).await {
+            node.metrics
+                .pending
+                .get_or_create(&crate::metrics::PeerLabel {
+                    peer: peer.to_string(),
+                })
+                .set(i64::try_from(st.head_seq.saturating_sub(st.acked_seq)).unwrap_or(i64::MAX));
+        }
+    }
     match node.store.run(|s| s.inbox_head()).await {
         Ok(h) => {
             node.inbox_head.send_replace(h);
