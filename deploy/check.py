@@ -13,7 +13,14 @@
   and `depends_on` they name exist;
 - every TOML file under deploy/ (deploy/examples/*.toml) parses with tomllib;
 - every systemd unit under deploy/systemd/ has [Unit], [Service] and [Install] and an
-  ExecStart= with an absolute path.
+  ExecStart= with an absolute path;
+- the Dockerfile labels its image with the OCI annotations (title, description, version,
+  revision, created, licenses), and its VERSION default is the workspace version;
+- every Grafana dashboard (deploy/grafana/*.json) parses, has a title, a uid and panels, and
+  each panel query names an interflow_* or process_* metric; every Prometheus alert rule
+  (deploy/prometheus/*.yaml) has a name and an expression naming an interflow_* metric.
+  That those metrics exist is checked against a real node's /metrics by the Rust test
+  `service::every_metric_the_alerts_and_dashboards_name_is_exported` (tests/federation).
 
 Directories starting with `.` (such as a dev federation in deploy/.interflow-dev/) are
 skipped. Exit status: 0 all good, 1 a check failed (each problem is printed with its file),
@@ -22,6 +29,8 @@ skipped. Exit status: 0 all good, 1 a check failed (each problem is printed with
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -266,6 +275,92 @@ def check_systemd_units() -> int:
     return len(units)
 
 
+METRIC = re.compile(r"\b(?:interflow|process)_[a-z0-9_]+")
+
+
+def check_dashboards() -> int:
+    dashboards = sorted((DEPLOY / "grafana").glob("*.json"))
+    for path in dashboards:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            problem(path, f"invalid JSON: {e}")
+            continue
+        if not isinstance(doc, dict):
+            problem(path, "a dashboard must be a JSON object")
+            continue
+        for key in ("title", "uid"):
+            if not isinstance(doc.get(key), str) or not doc[key].strip():
+                problem(path, f"missing or empty `{key}`")
+        panels = doc.get("panels")
+        if not isinstance(panels, list) or not panels:
+            problem(path, "no `panels`")
+            continue
+        for n, panel in enumerate(panels, start=1):
+            title = panel.get("title", "?") if isinstance(panel, dict) else "?"
+            targets = panel.get("targets") if isinstance(panel, dict) else None
+            if not isinstance(targets, list) or not targets:
+                problem(path, f"panel {n} ({title}): no `targets`")
+                continue
+            for t in targets:
+                expr = t.get("expr") if isinstance(t, dict) else None
+                if not isinstance(expr, str) or not METRIC.search(expr):
+                    problem(path, f"panel {n} ({title}): a target has no query naming an "
+                            "interflow_* or process_* metric")
+    return len(dashboards)
+
+
+OCI_LABELS = ("title", "description", "version", "revision", "created", "licenses")
+
+
+def check_dockerfile(tomllib) -> None:
+    path = DEPLOY / "Dockerfile"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        problem(path, f"cannot read: {e}")
+        return
+    # Join continued lines, so a multi-line LABEL reads as one instruction.
+    joined = re.sub(r"\\\n", " ", text)
+    labels = set()
+    for line in joined.splitlines():
+        if line.strip().upper().startswith("LABEL "):
+            labels |= set(re.findall(r"org\.opencontainers\.image\.([a-z.]+)=", line))
+    for label in OCI_LABELS:
+        if label not in labels:
+            problem(path, f"no LABEL org.opencontainers.image.{label}")
+    m = re.search(r"^ARG VERSION=(\S+)", text, re.MULTILINE)
+    try:
+        with (ROOT / "Cargo.toml").open("rb") as f:
+            version = tomllib.load(f)["workspace"]["package"]["version"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
+        problem(ROOT / "Cargo.toml", f"no [workspace.package] version: {e}")
+        return
+    if not m:
+        problem(path, "no `ARG VERSION=<default>` for the version label")
+    elif m.group(1) != version:
+        problem(path, f"ARG VERSION defaults to `{m.group(1)}`, but the workspace version is "
+                f"`{version}` (Cargo.toml)")
+
+
+def check_alert_rules(yaml) -> int:
+    count = 0
+    for path in sorted((DEPLOY / "prometheus").glob("*.y*ml")):
+        docs = load_yaml(yaml, path)
+        if not docs or not isinstance(docs[0], dict):
+            continue
+        for group in docs[0].get("groups") or []:
+            for rule in (group or {}).get("rules") or []:
+                if not isinstance(rule, dict) or "alert" not in rule:
+                    continue
+                count += 1
+                expr = rule.get("expr")
+                if not isinstance(expr, str) or "interflow_" not in expr:
+                    problem(path, f"alert `{rule['alert']}`: no expression naming an "
+                            "interflow_* metric")
+    return count
+
+
 def main() -> int:
     try:
         import yaml
@@ -282,6 +377,11 @@ def main() -> int:
     n_toml = check_toml_files(tomllib)
     n_yaml, n_docs, n_k8s = check_yaml_files(yaml, tomllib)
     n_units = check_systemd_units()
+    n_dashboards = check_dashboards()
+    if n_dashboards == 0:
+        problem(DEPLOY / "grafana", "no Grafana dashboard (*.json) found")
+    n_alerts = check_alert_rules(yaml)
+    check_dockerfile(tomllib)
     if n_units == 0:
         problem(DEPLOY / "systemd", "no systemd unit (*.service) found")
     if problems:
@@ -290,7 +390,8 @@ def main() -> int:
         print(f"deploy/check.py: {len(problems)} problem(s)", file=sys.stderr)
         return 1
     print(f"deploy/check.py: ok: {n_yaml} YAML files ({n_docs} documents, {n_k8s} Kubernetes "
-          f"objects), {n_toml} TOML files, {n_units} systemd unit(s)")
+          f"objects), {n_toml} TOML files, {n_units} systemd unit(s), {n_dashboards} "
+          f"dashboard(s), {n_alerts} alert rules")
     return 0
 
 

@@ -136,6 +136,8 @@ pub enum Command {
     Node(NodeCommand),
     #[command(flatten)]
     Offline(OfflineCommand),
+    #[command(flatten)]
+    Docs(crate::docs::DocsCommand),
 }
 
 /// The commands that talk to a node's local listener.

@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod commands;
 pub mod conn;
+pub mod docs;
 pub mod human;
 pub mod names;
 pub mod offline;
@@ -130,6 +131,7 @@ pub async fn run_with(
 ) -> anyhow::Result<Outcome> {
     match command {
         Command::Offline(c) => offline::run(c, ctx),
+        Command::Docs(c) => docs::run(c, ctx),
         Command::Node(c) => {
             let target = conn::resolve(args, c.role(), env)?;
             tracing::debug!(addr = %target.addr.value, region = %target.region.value, "connecting");

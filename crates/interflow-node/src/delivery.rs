@@ -218,6 +218,7 @@ async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), Delivery
         let Some(last) = recs.last().map(|r| r.seq) else {
             return Ok(());
         };
+        let sent = std::time::Instant::now();
         for r in recs {
             tx.send(wire::signed_record(channel, r.seq, &r.bytes)?)
                 .await
@@ -264,6 +265,12 @@ async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), Delivery
                 None => return Err(DeliveryError::EmptyAck),
             }
         }
+        node.metrics
+            .deliver_round_trip_seconds
+            .get_or_create(&PeerLabel {
+                peer: peer.to_string(),
+            })
+            .observe(sent.elapsed().as_secs_f64());
     }
 }
 

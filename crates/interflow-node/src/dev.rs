@@ -310,6 +310,42 @@ inbox_key = "clients/inbox.key"
     )
 }
 
+/// What `interflow dev` suggests trying, as shell command lines that work as printed from the
+/// directory `interflow dev` ran in (`dir` as given to `--dir`). The synthetic ID goes through
+/// stdin (`--id -`), the way an operator keeps a real one out of the shell history.
+pub fn hints(fed: &DevFederation, dir: &Path) -> Vec<String> {
+    let (Some(first), Some(second)) = (fed.nodes.first(), fed.nodes.get(1)) else {
+        return Vec::new();
+    };
+    // `interflowctl` looks in `.interflow-dev` unless told otherwise.
+    let dev_dir = if dir == Path::new(".interflow-dev") {
+        String::new()
+    } else {
+        format!(" --dev-dir {}", shell_word(&dir.display().to_string()))
+    };
+    let ctl = |n: &DevNode| format!("interflowctl{dev_dir} --dev-node {}", n.region);
+    vec![
+        format!("{} pending", ctl(first)),
+        format!("{} channels", ctl(second)),
+        format!("echo {} | {} lookup --id -", synthetic_id(0), ctl(second)),
+        format!("{} reconcile", ctl(first)),
+        format!("{} inbox follow --consumer clinic", ctl(second)),
+    ]
+}
+
+/// `word` as one shell word: as it is when plain, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._/-+:@%".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// A clearly synthetic resident ID with a valid check character: address code `110105`,
 /// birth date 1990-01-01 plus `n % 3650` days, and sequence `n % 1000` — in the `9xx` range
 /// no real registry uses for the dev sample's sequence numbers.

@@ -219,7 +219,12 @@ impl pb::intake_server::Intake for IntakeService {
             ))
             .into());
         }
-        let results = self.node.submit(items).await?;
-        Ok(Response::new(pb::SubmitResponse { results }))
+        let started = std::time::Instant::now();
+        let results = self.node.submit(items).await;
+        self.node
+            .metrics
+            .submit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Response::new(pb::SubmitResponse { results: results? }))
     }
 }

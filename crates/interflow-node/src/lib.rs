@@ -17,6 +17,7 @@ pub mod inbox;
 pub mod intake;
 pub mod metrics;
 pub mod node;
+pub mod process;
 pub mod reconcile;
 pub mod server;
 pub mod store;

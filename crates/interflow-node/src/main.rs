@@ -1,6 +1,10 @@
-//! `interflow`: the node daemon (`serve`), a starter config (`init`).
+//! `interflow`: the node daemon (`serve`), a starter config (`init`), a local federation
+//! (`dev`). Exit codes: 0 a clean stop, 1 an error that kept the node from starting or
+//! stopped it (printed as one line: `error: ` and the chain of causes), 2 a usage error.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -47,14 +51,26 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Print a shell completion script, e.g.
+    /// `interflow completions bash > /etc/bash_completion.d/interflow`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `interflow man > /usr/local/share/man/man1/interflow.1`.
+    Man,
 }
 
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: escape codes in a journal, a file or a log
+    // collector are noise. `NO_COLOR` (no-color.org) turns it off there too.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {
@@ -62,10 +78,26 @@ fn init_logging(json: bool) {
     }
 }
 
+/// The exit code of an error that kept the node from starting or stopped it.
+const EXIT_ERROR: u8 = 1;
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    // clap prints usage errors itself and exits 2.
     let cli = Cli::parse();
     init_logging(cli.log_json);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with every cause, never anyhow's multi-line Debug form or a backtrace:
+            // these are an operator's mistakes (a missing file, a port in use), not bugs.
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
         Command::Dev {
@@ -73,6 +105,15 @@ async fn main() -> anyhow::Result<()> {
             dir,
             samples,
         } => dev(nodes, dir, samples).await,
+        // Generated from the parser's own definition, so they list exactly its commands.
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "interflow", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .context("writing the man page"),
         Command::Init { region, out } => {
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("creating `{}`", out.display()))?;
@@ -130,7 +171,7 @@ async fn wait_for_signals(_running: &interflow_node::Running) -> anyhow::Result<
 }
 
 async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
-    use interflow_node::dev::{DevFederation, generate, sample_submission, synthetic_id};
+    use interflow_node::dev::{DevFederation, generate, sample_submission};
     use std::time::Duration;
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating `{}`", dir.display()))?;
@@ -160,7 +201,7 @@ async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
     for n in &fed.nodes {
         let config =
             Config::load(&n.config).with_context(|| format!("loading `{}`", n.config.display()))?;
-        let listeners = match prebound.next() {
+        let mut listeners = match prebound.next() {
             Some((peer, local)) => Listeners {
                 peer,
                 local,
@@ -168,6 +209,15 @@ async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
             },
             None => Listeners::bind(&config).await?,
         };
+        // `/metrics` on a loopback port of its own per node, so dashboards and alert rules
+        // can be tried against the dev federation.
+        if listeners.metrics.is_none() {
+            listeners.metrics = Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .context("binding a metrics listener")?,
+            );
+        }
         running.push(start(config, listeners, system_clock()).await?);
     }
     // Intake opens once each node has compared its outbound heads with its peers.
@@ -213,23 +263,20 @@ async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
         }
     }
     println!("submitted {stored} new synthetic records\n");
-    for n in &fed.nodes {
+    for (n, r) in fed.nodes.iter().zip(&running) {
+        let metrics = r
+            .metrics_addr
+            .map(|a| format!("  metrics http://{a}/metrics"))
+            .unwrap_or_default();
         println!(
-            "  {}  {:<18} peer {}  local {}",
+            "  {}  {:<18} peer {}  local {}{metrics}",
             n.region, n.name, n.peer_addr, n.local_addr
         );
     }
-    let first = &fed.nodes[0].region;
-    let second = &fed.nodes[1].region;
     println!("\nTry, in another terminal:");
-    println!("  interflowctl --dev-node {first} pending");
-    println!("  interflowctl --dev-node {second} channels");
-    println!(
-        "  interflowctl --dev-node {second} lookup --id {}",
-        synthetic_id(0)
-    );
-    println!("  interflowctl --dev-node {first} reconcile");
-    println!("  interflowctl --dev-node {second} inbox follow --consumer clinic");
+    for hint in interflow_node::dev::hints(&fed, &dir) {
+        println!("  {hint}");
+    }
     println!(
         "\nready; Ctrl-C stops every node (the data stays in {})",
         dir.display()

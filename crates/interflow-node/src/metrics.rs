@@ -1,6 +1,8 @@
 //! Prometheus metrics of one node, in its own registry (no process-global recorder, so several
-//! nodes in one process keep their figures apart). Labels carry region codes and reason names
-//! only, never personal data.
+//! nodes in one process keep their figures apart), served as OpenMetrics text together with
+//! the `process_*` metrics of the process. Labels carry region codes and reason names only,
+//! never personal data. Every labelled family has its series from start (each agreement peer,
+//! each reject reason), so a dashboard or alert sees 0 rather than no data.
 
 use std::sync::Arc;
 
@@ -9,8 +11,31 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
 use tokio_util::sync::CancellationToken;
+
+/// The content type of the OpenMetrics text the endpoint serves.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Latency buckets from 1 ms to about 33 s (×2 each).
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Buckets for a reconciliation run: 10 ms to about 5.5 min.
+fn run_time() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+type PeerHistograms = Family<PeerLabel, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabel {
+    /// `peer` or `local`: which listener's own certificate.
+    pub listener: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -31,6 +56,8 @@ pub struct ConsumerLabel {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// `process_*`, without the `interflow_` prefix and region label Prometheus tools expect.
+    process: Arc<Registry>,
     pub submitted: Counter,
     pub delivered: Family<PeerLabel, Counter>,
     pub received: Counter,
@@ -46,6 +73,20 @@ pub struct Metrics {
     /// Per inbox consumer: items after its cursor, and the age of the oldest of them.
     pub consumer_lag_items: Family<ConsumerLabel, Gauge>,
     pub consumer_lag_seconds: Family<ConsumerLabel, Gauge>,
+    /// Time to handle one `Intake.Submit` (validate, seal, durable append).
+    pub submit_seconds: Histogram,
+    /// From sending a batch to a peer until its receipt covers the batch.
+    pub deliver_round_trip_seconds: PeerHistograms,
+    /// One fsync of the store's data file (each durable commit has one).
+    pub store_fsync_seconds: Histogram,
+    /// One reconciliation run over its peers.
+    pub reconcile_seconds: Histogram,
+    /// Anomalies reconciliation found, by peer (see `interflowctl reconcile-report`).
+    pub reconcile_anomalies: Family<PeerLabel, Counter>,
+    /// 1 while the outbound channel to a peer is held until heads are compared.
+    pub channel_held: Family<PeerLabel, Gauge>,
+    /// Seconds until the node's own listener certificate expires (negative once expired).
+    pub certificate_expiry_seconds: Family<CertificateLabel, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -55,7 +96,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub fn new(region: RegionCode) -> Self {
+    /// The metrics of the node `region`, with a series for each of `peers` from the start.
+    pub fn new(region: RegionCode, peers: &[RegionCode]) -> Self {
         let mut registry = Registry::with_prefix_and_labels(
             "interflow",
             [("region".into(), region.as_str().to_owned().into())].into_iter(),
@@ -72,6 +114,58 @@ impl Metrics {
         let inbox_items = Counter::default();
         let consumer_lag_items = Family::<ConsumerLabel, Gauge>::default();
         let consumer_lag_seconds = Family::<ConsumerLabel, Gauge>::default();
+        let submit_seconds = latency();
+        let deliver_round_trip_seconds: PeerHistograms = Family::new_with_constructor(latency);
+        let store_fsync_seconds = latency();
+        let reconcile_seconds = run_time();
+        let reconcile_anomalies = Family::<PeerLabel, Counter>::default();
+        let channel_held = Family::<PeerLabel, Gauge>::default();
+        let certificate_expiry_seconds = Family::<CertificateLabel, Gauge>::default();
+        registry.register(
+            "build",
+            "The version of this node's build",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register_with_unit(
+            "submit_duration",
+            "Time to handle one Intake.Submit call",
+            Unit::Seconds,
+            submit_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "deliver_round_trip",
+            "From sending a batch of records to a peer until its signed receipt covers them",
+            Unit::Seconds,
+            deliver_round_trip_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "store_fsync_duration",
+            "One fsync of the store's data file, once per durable commit",
+            Unit::Seconds,
+            store_fsync_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "One reconciliation run over its peers",
+            Unit::Seconds,
+            reconcile_seconds.clone(),
+        );
+        registry.register(
+            "reconcile_anomalies",
+            "Anomalies found by reconciliation, by peer",
+            reconcile_anomalies.clone(),
+        );
+        registry.register(
+            "channel_held",
+            "1 while the outbound channel to a peer is held until its head is compared with the peer's",
+            channel_held.clone(),
+        );
+        registry.register_with_unit(
+            "certificate_expiry",
+            "Seconds until the node's own listener certificate expires",
+            Unit::Seconds,
+            certificate_expiry_seconds.clone(),
+        );
         registry.register(
             "inbox_items",
             "Inbound records put in this node's inbox",
@@ -127,8 +221,11 @@ impl Metrics {
             "1 while the store accepts writes, 0 while it refuses them",
             store_writable.clone(),
         );
-        Metrics {
+        let mut process = Registry::default();
+        process.register_collector(Box::new(crate::process::ProcessCollector));
+        let m = Metrics {
             registry: Arc::new(registry),
+            process: Arc::new(process),
             submitted,
             delivered,
             received,
@@ -140,24 +237,52 @@ impl Metrics {
             inbox_items,
             consumer_lag_items,
             consumer_lag_seconds,
+            submit_seconds,
+            deliver_round_trip_seconds,
+            store_fsync_seconds,
+            reconcile_seconds,
+            reconcile_anomalies,
+            channel_held,
+            certificate_expiry_seconds,
+        };
+        for p in peers {
+            let peer = PeerLabel {
+                peer: p.to_string(),
+            };
+            let _ = m.pending.get_or_create(&peer);
+            let _ = m.delivered.get_or_create(&peer);
+            let _ = m.deliver_round_trip_seconds.get_or_create(&peer);
+            let _ = m.reconcile_anomalies.get_or_create(&peer);
+            // Every outbound channel starts held (see `holds`).
+            m.channel_held.get_or_create(&peer).set(1);
         }
+        for r in (1..).map_while(|n| interflow_core::pb::RejectReason::try_from(n).ok()) {
+            let _ = m.rejected.get_or_create(&reason_label(r));
+        }
+        m
     }
 
     pub fn reject(&self, reason: interflow_core::pb::RejectReason) {
-        self.rejected
-            .get_or_create(&ReasonLabel {
-                reason: reason.as_str_name().to_ascii_lowercase(),
-            })
-            .inc();
+        self.rejected.get_or_create(&reason_label(reason)).inc();
     }
 
-    /// The text exposition.
+    /// The OpenMetrics text exposition: this node's metrics, then the process's.
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out));
+        if encoded.is_err() {
             out.clear();
         }
         out
+    }
+}
+
+fn reason_label(reason: interflow_core::pb::RejectReason) -> ReasonLabel {
+    ReasonLabel {
+        reason: reason.as_str_name().to_ascii_lowercase(),
     }
 }
 
@@ -171,7 +296,12 @@ pub async fn serve(
         "/metrics",
         axum::routing::get(move || {
             let m = metrics.clone();
-            async move { m.render() }
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+                    m.render(),
+                )
+            }
         }),
     );
     axum::serve(listener, app)

@@ -89,6 +89,7 @@ impl Node {
         store: StoreHandle,
         clock: Clock,
         peer_tls: Arc<rustls::ClientConfig>,
+        metrics: Metrics,
     ) -> Arc<Node> {
         let region = config.region;
         let wake = material
@@ -117,7 +118,7 @@ impl Node {
             digest_key: interflow_core::idempotency::DigestKey::derive(&material.signing_key),
             signing_key: material.signing_key,
             clock,
-            metrics: Metrics::new(region),
+            metrics,
             wake,
             peer_tls,
             peer_channels: Mutex::new(HashMap::new()),

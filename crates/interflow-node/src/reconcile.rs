@@ -63,6 +63,7 @@ pub async fn run(
     progress: Option<&Progress>,
 ) -> RunReport {
     let _one_at_a_time = node.reconcile_lock.lock().await;
+    let timer = std::time::Instant::now();
     let started = node.now();
     let mut channels = Vec::new();
     for peer in node.agreements.active_peers(node.region, started) {
@@ -106,6 +107,24 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "cannot save the reconciliation report"),
     }
     node.metrics.reconcile_runs.inc();
+    node.metrics
+        .reconcile_seconds
+        .observe(timer.elapsed().as_secs_f64());
+    for c in &report.channels {
+        if !c.anomalies.is_empty() {
+            let peer = if c.channel.origin == node.region {
+                c.channel.destination
+            } else {
+                c.channel.origin
+            };
+            node.metrics
+                .reconcile_anomalies
+                .get_or_create(&crate::metrics::PeerLabel {
+                    peer: peer.to_string(),
+                })
+                .inc_by(c.anomalies.len() as u64);
+        }
+    }
     let fetched: u64 = report.channels.iter().map(|c| c.records_fetched).sum();
     let anomalies: usize = report.channels.iter().map(|c| c.anomalies.len()).sum();
     tracing::info!(
@@ -249,6 +268,12 @@ async fn compare(
     }
     if node.store.head(outbound).0 >= peer_out.0 {
         node.holds.release(outbound);
+        node.metrics
+            .channel_held
+            .get_or_create(&crate::metrics::PeerLabel {
+                peer: peer.to_string(),
+            })
+            .set(0);
         node.wake_delivery(peer);
     }
 

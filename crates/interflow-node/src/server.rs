@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use interflow_core::pb;
+use interflow_core::record::ChannelId;
 use interflow_store::{Store, StoreOptions};
 use interflow_tls::{ReloadableServerConfig, ServerTlsFiles, tls_incoming};
 use tokio::net::TcpListener;
@@ -21,6 +22,7 @@ use crate::config::{Config, Limits, TlsPaths};
 use crate::exchange::ExchangeService;
 use crate::inbox::InboxService;
 use crate::intake::IntakeService;
+use crate::metrics::{CertificateLabel, Metrics};
 use crate::node::{Clock, Node};
 use crate::store::StoreHandle;
 
@@ -100,6 +102,63 @@ fn server(l: &Limits) -> Server {
         })
 }
 
+/// The services of the peer listener, as health and reflection name them.
+const PEER_SERVICES: &[&str] = &["interflow.v1.Exchange"];
+
+/// The services of the local listener.
+const LOCAL_SERVICES: &[&str] = &[
+    "interflow.v1.Intake",
+    "interflow.v1.Admin",
+    "interflow.v1.Inbox",
+];
+
+/// Services every listener also serves and lists.
+const COMMON_SERVICES: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Reflection listing `services` and the common ones. Both protocol versions are served:
+/// grpcurl speaks v1, while grpcio's client, Postman and older tools speak only v1alpha.
+fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(interflow_core::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both versions' descriptors, so each listing names a service it can describe.
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .include_reflection_service(false);
+    for s in services.iter().chain(COMMON_SERVICES) {
+        b = b.with_service_name(*s);
+    }
+    b
+}
+
+/// The health reporters of both listeners.
+#[derive(Clone)]
+struct Health {
+    peer: tonic_health::server::HealthReporter,
+    local: tonic_health::server::HealthReporter,
+}
+
+impl Health {
+    /// SERVING overall and per service while the store accepts writes; NOT_SERVING while it
+    /// refuses them, so a load balancer or probe stops sending work that would fail.
+    async fn set(&self, writable: bool) {
+        let status = if writable {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        for (reporter, services) in [(&self.peer, PEER_SERVICES), (&self.local, LOCAL_SERVICES)] {
+            for s in services.iter().chain(std::iter::once(&"")) {
+                reporter.set_service_status(*s, status).await;
+            }
+        }
+    }
+}
+
 /// Opens the store, loads the material, and starts serving on `listeners`.
 pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow::Result<Running> {
     let material = config
@@ -108,10 +167,22 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory `{}`", data_dir.display()))?;
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, StoreOptions::default()))
-            .await
-            .context("opening the store")??;
+    // The metrics exist before the store, so its fsyncs are timed from the first commit.
+    let peers = material.agreements.all_peers(config.region);
+    let metrics = Metrics::new(config.region, &peers);
+    let fsync = metrics.store_fsync_seconds.clone();
+    let options = StoreOptions {
+        sync: Arc::new(move |f: &std::fs::File| {
+            let t = std::time::Instant::now();
+            let r = f.sync_all();
+            fsync.observe(t.elapsed().as_secs_f64());
+            r
+        }),
+        ..StoreOptions::default()
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, options))
+        .await
+        .context("opening the store")??;
     if let Some(why) = store.write_refusal() {
         tracing::error!(reason = %why, "store opened read-only; writes are refused");
     }
@@ -129,7 +200,14 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     )
     .context("peer client TLS")?;
     let limits = config.limits.clone();
-    let node = Node::new(config, material, StoreHandle::new(store), clock, client_tls);
+    let node = Node::new(
+        config,
+        material,
+        StoreHandle::new(store),
+        clock,
+        client_tls,
+        metrics,
+    );
     // Idempotency keys an earlier build stored in the clear become digests, once.
     let n = node.clone();
     let digested = node
@@ -165,6 +243,18 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             tracing::warn!(error = %e, "cannot index earlier records into the inbox; retried at the next start")
         }
     }
+    // Pending per peer from the store, not 0, until a delivery worker (if any) takes over.
+    for peer in node.wake.keys().copied() {
+        let channel = ChannelId::new(node.region, peer);
+        if let Ok(st) = node.store.run(move |s| s.channel_state(channel)).await {
+            node.metrics
+                .pending
+                .get_or_create(&crate::metrics::PeerLabel {
+                    peer: peer.to_string(),
+                })
+                .set(i64::try_from(st.head_seq.saturating_sub(st.acked_seq)).unwrap_or(i64::MAX));
+        }
+    }
     match node.store.run(|s| s.inbox_head()).await {
         Ok(h) => {
             node.inbox_head.send_replace(h);
@@ -172,16 +262,6 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         Err(e) => tracing::warn!(error = %e, "cannot read the inbox head"),
     }
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(interflow_core::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-    };
     let max = limits.max_message_bytes;
     let exchange = pb::exchange_server::ExchangeServer::new(ExchangeService { node: node.clone() })
         .max_decoding_message_size(max)
@@ -195,21 +275,15 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let inbox = pb::inbox_server::InboxServer::new(InboxService { node: node.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    health
-        .set_serving::<pb::exchange_server::ExchangeServer<ExchangeService>>()
-        .await;
-    health
-        .set_serving::<pb::intake_server::IntakeServer<IntakeService>>()
-        .await;
-    health
-        .set_serving::<pb::admin_server::AdminServer<AdminService>>()
-        .await;
-    health
-        .set_serving::<pb::inbox_server::InboxServer<InboxService>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    // Each listener reports and lists only what it serves: a peer asking the peer port about
+    // `Admin` is told it is unknown, not that it is serving.
+    let (peer_health, peer_health_service) = tonic_health::server::health_reporter();
+    let (local_health, local_health_service) = tonic_health::server::health_reporter();
+    let health = Health {
+        peer: peer_health,
+        local: local_health,
+    };
+    health.set(node.store.write_refusal().is_none()).await;
 
     let shutdown = node.stopping.clone();
     let peer_addr = listeners.peer.local_addr()?;
@@ -224,8 +298,9 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             limits.max_pending_handshakes,
         );
         let router = server(&limits)
-            .add_service(health_service.clone())
-            .add_service(reflection()?)
+            .add_service(peer_health_service)
+            .add_service(reflection(PEER_SERVICES).build_v1()?)
+            .add_service(reflection(PEER_SERVICES).build_v1alpha()?)
             .add_service(exchange);
         let token = shutdown.clone();
         servers.push(tokio::spawn(async move {
@@ -245,8 +320,9 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             limits.max_pending_handshakes,
         );
         let router = server(&limits)
-            .add_service(health_service)
-            .add_service(reflection()?)
+            .add_service(local_health_service)
+            .add_service(reflection(LOCAL_SERVICES).build_v1()?)
+            .add_service(reflection(LOCAL_SERVICES).build_v1alpha()?)
             .add_service(intake)
             .add_service(admin)
             .add_service(inbox);
@@ -285,6 +361,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     }
     workers.push(tokio::spawn(watch_store(
         node.clone(),
+        health,
         workers_token.clone(),
     )));
     workers.push(tokio::spawn(enforce_retention(
@@ -336,8 +413,9 @@ async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
     }
 }
 
-/// Keeps `store_writable` true to the store, and reopens it once a full disk has room again.
-async fn watch_store(node: Arc<Node>, shutdown: CancellationToken) {
+/// Keeps `store_writable` and the health reports true to the store, and reopens it once a
+/// full disk has room again.
+async fn watch_store(node: Arc<Node>, health: Health, shutdown: CancellationToken) {
     loop {
         if node.store.write_refusal().is_some() {
             match node.store.run(|s| s.recover()).await {
@@ -346,9 +424,19 @@ async fn watch_store(node: Arc<Node>, shutdown: CancellationToken) {
                 Err(e) => tracing::error!(error = %e, "reopening the store failed"),
             }
         }
-        node.metrics
-            .store_writable
-            .set(i64::from(node.store.write_refusal().is_none()));
+        let writable = node.store.write_refusal().is_none();
+        node.metrics.store_writable.set(i64::from(writable));
+        health.set(writable).await;
+        for peer in node.wake.keys() {
+            let held = node.holds.is_held(ChannelId::new(node.region, *peer));
+            node.metrics
+                .channel_held
+                .get_or_create(&crate::metrics::PeerLabel {
+                    peer: peer.to_string(),
+                })
+                .set(i64::from(held));
+        }
+        refresh_certificate_expiry(&node).await;
         // Inbox consumer lag gauges stay fresh for alerting even when nobody asks.
         if let Err(e) = crate::inbox::consumers(&node).await {
             tracing::debug!(error = %e, "cannot refresh inbox consumer lag");
@@ -356,6 +444,37 @@ async fn watch_store(node: Arc<Node>, shutdown: CancellationToken) {
         tokio::select! {
             _ = tokio::time::sleep(STORE_WATCH_INTERVAL) => {}
             _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Sets the seconds until each listener's own certificate expires, read from its file so a
+/// reload (SIGHUP) with a renewed certificate shows at once.
+async fn refresh_certificate_expiry(node: &Node) {
+    let now_secs = node.now() / 1000;
+    for (listener, path) in [
+        ("peer", node.config.peer_tls.cert.clone()),
+        ("local", node.config.local_tls.cert.clone()),
+    ] {
+        let not_after = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+            let certs = interflow_tls::load_certs(&path)?;
+            let leaf = certs.first().context("no certificate in the file")?;
+            Ok(interflow_tls::cert_not_after(leaf)?)
+        })
+        .await;
+        match not_after {
+            Ok(Ok(t)) => {
+                node.metrics
+                    .certificate_expiry_seconds
+                    .get_or_create(&CertificateLabel {
+                        listener: listener.into(),
+                    })
+                    .set(t - now_secs);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(listener, error = %format!("{e:#}"), "cannot read the certificate's expiry")
+            }
+            Err(e) => tracing::debug!(listener, error = %e, "cannot read the certificate's expiry"),
         }
     }
 }

@@ -74,14 +74,38 @@ async fn inbound_at(fed: &DevFederation, i: usize) -> pb::StatsResponse {
         .into_inner()
 }
 
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_federation_runs_delivers_and_restarts_on_its_data() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
     let (dev, out) = start(&dir);
-    assert!(out.contains("interflowctl --dev-node"), "{out}");
+    assert!(out.contains("interflowctl --dev-dir"), "{out}");
     let fed = DevFederation::load(&dir).unwrap();
     assert_eq!(fed.nodes.len(), 3);
+    // Each node serves `/metrics` on loopback, and says where.
+    let urls: Vec<&str> = out
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://127.0.0.1:") && w.ends_with("/metrics"))
+        .collect();
+    assert_eq!(urls.len(), 3, "{out}");
+    for (url, n) in urls.iter().zip(&fed.nodes) {
+        let addr = &url["http://".len()..url.len() - "/metrics".len()];
+        let text = scrape(addr).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let build = format!("interflow_build_info{{region=\"{}\"", n.region);
+        assert!(text.contains(&build), "{url}: {text}");
+    }
     // The middle node has agreements with both neighbours: 5 samples from each reach it.
     let before = eventually(
         Duration::from_secs(30),

@@ -129,6 +129,12 @@ pub enum IdentityError {
     MissingHolderName,
 }
 
+/// When a certificate stops being valid (its `notAfter`), in Unix seconds: for a gauge that
+/// warns before a node's own certificates expire.
+pub fn cert_not_after(der: &CertificateDer<'_>) -> Result<i64, IdentityError> {
+    Ok(parse_cert(der)?.validity().not_after.timestamp())
+}
+
 /// Reads the interflow identity of a certificate (see the crate docs for the scheme).
 ///
 /// This parses only; it does not check the signature, validity or revocation, which the TLS
@@ -235,6 +241,17 @@ mod tests {
             "x.region.interflow".try_into().unwrap(),
         ));
         ca.issue_with_params("test", params).unwrap().cert_der
+    }
+
+    #[test]
+    fn not_after_is_read_in_unix_seconds() {
+        let local = Ca::generate("local").unwrap();
+        let end = std::time::UNIX_EPOCH + std::time::Duration::from_secs(4_102_444_800);
+        let validity = Validity::new(std::time::SystemTime::now(), end);
+        let admin = local
+            .issue_role_cert(Role::Admin, "Li Na", validity)
+            .unwrap();
+        assert_eq!(cert_not_after(&admin.cert_der), Ok(4_102_444_800));
     }
 
     #[test]

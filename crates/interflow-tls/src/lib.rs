@@ -59,7 +59,8 @@ pub use client::{
 };
 pub use error::TlsError;
 pub use identity::{
-    IdentityError, PeerIdentity, REGION_URI_PREFIX, ROLE_URI_PREFIX, Role, identity_from_cert,
+    IdentityError, PeerIdentity, REGION_URI_PREFIX, ROLE_URI_PREFIX, Role, cert_not_after,
+    identity_from_cert,
 };
 pub use load::{load_certs, load_crls, load_key};
 pub use server::{

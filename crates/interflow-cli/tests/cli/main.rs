@@ -4,6 +4,8 @@
 //! canned `Admin` answers behind real mutual TLS, certificates made by `interflowctl certs`).
 
 mod connection;
+mod dev_hints;
+mod docs;
 mod e2e;
 mod fake_node;
 mod inbox;
