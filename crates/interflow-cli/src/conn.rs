@@ -433,12 +433,21 @@ impl Connection {
             .max_encoding_message_size(MAX_RESPONSE_BYTES)
     }
 
-    /// An error for a failed call, with what to check for the common causes.
+    /// An error for a failed call, with what to check for the common causes; a [`CallError`]
+    /// inside, so callers can tell whether trying again could help.
     pub fn call_error(&self, call: &str, status: tonic::Status) -> anyhow::Error {
         use tonic::Code;
         let msg = status.message();
+        let refused = refused_certificate(&status);
         let hint = match status.code() {
-            // With TLS 1.3 a refused client certificate shows only on the first call.
+            // With TLS 1.3 the node checks the client certificate after the client has
+            // finished its handshake, so a refusal shows only on the first call: as the
+            // alert, or as a connection the node closed.
+            _ if refused.is_some() => format!(
+                "; {} refused the client certificate during or after the TLS handshake{}: check that the certificate was issued by this node's local CA (not another bureau's) and has not been revoked",
+                self.describe,
+                refused.as_deref().unwrap_or_default()
+            ),
             Code::Unavailable | Code::Unknown if msg.contains("transport") => format!(
                 "; the connection to {} failed: check that the node runs, and that the client certificate is issued by the node's local CA and has not expired or been revoked",
                 self.describe
@@ -455,8 +464,74 @@ impl Connection {
             }
             _ => String::new(),
         };
-        anyhow!("`{call}` failed: {}: {msg}{hint}", code_name(status.code()))
+        anyhow::Error::new(CallError {
+            code: status.code(),
+            refused_certificate: refused.is_some(),
+            text: format!("`{call}` failed: {}: {msg}{hint}", code_name(status.code())),
+        })
     }
+}
+
+/// A call the node answered with an error status, with the hint of [`Connection::call_error`].
+#[derive(Debug)]
+pub struct CallError {
+    pub code: tonic::Code,
+    /// The node refused the client certificate.
+    pub refused_certificate: bool,
+    text: String,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl CallError {
+    /// Whether the same call may succeed when tried again unchanged: not when the node refused
+    /// the certificate or the request itself.
+    pub fn retry_may_help(&self) -> bool {
+        use tonic::Code;
+        !self.refused_certificate
+            && !matches!(
+                self.code,
+                Code::Cancelled
+                    | Code::PermissionDenied
+                    | Code::Unauthenticated
+                    | Code::InvalidArgument
+                    | Code::FailedPrecondition
+                    | Code::NotFound
+                    | Code::Unimplemented
+            )
+    }
+}
+
+/// Whether `e` came from a call the node refused in a way a rerun cannot fix.
+pub fn rerun_cannot_help(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<CallError>()
+        .is_some_and(|c| !c.retry_may_help())
+}
+
+/// Whether `status` shows the node refusing the client certificate, and the TLS alert if it
+/// names one (` (received fatal alert: UnknownCA)`): a `cancelled` call whose connection the
+/// node closed, or a transport error from the alert or the pipe the node closed.
+fn refused_certificate(status: &tonic::Status) -> Option<String> {
+    use tonic::Code;
+    let chain = error_chain(status);
+    if let Some(at) = chain.find("received fatal alert") {
+        let alert = chain[at..]
+            .split(['"', ')', ';'])
+            .next()
+            .unwrap_or_default();
+        return Some(format!(" ({})", alert.trim()));
+    }
+    let transport = matches!(status.code(), Code::Unknown | Code::Unavailable)
+        && status.message().contains("transport");
+    let closed = status.code() == Code::Cancelled
+        || (transport && chain.to_ascii_lowercase().contains("broken pipe"));
+    closed.then(String::new)
 }
 
 /// `PermissionDenied` → `permission denied`.

@@ -7,6 +7,7 @@ mod connection;
 mod e2e;
 mod fake_node;
 mod offline;
+mod operators;
 
 use std::path::Path;
 

@@ -159,16 +159,22 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
         if items.len() >= batch_size || (at_end && !items.is_empty()) {
             let batch = std::mem::take(&mut items);
             let rows = std::mem::take(&mut queued);
-            let results = send(conn, batch).await.with_context(|| {
+            let results = send(conn, batch).await.map_err(|e| {
                 let first = rows.first().map_or(0, |q| q.row);
                 let last = rows.last().map_or(0, |q| q.row);
                 let _ = report.flush();
-                format!(
-                    "submitting rows {first} to {last} of `{}` ({} stored and {} already stored before); rerun the same command: stored rows are reported as already stored",
+                let rerun = if crate::conn::rerun_cannot_help(&e) {
+                    ""
+                } else {
+                    "; rerun the same command: stored rows are reported as already stored"
+                };
+                let context = format!(
+                    "submitting rows {first} to {last} of `{}` ({} stored and {} already stored before){rerun}",
                     opts.file.display(),
                     tally.stored,
                     tally.duplicates
-                )
+                );
+                e.context(context)
             })?;
             tally.batches += 1;
             for (q, r) in rows.iter().zip(results) {
