@@ -71,3 +71,40 @@ async fn another_bureaus_certificate_is_named_as_the_cause() {
     assert!(!stderr.contains("rerun"), "{stderr}");
     c.shutdown().await;
 }
+
+/// A failed connection is one short line: the address, what failed and the one thing to check,
+/// each said once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_are_one_concise_line() {
+    let c = TestCluster::start(2).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let (code, _, stderr) = ctl(with_config(&c, 0, &["pending", "--addr", &closed])).await;
+    assert_eq!(code, 2);
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{stderr}");
+    assert_eq!(line.matches(&closed).count(), 1, "{stderr}");
+    assert!(
+        line.contains("refused") && line.contains("--addr"),
+        "{stderr}"
+    );
+    assert!(line.contains("check that the node runs"), "{stderr}");
+    assert!(line.len() < 250, "{} characters: {line}", line.len());
+
+    // The wrong region: the node there presents another name.
+    let other = c.region(1).to_string();
+    let (code, _, stderr) = ctl(with_config(&c, 0, &["stats", "--region", &other])).await;
+    assert_eq!(code, 2);
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{stderr}");
+    assert!(
+        line.contains(&format!("{other}.local.interflow")),
+        "{stderr}"
+    );
+    assert!(line.contains("check the region"), "{stderr}");
+    assert!(line.len() < 400, "{} characters: {line}", line.len());
+    c.shutdown().await;
+}
