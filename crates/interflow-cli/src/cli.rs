@@ -201,9 +201,9 @@ pub enum NodeCommand {
         /// Rows per `Intake.Submit` call (the node's `limits.max_submit_batch` caps it).
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch: u32,
-        /// Error report (CSV); by default `<file stem>.errors.csv` beside the input. Written
-        /// only when a row fails.
-        #[arg(long)]
+        /// Error report (CSV); by default `<file stem>.errors.csv` in the working directory.
+        /// Written only when a row fails; the summary says where.
+        #[arg(long = "report", alias = "errors", value_name = "PATH")]
         errors: Option<PathBuf>,
     },
     /// Runs reconciliation now and prints each peer's result as it arrives, then the report.

@@ -4,8 +4,8 @@
 
 use interflow_tests::TestCluster;
 
-use crate::e2e::ctl;
-use crate::p;
+use crate::e2e::{args, ctl};
+use crate::{interflowctl, p};
 
 /// `["--config", <node i's config>]` followed by `rest`.
 fn with_config(c: &TestCluster, i: usize, rest: &[&str]) -> Vec<String> {
@@ -106,5 +106,67 @@ async fn connection_errors_are_one_concise_line() {
     );
     assert!(line.contains("check the region"), "{stderr}");
     assert!(line.len() < 400, "{} characters: {line}", line.len());
+    c.shutdown().await;
+}
+
+/// The error report goes to the working directory (not beside the input, which may be a
+/// checkout), the summary says where, and its rows are in input order even when the node
+/// refuses an earlier row than one found invalid here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_error_report_is_written_in_the_working_directory_in_input_order() {
+    let c = TestCluster::start(2).await;
+    let input_dir = c.dir.path().join("checkout");
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&input_dir).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let input = input_dir.join("batch.csv");
+    // Row 2 is refused by the node (440305 is no member), row 3 here (check character).
+    std::fs::write(
+        &input,
+        format!(
+            "{HEADER}\n\
+             r-1,440305,11010519491231002X,pregnancy,not_pregnant,,2025-10-05,,,,0,3101150042,\n\
+             r-2,{},110105194912310021,pregnancy,not_pregnant,,2025-10-05,,,,0,3101150042,\n\
+             {}",
+            c.region(1),
+            one_row(&c, "r-3")
+        ),
+    )
+    .unwrap();
+    let cmd = args(&c, 0, &["submit", "--file", p(&input), "--batch", "10"]);
+    let dir = work.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        interflowctl()
+            .args(&cmd)
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let report = work.join("batch.errors.csv");
+    assert!(!input_dir.join("batch.errors.csv").exists());
+    assert!(stdout.contains(p(&report)), "{stdout}");
+    let text = std::fs::read_to_string(&report).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap_or_default())
+        .collect();
+    assert_eq!(rows, ["2", "3"], "{text}");
+
+    // `--report` puts it elsewhere, and the summary says so.
+    let elsewhere = c.dir.path().join("mine.csv");
+    let (code, stdout, _) = ctl(args(
+        &c,
+        0,
+        &["submit", "--file", p(&input), "--report", p(&elsewhere)],
+    ))
+    .await;
+    assert_eq!(code, 1);
+    assert!(stdout.contains(p(&elsewhere)), "{stdout}");
+    assert!(elsewhere.exists());
     c.shutdown().await;
 }

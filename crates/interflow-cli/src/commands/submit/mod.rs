@@ -93,10 +93,13 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
         ),
         InputFormat::Jsonl => Box::new(JsonlRows::new(BufReader::new(file))),
     };
-    let errors_path = opts
-        .errors
-        .clone()
-        .unwrap_or_else(|| default_errors_path(&opts.file));
+    let errors_path = match &opts.errors {
+        Some(path) => path.clone(),
+        None => default_errors_path(
+            &opts.file,
+            &std::env::current_dir().context("reading the working directory")?,
+        ),
+    };
     let mut report = ErrorReport::new(errors_path);
     let bar = if opts.progress {
         let b = ProgressBar::new(total);
@@ -115,6 +118,7 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut items: Vec<pb::Submission> = Vec::with_capacity(batch_size);
     let mut queued: Vec<Queued> = Vec::with_capacity(batch_size);
+    let mut held: Vec<row::RowError> = Vec::new();
     let rules_now = human::now_ms();
     let rules = ValidationRules {
         now_ms: rules_now,
@@ -152,7 +156,13 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
                 }
                 Err(e) => {
                     tally.failed_locally += 1;
-                    report.add(&e)?;
+                    // Held back while earlier rows wait for the node, so the report stays in
+                    // input order.
+                    if queued.is_empty() {
+                        report.add(&e)?;
+                    } else {
+                        held.push(e);
+                    }
                 }
             }
         }
@@ -162,6 +172,9 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
             let results = send(conn, batch).await.map_err(|e| {
                 let first = rows.first().map_or(0, |q| q.row);
                 let last = rows.last().map_or(0, |q| q.row);
+                for e in held.drain(..) {
+                    let _ = report.add(&e);
+                }
                 let _ = report.flush();
                 let rerun = if crate::conn::rerun_cannot_help(&e) {
                     ""
@@ -177,6 +190,7 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
                 e.context(context)
             })?;
             tally.batches += 1;
+            let mut failed = std::mem::take(&mut held);
             for (q, r) in rows.iter().zip(results) {
                 match r.outcome {
                     Some(pb::submit_result::Outcome::RecordId(_)) if r.duplicate => {
@@ -185,25 +199,29 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
                     Some(pb::submit_result::Outcome::RecordId(_)) => tally.stored += 1,
                     Some(pb::submit_result::Outcome::Error(e)) => {
                         tally.rejected += 1;
-                        report.add(&row_error(
+                        failed.push(row_error(
                             q.row,
                             &q.key,
                             &column_of(&e.field),
                             &crate::names::submit_error_name(e.code),
                             e.reason,
-                        ))?;
+                        ));
                     }
                     None => {
                         tally.rejected += 1;
-                        report.add(&row_error(
+                        failed.push(row_error(
                             q.row,
                             &q.key,
                             "",
                             "unknown",
                             "the node answered without an outcome",
-                        ))?;
+                        ));
                     }
                 }
+            }
+            failed.sort_by_key(|e| e.row);
+            for e in &failed {
+                report.add(e)?;
             }
             report.flush()?;
         }
