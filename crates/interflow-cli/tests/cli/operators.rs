@@ -170,3 +170,31 @@ async fn the_error_report_is_written_in_the_working_directory_in_input_order() {
     assert!(elsewhere.exists());
     c.shutdown().await;
 }
+
+/// The node's refusal of a certificate with the wrong role reads as English.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_role_is_refused_with_the_right_article() {
+    let c = TestCluster::start(2).await;
+    let node = c.fed.nodes[0].clone();
+    let (code, _, stderr) = ctl(with_config(
+        &c,
+        0,
+        &[
+            "stats",
+            "--cert",
+            p(&node.intake_cert),
+            "--key",
+            p(&node.intake_key),
+        ],
+    ))
+    .await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(
+            "an `intake` certificate cannot call this service; use an `admin` certificate"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("a `intake`"), "{stderr}");
+    c.shutdown().await;
+}
