@@ -307,6 +307,7 @@ async fn match_finds_residents_with_inbound_records_and_is_audited_once_without_
         .audit_log(pb::AuditLogRequest {
             since_ms: 0,
             limit: 10_000,
+            newest_first: false,
         })
         .await
         .unwrap()
@@ -365,6 +366,7 @@ async fn match_finds_residents_with_inbound_records_and_is_audited_once_without_
                 .audit_log(pb::AuditLogRequest {
                     since_ms: 0,
                     limit: 10_000,
+                    newest_first: false,
                 })
                 .await
                 .ok()?

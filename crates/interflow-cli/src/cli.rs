@@ -236,9 +236,12 @@ pub enum NodeCommand {
         /// (`24h`).
         #[arg(long)]
         since: Option<String>,
-        /// At most this many entries.
+        /// At most this many entries: the newest, newest first.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// The oldest entries of the range instead, oldest first.
+        #[arg(long)]
+        oldest_first: bool,
     },
 }
 

@@ -324,13 +324,15 @@ impl pb::admin_server::Admin for AdminService {
             0 => 100,
             l => l.min(10_000) as usize,
         };
-        let entries = self
+        let newest_first = req.get_ref().newest_first;
+        let page = self
             .node
             .store
-            .run(move |s| s.audit_entries(since, limit))
+            .run(move |s| s.audit_page(since, limit, newest_first))
             .await?;
         Ok(Response::new(pb::AuditLogResponse {
-            entries: entries.iter().map(wire::audit_entry).collect(),
+            entries: page.entries.iter().map(wire::audit_entry).collect(),
+            total: page.total,
         }))
     }
 

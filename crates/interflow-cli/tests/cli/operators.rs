@@ -198,3 +198,43 @@ async fn a_wrong_role_is_refused_with_the_right_article() {
     assert!(!stderr.contains("a `intake`"), "{stderr}");
     c.shutdown().await;
 }
+
+/// `audit --limit N` shows the newest N, newest first, and says how many there are in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_shows_the_newest_entries_and_how_many_in_all() {
+    let c = TestCluster::start(2).await;
+    // Every admin read is audited: four `stats` calls, then the audit reads themselves.
+    for _ in 0..4 {
+        let (code, _, stderr) = ctl(args(&c, 0, &["stats"])).await;
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let (code, stdout, stderr) = ctl(args(&c, 0, &["--json", "audit", "--limit", "2"])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let entries = v["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{v}");
+    let total = v["total"].as_u64().unwrap();
+    assert!(total >= 5, "{v}");
+    let first = entries[0]["index"].as_u64().unwrap();
+    assert_eq!(first, total, "the newest entry first: {v}");
+    assert_eq!(entries[0]["action"], "Admin.AuditLog", "{v}");
+    assert_eq!(entries[1]["index"].as_u64().unwrap(), first - 1, "{v}");
+
+    let (code, stdout, _) = ctl(args(&c, 0, &["audit", "--limit", "2"])).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains(&format!("2 of {} entries, newest first", total + 1)),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = ctl(args(
+        &c,
+        0,
+        &["--json", "audit", "--limit", "1", "--oldest-first"],
+    ))
+    .await;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["entries"][0]["index"], 1, "{v}");
+    c.shutdown().await;
+}
