@@ -226,8 +226,9 @@ pub enum NodeCommand {
     /// Lets a channel stopped after equivocation accept records again, once you have looked at
     /// the evidence (`channels` shows stopped channels; the evidence is kept). Audited.
     Resume {
-        /// The channel, `ORIGIN->DESTINATION`, e.g. `110105->310115`.
-        #[arg(long, value_name = "ORIGIN->DESTINATION")]
+        /// The channel, `ORIGIN:DESTINATION` or `ORIGIN-DESTINATION`, e.g. `110105:310115`
+        /// (`110105->310115` works too, quoted: unquoted, the shell reads `>` as a redirection).
+        #[arg(long, value_name = "ORIGIN:DESTINATION")]
         channel: String,
     },
     /// The node's audit log: who read or changed what, and when.
