@@ -155,7 +155,7 @@ pub enum NodeCommand {
     /// The subject is shown only as the short digest the audit log uses (`ref:` and 16 hex
     /// digits), never in full.
     Record {
-        /// Record id, 64 hex digits.
+        /// Record id: the 64 hex digits, or a unique start of at least 8 (tables show 12).
         id: String,
     },
     /// Counts: records out and in, pending, equivocations, audit entries, reconcile runs.

@@ -238,3 +238,42 @@ async fn audit_shows_the_newest_entries_and_how_many_in_all() {
     assert_eq!(v["entries"][0]["index"], 1, "{v}");
     c.shutdown().await;
 }
+
+/// A record id as tables show it (12 hex digits) finds the record; a prefix nothing starts with
+/// is named, and one too short is refused before the node is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_takes_a_unique_prefix_of_the_id() {
+    let c = TestCluster::start(2).await;
+    let csv = c.dir.path().join("one.csv");
+    std::fs::write(&csv, format!("{HEADER}\n{}", one_row(&c, "p-1"))).unwrap();
+    let (code, out, err) = ctl(args(&c, 0, &["submit", "--file", p(&csv)])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let ch = interflow_core::record::ChannelId::new(c.region(0), c.region(1));
+    let full = c.node(0).store.head(ch).1.to_hex();
+
+    let (code, stdout, stderr) = ctl(args(&c, 0, &["--json", "record", &full[..12]])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["id"], full.as_str(), "{v}");
+    assert_eq!(v["record"]["seq"], 1, "{v}");
+    // Odd lengths and capitals work too.
+    let (code, stdout, stderr) = ctl(args(&c, 0, &["record", &full[..9].to_uppercase()])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&full), "{stdout}");
+
+    let missing = if full.starts_with('0') {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    let (code, _, stderr) = ctl(args(&c, 0, &["record", missing])).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(&format!("no record id starts with `{missing}`")),
+        "{stderr}"
+    );
+    let (code, _, stderr) = ctl(args(&c, 0, &["record", &full[..7]])).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("8 or more"), "{stderr}");
+    c.shutdown().await;
+}
