@@ -198,7 +198,8 @@ pub enum NodeCommand {
         /// Input format; by default from the file extension (`.jsonl`/`.ndjson` or CSV).
         #[arg(long, value_enum)]
         format: Option<InputFormat>,
-        /// Rows per `Intake.Submit` call (the node's `limits.max_submit_batch` caps it).
+        /// Rows per `Intake.Submit` call; capped at 1000 until the node names its
+        /// `limits.max_submit_batch` (on every answer), then at that.
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch: u32,
         /// Error report (CSV); by default `<file stem>.errors.csv` in the working directory.

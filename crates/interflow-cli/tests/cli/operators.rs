@@ -277,3 +277,38 @@ async fn record_takes_a_unique_prefix_of_the_id() {
     assert!(stderr.contains("8 or more"), "{stderr}");
     c.shutdown().await;
 }
+
+/// A node that takes 3 items per call and one call per second (burst 2): `submit` learns the
+/// limit from the node's answer, splits its batches to it, and backs off on the rate limit
+/// instead of aborting; every row is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_fits_the_nodes_batch_limit_and_backs_off_on_its_rate_limit() {
+    let c = TestCluster::start_edited(2, |i, text| {
+        if i == 0 {
+            *text = text.replace(
+                "[delivery]\n",
+                "[limits]\nmax_submit_batch = 3\npeer_requests_per_sec = 1\npeer_burst = 2\n\n[delivery]\n",
+            );
+        }
+    })
+    .await;
+    let rows: String = (0..7)
+        .map(|i| {
+            format!(
+                "lim-{i},{},11010519491231002X,contraception,,iud,2025-10-0{},,,2025-01-01,,3101150042,\n",
+                c.region(1),
+                i + 1
+            )
+        })
+        .collect();
+    let csv = c.dir.path().join("seven.csv");
+    std::fs::write(&csv, format!("{HEADER}\n{rows}")).unwrap();
+    let (code, stdout, stderr) = ctl(args(&c, 0, &["--json", "submit", "--file", p(&csv)])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["stored"], 7, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    let ch = interflow_core::record::ChannelId::new(c.region(0), c.region(1));
+    assert_eq!(c.node(0).store.head(ch).0, 7);
+    c.shutdown().await;
+}
