@@ -332,7 +332,8 @@ pub struct Connection {
     channel: Channel,
     /// Says which node, for error messages.
     describe: String,
-    /// Says which client certificate, for error messages about it.
+    /// Says which client certificate, for error messages about it: `` `path` (from …)``
+    /// after a space, or empty.
     cert: String,
     request_timeout: Duration,
 }
@@ -343,7 +344,7 @@ impl Connection {
         Connection {
             channel,
             describe: describe.into(),
-            cert: "the client certificate".to_owned(),
+            cert: String::new(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
@@ -407,7 +408,7 @@ impl Connection {
             .map_err(|e| connect_error(target, &e))?;
         let mut conn = Connection::new(channel, target.to_string());
         conn.cert = format!(
-            "`{}` (from {})",
+            " `{}` (from {})",
             target.cert.value.display(),
             target.cert.from
         );
@@ -437,17 +438,17 @@ impl Connection {
             // finished its handshake, so a refusal shows only on the first call: as the
             // alert, or as a connection the node closed.
             _ if refused.is_some() => format!(
-                "; {} refused the client certificate {} during or after the TLS handshake{}: check that it was issued by this node's local CA (not another bureau's) and has not been revoked",
+                "; {} refused the client certificate{} during or after the TLS handshake{}: check that it was issued by this node's local CA (not another bureau's) and has not been revoked",
                 self.describe,
                 self.cert,
                 refused.as_deref().unwrap_or_default()
             ),
             Code::Unavailable | Code::Unknown if msg.contains("transport") => format!(
-                "; the connection to {} failed: check that the node runs, and that the client certificate {} is issued by the node's local CA and has not expired or been revoked",
+                "; the connection to {} failed: check that the node runs, and that the client certificate{} is issued by the node's local CA and has not expired or been revoked",
                 self.describe, self.cert
             ),
             Code::PermissionDenied | Code::Unauthenticated => format!(
-                "; {} refused the client certificate {}: admin commands need a certificate with the admin role (`[client] admin_cert`), `submit` one with the intake role (`[client] intake_cert`)",
+                "; {} refused the client certificate{}: admin commands need a certificate with the admin role (`[client] admin_cert`), `submit` one with the intake role (`[client] intake_cert`)",
                 self.describe, self.cert
             ),
             Code::Unavailable | Code::ResourceExhausted => {
