@@ -185,6 +185,7 @@ async fn consumers_read_independently_and_corrections_retractions_and_erasure_sh
         .audit_log(pb::AuditLogRequest {
             since_ms: 0,
             limit: 10_000,
+            newest_first: false,
         })
         .await
         .unwrap()
@@ -327,6 +328,7 @@ async fn match_finds_residents_with_inbound_records_and_is_audited_once_without_
         .audit_log(pb::AuditLogRequest {
             since_ms: 0,
             limit: 10_000,
+            newest_first: false,
         })
         .await
         .unwrap()
@@ -385,6 +387,7 @@ async fn match_finds_residents_with_inbound_records_and_is_audited_once_without_
                 .audit_log(pb::AuditLogRequest {
                     since_ms: 0,
                     limit: 10_000,
+                    newest_first: false,
                 })
                 .await
                 .ok()?

@@ -31,9 +31,19 @@ async fn a_partition_backs_off_loses_nothing_and_heals() {
     let ch = ChannelId::new(c.region(0), c.region(1));
     let (a, b) = (c.node(0).clone(), c.node(1).clone());
     submit(&c, 0..50).await;
+    // Delivered means stored at B and its receipt kept at A: cutting before the receipt
+    // arrives would leave those 50 pending too.
     eventually(Duration::from_secs(10), "first 50 delivered", || {
-        let b = b.clone();
-        async move { (b.store.head(ch).0 == 50).then_some(()) }
+        let (a, b) = (a.clone(), b.clone());
+        async move {
+            let acked = a
+                .store
+                .run(move |s| s.channel_state(ch))
+                .await
+                .ok()?
+                .acked_seq;
+            (b.store.head(ch).0 == 50 && acked == 50).then_some(())
+        }
     })
     .await;
 

@@ -199,6 +199,7 @@ async fn the_disclosure_report_lists_exchanges_and_every_read_of_the_person() {
     admin
         .get_record(pb::GetRecordRequest {
             record_id: rid.clone(),
+            record_id_prefix: String::new(),
         })
         .await
         .unwrap();
@@ -263,6 +264,7 @@ async fn after_retention_a_record_is_erased_but_the_log_still_verifies() {
     let got = admin
         .get_record(pb::GetRecordRequest {
             record_id: rid.clone(),
+            record_id_prefix: String::new(),
         })
         .await
         .unwrap()

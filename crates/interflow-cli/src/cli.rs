@@ -160,7 +160,7 @@ pub enum NodeCommand {
     /// The subject is shown only as the short digest the audit log uses (`ref:` and 16 hex
     /// digits), never in full.
     Record {
-        /// Record id, 64 hex digits.
+        /// Record id: the 64 hex digits, or a unique start of at least 8 (tables show 12).
         id: String,
     },
     /// Counts: records out and in, pending, equivocations, audit entries, reconcile runs.
@@ -203,12 +203,13 @@ pub enum NodeCommand {
         /// Input format; by default from the file extension (`.jsonl`/`.ndjson` or CSV).
         #[arg(long, value_enum)]
         format: Option<InputFormat>,
-        /// Rows per `Intake.Submit` call (the node's `limits.max_submit_batch` caps it).
+        /// Rows per `Intake.Submit` call; capped at 1000 until the node names its
+        /// `limits.max_submit_batch` (on every answer), then at that.
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch: u32,
-        /// Error report (CSV); by default `<file stem>.errors.csv` beside the input. Written
-        /// only when a row fails.
-        #[arg(long)]
+        /// Error report (CSV); by default `<file stem>.errors.csv` in the working directory.
+        /// Written only when a row fails; the summary says where.
+        #[arg(long = "report", alias = "errors", value_name = "PATH")]
         errors: Option<PathBuf>,
     },
     /// Runs reconciliation now and prints each peer's result as it arrives, then the report.
@@ -231,8 +232,9 @@ pub enum NodeCommand {
     /// Lets a channel stopped after equivocation accept records again, once you have looked at
     /// the evidence (`channels` shows stopped channels; the evidence is kept). Audited.
     Resume {
-        /// The channel, `ORIGIN->DESTINATION`, e.g. `110105->310115`.
-        #[arg(long, value_name = "ORIGIN->DESTINATION")]
+        /// The channel, `ORIGIN:DESTINATION` or `ORIGIN-DESTINATION`, e.g. `110105:310115`
+        /// (`110105->310115` works too, quoted: unquoted, the shell reads `>` as a redirection).
+        #[arg(long, value_name = "ORIGIN:DESTINATION")]
         channel: String,
     },
     /// The inbox: records that arrived here, read by named consumers with durable cursors
@@ -245,9 +247,12 @@ pub enum NodeCommand {
         /// (`24h`).
         #[arg(long)]
         since: Option<String>,
-        /// At most this many entries.
+        /// At most this many entries: the newest, newest first.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// The oldest entries of the range instead, oldest first.
+        #[arg(long)]
+        oldest_first: bool,
     },
 }
 

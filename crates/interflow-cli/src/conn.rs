@@ -56,15 +56,7 @@ pub struct Target {
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "node `{}` at `{}` (from {}) with client certificate `{}` (from {})",
-            self.region.value,
-            self.addr.value,
-            self.addr.from,
-            self.cert.value.display(),
-            self.cert.from
-        )
+        write!(f, "node `{}` at `{}`", self.region.value, self.addr.value)
     }
 }
 
@@ -339,8 +331,11 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Connection {
     channel: Channel,
-    /// Says which node and certificate, for error messages.
+    /// Says which node, for error messages.
     describe: String,
+    /// Says which client certificate, for error messages about it: `` `path` (from …)``
+    /// after a space, or empty.
+    cert: String,
     request_timeout: Duration,
 }
 
@@ -350,6 +345,7 @@ impl Connection {
         Connection {
             channel,
             describe: describe.into(),
+            cert: String::new(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
@@ -395,31 +391,29 @@ impl Connection {
         })
         .await
         .context("loading tls material")?
-        .map_err(|e| anyhow!(error_chain(&e)))
-        .with_context(|| {
-            format!(
-                "loading the CA `{}` (from {}), client certificate `{}` (from {}) and key `{}` (from {}); check that the files exist, are PEM and that the key belongs to the certificate",
-                target.ca.value.display(),
-                target.ca.from,
-                target.cert.value.display(),
-                target.cert.from,
-                target.key.value.display(),
-                target.key.from
+        .map_err(|e| {
+            // The error names the file; say where that file was chosen, once.
+            let chain = error_chain(&e);
+            let from = [&target.ca, &target.cert, &target.key]
+                .into_iter()
+                .find(|s| chain.contains(&s.value.display().to_string()))
+                .map(|s| format!(" (the path is from {})", s.from))
+                .unwrap_or_default();
+            anyhow!(
+                "loading the tls files to reach {target}: {chain}{from}; check that the CA, certificate and key files exist, are PEM, and that the key belongs to the certificate"
             )
         })?;
         let server_name = interflow_tls::local_server_name(target.region.value);
         let channel = interflow_tls::connect(&target.addr.value, &server_name, config, timeout)
             .await
-            .map_err(|e| anyhow!(error_chain(&e)))
-            .with_context(|| {
-                format!(
-                    "cannot connect to {target}: check that the node runs and listens there (`local.listen`), that `{}` (from {}) is that node's local CA, and that its region is `{}` (the server name checked is `{server_name}`)",
-                    target.ca.value.display(),
-                    target.ca.from,
-                    target.region.value
-                )
-            })?;
-        Ok(Connection::new(channel, target.to_string()))
+            .map_err(|e| connect_error(target, &e))?;
+        let mut conn = Connection::new(channel, target.to_string());
+        conn.cert = format!(
+            " `{}` (from {})",
+            target.cert.value.display(),
+            target.cert.from
+        );
+        Ok(conn)
     }
 
     pub fn admin(&self) -> AdminClient<Channel> {
@@ -440,19 +434,29 @@ impl Connection {
             .max_encoding_message_size(MAX_RESPONSE_BYTES)
     }
 
-    /// An error for a failed call, with what to check for the common causes.
+    /// An error for a failed call, with what to check for the common causes; a [`CallError`]
+    /// inside, so callers can tell whether trying again could help.
     pub fn call_error(&self, call: &str, status: tonic::Status) -> anyhow::Error {
         use tonic::Code;
         let msg = status.message();
+        let refused = refused_certificate(&status);
         let hint = match status.code() {
-            // With TLS 1.3 a refused client certificate shows only on the first call.
+            // With TLS 1.3 the node checks the client certificate after the client has
+            // finished its handshake, so a refusal shows only on the first call: as the
+            // alert, or as a connection the node closed.
+            _ if refused.is_some() => format!(
+                "; {} refused the client certificate{} during or after the TLS handshake{}: check that it was issued by this node's local CA (not another bureau's) and has not been revoked",
+                self.describe,
+                self.cert,
+                refused.as_deref().unwrap_or_default()
+            ),
             Code::Unavailable | Code::Unknown if msg.contains("transport") => format!(
-                "; the connection to {} failed: check that the node runs, and that the client certificate is issued by the node's local CA and has not expired or been revoked",
-                self.describe
+                "; the connection to {} failed: check that the node runs, and that the client certificate{} is issued by the node's local CA and has not expired or been revoked",
+                self.describe, self.cert
             ),
             Code::PermissionDenied | Code::Unauthenticated => format!(
-                "; the node refused the client certificate of {}: admin commands need a certificate with the admin role (`[client] admin_cert`), `submit` one with the intake role (`[client] intake_cert`), `inbox` commands one with the inbox role (`[client] inbox_cert`)",
-                self.describe
+                "; {} refused the client certificate{}: admin commands need a certificate with the admin role (`[client] admin_cert`), `submit` one with the intake role (`[client] intake_cert`), `inbox` commands one with the inbox role (`[client] inbox_cert`)",
+                self.describe, self.cert
             ),
             Code::Unavailable | Code::ResourceExhausted => {
                 format!(
@@ -462,8 +466,111 @@ impl Connection {
             }
             _ => String::new(),
         };
-        anyhow!("`{call}` failed: {}: {msg}{hint}", code_name(status.code()))
+        anyhow::Error::new(CallError {
+            code: status.code(),
+            refused_certificate: refused.is_some(),
+            text: format!("`{call}` failed: {}: {msg}{hint}", code_name(status.code())),
+        })
     }
+}
+
+/// A call the node answered with an error status, with the hint of [`Connection::call_error`].
+#[derive(Debug)]
+pub struct CallError {
+    pub code: tonic::Code,
+    /// The node refused the client certificate.
+    pub refused_certificate: bool,
+    text: String,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl CallError {
+    /// Whether the same call may succeed when tried again unchanged: not when the node refused
+    /// the certificate or the request itself.
+    pub fn retry_may_help(&self) -> bool {
+        use tonic::Code;
+        !self.refused_certificate
+            && !matches!(
+                self.code,
+                Code::Cancelled
+                    | Code::PermissionDenied
+                    | Code::Unauthenticated
+                    | Code::InvalidArgument
+                    | Code::FailedPrecondition
+                    | Code::NotFound
+                    | Code::Unimplemented
+            )
+    }
+}
+
+/// Whether `e` came from a call the node refused in a way a rerun cannot fix.
+pub fn rerun_cannot_help(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<CallError>()
+        .is_some_and(|c| !c.retry_may_help())
+}
+
+/// One line for a failed connection: the address and where it came from, the innermost cause,
+/// and the one thing to check that this cause points at.
+fn connect_error(target: &Target, e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+    let mut root = e;
+    while let Some(inner) = root.source() {
+        root = inner;
+    }
+    let cause = root.to_string();
+    let cause = cause.strip_prefix("transport error: ").unwrap_or(&cause);
+    let check = if cause.contains("not valid for name") {
+        format!(
+            "check the region `{}` (from {}) and the address",
+            target.region.value, target.region.from
+        )
+    } else if cause.contains("invalid peer certificate") {
+        format!(
+            "check that `{}` (from {}) is that node's local CA",
+            target.ca.value.display(),
+            target.ca.from
+        )
+    } else if cause.contains("alert") {
+        format!(
+            "the node refused the client certificate `{}` (from {}): check that it was issued by this node's local CA and has not expired or been revoked",
+            target.cert.value.display(),
+            target.cert.from
+        )
+    } else {
+        "check that the node runs and listens there (`local.listen` in its config)".to_owned()
+    };
+    anyhow!(
+        "cannot connect to node `{}` at `{}` (from {}): {cause}; {check}",
+        target.region.value,
+        target.addr.value,
+        target.addr.from
+    )
+}
+
+/// Whether `status` shows the node refusing the client certificate, and the TLS alert if it
+/// names one (` (received fatal alert: UnknownCA)`): a `cancelled` call whose connection the
+/// node closed, or a transport error from the alert or the pipe the node closed.
+fn refused_certificate(status: &tonic::Status) -> Option<String> {
+    use tonic::Code;
+    let chain = error_chain(status);
+    if let Some(at) = chain.find("received fatal alert") {
+        let alert = chain[at..]
+            .split(['"', ')', ';'])
+            .next()
+            .unwrap_or_default();
+        return Some(format!(" ({})", alert.trim()));
+    }
+    let transport = matches!(status.code(), Code::Unknown | Code::Unavailable)
+        && status.message().contains("transport");
+    let closed = status.code() == Code::Cancelled
+        || (transport && chain.to_ascii_lowercase().contains("broken pipe"));
+    closed.then(String::new)
 }
 
 /// `PermissionDenied` → `permission denied`.

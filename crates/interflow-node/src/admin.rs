@@ -34,6 +34,12 @@ fn subject_digest(s: &SubjectRef) -> String {
 /// A person's subject ref under one agreement.
 type PersonRef = (String, interflow_core::RegionCode, SubjectRef);
 
+/// The fewest hex digits of a record id `Admin.GetRecord` looks up by prefix.
+const MIN_ID_PREFIX: usize = 8;
+
+/// How many ids a prefix lookup counts before it calls the prefix ambiguous.
+const MAX_PREFIX_MATCHES: usize = 100;
+
 impl AdminService {
     /// Validates a national ID and computes the person's ref under each agreement (refs differ
     /// between agreements by design). Returns the masked ID; the ID itself goes no further.
@@ -55,6 +61,47 @@ impl AdminService {
             })
             .collect();
         Ok((id.masked(), refs))
+    }
+
+    /// The one stored record id that starts with the hex digits `prefix` (at least
+    /// [`MIN_ID_PREFIX`]).
+    async fn record_id_by_prefix(&self, prefix: &str) -> Result<RecordId, NodeError> {
+        let field = "record_id_prefix";
+        let prefix = prefix.to_ascii_lowercase();
+        if !(MIN_ID_PREFIX..=64).contains(&prefix.len())
+            || !prefix.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(NodeError::bad_field(
+                field,
+                format!("must be {MIN_ID_PREFIX} to 64 hex digits"),
+            ));
+        }
+        // Whole bytes go to the index scan; an odd last digit is matched here.
+        let whole = hex::decode(&prefix[..prefix.len() / 2 * 2])
+            .map_err(|e| NodeError::bad_field(field, e))?;
+        let found: Vec<RecordId> = self
+            .node
+            .store
+            .run(move |s| s.ids_with_prefix(&whole, MAX_PREFIX_MATCHES))
+            .await?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&prefix))
+            .collect();
+        match found.as_slice() {
+            [] => Err(NodeError::NotFound(format!(
+                "no record id starts with `{prefix}`"
+            ))),
+            [id] => Ok(*id),
+            many => Err(NodeError::InvalidArgument(format!(
+                "{}{} record ids start with `{prefix}`; give more digits",
+                many.len(),
+                if many.len() >= MAX_PREFIX_MATCHES {
+                    " or more"
+                } else {
+                    ""
+                }
+            ))),
+        }
     }
 
     /// Checks the role and writes the audit entry; returns the actor.
@@ -173,8 +220,23 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::GetRecordRequest>,
     ) -> Result<Response<pb::GetRecordResponse>, Status> {
-        let id = RecordId::try_from(req.get_ref().record_id.as_slice())
-            .map_err(|e| NodeError::bad_field("record_id", e))?;
+        let id = match req.get_ref().record_id_prefix.as_str() {
+            "" => RecordId::try_from(req.get_ref().record_id.as_slice())
+                .map_err(|e| NodeError::bad_field("record_id", e))?,
+            prefix => {
+                // Only an admin may learn which ids exist; the audited call below admits.
+                if !matches!(
+                    interflow_tls::peer_identity(&req),
+                    Some(interflow_tls::PeerIdentity::Local {
+                        role: Role::Admin,
+                        ..
+                    })
+                ) {
+                    self.node.local_caller(&req, Role::Admin)?;
+                }
+                self.record_id_by_prefix(prefix).await?
+            }
+        };
         self.audited(&req, "Admin.GetRecord", vec![id.to_hex()])
             .await?;
         let entry = self
@@ -188,6 +250,7 @@ impl pb::admin_server::Admin for AdminService {
                 record: None,
                 signature_valid: false,
                 erased: true,
+                record_id: id.0.to_vec(),
             },
             Some(rec) => {
                 let valid = self
@@ -199,6 +262,7 @@ impl pb::admin_server::Admin for AdminService {
                     record: Some(rec.into_signed()),
                     signature_valid: valid,
                     erased: false,
+                    record_id: id.0.to_vec(),
                 }
             }
         };
@@ -329,13 +393,15 @@ impl pb::admin_server::Admin for AdminService {
             0 => 100,
             l => l.min(10_000) as usize,
         };
-        let entries = self
+        let newest_first = req.get_ref().newest_first;
+        let page = self
             .node
             .store
-            .run(move |s| s.audit_entries(since, limit))
+            .run(move |s| s.audit_page(since, limit, newest_first))
             .await?;
         Ok(Response::new(pb::AuditLogResponse {
-            entries: entries.iter().map(wire::audit_entry).collect(),
+            entries: page.entries.iter().map(wire::audit_entry).collect(),
+            total: page.total,
         }))
     }
 

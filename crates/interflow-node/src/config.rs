@@ -518,7 +518,23 @@ impl Config {
 
 /// A commented starter config for `interflow init`.
 pub fn starter(region: RegionCode) -> String {
-    include_str!("../../../deploy/examples/interflow.toml").replace("310115", region.as_str())
+    // The example is Pudong's (310115) with an agreement with 110105: the name becomes a
+    // placeholder and the agreement one with another region, never with itself.
+    const EXAMPLE_PEER: &str = "110105";
+    let peer = if region.as_str() == EXAMPLE_PEER {
+        "310115"
+    } else {
+        EXAMPLE_PEER
+    };
+    include_str!("../../../deploy/examples/interflow.toml")
+        .replace(
+            "Pudong New Area Health Bureau",
+            "Health Bureau of region @REGION@ (edit: the bureau's name)",
+        )
+        .replace("agr-310115-110105", "agr-@REGION@-@PEER@")
+        .replace("310115", "@REGION@")
+        .replace("@PEER@", peer)
+        .replace("@REGION@", region.as_str())
 }
 
 #[cfg(test)]
@@ -555,6 +571,27 @@ mod tests {
         assert_eq!(cfg.signing_key, dir.path().join("keys/signing.pem"));
         assert_eq!(cfg.local_listen.to_string(), "127.0.0.1:7444");
         assert_eq!(cfg.limits, Limits::default());
+    }
+
+    #[test]
+    fn the_starter_names_the_region_and_an_agreement_with_another_region() {
+        for (region, agreement) in [
+            ("440305", "agr-440305-110105"),
+            ("110105", "agr-110105-310115"),
+            ("310115", "agr-310115-110105"),
+        ] {
+            let text = starter(region.parse().unwrap());
+            assert!(!text.contains("Pudong"), "{text}");
+            assert!(
+                text.contains(&format!("Health Bureau of region {region}")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("agreement = \"{agreement}\"")),
+                "{region}: {text}"
+            );
+            assert!(!text.contains(&format!("agr-{region}-{region}")), "{text}");
+        }
     }
 
     #[test]

@@ -212,12 +212,17 @@ impl pb::intake_server::Intake for IntakeService {
         tracing::Span::current().record("caller", caller.as_str());
         let items = req.into_inner().items;
         let max = self.node.config.limits.max_submit_batch;
+        // Every answer says the limit, so clients size their batches to it.
+        let limit = tonic::metadata::MetadataValue::from(max as u64);
         if items.len() > max {
-            return Err(NodeError::InvalidArgument(format!(
+            let mut status = Status::from(NodeError::InvalidArgument(format!(
                 "a batch holds at most {max} items, got {}; split it",
                 items.len()
-            ))
-            .into());
+            )));
+            status
+                .metadata_mut()
+                .insert(interflow_core::MAX_SUBMIT_BATCH_HEADER, limit);
+            return Err(status);
         }
         let started = std::time::Instant::now();
         let results = self.node.submit(items).await;
@@ -225,6 +230,9 @@ impl pb::intake_server::Intake for IntakeService {
             .metrics
             .submit_seconds
             .observe(started.elapsed().as_secs_f64());
-        Ok(Response::new(pb::SubmitResponse { results: results? }))
+        let mut resp = Response::new(pb::SubmitResponse { results: results? });
+        resp.metadata_mut()
+            .insert(interflow_core::MAX_SUBMIT_BATCH_HEADER, limit);
+        Ok(resp)
     }
 }

@@ -35,9 +35,10 @@ enum Command {
     /// Run a whole local federation in this process: dev PKI, keys, signed directory and
     /// agreements, nodes on loopback, and sample records. Reuses DIR and its data on rerun.
     Dev {
-        /// How many nodes (2 to 5), with agreements between neighbours.
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
+        /// How many nodes (2 to 5, default 3), with agreements between neighbours. A DIR
+        /// that holds a federation keeps its number of nodes.
+        #[arg(long)]
+        nodes: Option<usize>,
         #[arg(long, default_value = ".interflow-dev")]
         dir: PathBuf,
         /// Synthetic records each node submits per agreement.
@@ -170,7 +171,7 @@ async fn wait_for_signals(_running: &interflow_node::Running) -> anyhow::Result<
     Ok(())
 }
 
-async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
+async fn dev(nodes: Option<usize>, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
     use interflow_node::dev::{DevFederation, generate, sample_submission};
     use std::time::Duration;
 
@@ -178,9 +179,18 @@ async fn dev(nodes: usize, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
     let mut prebound = Vec::new();
     let fed = if dir.join("federation.json").exists() {
         let fed = DevFederation::load(&dir)?;
+        let held = fed.nodes.len();
+        if let Some(asked) = nodes.filter(|n| *n != held) {
+            anyhow::bail!(
+                "the dev federation in `{}` holds {held} nodes, not {asked}; run without --nodes to start those {held} again, or remove `{}` (or choose another --dir) to start over with {asked}",
+                dir.display(),
+                dir.display()
+            );
+        }
         println!("reusing the dev federation in {}", dir.display());
         fed
     } else {
+        let nodes = nodes.unwrap_or(3);
         let mut addrs = Vec::new();
         for _ in 0..nodes {
             let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

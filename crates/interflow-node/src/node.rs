@@ -189,8 +189,8 @@ impl Node {
                 self.local_caller(req, role)
             }
             Some(PeerIdentity::Local { role, .. }) => Err(NodeError::PermissionDenied(format!(
-                "a `{}` certificate cannot call this service; use one of: {}",
-                role.as_str(),
+                "{} certificate cannot call this service; use one of: {}",
+                with_article(role),
                 roles
                     .iter()
                     .map(|r| format!("`{r}`"))
@@ -217,9 +217,9 @@ impl Node {
                 Ok(actor)
             }
             Some(PeerIdentity::Local { role: r, .. }) => Err(NodeError::PermissionDenied(format!(
-                "a `{}` certificate cannot call this service; use a `{}` certificate",
-                r.as_str(),
-                role.as_str()
+                "{} certificate cannot call this service; use {} certificate",
+                with_article(r),
+                with_article(role)
             ))),
             Some(_) => Err(NodeError::PermissionDenied(
                 "a peer certificate cannot call local services".into(),
@@ -313,4 +313,15 @@ impl Node {
         let node = self.clone();
         Ok(tokio::task::spawn_blocking(move || f(&node)).await?)
     }
+}
+
+/// "an `admin`", "an `intake`": the role in backticks with its article.
+fn with_article(role: Role) -> String {
+    let name = role.as_str();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} `{name}`")
 }

@@ -130,3 +130,38 @@ async fn dev_federation_runs_delivers_and_restarts_on_its_data() {
     assert_eq!(after.records_outbound, before.records_outbound);
     interrupt(dev);
 }
+
+/// A directory that holds a federation keeps its size: asking for another number of nodes is
+/// refused with what the directory holds and how to start over, instead of silently running
+/// the old size.
+#[tokio::test]
+async fn dev_refuses_another_number_of_nodes_on_an_existing_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addrs: Vec<_> = (0..3)
+        .map(|i| {
+            let a = std::net::SocketAddr::from(([127, 0, 0, 1], 20_000 + i));
+            (a, a)
+        })
+        .collect();
+    interflow_node::dev::generate(dir.path(), &addrs, 1_767_225_600_000).expect("generate");
+    let mut child = Dev(Command::new(env!("CARGO_BIN_EXE_interflow"))
+        .args(["dev", "--nodes", "4", "--dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn interflow dev"));
+    // Without the check it would run the 3 nodes until stopped.
+    let status = eventually(Duration::from_secs(20), "interflow dev to exit", || {
+        let exited = child.0.try_wait().expect("wait");
+        async move { exited }
+    })
+    .await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("holds 3 nodes, not 4"), "{stderr}");
+    assert!(stderr.contains("remove"), "{stderr}");
+}

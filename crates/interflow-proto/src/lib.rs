@@ -11,3 +11,7 @@ pub mod v1 {
 
 /// Encoded `FileDescriptorSet` of every interflow proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("interflow_descriptor");
+
+/// Response metadata of `Intake.Submit`, on answers and refusals alike: the most items the node
+/// takes in one request (its `limits.max_submit_batch`), so clients can size their batches.
+pub const MAX_SUBMIT_BATCH_HEADER: &str = "x-interflow-max-batch";

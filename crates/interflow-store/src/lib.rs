@@ -65,7 +65,7 @@ use parking_lot::{Mutex, RwLock};
 
 use engine::{DurableHeads, Engine, Poison};
 
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, AuditPage};
 pub use error::{DecodeError, DurableStep, IntegrityProblem, Place, ReadOnlyReason, StoreError};
 pub use inbound::{ApplyError, ApplyOutcome, Evidence};
 pub use inbox::{Arrival, CONSUMER_RULE, Cursor, InboxEntry, InboxPage, valid_consumer};

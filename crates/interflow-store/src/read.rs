@@ -63,6 +63,23 @@ impl Store {
         Ok(Some(entry))
     }
 
+    /// Ids of stored records that start with the bytes `prefix`, in id order, at most
+    /// `limit`: the id index is keyed by id, so this is one prefix scan.
+    pub fn ids_with_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<RecordId>> {
+        let mut start = vec![keys::ID];
+        start.extend_from_slice(prefix);
+        let mut out = Vec::new();
+        for kv in self.db()?.scan_prefix(start).take(limit) {
+            let (k, _) = kv?;
+            let id = k
+                .get(1..)
+                .and_then(|b| RecordId::try_from(b).ok())
+                .ok_or_else(|| corrupt(Place::IdIndex, "key is not a record id"))?;
+            out.push(id);
+        }
+        Ok(out)
+    }
+
     /// A record by id; `None` when unknown or erased.
     pub fn get(&self, id: RecordId) -> Result<Option<DecodedRecord>> {
         Ok(self.get_entry(id)?.and_then(Stored::record))

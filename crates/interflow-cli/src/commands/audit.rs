@@ -1,4 +1,5 @@
-//! `audit`: the node's audit log from `Admin.AuditLog`, optionally since a time.
+//! `audit`: the node's audit log from `Admin.AuditLog`, optionally since a time: the newest
+//! entries first (`--oldest-first` for the other end), and how many there are in all.
 
 use interflow_core::pb;
 use serde::Serialize;
@@ -10,6 +11,10 @@ use crate::human;
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AuditReport {
     pub entries: Vec<AuditEntryView>,
+    /// Entries in the range in all; `entries` holds at most `--limit` of them.
+    pub total: u64,
+    /// Whether `entries` are newest first.
+    pub newest_first: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -23,15 +28,25 @@ pub struct AuditEntryView {
     pub prev_hash: String,
 }
 
-pub async fn audit(conn: &Connection, since_ms: i64, limit: u32) -> anyhow::Result<AuditReport> {
+pub async fn audit(
+    conn: &Connection,
+    since_ms: i64,
+    limit: u32,
+    newest_first: bool,
+) -> anyhow::Result<AuditReport> {
     let r = conn
         .unary(
             "Admin.AuditLog",
-            conn.admin()
-                .audit_log(pb::AuditLogRequest { since_ms, limit }),
+            conn.admin().audit_log(pb::AuditLogRequest {
+                since_ms,
+                limit,
+                newest_first,
+            }),
         )
         .await?;
     Ok(AuditReport {
+        total: r.total.max(r.entries.len() as u64),
+        newest_first,
         entries: r
             .entries
             .into_iter()
@@ -68,9 +83,19 @@ impl Report for AuditReport {
                 subjects,
             ]);
         }
-        format!(
-            "{t}\n{}\n",
-            human::count(self.entries.len() as u64, "entry")
-        )
+        let shown = self.entries.len() as u64;
+        if shown < self.total {
+            format!(
+                "{t}\n{shown} of {} entries, {}; raise --limit or narrow --since for more\n",
+                self.total,
+                if self.newest_first {
+                    "newest first"
+                } else {
+                    "oldest first"
+                }
+            )
+        } else {
+            format!("{t}\n{}\n", human::count(shown, "entry"))
+        }
     }
 }

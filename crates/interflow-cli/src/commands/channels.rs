@@ -94,10 +94,52 @@ impl Report for ChannelsReport {
                 },
             ]);
         }
-        format!("{t}\n")
+        let mut s = format!("{t}\n");
+        for c in self.channels.iter().filter(|c| c.stopped) {
+            s.push_str(&format!(
+                "{}->{} is stopped: once you have looked at the evidence, `interflowctl resume --channel {}` lets it accept records again\n",
+                c.origin,
+                c.destination,
+                super::resume::channel_arg(&c.origin, &c.destination)
+            ));
+        }
+        s
     }
 
     fn outcome(&self) -> Outcome {
         Outcome::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_channel_hints_at_resume_in_a_form_the_shell_leaves_alone() {
+        let row = |stopped| ChannelRow {
+            origin: "110105".into(),
+            destination: "310115".into(),
+            direction: "inbound",
+            head_seq: 3,
+            head_hash: "ab".repeat(32),
+            acked_seq: None,
+            pending: None,
+            stopped,
+            held: false,
+        };
+        let text = ChannelsReport {
+            channels: vec![row(true)],
+        }
+        .human();
+        assert!(
+            text.contains("`interflowctl resume --channel 110105:310115`"),
+            "{text}"
+        );
+        let text = ChannelsReport {
+            channels: vec![row(false)],
+        }
+        .human();
+        assert!(!text.contains("resume"), "{text}");
     }
 }

@@ -68,14 +68,21 @@ pub async fn run(
         NodeCommand::Inbox(c) => inbox::run(c, conn, ctx).await,
         NodeCommand::Verify => emit(ctx, &verify::verify(conn).await?),
         NodeCommand::Resume { channel } => emit(ctx, &resume::resume(conn, channel).await?),
-        NodeCommand::Audit { since, limit } => {
+        NodeCommand::Audit {
+            since,
+            limit,
+            oldest_first,
+        } => {
             let since_ms = match since {
                 Some(s) => human::parse_since(s, human::now_ms())
                     .map_err(anyhow::Error::msg)
                     .context("reading --since")?,
                 None => 0,
             };
-            emit(ctx, &audit::audit(conn, since_ms, *limit).await?)
+            emit(
+                ctx,
+                &audit::audit(conn, since_ms, *limit, !*oldest_first).await?,
+            )
         }
     }
 }

@@ -23,17 +23,36 @@ pub struct RecordReport {
     pub decode_error: Option<String>,
 }
 
+/// The fewest hex digits of a record id `record` accepts (tables show 12).
+pub const MIN_ID_PREFIX: usize = 8;
+
+/// What `record` was given: a whole id, or the start of one for the node to look up.
+fn request(id: &str) -> anyhow::Result<pb::GetRecordRequest> {
+    let id = id.trim();
+    if let Ok(rid) = RecordId::from_hex(id) {
+        return Ok(pb::GetRecordRequest {
+            record_id: rid.0.to_vec(),
+            record_id_prefix: String::new(),
+        });
+    }
+    anyhow::ensure!(
+        (MIN_ID_PREFIX..64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "`{id}` is not a record id; pass the 64 hex digits, or the first {MIN_ID_PREFIX} or more as tables show them"
+    );
+    Ok(pb::GetRecordRequest {
+        record_id: Vec::new(),
+        record_id_prefix: id.to_ascii_lowercase(),
+    })
+}
+
 pub async fn record(conn: &Connection, id: &str) -> anyhow::Result<RecordReport> {
-    let rid = RecordId::from_hex(id.trim())
-        .with_context(|| format!("`{id}` is not a record id; pass the 64 hex digits"))?;
+    let request = request(id)?;
     let resp = conn
-        .unary(
-            "Admin.GetRecord",
-            conn.admin().get_record(pb::GetRecordRequest {
-                record_id: rid.0.to_vec(),
-            }),
-        )
+        .unary("Admin.GetRecord", conn.admin().get_record(request.clone()))
         .await?;
+    let rid = RecordId::try_from(resp.record_id.as_slice())
+        .or_else(|_| RecordId::try_from(request.record_id.as_slice()))
+        .context("the node answered without the record's id; this is a node bug, report it")?;
     let (record, decode_error) = match resp.record {
         Some(signed) if !signed.body.is_empty() => match DecodedRecord::decode(signed) {
             Ok(d) => (Some(RecordView::from_decoded(&d)), None),
@@ -127,6 +146,29 @@ fn payload_rows(p: &PayloadView, row: &mut dyn FnMut(&str, String)) {
         }
         PayloadView::Retraction { retracted_kind } => {
             row("retracts", format!("a {retracted_kind} record"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_asked_for_by_id_or_by_a_prefix_of_eight_or_more_digits() {
+        let id = "ab".repeat(32);
+        let r = request(&id).unwrap();
+        assert_eq!((r.record_id.len(), r.record_id_prefix.as_str()), (32, ""));
+        let r = request(" 0123456789AB ").unwrap();
+        assert!(r.record_id.is_empty());
+        assert_eq!(r.record_id_prefix, "0123456789ab");
+        assert_eq!(request("012345678").unwrap().record_id_prefix, "012345678");
+        for bad in ["0123456", "0123456g", "", &"a".repeat(65)] {
+            let e = request(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("64 hex digits") && e.contains("8 or more"),
+                "{e}"
+            );
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `resume`: lets a channel stopped after equivocation accept records again
-//! (`Admin.ResumeChannel`). It parses `ORIGIN->DESTINATION`; the node keeps the evidence.
+//! (`Admin.ResumeChannel`). It parses `ORIGIN:DESTINATION` (or `ORIGIN-DESTINATION`, or
+//! `ORIGIN->DESTINATION` quoted); the node keeps the evidence.
 
 use anyhow::Context as _;
 use interflow_core::{RegionCode, pb};
@@ -16,11 +17,20 @@ pub struct ResumeReport {
     pub evidence: u32,
 }
 
-/// Parses `ORIGIN->DESTINATION`.
+/// How a channel is written in hints: no shell metacharacter, unlike `->` (a redirection).
+pub fn channel_arg(origin: impl std::fmt::Display, destination: impl std::fmt::Display) -> String {
+    format!("{origin}:{destination}")
+}
+
+/// Parses `ORIGIN:DESTINATION`, `ORIGIN-DESTINATION` or `ORIGIN->DESTINATION`.
 pub fn parse_channel(s: &str) -> anyhow::Result<(RegionCode, RegionCode)> {
     let (o, d) = s
         .split_once("->")
-        .with_context(|| format!("channel `{s}` must look like `110105->310115`"))?;
+        .or_else(|| s.split_once(':'))
+        .or_else(|| s.split_once('-'))
+        .with_context(|| {
+            format!("channel `{s}` must look like `110105:310115` (origin, then destination)")
+        })?;
     let origin: RegionCode = o
         .trim()
         .parse()
@@ -72,15 +82,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn channels_parse_as_origin_arrow_destination() {
-        let (o, d) = parse_channel("110105->310115").unwrap();
-        assert_eq!((o.as_str(), d.as_str()), ("110105", "310115"));
+    fn channels_parse_with_or_without_shell_metacharacters() {
+        for s in [
+            "110105->310115",
+            "110105:310115",
+            "110105-310115",
+            " 110105 : 310115 ",
+        ] {
+            let (o, d) = parse_channel(s).unwrap();
+            assert_eq!((o.as_str(), d.as_str()), ("110105", "310115"), "{s}");
+        }
         assert!(
-            parse_channel("110105-310115")
+            parse_channel("110105/310115")
                 .unwrap_err()
                 .to_string()
-                .contains("must look like")
+                .contains("must look like `110105:310115`")
         );
         assert!(parse_channel("110105->99").is_err());
+        assert!(parse_channel("110105:99").is_err());
+        assert_eq!(channel_arg("110105", "310115"), "110105:310115");
     }
 }

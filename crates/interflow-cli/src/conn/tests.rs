@@ -156,3 +156,32 @@ fn wildcard_listen_addresses_are_dialled_on_loopback() {
     assert_eq!(dialable("[::]:7444"), "[::1]:7444");
     assert_eq!(dialable("10.1.2.3:7444"), "10.1.2.3:7444");
 }
+
+#[tokio::test]
+async fn call_errors_read_well_without_a_certificate_path() {
+    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+    let conn = Connection::new(channel, "node `310115`");
+    let e = conn.call_error(
+        "Admin.Stats",
+        tonic::Status::permission_denied("a peer certificate cannot call local services"),
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("node `310115` refused the client certificate: admin commands"),
+        "{text}"
+    );
+    let e = conn.call_error(
+        "Admin.Stats",
+        tonic::Status::cancelled("operation was canceled"),
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("refused the client certificate during or after the TLS handshake"),
+        "{text}"
+    );
+    assert!(rerun_cannot_help(&e));
+    assert!(!rerun_cannot_help(&conn.call_error(
+        "Intake.Submit",
+        tonic::Status::unavailable("busy")
+    )));
+}

@@ -413,7 +413,9 @@ impl Report for AgreementView {
     }
 
     fn outcome(&self) -> Outcome {
-        Outcome::problem_if(self.verified == Some(false))
+        Outcome::problem_if(
+            self.verified == Some(false) || self.signatures.iter().any(|s| s.valid == Some(false)),
+        )
     }
 }
 

@@ -119,6 +119,13 @@ fn tls(e: interflow_tls::TlsError) -> anyhow::Error {
     anyhow::anyhow!(error_chain(&e))
 }
 
+/// The SHA-256 fingerprint of the certificate (over its DER), in hex: what
+/// `openssl x509 -noout -fingerprint -sha256` shows, to compare out of band.
+fn fingerprint(issued: &Issued) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(issued.cert_der.as_ref()))
+}
+
 pub fn run(cmd: &CertsCommand) -> anyhow::Result<Written> {
     match cmd {
         CertsCommand::Ca { name, out } => {
@@ -156,7 +163,7 @@ pub fn run(cmd: &CertsCommand) -> anyhow::Result<Written> {
             Ok(Written {
                 what: format!("the federation peer certificate of `{region}`"),
                 files: write_issued(&issued, out, "node")?,
-                fingerprint: Some(issued.serial.to_string()),
+                fingerprint: Some(fingerprint(&issued)),
                 note: Some(format!(
                     "set [tls] cert and key of node `{region}` to these files; it is valid as `{}`",
                     interflow_tls::peer_server_name(region)
@@ -179,7 +186,7 @@ pub fn run(cmd: &CertsCommand) -> anyhow::Result<Written> {
             Ok(Written {
                 what: format!("the {role} client certificate of `{name}`"),
                 files: write_issued(&issued, out, role.as_str())?,
-                fingerprint: Some(issued.serial.to_string()),
+                fingerprint: Some(fingerprint(&issued)),
                 note: Some(format!(
                     "point [client] {role}_cert and {role}_key (or --cert/--key) at these files"
                 )),
@@ -200,7 +207,7 @@ pub fn run(cmd: &CertsCommand) -> anyhow::Result<Written> {
             Ok(Written {
                 what: format!("the local listener certificate of `{region}`"),
                 files: write_issued(&issued, out, "local-server")?,
-                fingerprint: Some(issued.serial.to_string()),
+                fingerprint: Some(fingerprint(&issued)),
                 note: Some(
                     "set [tls] local_cert and local_key to these files, and local_ca to the CA's ca.pem"
                         .into(),
@@ -213,6 +220,29 @@ pub fn run(cmd: &CertsCommand) -> anyhow::Result<Written> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fingerprint_is_the_sha256_of_the_certificate() {
+        use sha2::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("local-ca");
+        run(&CertsCommand::Ca {
+            name: "test local".into(),
+            out: local.clone(),
+        })
+        .unwrap();
+        let written = run(&CertsCommand::Client {
+            ca_dir: local,
+            role: RoleArg::Intake,
+            name: "ops".into(),
+            out: dir.path().join("clients"),
+            days: 30,
+        })
+        .unwrap();
+        let der = interflow_tls::load_certs(&dir.path().join("clients/intake.pem")).unwrap();
+        let want = hex::encode(sha2::Sha256::digest(der[0].as_ref()));
+        assert_eq!(written.fingerprint.as_deref(), Some(want.as_str()));
+    }
 
     #[test]
     fn certificates_load_with_interflow_tls() {

@@ -213,11 +213,21 @@ async fn submit_reports_failures_and_reruns_safely() {
     ));
     std::fs::write(&input, &text).unwrap();
     let rows = sample.lines().count() as u64 - 1;
+    let errors = c.dir.path().join("batch.errors.csv");
 
     let (code, stdout, stderr) = ctl(args(
         &c,
         0,
-        &["--json", "submit", "--file", p(&input), "--batch", "4"],
+        &[
+            "--json",
+            "submit",
+            "--file",
+            p(&input),
+            "--batch",
+            "4",
+            "--report",
+            p(&errors),
+        ],
     ))
     .await;
     assert_eq!(code, 1, "{stdout}{stderr}");
@@ -229,7 +239,6 @@ async fn submit_reports_failures_and_reruns_safely() {
     assert_eq!(v["failed_locally"], 1);
     assert_eq!(v["rejected_by_node"], 1);
     assert_eq!(v["batches"], (rows + 1).div_ceil(4));
-    let errors = c.dir.path().join("batch.errors.csv");
     assert_eq!(v["errors_file"], p(&errors));
     let report = std::fs::read_to_string(&errors).unwrap();
     let lines: Vec<&str> = report.lines().collect();
@@ -249,7 +258,8 @@ async fn submit_reports_failures_and_reruns_safely() {
     );
 
     // A rerun stores nothing twice.
-    let (code, stdout, _) = ctl(args(&c, 0, &["submit", "--file", p(&input)])).await;
+    let rerun = ["submit", "--file", p(&input), "--report", p(&errors)];
+    let (code, stdout, _) = ctl(args(&c, 0, &rerun)).await;
     assert_eq!(code, 1);
     assert!(
         stdout.contains(&format!("0 stored, {rows} already stored, 2 failed")),
@@ -260,7 +270,7 @@ async fn submit_reports_failures_and_reruns_safely() {
 
     // Fixed: exit 0, and the old error report is gone.
     std::fs::write(&input, sample).unwrap();
-    let (code, stdout, stderr) = ctl(args(&c, 0, &["submit", "--file", p(&input)])).await;
+    let (code, stdout, stderr) = ctl(args(&c, 0, &rerun)).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(!errors.exists());
 

@@ -30,7 +30,7 @@ fn require<T>(req: &Request<T>, role: Role) -> Result<(), Status> {
     match interflow_tls::peer_identity(req) {
         Some(PeerIdentity::Local { role: r, .. }) if r == role => Ok(()),
         Some(PeerIdentity::Local { role: r, .. }) => Err(Status::permission_denied(format!(
-            "a `{r}` certificate cannot call this service; use a `{role}` certificate"
+            "an `{r}` certificate cannot call this service; use an `{role}` certificate"
         ))),
         _ => Err(Status::unauthenticated("no client certificate identity")),
     }

@@ -10,6 +10,7 @@ mod e2e;
 mod fake_node;
 mod inbox;
 mod offline;
+mod operators;
 
 use std::path::Path;
 

@@ -273,6 +273,16 @@ fn agreement_signed_by_both_parties_verifies_and_shows() {
     let (code, stdout, _) = with("b.pub.pem", "b.pub.pem");
     assert_eq!(code, 1);
     assert!(stdout.contains("DOES NOT VERIFY"), "{stdout}");
+    // A key for one party only: a signature that does not verify still exits 1.
+    let (code, stdout, _) = run(&[
+        "agreement",
+        "show",
+        p(&agr),
+        "--verify-with",
+        &format!("310115={}", p(&d("b.pub.pem"))),
+    ]);
+    assert!(stdout.contains("DOES NOT VERIFY"), "{stdout}");
+    assert_eq!(code, 1, "{stdout}");
 }
 
 #[test]

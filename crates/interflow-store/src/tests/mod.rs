@@ -206,6 +206,27 @@ fn inbound_apply_stores_in_order_and_duplicate_apply_changes_nothing() {
 }
 
 #[test]
+fn ids_with_a_prefix_are_found_by_one_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let recs = chain(5);
+    s.apply(&recs).unwrap();
+    let id = recs[2].id();
+    assert_eq!(s.ids_with_prefix(&id.as_bytes()[..4], 10).unwrap(), [id]);
+    assert_eq!(s.ids_with_prefix(id.as_bytes(), 10).unwrap(), [id]);
+    assert_eq!(s.ids_with_prefix(&[], 10).unwrap().len(), 5);
+    assert_eq!(s.ids_with_prefix(&[], 2).unwrap().len(), 2);
+    let mut other = id.as_bytes()[..4].to_vec();
+    other[3] ^= 0xff;
+    assert!(
+        s.ids_with_prefix(&other, 10)
+            .unwrap()
+            .iter()
+            .all(|i| i.as_bytes()[..4] == other[..])
+    );
+}
+
+#[test]
 fn gaps_and_broken_links_are_refused_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());

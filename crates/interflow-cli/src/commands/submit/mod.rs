@@ -35,8 +35,8 @@ use report::ErrorReport;
 use row::{FUTURE_SKEW_MS, row_error};
 use source::detect_format;
 
-/// How often a batch is retried when the node is briefly unavailable.
-const RETRIES: usize = 3;
+/// How often a batch is retried when the node is briefly unavailable or rate-limits it.
+const RETRIES: usize = 5;
 
 /// The wait before the first retry; it doubles for each further one.
 const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -93,10 +93,13 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
         ),
         InputFormat::Jsonl => Box::new(JsonlRows::new(BufReader::new(file))),
     };
-    let errors_path = opts
-        .errors
-        .clone()
-        .unwrap_or_else(|| default_errors_path(&opts.file));
+    let errors_path = match &opts.errors {
+        Some(path) => path.clone(),
+        None => default_errors_path(
+            &opts.file,
+            &std::env::current_dir().context("reading the working directory")?,
+        ),
+    };
     let mut report = ErrorReport::new(errors_path);
     let bar = if opts.progress {
         let b = ProgressBar::new(total);
@@ -110,11 +113,13 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
     } else {
         ProgressBar::hidden()
     };
-    let batch_size = opts.batch.max(1);
+    // Until the node has said its limit, no more than its default.
+    let mut batch_size = opts.batch.clamp(1, NODE_DEFAULT_MAX_BATCH);
     let mut tally = Tally::default();
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut items: Vec<pb::Submission> = Vec::with_capacity(batch_size);
     let mut queued: Vec<Queued> = Vec::with_capacity(batch_size);
+    let mut held: Vec<row::RowError> = Vec::new();
     let rules_now = human::now_ms();
     let rules = ValidationRules {
         now_ms: rules_now,
@@ -152,25 +157,46 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
                 }
                 Err(e) => {
                     tally.failed_locally += 1;
-                    report.add(&e)?;
+                    // Held back while earlier rows wait for the node, so the report stays in
+                    // input order.
+                    if queued.is_empty() {
+                        report.add(&e)?;
+                    } else {
+                        held.push(e);
+                    }
                 }
             }
         }
         if items.len() >= batch_size || (at_end && !items.is_empty()) {
             let batch = std::mem::take(&mut items);
             let rows = std::mem::take(&mut queued);
-            let results = send(conn, batch).await.with_context(|| {
+            let mut node_max = None;
+            let sent = send(conn, batch, batch_size, &mut node_max).await;
+            if let Some(max) = node_max {
+                batch_size = opts.batch.clamp(1, max.max(1));
+            }
+            let (results, calls) = sent.map_err(|e| {
                 let first = rows.first().map_or(0, |q| q.row);
                 let last = rows.last().map_or(0, |q| q.row);
+                for e in held.drain(..) {
+                    let _ = report.add(&e);
+                }
                 let _ = report.flush();
-                format!(
-                    "submitting rows {first} to {last} of `{}` ({} stored and {} already stored before); rerun the same command: stored rows are reported as already stored",
+                let rerun = if crate::conn::rerun_cannot_help(&e) {
+                    ""
+                } else {
+                    "; rerun the same command: stored rows are reported as already stored"
+                };
+                let context = format!(
+                    "submitting rows {first} to {last} of `{}` ({} stored and {} already stored before){rerun}",
                     opts.file.display(),
                     tally.stored,
                     tally.duplicates
-                )
+                );
+                e.context(context)
             })?;
-            tally.batches += 1;
+            tally.batches += calls;
+            let mut failed = std::mem::take(&mut held);
             for (q, r) in rows.iter().zip(results) {
                 match r.outcome {
                     Some(pb::submit_result::Outcome::RecordId(_)) if r.duplicate => {
@@ -179,25 +205,29 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
                     Some(pb::submit_result::Outcome::RecordId(_)) => tally.stored += 1,
                     Some(pb::submit_result::Outcome::Error(e)) => {
                         tally.rejected += 1;
-                        report.add(&row_error(
+                        failed.push(row_error(
                             q.row,
                             &q.key,
                             &column_of(&e.field),
                             &crate::names::submit_error_name(e.code),
                             e.reason,
-                        ))?;
+                        ));
                     }
                     None => {
                         tally.rejected += 1;
-                        report.add(&row_error(
+                        failed.push(row_error(
                             q.row,
                             &q.key,
                             "",
                             "unknown",
                             "the node answered without an outcome",
-                        ))?;
+                        ));
                     }
                 }
+            }
+            failed.sort_by_key(|e| e.row);
+            for e in &failed {
+                report.add(e)?;
             }
             report.flush()?;
         }
@@ -223,14 +253,68 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
     })
 }
 
-/// One `Intake.Submit` call, retried while the node is briefly unavailable (safe: items are
-/// idempotent by key).
+/// The node's `limits.max_submit_batch` unless it says otherwise.
+const NODE_DEFAULT_MAX_BATCH: usize = 1000;
+
+/// Sends `items` in `Intake.Submit` calls of at most `limit` items, answers in item order, and
+/// how many calls it took. The node names its batch limit on every answer (`node_max`); a batch
+/// it refuses as too large is split to that limit and sent again.
 async fn send(
     conn: &Connection,
     items: Vec<pb::Submission>,
-) -> anyhow::Result<Vec<pb::SubmitResult>> {
+    mut limit: usize,
+    node_max: &mut Option<usize>,
+) -> anyhow::Result<(Vec<pb::SubmitResult>, u64)> {
+    let mut results = Vec::with_capacity(items.len());
+    let mut calls = 0;
+    let mut rest = items;
+    while !rest.is_empty() {
+        let chunk: Vec<pb::Submission> = rest.drain(..rest.len().min(limit.max(1))).collect();
+        calls += 1;
+        match send_once(conn, &chunk).await? {
+            Sent::Answered(r, max) => {
+                *node_max = max.or(*node_max);
+                results.extend(r);
+            }
+            Sent::TooLarge(max) => {
+                *node_max = Some(max);
+                limit = max.max(1);
+                rest.splice(0..0, chunk);
+            }
+        }
+    }
+    Ok((results, calls))
+}
+
+/// What one call brought back.
+enum Sent {
+    /// The results, and the node's batch limit if it named it.
+    Answered(Vec<pb::SubmitResult>, Option<usize>),
+    /// Refused: the node takes at most this many items per call.
+    TooLarge(usize),
+}
+
+/// The batch limit a node names in `md`.
+fn max_batch(md: &tonic::metadata::MetadataMap) -> Option<usize> {
+    md.get(interflow_core::MAX_SUBMIT_BATCH_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Whether `s` is the node's rate limit: slow down and try again.
+fn rate_limited(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::ResourceExhausted && s.message().contains("rate limit")
+}
+
+/// One `Intake.Submit` call, retried while the node is briefly unavailable or asks to slow down
+/// (safe: items are idempotent by key).
+async fn send_once(conn: &Connection, items: &[pb::Submission]) -> anyhow::Result<Sent> {
     let n = items.len();
-    let request = pb::SubmitRequest { items };
+    let request = pb::SubmitRequest {
+        items: items.to_vec(),
+    };
     let call = || async {
         tokio::time::timeout(
             conn.request_timeout(),
@@ -246,26 +330,35 @@ async fn send(
     };
     let backoff = ExponentialBuilder::default()
         .with_min_delay(FIRST_RETRY_DELAY)
+        .with_jitter()
         .with_max_times(RETRIES);
-    let results = call
+    let answer = call
         .retry(backoff)
         .when(|s| {
-            matches!(
-                s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            )
+            rate_limited(s)
+                || matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                )
         })
         .notify(|s, wait| {
             tracing::warn!(code = ?s.code(), retry_in = ?wait, "submit failed; retrying");
         })
-        .await
-        .map_err(|s| conn.call_error("Intake.Submit", s))?
-        .into_inner()
-        .results;
+        .await;
+    let resp = match answer {
+        Ok(resp) => resp,
+        Err(s) if s.code() == tonic::Code::InvalidArgument => match max_batch(s.metadata()) {
+            Some(max) if max < n => return Ok(Sent::TooLarge(max)),
+            _ => return Err(conn.call_error("Intake.Submit", s)),
+        },
+        Err(s) => return Err(conn.call_error("Intake.Submit", s)),
+    };
+    let max = max_batch(resp.metadata());
+    let results = resp.into_inner().results;
     anyhow::ensure!(
         results.len() == n,
         "the node answered {} results for {n} items; this is a node bug, report it",
         results.len()
     );
-    Ok(results)
+    Ok(Sent::Answered(results, max))
 }

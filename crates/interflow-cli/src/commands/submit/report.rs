@@ -120,13 +120,14 @@ impl Report for SubmitSummary {
     }
 }
 
-/// The default error report path: `<stem>.errors.csv` beside the input.
-pub fn default_errors_path(input: &Path) -> PathBuf {
+/// The default error report path: `<stem>.errors.csv` in `dir` (the working directory), not
+/// beside the input, which may be a checkout or a read-only share.
+pub fn default_errors_path(input: &Path, dir: &Path) -> PathBuf {
     let stem = input
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "submit".into());
-    input.with_file_name(format!("{stem}.errors.csv"))
+    dir.join(format!("{stem}.errors.csv"))
 }
 
 /// Writes the error report lazily: the file is created at the first failure.
@@ -153,7 +154,7 @@ impl ErrorReport {
         if self.writer.is_none() {
             let mut w = csv::Writer::from_path(&self.path).with_context(|| {
                 format!(
-                    "creating the error report `{}`; choose another path with --errors",
+                    "creating the error report `{}`; choose another path with --report",
                     self.path.display()
                 )
             })?;
@@ -257,8 +258,8 @@ mod tests {
         ErrorReport::new(path.clone()).finish().unwrap();
         assert!(path.exists());
         assert_eq!(
-            default_errors_path(Path::new("/data/batch-7.csv")),
-            PathBuf::from("/data/batch-7.errors.csv")
+            default_errors_path(Path::new("/data/batch-7.csv"), Path::new("/home/op")),
+            PathBuf::from("/home/op/batch-7.errors.csv")
         );
     }
 

@@ -51,6 +51,12 @@ impl<R: Read> CsvRows<R> {
             .iter()
             .map(|h| h.trim().to_owned())
             .collect();
+        if header.iter().all(String::is_empty) && reader.is_done() {
+            bail!(
+                "empty file: it holds no header and no rows; the first line must name the columns, e.g. {}",
+                COLUMNS.join(",")
+            );
+        }
         for h in &header {
             if !COLUMNS.contains(&h.as_str()) {
                 bail!(
@@ -283,6 +289,15 @@ mod tests {
         let e = CsvRows::new("idempotency_key,destination,national_id,kind,kind\n".as_bytes())
             .unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_csv_is_reported_as_an_empty_file() {
+        for text in ["", "\n"] {
+            let e = CsvRows::new(text.as_bytes()).unwrap_err();
+            assert!(e.to_string().starts_with("empty file"), "{text:?}: {e}");
+            assert!(!e.to_string().contains("lacks"), "{e}");
+        }
     }
 
     #[test]
