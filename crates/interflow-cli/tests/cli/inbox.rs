@@ -228,23 +228,7 @@ async fn inbox_pull_ack_consumers_match_and_export_against_real_nodes() {
     wait_for_items(&c, 3).await;
 
     let jsonl = c.dir.path().join("export.jsonl");
-    let (code, out, err) = ctl(args(
-        &c,
-        1,
-        &[
-            "inbox",
-            "export",
-            "--consumer",
-            "feed",
-            "--after",
-            "0",
-            "--format",
-            "jsonl",
-            "--out",
-            p(&jsonl),
-        ],
-    ))
-    .await;
+    let (code, out, err) = export(&c, "jsonl", &jsonl).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("wrote 3 items as jsonl"), "{out}");
     assert_mode_0600(&jsonl);
@@ -289,23 +273,7 @@ async fn inbox_pull_ack_consumers_match_and_export_against_real_nodes() {
     assert!(rows[3].contains(",retraction,"), "{out}");
 
     let fhir = c.dir.path().join("export.fhir.json");
-    let (code, out, err) = ctl(args(
-        &c,
-        1,
-        &[
-            "inbox",
-            "export",
-            "--consumer",
-            "feed",
-            "--after",
-            "0",
-            "--format",
-            "fhir",
-            "--out",
-            p(&fhir),
-        ],
-    ))
-    .await;
+    let (code, out, err) = export(&c, "fhir", &fhir).await;
     assert_eq!(code, 0, "{out}{err}");
     assert_mode_0600(&fhir);
     let bundle = json(&std::fs::read_to_string(&fhir).unwrap());
@@ -406,4 +374,25 @@ fn the_fhir_check_refuses_a_broken_bundle() {
     )
     .unwrap();
     fhir_check(&path, false);
+}
+
+/// `inbox export` of everything at node 1 through consumer `feed`, in `format`, to `path`.
+async fn export(c: &TestCluster, format: &str, path: &std::path::Path) -> (i32, String, String) {
+    ctl(args(
+        c,
+        1,
+        &[
+            "inbox",
+            "export",
+            "--consumer",
+            "feed",
+            "--after",
+            "0",
+            "--format",
+            format,
+            "--out",
+            p(path),
+        ],
+    ))
+    .await
 }
