@@ -517,7 +517,17 @@ impl Running {
         if Arc::strong_count(&self.node) > 1 {
             tracing::warn!(%region, "the node is still referenced after shutdown; the store stays open until it is released");
         }
+        // A store call already on the blocking pool holds the store, not the node: wait for
+        // it too, so the data directory's lock is free when this returns.
+        let store = self.node.store.clone();
         drop(self.node);
+        while !store.is_last_holder() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !store.is_last_holder() {
+            tracing::warn!(%region, "a store call is still running after shutdown; the store closes when it ends");
+        }
+        drop(store);
         tracing::info!(%region, "node stopped");
     }
 }
