@@ -305,6 +305,50 @@ impl TestCluster {
         .await
     }
 
+    /// A raw TLS connection to node `i`'s peer listener with node `j`'s certificate, from the
+    /// local address `source` (e.g. 127.0.0.2, to look like another host on loopback).
+    pub async fn raw_tls_from(
+        &self,
+        j: usize,
+        i: usize,
+        source: std::net::IpAddr,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let d = self.dir.path().join(&self.fed.nodes[j].region).join("tls");
+        let cfg = interflow_tls::client_config(
+            &d.join("federation-ca.pem"),
+            &d.join("node.pem"),
+            &d.join("node.key"),
+        )
+        .map_err(std::io::Error::other)?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        let tcp = socket.connect(self.fed.nodes[i].peer_addr).await?;
+        let name =
+            rustls_pki_types::ServerName::try_from(interflow_tls::peer_server_name(self.region(i)))
+                .map_err(std::io::Error::other)?;
+        tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+    }
+
+    /// A raw HTTP/2 connection to node `i`'s peer listener with node `j`'s certificate; the
+    /// task drives the connection.
+    pub async fn raw_h2(
+        &self,
+        j: usize,
+        i: usize,
+    ) -> (
+        h2::client::SendRequest<bytes::Bytes>,
+        tokio::task::JoinHandle<Result<(), h2::Error>>,
+    ) {
+        let tls = self
+            .raw_tls_from(j, i, std::net::Ipv4Addr::LOCALHOST.into())
+            .await
+            .expect("tls connection");
+        let (send, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+        (send, tokio::spawn(conn))
+    }
+
     /// Node `j`'s own peer credentials, to talk to node `i` as `j`.
     pub async fn exchange_from(&self, j: usize, i: usize) -> ExchangeClient<Channel> {
         let d = self.dir.path().join(&self.fed.nodes[j].region).join("tls");

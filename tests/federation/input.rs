@@ -214,7 +214,7 @@ async fn malformed_and_oversized_deliveries_are_refused_and_the_node_keeps_servi
     );
     assert_eq!(c.node(0).store.head(ch).0, 0);
 
-    // A message over the size limit is refused by the transport.
+    // A message over the size limit ends the stream with RESOURCE_EXHAUSTED and the limit.
     let huge = pb::SignedRecord {
         alg: 1,
         body: vec![0; 5 * 1024 * 1024],
@@ -224,12 +224,17 @@ async fn malformed_and_oversized_deliveries_are_refused_and_the_node_keeps_servi
         .exchange_from(1, 0)
         .await
         .max_encoding_message_size(8 * 1024 * 1024);
-    let r = client.deliver(tokio_stream::iter(vec![huge])).await;
-    let refused = match r {
-        Err(_) => true,
-        Ok(resp) => matches!(resp.into_inner().next().await, Some(Err(_)) | None),
-    };
-    assert!(refused, "a 5 MiB record was not refused");
+    let status = client
+        .deliver(tokio_stream::iter(vec![huge]))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .expect("an answer, not a silent end")
+        .expect_err("a status");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("4194304"), "{}", status.message());
 
     // The node still serves: a real record from A reaches B.
     let b = c.region(1).to_string();
@@ -247,7 +252,11 @@ async fn malformed_and_oversized_deliveries_are_refused_and_the_node_keeps_servi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_record_delivered_a_thousand_times_concurrently_is_stored_once() {
-    let c = TestCluster::start(2).await;
+    // Ten connections of one identity, beside the node's own: over the default cap of 8.
+    let c = TestCluster::start_edited(2, |_, text| {
+        text.push_str("\n[limits]\nmax_connections_per_identity = 16\n");
+    })
+    .await;
     let ch = ChannelId::new(c.region(1), c.region(0));
     let key = c.signing_key(1);
     let rec = c
@@ -300,35 +309,6 @@ async fn the_same_record_delivered_a_thousand_times_concurrently_is_stored_once(
     c.shutdown().await;
 }
 
-/// Opens a raw HTTP/2 connection to node `i`'s peer listener with node `j`'s certificate.
-async fn raw_h2(
-    c: &TestCluster,
-    j: usize,
-    i: usize,
-) -> (
-    h2::client::SendRequest<bytes::Bytes>,
-    tokio::task::JoinHandle<Result<(), h2::Error>>,
-) {
-    let d = c.dir.path().join(c.region(j).as_str()).join("tls");
-    let cfg = interflow_tls::client_config(
-        &d.join("federation-ca.pem"),
-        &d.join("node.pem"),
-        &d.join("node.key"),
-    )
-    .unwrap();
-    let tcp = tokio::net::TcpStream::connect(c.fed.nodes[i].peer_addr)
-        .await
-        .unwrap();
-    let name = rustls_pki_types::ServerName::try_from(interflow_tls::peer_server_name(c.region(i)))
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(cfg)
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (send, conn) = h2::client::handshake(tls).await.unwrap();
-    (send, tokio::spawn(conn))
-}
-
 fn heads_request() -> http::Request<()> {
     http::Request::builder()
         .method("POST")
@@ -342,7 +322,7 @@ fn heads_request() -> http::Request<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resetting_streams_rapidly_is_cut_off_and_others_are_still_served() {
     let c = TestCluster::start(2).await;
-    let (mut send, conn) = raw_h2(&c, 1, 0).await;
+    let (mut send, conn) = c.raw_h2(1, 0).await;
     // Open streams and reset each at once (the HTTP/2 "rapid reset" pattern).
     let mut sent = 0;
     for _ in 0..2000 {
@@ -368,5 +348,157 @@ async fn a_client_resetting_streams_rapidly_is_cut_off_and_others_are_still_serv
     // Others are still served.
     let mut ok = c.exchange_from(1, 0).await;
     assert!(ok.heads(pb::HeadsRequest {}).await.is_ok());
+    c.shutdown().await;
+}
+
+/// One gRPC message on the wire: the 5-byte prefix and `body`.
+fn grpc_message(body: &[u8]) -> bytes::Bytes {
+    let mut v = vec![0];
+    v.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    v.extend_from_slice(body);
+    v.into()
+}
+
+fn grpc_request(path: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+/// Sends `data` as the whole request body of `path` over `send`, and reads the answer: the
+/// messages (their bytes) and the final gRPC status, from headers or trailers.
+async fn raw_call(
+    send: &mut h2::client::SendRequest<bytes::Bytes>,
+    path: &str,
+    data: bytes::Bytes,
+) -> (Vec<bytes::Bytes>, tonic::Status) {
+    let ready = send.clone().ready().await.unwrap();
+    *send = ready;
+    let (resp, mut stream) = send.send_request(grpc_request(path), false).unwrap();
+    stream.send_data(data, true).unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), resp)
+        .await
+        .expect("answered promptly")
+        .unwrap();
+    if let Some(s) = tonic::Status::from_header_map(resp.headers()) {
+        return (Vec::new(), s);
+    }
+    let mut body = resp.into_body();
+    let mut chunks = Vec::new();
+    while let Some(d) = body.data().await {
+        let d = d.unwrap();
+        let _ = body.flow_control().release_capacity(d.len());
+        chunks.push(d);
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    (
+        chunks,
+        tonic::Status::from_header_map(&trailers).expect("grpc-status"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protobuf_to_a_unary_rpc_is_invalid_argument_without_decoder_details() {
+    let c = TestCluster::start(2).await;
+    let (mut send, _conn) = c.raw_h2(1, 0).await;
+    let garbage: [&[u8]; 3] = [
+        &[0xff; 10],                     // truncated varint
+        &[0x0a, 0xff, 0xff, 0xff, 0x0f], // a length beyond the buffer
+        &[0x0b],                         // start-group wire type
+    ];
+    for path in [
+        "/interflow.v1.Exchange/Heads",
+        "/interflow.v1.Exchange/Fetch",
+        "/grpc.health.v1.Health/Check",
+    ] {
+        for body in garbage {
+            let (_, status) = raw_call(&mut send, path, grpc_message(body)).await;
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{path} {body:?}: {status:?}"
+            );
+            let m = status.message();
+            assert!(
+                !m.contains("failed to decode")
+                    && !m.contains("wire type")
+                    && !m.contains("buffer"),
+                "{path}: decoder internals in `{m}`"
+            );
+        }
+        // A truncated message (prefix says 10 bytes, 3 come) is the caller's fault too.
+        let mut cut = grpc_message(&[0x0a; 10]).to_vec();
+        cut.truncate(8);
+        let (_, status) = raw_call(&mut send, path, cut.into()).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{path}: {status:?}"
+        );
+        // Over the size limit: RESOURCE_EXHAUSTED with the limit.
+        let (_, status) = raw_call(&mut send, path, vec![0, 0xff, 0xff, 0xff, 0xff].into()).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::ResourceExhausted,
+            "{path}: {status:?}"
+        );
+        assert!(status.message().contains("4194304"), "{}", status.message());
+    }
+    // The same connection still serves a well-formed request.
+    let (_, status) = raw_call(&mut send, "/interflow.v1.Exchange/Heads", grpc_message(&[])).await;
+    assert_eq!(status.code(), tonic::Code::Ok, "{status:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deliver_stream_that_goes_bad_ends_with_a_status_after_its_acks() {
+    let c = TestCluster::start(2).await;
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let forged = c
+        .crafted_record(1, 0, 1, interflow_core::record::RecordId::ZERO, &forger, 7)
+        .into_decoded()
+        .into_signed();
+    let forged = prost::Message::encode_to_vec(&forged);
+    let (mut send, _conn) = c.raw_h2(1, 0).await;
+    let deliver = "/interflow.v1.Exchange/Deliver";
+    // A good message, then one that does not decode as a SignedRecord.
+    let mut data = grpc_message(&forged).to_vec();
+    data.extend_from_slice(&grpc_message(&[0x0b]));
+    let (messages, status) = raw_call(&mut send, deliver, data.into()).await;
+    assert!(!messages.is_empty(), "the ack comes first");
+    let mut acks = bytes::Bytes::from(messages.concat());
+    let mut n = 0;
+    while acks.len() >= 5 {
+        let len = u32::from_be_bytes([acks[1], acks[2], acks[3], acks[4]]) as usize;
+        let ack: pb::DeliveryAck = prost::Message::decode(&acks[5..5 + len]).unwrap();
+        assert!(
+            matches!(ack.result, Some(pb::delivery_ack::Result::Rejection(ref r)) if r.reason == pb::RejectReason::BadSignature as i32),
+            "{ack:?}"
+        );
+        acks = acks.slice(5 + len..);
+        n += 1;
+    }
+    assert_eq!(n, 1);
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        !status.message().contains("wire type"),
+        "{}",
+        status.message()
+    );
+    // A 4 GiB length prefix: RESOURCE_EXHAUSTED, at once and with the limit.
+    let (messages, status) =
+        raw_call(&mut send, deliver, vec![0, 0xff, 0xff, 0xff, 0xff].into()).await;
+    assert!(messages.is_empty());
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("4194304"), "{}", status.message());
+    // A stream cut inside a message.
+    let mut cut = grpc_message(&forged).to_vec();
+    cut.truncate(20);
+    let (_, status) = raw_call(&mut send, deliver, cut.into()).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     c.shutdown().await;
 }

@@ -46,6 +46,19 @@ async fn a_partition_backs_off_loses_nothing_and_heals() {
         }
     })
     .await;
+    // And acknowledged: A has B's receipt before the cut, so only what follows is pending.
+    eventually(Duration::from_secs(10), "first 50 acknowledged", || {
+        let a = a.clone();
+        async move {
+            let region = a.region;
+            let pending = a.store.run(move |s| s.pending(region)).await.ok()?;
+            pending
+                .iter()
+                .all(|p| p.channel != ch || p.pending_count == 0)
+                .then_some(())
+        }
+    })
+    .await;
 
     // Cut A's way to B: open connections drop, new ones are refused.
     c.proxies[1].cut();

@@ -262,3 +262,351 @@ async fn roles_on_the_local_listener_are_kept_apart() {
     );
     c.shutdown().await;
 }
+
+/// Appends a `[limits]` section to a node's config text.
+fn with_limits(text: &mut String, lines: &str) {
+    text.push_str("\n[limits]\n");
+    text.push_str(lines);
+    text.push('\n');
+}
+
+/// Reads from `conn` until the server closes it or `deadline` passes: true if it closed.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(conn: &mut S, deadline: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(deadline, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A health check over a channel: `Ok` if the listener served it.
+async fn health(ch: tonic::transport::Channel) -> Result<(), tonic::Status> {
+    tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_starts_http2_is_cut_off_and_one_over_its_connection_cap_is_refused() {
+    // Node 2 has no agreement with node 0, so node 0's peer listener sees no connection of
+    // node 2's identity but the test's own.
+    let c = TestCluster::start_edited(3, |i, text| {
+        if i == 0 {
+            with_limits(
+                text,
+                "http2_preface_timeout_ms = 300\nmax_connections_per_identity = 3",
+            );
+        }
+    })
+    .await;
+    let localhost = std::net::Ipv4Addr::LOCALHOST.into();
+
+    // Connections that complete TLS and then say nothing are closed after the preface timeout.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(c.raw_tls_from(2, 0, localhost).await.unwrap());
+    }
+    for conn in &mut idle {
+        assert!(
+            closed_within(conn, Duration::from_secs(10)).await,
+            "an idle TLS connection that never started HTTP/2 stayed open"
+        );
+    }
+
+    // Three connections of one identity are served and kept; a fourth is refused.
+    let d = c.dir.path().join(c.region(2).as_str()).join("tls");
+    let (ca, cert, key) = (
+        d.join("federation-ca.pem"),
+        d.join("node.pem"),
+        d.join("node.key"),
+    );
+    let open = || c.peer_channel_as(0, &ca, &cert, &key);
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let ch = open().await.unwrap();
+        health(ch.clone()).await.unwrap();
+        kept.push(ch);
+    }
+    for _ in 0..3 {
+        let refused = match open().await {
+            Ok(ch) => health(ch)
+                .await
+                .expect_err("a fourth connection was served"),
+            Err(e) => panic!("the TLS handshake itself should complete: {e}"),
+        };
+        // The client sees the GOAWAY's reason if its request was out when it came, or a
+        // closed connection if not.
+        assert!(
+            matches!(
+                refused.code(),
+                tonic::Code::ResourceExhausted | tonic::Code::Cancelled | tonic::Code::Unavailable
+            ),
+            "{refused:?}"
+        );
+    }
+    // On the wire: a GOAWAY with ENHANCE_YOUR_CALM and the reason.
+    let tls = c.raw_tls_from(2, 0, localhost).await.unwrap();
+    let (_send, conn) = h2::client::handshake(tls).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the refused connection is closed");
+    let err = ended.expect_err("closed with an error");
+    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err}");
+    assert!(err.is_go_away() && err.is_remote(), "{err}");
+    // Another identity is served meanwhile.
+    assert_eq!(heads_ok(Ok(c.exchange_from(1, 0).await)).await, Ok(()));
+    // When one of the three closes, the identity may connect again.
+    kept.pop();
+    interflow_tests::eventually(Duration::from_secs(10), "a new connection", || async {
+        match open().await {
+            Ok(ch) => health(ch).await.ok(),
+            Err(_) => None,
+        }
+    })
+    .await;
+    drop(kept);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_its_handshakes_does_not_stall_a_peer_from_another_address() {
+    // Few slots and a long handshake timeout: without a per-address cap, stalled connections
+    // from one address would hold every slot for a minute.
+    let c = TestCluster::start_edited(2, |i, text| {
+        if i == 0 {
+            with_limits(
+                text,
+                "max_pending_handshakes = 4\nmax_handshakes_per_address = 2\ntls_handshake_timeout_ms = 60000",
+            );
+        }
+    })
+    .await;
+    let peer_addr = c.fed.nodes[0].peer_addr;
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        // TCP only: no ClientHello ever.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                0,
+            ))
+            .unwrap();
+        stalled.push(socket.connect(peer_addr).await.unwrap());
+    }
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2).into();
+    let done = tokio::time::timeout(Duration::from_secs(5), c.raw_tls_from(1, 0, other)).await;
+    assert!(
+        matches!(done, Ok(Ok(_))),
+        "a peer from 127.0.0.2 could not complete its handshake while 127.0.0.1 stalled: {done:?}"
+    );
+    // What 127.0.0.1 opened beyond its cap was closed at once.
+    let mut closed = 0;
+    for conn in &mut stalled {
+        if closed_within(conn, Duration::from_millis(200)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 8);
+    drop(stalled);
+    c.shutdown().await;
+}
+
+/// A gRPC length prefix announcing a message of `len` bytes.
+fn grpc_prefix(len: u32) -> Vec<u8> {
+    let mut v = vec![0];
+    v.extend_from_slice(&len.to_be_bytes());
+    v
+}
+
+fn deliver_request() -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri("/interflow.v1.Exchange/Deliver")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+/// The gRPC status a raw HTTP/2 response ends with: from its headers (trailers-only) or its
+/// trailers.
+async fn raw_status(resp: h2::client::ResponseFuture) -> tonic::Status {
+    let resp = resp.await.expect("response headers");
+    if let Some(s) = tonic::Status::from_header_map(resp.headers()) {
+        return s;
+    }
+    let mut body = resp.into_body();
+    while let Some(d) = body.data().await {
+        let d = d.expect("body");
+        let _ = body.flow_control().release_capacity(d.len());
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .expect("trailers")
+        .expect("some trailers");
+    tonic::Status::from_header_map(&trailers).expect("a grpc-status trailer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bytes_one_peer_can_pin_are_bounded_by_its_budget() {
+    // Room for exactly two messages of 4,000,000 bytes (plus their 5-byte prefixes).
+    const ANNOUNCED: u32 = 4_000_000;
+    let budget = 2 * (ANNOUNCED as usize + 5);
+    let c = TestCluster::start_edited(3, |i, text| {
+        if i == 0 {
+            with_limits(text, &format!("max_inflight_bytes_per_identity = {budget}"));
+        }
+    })
+    .await;
+    let attacker = interflow_tls::PeerIdentity::Region(c.region(2));
+    let budgets = c.running(0).peer_budgets.clone();
+    let (mut send, _conn) = c.raw_h2(2, 0).await;
+    // Two streams announce 4 MB messages and send 1 MiB of each, then stall.
+    let mut pinned = Vec::new();
+    for _ in 0..2 {
+        send = send.ready().await.unwrap();
+        let (resp, mut stream) = send.send_request(deliver_request(), false).unwrap();
+        let mut data = grpc_prefix(ANNOUNCED);
+        data.extend(vec![0u8; 1024 * 1024]);
+        stream.send_data(data.into(), false).unwrap();
+        pinned.push((resp, stream));
+    }
+    interflow_tests::eventually(Duration::from_secs(10), "both streams charged", || {
+        let (b, a) = (budgets.clone(), attacker.clone());
+        async move { (b.used_by(&a) == budget).then_some(()) }
+    })
+    .await;
+    // A third is refused before its bytes are buffered, and says why.
+    send = send.ready().await.unwrap();
+    let (resp, mut stream) = send.send_request(deliver_request(), false).unwrap();
+    let mut data = grpc_prefix(ANNOUNCED);
+    data.extend(vec![0u8; 64 * 1024]);
+    stream.send_data(data.into(), false).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), raw_status(resp))
+        .await
+        .expect("the third stream is answered");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(budgets.used_by(&attacker), budget, "never over the budget");
+    // So is a small honest-looking delivery from the same identity, over a new connection.
+    let rec = c
+        .crafted_record(1, 0, 1, RecordId::ZERO, &c.signing_key(1), 3)
+        .into_decoded()
+        .into_signed();
+    let small = |rec: pb::SignedRecord| async {
+        let mut client = c.exchange_from(2, 0).await;
+        let mut acks = client
+            .deliver(tokio_stream::iter(vec![rec]))
+            .await?
+            .into_inner();
+        acks.next()
+            .await
+            .unwrap_or(Err(tonic::Status::unknown("no answer")))
+    };
+    let refused = small(rec.clone())
+        .await
+        .expect_err("a delivery over the budget");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    // Another peer is not affected.
+    assert_eq!(heads_ok(Ok(c.exchange_from(1, 0).await)).await, Ok(()));
+    // Once the pinning streams go away, their bytes are released and the peer is served.
+    for (_, mut stream) in pinned {
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+    interflow_tests::eventually(Duration::from_secs(10), "the budget released", || {
+        let (b, a) = (budgets.clone(), attacker.clone());
+        async move { (b.used_by(&a) == 0).then_some(()) }
+    })
+    .await;
+    // Node 2 has no agreement with node 0 and the record is node 1's: an answer, not a status.
+    let ack = small(rec).await.expect("served again");
+    assert!(
+        matches!(ack.result, Some(pb::delivery_ack::Result::Rejection(_))),
+        "{ack:?}"
+    );
+    assert_eq!(budgets.listener().used(), 0);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_records_is_slowed_and_logged_as_summaries() {
+    const N: usize = 3000;
+    let c = TestCluster::start_edited(2, |i, text| {
+        if i == 0 {
+            with_limits(
+                text,
+                "peer_records_per_sec = 1000\npeer_records_burst = 1000\nreject_log_interval_secs = 3600",
+            );
+        }
+    })
+    .await;
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let rec = c
+        .crafted_record(1, 0, 1, RecordId::ZERO, &forger, 7)
+        .into_decoded()
+        .into_signed();
+    let node = c.node(0).clone();
+    let lines_before = node.reject_log.lines();
+    let started = std::time::Instant::now();
+    let mut acks = c
+        .exchange_from(1, 0)
+        .await
+        .deliver(tokio_stream::iter(vec![rec; N]))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut rejected = 0;
+    while let Some(a) = acks.next().await {
+        match a.unwrap().result {
+            Some(pb::delivery_ack::Result::Rejection(r)) => {
+                assert_eq!(r.reason, pb::RejectReason::BadSignature as i32);
+                rejected += 1;
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+    // Every record is answered, but no faster than the record rate: the first 1000 at once,
+    // the other 2000 at 1000 a second.
+    assert_eq!(rejected, N);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{N} records went through in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        node.metrics
+            .render()
+            .contains("interflow_records_throttled_total")
+    );
+    // One log line for the whole flood so far; the rest wait for the summary, which the
+    // metric does not: it counts every record.
+    assert_eq!(node.reject_log.lines() - lines_before, 1);
+    assert_eq!(node.reject_log.pending(c.region(1)), N as u64 - 1);
+    let metrics = node.metrics.render();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("interflow_records_rejected_total") && l.contains("bad_signature"))
+        .expect("a rejection metric");
+    assert!(line.ends_with(&format!(" {N}")), "{line}");
+    let summaries = node.reject_log.flush();
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0].total(), N as u64 - 1);
+    assert_eq!(node.reject_log.lines() - lines_before, 2);
+    drop(node);
+    c.shutdown().await;
+}

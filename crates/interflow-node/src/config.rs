@@ -186,7 +186,10 @@ impl Reconcile {
     }
 }
 
-/// Resource limits of both listeners.
+/// Resource limits of both listeners. Each listener (peer and local) has its own connection
+/// counts and byte budgets; "identity" is the client certificate's identity (a region on the
+/// peer listener, a role and holder name on the local one). See [`Limits::identity_memory_bound`]
+/// for what one identity can make a listener hold.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -198,8 +201,32 @@ pub struct Limits {
     pub max_connection_age_secs: u64,
     pub tls_handshake_timeout_ms: u64,
     pub max_pending_handshakes: usize,
+    /// TLS handshakes in progress at once from one source address (IPv4, or IPv6 /64).
+    pub max_handshakes_per_address: usize,
+    /// A connection must send the HTTP/2 preface this soon after its TLS handshake.
+    pub http2_preface_timeout_ms: u64,
+    /// Open connections per listener.
+    pub max_connections: usize,
+    /// Open connections per certificate identity, per listener.
+    pub max_connections_per_identity: usize,
+    /// HTTP/2 flow-control windows the server grants: bytes a client may send on one stream,
+    /// and on one connection in all, before the server has read them.
+    pub http2_stream_window_bytes: u32,
+    pub http2_connection_window_bytes: u32,
+    /// Bytes of request messages in flight per identity, and per listener in all: each open
+    /// request is charged the largest message it announced, until it ends. A request that would
+    /// go over is answered RESOURCE_EXHAUSTED.
+    pub max_inflight_bytes_per_identity: usize,
+    pub max_inflight_bytes: usize,
     pub peer_requests_per_sec: u32,
     pub peer_burst: u32,
+    /// Records a peer may deliver per second, and in one burst; more are slowed down, not
+    /// refused (verification waits for the budget).
+    pub peer_records_per_sec: u32,
+    pub peer_records_burst: u32,
+    /// Rejected records are logged once as they start, then as one summary line per peer per
+    /// interval with counts by reason; the metrics count every one.
+    pub reject_log_interval_secs: u64,
     pub max_future_skew_secs: u64,
     pub max_submit_batch: usize,
     pub max_fetch: u32,
@@ -216,8 +243,19 @@ impl Default for Limits {
             max_connection_age_secs: 3600,
             tls_handshake_timeout_ms: 5000,
             max_pending_handshakes: 256,
+            max_handshakes_per_address: 8,
+            http2_preface_timeout_ms: 5000,
+            max_connections: 256,
+            max_connections_per_identity: 8,
+            http2_stream_window_bytes: 256 * 1024,
+            http2_connection_window_bytes: 512 * 1024,
+            max_inflight_bytes_per_identity: 16 * 1024 * 1024,
+            max_inflight_bytes: 128 * 1024 * 1024,
             peer_requests_per_sec: 200,
             peer_burst: 400,
+            peer_records_per_sec: 2000,
+            peer_records_burst: 10_000,
+            reject_log_interval_secs: 60,
             max_future_skew_secs: 300,
             max_submit_batch: 1000,
             max_fetch: 1000,
@@ -225,9 +263,133 @@ impl Default for Limits {
     }
 }
 
+/// How many bytes of memory one charged in-flight byte can stand for at most: the receive
+/// buffer, which may grow to twice the largest message, and the decoded message.
+pub const BYTES_PER_CHARGED_BYTE: usize = 3;
+
 impl Limits {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The most request data one identity can make a listener hold: its charged in-flight
+    /// bytes (times [`BYTES_PER_CHARGED_BYTE`]) plus, on each of its connections, what the
+    /// connection window lets it send before the server reads it. Per-connection TLS and
+    /// HTTP/2 state (tens of KiB) comes on top.
+    pub fn identity_memory_bound(&self) -> usize {
+        self.memory_bound(
+            self.max_inflight_bytes_per_identity,
+            self.max_connections_per_identity,
+        )
+    }
+
+    /// The same for a whole listener, all identities together.
+    pub fn listener_memory_bound(&self) -> usize {
+        self.memory_bound(self.max_inflight_bytes, self.max_connections)
+    }
+
+    fn memory_bound(&self, inflight: usize, connections: usize) -> usize {
+        inflight
+            .saturating_mul(BYTES_PER_CHARGED_BYTE)
+            .saturating_add(connections.saturating_mul(self.http2_connection_window_bytes as usize))
+    }
+
+    /// The accept-path limits of one listener.
+    pub fn incoming(&self) -> interflow_tls::IncomingLimits {
+        interflow_tls::IncomingLimits {
+            handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+            max_pending_handshakes: self.max_pending_handshakes,
+            max_handshakes_per_address: self.max_handshakes_per_address,
+            preface_timeout: Duration::from_millis(self.http2_preface_timeout_ms),
+            max_connections: self.max_connections,
+            max_connections_per_identity: self.max_connections_per_identity,
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("limits.max_submit_batch", self.max_submit_batch as u64),
+            ("limits.max_fetch", u64::from(self.max_fetch)),
+            (
+                "limits.peer_requests_per_sec",
+                u64::from(self.peer_requests_per_sec),
+            ),
+            ("limits.peer_burst", u64::from(self.peer_burst)),
+            (
+                "limits.peer_records_per_sec",
+                u64::from(self.peer_records_per_sec),
+            ),
+            (
+                "limits.peer_records_burst",
+                u64::from(self.peer_records_burst),
+            ),
+            (
+                "limits.reject_log_interval_secs",
+                self.reject_log_interval_secs,
+            ),
+            (
+                "limits.max_pending_handshakes",
+                self.max_pending_handshakes as u64,
+            ),
+            (
+                "limits.max_handshakes_per_address",
+                self.max_handshakes_per_address as u64,
+            ),
+            (
+                "limits.tls_handshake_timeout_ms",
+                self.tls_handshake_timeout_ms,
+            ),
+            (
+                "limits.http2_preface_timeout_ms",
+                self.http2_preface_timeout_ms,
+            ),
+            ("limits.max_connections", self.max_connections as u64),
+            (
+                "limits.max_connections_per_identity",
+                self.max_connections_per_identity as u64,
+            ),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        // HTTP/2 allows windows from 65535 bytes (the protocol default) up to 2^31 - 1.
+        for (key, v) in [
+            (
+                "limits.http2_stream_window_bytes",
+                self.http2_stream_window_bytes,
+            ),
+            (
+                "limits.http2_connection_window_bytes",
+                self.http2_connection_window_bytes,
+            ),
+        ] {
+            if !(65_535..=0x7fff_ffff).contains(&v) {
+                return Err(invalid(key, "must be between 65535 and 2147483647"));
+            }
+        }
+        if self.http2_connection_window_bytes < self.http2_stream_window_bytes {
+            return Err(invalid(
+                "limits.http2_connection_window_bytes",
+                "must be at least http2_stream_window_bytes",
+            ));
+        }
+        // A message of the largest size, with its 5-byte gRPC prefix, must fit in a budget.
+        let one = self.max_message_bytes.saturating_add(5);
+        if self.max_inflight_bytes_per_identity < one {
+            return Err(invalid(
+                "limits.max_inflight_bytes_per_identity",
+                format!("must be at least max_message_bytes + 5 ({one})"),
+            ));
+        }
+        if self.max_inflight_bytes < self.max_inflight_bytes_per_identity {
+            return Err(invalid(
+                "limits.max_inflight_bytes",
+                "must be at least max_inflight_bytes_per_identity",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -360,17 +522,7 @@ impl Config {
                 "keep_reports and keep_reports_days must be positive",
             ));
         }
-        let l = &raw.limits;
-        if l.max_submit_batch == 0
-            || l.max_fetch == 0
-            || l.peer_requests_per_sec == 0
-            || l.peer_burst == 0
-        {
-            return Err(invalid(
-                "limits",
-                "max_submit_batch, max_fetch, peer_requests_per_sec and peer_burst must be positive",
-            ));
-        }
+        raw.limits.check()?;
         let cfg = Config {
             path: path.to_owned(),
             region,
@@ -615,5 +767,112 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("version"), "{err}");
+    }
+
+    #[test]
+    fn what_one_peer_can_pin_follows_from_the_limits() {
+        let l = Limits::default();
+        const MIB: usize = 1024 * 1024;
+        // The documented figures (deploy/examples/interflow.toml, deploy/README.md).
+        assert_eq!(l.identity_memory_bound(), 52 * MIB);
+        assert_eq!(l.listener_memory_bound(), 512 * MIB);
+        // Each term is its own limit: doubling one raises the bound by exactly its share.
+        let more_conns = Limits {
+            max_connections_per_identity: 16,
+            ..l.clone()
+        };
+        assert_eq!(
+            more_conns.identity_memory_bound() - l.identity_memory_bound(),
+            8 * l.http2_connection_window_bytes as usize
+        );
+        let more_bytes = Limits {
+            max_inflight_bytes_per_identity: 32 * MIB,
+            ..l.clone()
+        };
+        assert_eq!(
+            more_bytes.identity_memory_bound() - l.identity_memory_bound(),
+            BYTES_PER_CHARGED_BYTE * 16 * MIB
+        );
+        // The bound no longer grows with the streams or messages a peer sends: it does not
+        // depend on the stream and message limits at all.
+        let more_streams = Limits {
+            max_concurrent_streams: 1000,
+            concurrency_per_connection: 1000,
+            ..l.clone()
+        };
+        assert_eq!(
+            more_streams.identity_memory_bound(),
+            l.identity_memory_bound()
+        );
+        // The accept path gets the same numbers.
+        let incoming = l.incoming();
+        assert_eq!(
+            incoming.max_connections_per_identity,
+            l.max_connections_per_identity
+        );
+        assert_eq!(
+            incoming.max_handshakes_per_address,
+            l.max_handshakes_per_address
+        );
+        assert_eq!(incoming.preface_timeout, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path());
+        let path = dir.path().join("interflow.toml");
+        let with = |line: &str| {
+            let text = starter("310115".parse().unwrap())
+                .replace("[limits]\n", &format!("[limits]\n{line}\n"));
+            // The starter already has the key: drop its own line.
+            let key = line.split(' ').next().unwrap();
+            let mut seen = false;
+            let text: String = text
+                .lines()
+                .filter(|l| {
+                    if l.starts_with(&format!("{key} =")) {
+                        if seen {
+                            return false;
+                        }
+                        seen = true;
+                    }
+                    true
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            Config::parse(&path, &text)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(with("max_connections_per_identity = 4"), Ok(()));
+        for (line, key) in [
+            (
+                "max_connections_per_identity = 0",
+                "max_connections_per_identity",
+            ),
+            (
+                "max_handshakes_per_address = 0",
+                "max_handshakes_per_address",
+            ),
+            ("http2_preface_timeout_ms = 0", "http2_preface_timeout_ms"),
+            ("peer_records_per_sec = 0", "peer_records_per_sec"),
+            (
+                "http2_stream_window_bytes = 1000",
+                "http2_stream_window_bytes",
+            ),
+            (
+                "http2_connection_window_bytes = 65535",
+                "http2_connection_window_bytes",
+            ),
+            (
+                "max_inflight_bytes_per_identity = 4194308",
+                "max_inflight_bytes_per_identity",
+            ),
+            ("max_inflight_bytes = 1048576", "max_inflight_bytes"),
+        ] {
+            let err = with(line).expect_err(line);
+            assert!(err.contains(key), "{line}: {err}");
+        }
     }
 }

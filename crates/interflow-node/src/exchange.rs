@@ -21,6 +21,14 @@ use crate::wire;
 /// Most records gathered into one durable batch on `Deliver`.
 const DELIVER_BATCH: usize = 512;
 
+/// A `Deliver` batch stops growing at this many bytes of records, so a batch of large records
+/// does not hold much more than one message's worth of memory.
+const DELIVER_BATCH_BYTES: usize = 1024 * 1024;
+
+fn record_bytes(r: &pb::SignedRecord) -> usize {
+    r.body.len() + r.signature.len()
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[derive(Debug, Clone)]
@@ -67,8 +75,8 @@ impl Node {
                             let seq = claimed_seq(&body);
                             let id = RecordId::of_body(&body);
                             let reason = e.reject_reason();
-                            tracing::warn!(peer = %channel.origin, seq, reason = reason.as_str_name(), "record rejected");
                             n.metrics.reject(reason);
+                            n.reject_log.note(channel.origin, seq, reason.as_str_name());
                             acks.push(rejection(seq, reason, Some(id)));
                         }
                     }
@@ -93,7 +101,13 @@ impl Node {
                         self.metrics.equivocations.inc();
                     }
                     let reason = wire::apply_reject_reason(&e);
-                    tracing::warn!(peer = %channel.origin, seq = rec.seq(), reason = reason.as_str_name(), "record not applied");
+                    if matches!(e, ApplyError::Equivocation { .. }) {
+                        // At most one per channel: it stops the channel.
+                        tracing::warn!(peer = %channel.origin, seq = rec.seq(), "equivocation: record conflicts with a stored one; channel stopped");
+                    } else {
+                        self.reject_log
+                            .note(channel.origin, rec.seq(), reason.as_str_name());
+                    }
                     self.metrics.reject(reason);
                     acks.push(rejection(rec.seq(), reason, Some(rec.id())));
                 }
@@ -167,23 +181,46 @@ impl pb::exchange_server::Exchange for ExchangeService {
         let (tx, rx) = mpsc::channel(64);
         let node = self.node.clone();
         tokio::spawn(async move {
+            let max = node.config.limits.max_message_bytes;
+            // An error on the inbound stream (a message that does not decode or is too large, a
+            // budget refused) ends it: the peer gets the status, after the acks of what came
+            // before it, instead of a stream that just stops.
+            let fail = |e: Status| {
+                let status = crate::guard::wire_status(e, max);
+                tracing::debug!(%peer, code = ?status.code(), reason = %status.message(), "deliver stream ended with an error");
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(Err(status)).await;
+                }
+            };
             loop {
                 // Group commit: take what has already arrived, up to a batch, then one write.
                 let first = match inbound.next().await {
                     Some(Ok(r)) => r,
-                    Some(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "deliver stream ended with an error");
-                        return;
-                    }
+                    Some(Err(e)) => return fail(e).await,
                     None => return,
                 };
+                let mut bytes = record_bytes(&first);
                 let mut batch = vec![first];
-                while batch.len() < DELIVER_BATCH {
+                let mut after: Option<Option<Status>> = None;
+                while batch.len() < DELIVER_BATCH && bytes < DELIVER_BATCH_BYTES {
                     match inbound.next().now_or_never() {
-                        Some(Some(Ok(r))) => batch.push(r),
-                        _ => break,
+                        Some(Some(Ok(r))) => {
+                            bytes += record_bytes(&r);
+                            batch.push(r);
+                        }
+                        Some(Some(Err(e))) => {
+                            after = Some(Some(e));
+                            break;
+                        }
+                        Some(None) => {
+                            after = Some(None);
+                            break;
+                        }
+                        None => break,
                     }
                 }
+                node.throttle_records(peer, batch.len()).await;
                 match node.receive_batch(channel, batch).await {
                     Ok(acks) => {
                         for a in acks {
@@ -196,6 +233,11 @@ impl pb::exchange_server::Exchange for ExchangeService {
                         let _ = tx.send(Err(e.into())).await;
                         return;
                     }
+                }
+                match after {
+                    Some(Some(e)) => return fail(e).await,
+                    Some(None) => return,
+                    None => {}
                 }
             }
         });

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub pending: Family<PeerLabel, Gauge>,
     pub reconcile_runs: Counter,
     pub equivocations: Counter,
+    /// Times a peer's records had to wait for its record rate.
+    pub records_throttled: Counter,
     /// 1 while the store accepts writes; 0 after a failed durable write (disk full, I/O error)
     /// or when it opened read-only.
     pub store_writable: Gauge,
@@ -109,6 +111,7 @@ impl Metrics {
         let pending = Family::<PeerLabel, Gauge>::default();
         let reconcile_runs = Counter::default();
         let equivocations = Counter::default();
+        let records_throttled = Counter::default();
         let store_writable = Gauge::default();
         store_writable.set(1);
         let inbox_items = Counter::default();
@@ -217,6 +220,11 @@ impl Metrics {
             equivocations.clone(),
         );
         registry.register(
+            "records_throttled",
+            "Times a peer's deliveries waited for its record rate limit",
+            records_throttled.clone(),
+        );
+        registry.register(
             "store_writable",
             "1 while the store accepts writes, 0 while it refuses them",
             store_writable.clone(),
@@ -233,6 +241,7 @@ impl Metrics {
             pending,
             reconcile_runs,
             equivocations,
+            records_throttled,
             store_writable,
             inbox_items,
             consumer_lag_items,

@@ -29,6 +29,7 @@ use crate::delivery::DeliveryError;
 use crate::error::NodeError;
 use crate::holds::Holds;
 use crate::metrics::Metrics;
+use crate::rejects::RejectLog;
 use crate::store::StoreHandle;
 
 /// Where the node reads the time. Tests inject a fixed or stepped clock.
@@ -72,6 +73,10 @@ pub struct Node {
     /// Held by the reconciliation run in progress: at most one at a time.
     pub reconcile_lock: tokio::sync::Mutex<()>,
     rate: DefaultKeyedRateLimiter<String>,
+    /// Per-peer record rate on `Deliver`: more records wait, they are not refused.
+    record_rate: DefaultKeyedRateLimiter<RegionCode>,
+    /// Rejected inbound records, logged per peer in summaries.
+    pub reject_log: RejectLog,
 }
 
 impl std::fmt::Debug for Node {
@@ -109,6 +114,13 @@ impl Node {
         let per_sec =
             NonZeroU32::new(config.limits.peer_requests_per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.limits.peer_burst).unwrap_or(NonZeroU32::MIN);
+        let records_per_sec =
+            NonZeroU32::new(config.limits.peer_records_per_sec).unwrap_or(NonZeroU32::MIN);
+        let records_burst =
+            NonZeroU32::new(config.limits.peer_records_burst).unwrap_or(NonZeroU32::MIN);
+        let reject_log = RejectLog::new(Duration::from_secs(
+            config.limits.reject_log_interval_secs.max(1),
+        ));
         Arc::new(Node {
             region,
             store,
@@ -127,6 +139,10 @@ impl Node {
             stopping: tokio_util::sync::CancellationToken::new(),
             reconcile_lock: tokio::sync::Mutex::new(()),
             rate: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
+            record_rate: RateLimiter::keyed(
+                Quota::per_second(records_per_sec).allow_burst(records_burst),
+            ),
+            reject_log,
             config,
         })
     }
@@ -157,6 +173,27 @@ impl Node {
         self.rate
             .check_key(&who.to_owned())
             .map_err(|_| NodeError::RateLimited)
+    }
+
+    /// Waits until `peer` may deliver `n` more records under its record rate. Returns early
+    /// when the node stops.
+    pub async fn throttle_records(&self, peer: RegionCode, n: usize) {
+        use governor::clock::Clock as _;
+        let burst = self.config.limits.peer_records_burst.max(1);
+        let mut left = u32::try_from(n).unwrap_or(u32::MAX);
+        let clock = governor::clock::DefaultClock::default();
+        while let Some(take) = NonZeroU32::new(left.min(burst)) {
+            match self.record_rate.check_key_n(&peer, take) {
+                Ok(Ok(())) | Err(_) => left -= take.get(),
+                Ok(Err(not_until)) => {
+                    self.metrics.records_throttled.inc();
+                    tokio::select! {
+                        () = tokio::time::sleep(not_until.wait_time_from(clock.now())) => {}
+                        () = self.stopping.cancelled() => return,
+                    }
+                }
+            }
+        }
     }
 
     /// The calling peer's region, from its certificate; it must be a directory member.

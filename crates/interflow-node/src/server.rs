@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use interflow_core::pb;
 use interflow_core::record::ChannelId;
 use interflow_store::{Store, StoreOptions};
-use interflow_tls::{ReloadableServerConfig, ServerTlsFiles, tls_incoming};
+use interflow_tls::{ReloadableServerConfig, ServerTlsFiles, tls_incoming_with_limits};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use tonic::transport::Server;
 use crate::admin::AdminService;
 use crate::config::{Config, Limits, TlsPaths};
 use crate::exchange::ExchangeService;
+use crate::guard::{Budgets, GuardLayer};
 use crate::inbox::InboxService;
 use crate::intake::IntakeService;
 use crate::metrics::{CertificateLabel, Metrics};
@@ -63,6 +64,9 @@ pub struct Running {
     pub peer_addr: SocketAddr,
     pub local_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// The in-flight byte budgets of the peer and local listeners.
+    pub peer_budgets: Arc<Budgets>,
+    pub local_budgets: Arc<Budgets>,
     peer_tls: Arc<ReloadableServerConfig>,
     local_tls: Arc<ReloadableServerConfig>,
     shutdown: CancellationToken,
@@ -79,7 +83,9 @@ fn files(t: &TlsPaths) -> ServerTlsFiles {
     }
 }
 
-fn server(l: &Limits) -> Server {
+type Guarded = Server<tower::layer::util::Stack<GuardLayer, tower::layer::util::Identity>>;
+
+fn server(l: &Limits, budgets: Arc<Budgets>) -> Guarded {
     Server::builder()
         .timeout(l.request_timeout())
         .concurrency_limit_per_connection(l.concurrency_per_connection)
@@ -91,6 +97,10 @@ fn server(l: &Limits) -> Server {
         .max_connection_age(Duration::from_secs(l.max_connection_age_secs))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Fixed windows: what a client may send before the server reads it stays bounded.
+        .initial_stream_window_size(l.http2_stream_window_bytes)
+        .initial_connection_window_size(l.http2_connection_window_bytes)
+        .http2_adaptive_window(Some(false))
         // One span per RPC, named by method and caller identity (region or role:name).
         .trace_fn(|req| {
             let caller = req
@@ -100,6 +110,15 @@ fn server(l: &Limits) -> Server {
                 .unwrap_or_default();
             tracing::info_span!("rpc", method = %req.uri().path(), caller = %caller)
         })
+        .layer(GuardLayer::new(budgets))
+}
+
+fn budgets(l: &Limits) -> Arc<Budgets> {
+    Budgets::new(
+        l.max_inflight_bytes_per_identity,
+        l.max_inflight_bytes,
+        l.max_message_bytes,
+    )
 }
 
 /// The services of the peer listener, as health and reflection name them.
@@ -288,16 +307,12 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let shutdown = node.stopping.clone();
     let peer_addr = listeners.peer.local_addr()?;
     let local_addr = listeners.local.local_addr()?;
-    let handshake = Duration::from_millis(limits.tls_handshake_timeout_ms);
+    let (peer_budgets, local_budgets) = (budgets(&limits), budgets(&limits));
     let mut servers = Vec::new();
     {
-        let incoming = tls_incoming(
-            listeners.peer,
-            peer_tls.clone(),
-            handshake,
-            limits.max_pending_handshakes,
-        );
-        let router = server(&limits)
+        let incoming =
+            tls_incoming_with_limits(listeners.peer, peer_tls.clone(), limits.incoming());
+        let router = server(&limits, peer_budgets.clone())
             .add_service(peer_health_service)
             .add_service(reflection(PEER_SERVICES).build_v1()?)
             .add_service(reflection(PEER_SERVICES).build_v1alpha()?)
@@ -313,13 +328,9 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         }));
     }
     {
-        let incoming = tls_incoming(
-            listeners.local,
-            local_tls.clone(),
-            handshake,
-            limits.max_pending_handshakes,
-        );
-        let router = server(&limits)
+        let incoming =
+            tls_incoming_with_limits(listeners.local, local_tls.clone(), limits.incoming());
+        let router = server(&limits, local_budgets.clone())
             .add_service(local_health_service)
             .add_service(reflection(LOCAL_SERVICES).build_v1()?)
             .add_service(reflection(LOCAL_SERVICES).build_v1alpha()?)
@@ -368,6 +379,10 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         node.clone(),
         workers_token.clone(),
     )));
+    workers.push(tokio::spawn(summarize_rejections(
+        node.clone(),
+        workers_token.clone(),
+    )));
     workers.push(tokio::spawn(crate::reconcile::schedule(
         node.clone(),
         workers_token,
@@ -378,6 +393,8 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         peer_addr,
         local_addr,
         metrics_addr,
+        peer_budgets,
+        local_budgets,
         peer_tls,
         local_tls,
         shutdown,
@@ -410,6 +427,21 @@ async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Logs the summaries of rejected records, one line per peer per interval.
+async fn summarize_rejections(node: Arc<Node>, shutdown: CancellationToken) {
+    let interval = node.reject_log.interval();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => {
+                node.reject_log.flush();
+                return;
+            }
+        }
+        node.reject_log.flush();
     }
 }
 

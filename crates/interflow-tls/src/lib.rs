@@ -4,8 +4,8 @@
 //! local PKIs with rcgen ([`pki`]), loading PEM certificates, keys and CRLs from files
 //! ([`load_certs`], [`load_key`], [`load_crls`]), building rustls server and client configs that
 //! check CRLs, reloading the server's TLS material without a restart
-//! ([`ReloadableServerConfig::reload`]), accepting TLS connections for tonic without letting a
-//! slow client block others ([`tls_incoming`]), dialling peers ([`connect`], [`connect_lazy`]),
+//! ([`ReloadableServerConfig::reload`]), accepting TLS connections for tonic within limits, so a
+//! slow, idle or greedy client cannot block others ([`tls_incoming_with_limits`]), dialling peers ([`connect`], [`connect_lazy`]),
 //! and reading the caller's identity from its certificate ([`identity_from_cert`],
 //! [`peer_identity`]). It contains no gRPC service logic and no storage: deciding what an
 //! identity may do (is this region a member, does this role allow that call) is the node's job.
@@ -46,6 +46,7 @@
 mod client;
 mod error;
 mod identity;
+mod incoming;
 mod load;
 pub mod pki;
 mod server;
@@ -62,10 +63,11 @@ pub use identity::{
     IdentityError, PeerIdentity, REGION_URI_PREFIX, ROLE_URI_PREFIX, Role, cert_not_after,
     identity_from_cert,
 };
+pub use incoming::{IncomingLimits, tls_incoming, tls_incoming_with_limits};
 pub use load::{load_certs, load_crls, load_key};
 pub use server::{
     PeerConnectInfo, ReloadableServerConfig, ServerTlsFiles, TlsConn, peer_connect_info,
-    peer_identity, tls_incoming,
+    peer_identity,
 };
 
 /// Re-exported so callers can name configs and DER types without depending on rustls directly.

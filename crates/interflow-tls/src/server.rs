@@ -1,6 +1,7 @@
 //! The server side: a rustls server config that requires client certificates checked against
-//! the CA bundle and CRLs, reloadable without a restart, and an accept stream for tonic that
-//! handshakes concurrently under a deadline and tags each connection with its peer identity.
+//! the CA bundle and CRLs, reloadable without a restart, the handshake of one connection, and
+//! the connection type tonic serves, tagged with its peer identity. The accept path with its
+//! limits is in `incoming`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +11,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -21,19 +21,14 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::error::{ErrorChain, Result, TlsError};
 use crate::identity::{PeerIdentity, identity_from_cert};
+use crate::incoming::{ConnGuard, H2_PREFACE};
 use crate::load::{load_certs, load_crls, load_key};
-
-/// Pause after an accept error that is not about one connection (e.g. out of file
-/// descriptors), so the loop does not spin while the condition lasts.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The files a TLS server is built from; all are re-read on every reload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,10 +218,15 @@ pub struct PeerConnectInfo {
     pub identity: PeerIdentity,
 }
 
-/// An accepted, authenticated TLS connection.
+/// An accepted, authenticated TLS connection whose client started HTTP/2. It counts against
+/// its listener's connection caps until dropped.
 pub struct TlsConn {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerConnectInfo,
+    /// How much of the HTTP/2 client preface, already read by the accept path, has been handed
+    /// on to the server.
+    preface_replayed: usize,
+    _guard: ConnGuard,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -238,6 +238,19 @@ impl std::fmt::Debug for TlsConn {
 }
 
 impl TlsConn {
+    pub(crate) fn new(
+        stream: tokio_rustls::server::TlsStream<TcpStream>,
+        info: PeerConnectInfo,
+        guard: ConnGuard,
+    ) -> Self {
+        TlsConn {
+            stream,
+            info,
+            preface_replayed: 0,
+            _guard: guard,
+        }
+    }
+
     /// The remote address and identity of this connection.
     pub fn info(&self) -> &PeerConnectInfo {
         &self.info
@@ -263,6 +276,14 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // The preface the accept path read to see that the client speaks HTTP/2 comes first.
+        if self.preface_replayed < H2_PREFACE.len() {
+            let rest = &H2_PREFACE[self.preface_replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.preface_replayed += n;
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -298,96 +319,25 @@ impl AsyncWrite for TlsConn {
 }
 
 /// The connection info of the connection a request arrived on, if it came through
-/// [`tls_incoming`].
+/// [`tls_incoming`](crate::tls_incoming).
 pub fn peer_connect_info<T>(req: &tonic::Request<T>) -> Option<&PeerConnectInfo> {
     req.extensions().get::<PeerConnectInfo>()
 }
 
-/// The identity of the client that sent `req`, if it came through [`tls_incoming`].
+/// The identity of the client that sent `req`, if it came through
+/// [`tls_incoming`](crate::tls_incoming).
 pub fn peer_identity<T>(req: &tonic::Request<T>) -> Option<PeerIdentity> {
     peer_connect_info(req).map(|info| info.identity.clone())
 }
 
-/// Accepts TCP connections and yields the authenticated TLS ones, for tonic's
-/// `Server::serve_with_incoming`.
-///
-/// Each handshake runs in its own task under `handshake_timeout`, and at most
-/// `max_pending_handshakes` (at least 1) run at once; while all slots are busy, new connections
-/// wait in the kernel's accept queue. So a slow or stalled client holds one slot for at most
-/// the timeout and never blocks the others. A failed handshake, or a client certificate without
-/// a valid interflow identity, is logged and dropped; the stream never yields an error, so it
-/// never stops the server. It ends, and the listener closes, when the stream is dropped.
-///
-/// The accept task starts on the first poll, inside the server's runtime.
-pub fn tls_incoming(
-    listener: TcpListener,
-    config: Arc<ReloadableServerConfig>,
-    handshake_timeout: Duration,
-    max_pending_handshakes: usize,
-) -> impl Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
-    let max_pending = max_pending_handshakes.max(1);
-    let start = async move {
-        let (tx, rx) = mpsc::channel(max_pending);
-        let slots = Arc::new(Semaphore::new(max_pending));
-        tokio::spawn(accept_loop(listener, config, handshake_timeout, slots, tx));
-        ReceiverStream::new(rx).map(Ok)
-    };
-    futures::stream::once(start).flatten()
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    config: Arc<ReloadableServerConfig>,
-    handshake_timeout: Duration,
-    slots: Arc<Semaphore>,
-    tx: mpsc::Sender<TlsConn>,
-) {
-    loop {
-        // Take a slot before accepting, so excess clients queue in the kernel instead of
-        // being accepted and dropped.
-        let slot = tokio::select! {
-            () = tx.closed() => return,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            () = tx.closed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, remote_addr) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) if is_per_connection_error(&e) => {
-                tracing::debug!(error = %e, "accepting a tcp connection failed");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting tcp connections failed, retrying");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                continue;
-            }
-        };
-        // Taken per connection, so a reload applies to the next handshake.
-        let acceptor = TlsAcceptor::from(config.current());
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            // The slot is held until the connection is handed to the server.
-            let _slot = slot;
-            if let Some(conn) = handshake(tcp, remote_addr, acceptor, handshake_timeout).await {
-                // The server may have stopped meanwhile; then the connection is just dropped.
-                let _ = tx.send(conn).await;
-            }
-        });
-    }
-}
-
-async fn handshake(
+/// The TLS handshake of one accepted connection under `timeout`, and the identity of the
+/// client's certificate.
+pub(crate) async fn handshake(
     tcp: TcpStream,
     remote_addr: SocketAddr,
     acceptor: TlsAcceptor,
     timeout: Duration,
-) -> Option<TlsConn> {
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, PeerConnectInfo)> {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(%remote_addr, error = %e, "setting tcp_nodelay failed");
     }
@@ -416,13 +366,13 @@ async fn handshake(
     match identity_from_cert(leaf) {
         Ok(identity) => {
             tracing::debug!(%remote_addr, %identity, "tls connection accepted");
-            Some(TlsConn {
+            Some((
                 stream,
-                info: PeerConnectInfo {
+                PeerConnectInfo {
                     remote_addr,
                     identity,
                 },
-            })
+            ))
         }
         Err(e) => {
             tracing::warn!(
@@ -458,7 +408,7 @@ fn log_handshake_error(remote_addr: SocketAddr, e: &io::Error) {
 }
 
 /// Errors that concern only the connection being accepted, not the listener.
-fn is_per_connection_error(e: &io::Error) -> bool {
+pub(crate) fn is_per_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused

@@ -19,8 +19,9 @@ use interflow_core::RegionCode;
 use crate::error::ErrorChain;
 use crate::pki::{Ca, Issued, Serial, Validity};
 use crate::{
-    PeerIdentity, ReloadableServerConfig, Role, ServerTlsFiles, TlsError, client_config, connect,
-    connect_lazy, local_server_name, peer_identity, peer_server_name, tls_incoming,
+    IncomingLimits, PeerIdentity, ReloadableServerConfig, Role, ServerTlsFiles, TlsError,
+    client_config, connect, connect_lazy, local_server_name, peer_identity, peer_server_name,
+    tls_incoming_with_limits,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,6 +108,18 @@ impl Drop for TestServer {
 
 impl TestServer {
     async fn start(files: ServerTlsFiles, handshake_timeout: Duration) -> Self {
+        Self::start_with_limits(
+            files,
+            IncomingLimits {
+                handshake_timeout,
+                max_pending_handshakes: 8,
+                ..IncomingLimits::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with_limits(files: ServerTlsFiles, limits: IncomingLimits) -> Self {
         let config = Arc::new(ReloadableServerConfig::load(files).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -121,7 +134,7 @@ impl TestServer {
             recorder.lock().unwrap().push(identity);
             Ok(req)
         });
-        let incoming = tls_incoming(listener, config.clone(), handshake_timeout, 8);
+        let incoming = tls_incoming_with_limits(listener, config.clone(), limits);
         let task = tokio::spawn(async move {
             Server::builder()
                 .add_service(health)
@@ -450,4 +463,187 @@ fn issued_files_are_private_and_round_trip() {
     assert_eq!(certs, vec![issued.cert_der.clone()]);
     assert_eq!(Serial::of_cert(&certs[0]).unwrap(), issued.serial);
     crate::load_key(&key).unwrap();
+}
+
+/// A raw TLS connection to `server` from `source` (an address on this host), that sends nothing
+/// after the handshake.
+async fn raw_tls(
+    server: SocketAddr,
+    source: std::net::IpAddr,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let tcp = socket.connect(server).await?;
+    let name = rustls_pki_types::ServerName::try_from(peer_server_name(region("310115")))
+        .map_err(std::io::Error::other)?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// Reads until the server closes `conn`, or `deadline` passes: true if it closed.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(conn: &mut S, deadline: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(deadline, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn connections_that_never_start_http2_are_closed_after_the_preface_timeout() {
+    let pki = Pki::new();
+    let server = TestServer::start_with_limits(
+        pki.server_files(vec![]),
+        IncomingLimits {
+            preface_timeout: Duration::from_millis(300),
+            max_connections_per_identity: 100,
+            ..IncomingLimits::default()
+        },
+    )
+    .await;
+    let (_, client) = pki.client("client", "110101", Validity::days(1));
+    let localhost = "127.0.0.1".parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(
+            raw_tls(server.addr, localhost, client.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    for conn in &mut idle {
+        assert!(
+            closed_within(conn, Duration::from_secs(10)).await,
+            "a connection that completed TLS but never sent the HTTP/2 preface stayed open"
+        );
+    }
+    // A real client is served as before.
+    server.check_peer(client).await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_over_the_per_identity_cap_are_refused_and_others_are_served() {
+    let pki = Pki::new();
+    let server = TestServer::start_with_limits(
+        pki.server_files(vec![]),
+        IncomingLimits {
+            max_connections_per_identity: 2,
+            ..IncomingLimits::default()
+        },
+    )
+    .await;
+    let (_, greedy) = pki.client("greedy", "110101", Validity::days(1));
+    let (_, other) = pki.client("other", "110102", Validity::days(1));
+    let name = peer_server_name(region("310115"));
+    let health = |channel: tonic::transport::Channel| async move {
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| ErrorChain(&s).to_string())
+    };
+    let open = || async {
+        connect(
+            &server.addr.to_string(),
+            &name,
+            greedy.clone(),
+            CONNECT_TIMEOUT,
+        )
+        .await
+    };
+    // Two connections of one identity are served and kept open.
+    let first = open().await.unwrap();
+    health(first.clone()).await.unwrap();
+    let second = open().await.unwrap();
+    health(second.clone()).await.unwrap();
+    // A third is refused: the connection, not just a request.
+    for _ in 0..3 {
+        let third = match open().await {
+            Ok(channel) => tokio::time::timeout(ATTEMPT_DEADLINE, health(channel))
+                .await
+                .expect("refused promptly"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert!(
+            third.is_err(),
+            "a third connection of one identity was served"
+        );
+    }
+    // Another identity is not affected.
+    server.check_peer(other).await.unwrap();
+    // Once one of the two closes, the identity may connect again.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(channel) = open().await
+            && health(channel).await.is_ok()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the identity could not connect again after closing a connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(second);
+}
+
+#[tokio::test]
+async fn one_address_at_its_handshake_cap_does_not_stall_clients_from_another() {
+    let pki = Pki::new();
+    // A long handshake timeout: without the per-address cap, the stalled connections would
+    // hold every slot for all of it.
+    let server = TestServer::start_with_limits(
+        pki.server_files(vec![]),
+        IncomingLimits {
+            handshake_timeout: Duration::from_secs(60),
+            max_pending_handshakes: 4,
+            max_handshakes_per_address: 2,
+            ..IncomingLimits::default()
+        },
+    )
+    .await;
+    let (_, client) = pki.client("client", "110101", Validity::days(1));
+    // 127.0.0.1 opens many TCP connections and never sends a ClientHello.
+    let attacker: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(attacker, 0)).unwrap();
+        stalled.push(socket.connect(server.addr).await.unwrap());
+    }
+    // A well-behaved client from 127.0.0.2 completes its handshake promptly.
+    let other = "127.0.0.2".parse().unwrap();
+    let done = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw_tls(server.addr, other, client.clone()),
+    )
+    .await;
+    assert!(
+        matches!(done, Ok(Ok(_))),
+        "a client from another address could not complete its handshake: {done:?}"
+    );
+    // The stalled address keeps at most its cap: the rest of its connections were closed.
+    let mut closed = 0;
+    for conn in &mut stalled {
+        if closed_within(conn, Duration::from_millis(200)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, 8,
+        "all but the address's 2 handshakes are closed at once"
+    );
 }
