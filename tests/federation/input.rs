@@ -4,7 +4,7 @@
 use interflow_core::pb;
 use interflow_core::record::ChannelId;
 use interflow_node::dev::sample_submission;
-use interflow_tests::TestCluster;
+use interflow_tests::{TestCluster, eventually};
 use tokio_stream::StreamExt;
 
 fn error_of(name: &str, r: &pb::SubmitResult) -> (i32, String) {
@@ -345,9 +345,24 @@ async fn a_client_resetting_streams_rapidly_is_cut_off_and_others_are_still_serv
         "the connection was not closed after {sent} reset streams"
     );
     assert!(sent < 2000, "the server let {sent} rapid resets through");
-    // Others are still served.
-    let mut ok = c.exchange_from(1, 0).await;
-    assert!(ok.heads(pb::HeadsRequest {}).await.is_ok());
+    // The node goes on serving. The same peer identity may first be told to slow down (the
+    // resets that reached a handler counted against its request rate), so allow the bucket to
+    // refill.
+    eventually(
+        std::time::Duration::from_secs(10),
+        "heads answered after the attack",
+        || {
+            let c = &c;
+            async move {
+                c.exchange_from(1, 0)
+                    .await
+                    .heads(pb::HeadsRequest {})
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
     c.shutdown().await;
 }
 

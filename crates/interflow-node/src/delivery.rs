@@ -114,6 +114,13 @@ pub async fn run(node: Arc<Node>, peer: RegionCode, shutdown: CancellationToken)
                 false
             }
         };
+        // Everything was acknowledged by other means (the peer's signed heads after it pulled
+        // the records): the retry state of earlier failures no longer applies.
+        if !pending && attempts > 0 {
+            attempts = 0;
+            delays = backoff(&node);
+            note(&node, channel, DeliveryState::default()).await;
+        }
         if !pending || node.holds.is_held(channel) {
             tokio::select! {
                 _ = wake.notified() => continue,
