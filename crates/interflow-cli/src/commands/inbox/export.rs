@@ -183,9 +183,22 @@ pub const CSV_HEADER: [&str; 25] = [
     "arrived_at_ms",
 ];
 
+/// The payload's CSV columns; those a kind does not have stay empty.
+#[derive(Default)]
+struct PayloadCols {
+    state: String,
+    method: String,
+    expected: String,
+    event: String,
+    since: String,
+    visits: String,
+    point: String,
+    retracted: String,
+}
+
 fn csv_row(e: &ExportItem) -> Vec<String> {
     let o = |v: &Option<String>| v.clone().unwrap_or_default();
-    let (ty, state, method, expected, event, since, visits, point, retracted) = match &e.payload {
+    let (ty, p) = match &e.payload {
         Some(PayloadView::Pregnancy {
             state,
             expected_delivery,
@@ -195,14 +208,14 @@ fn csv_row(e: &ExportItem) -> Vec<String> {
             ..
         }) => (
             "pregnancy",
-            state.clone(),
-            String::new(),
-            o(expected_delivery),
-            o(event_date),
-            String::new(),
-            prenatal_visits.to_string(),
-            service_point.clone(),
-            String::new(),
+            PayloadCols {
+                state: state.clone(),
+                expected: o(expected_delivery),
+                event: o(event_date),
+                visits: prenatal_visits.to_string(),
+                point: service_point.clone(),
+                ..PayloadCols::default()
+            },
         ),
         Some(PayloadView::Contraception {
             method,
@@ -211,37 +224,21 @@ fn csv_row(e: &ExportItem) -> Vec<String> {
             ..
         }) => (
             "contraception",
-            String::new(),
-            method.clone(),
-            String::new(),
-            String::new(),
-            o(since),
-            String::new(),
-            service_point.clone(),
-            String::new(),
+            PayloadCols {
+                method: method.clone(),
+                since: o(since),
+                point: service_point.clone(),
+                ..PayloadCols::default()
+            },
         ),
         Some(PayloadView::Retraction { retracted_kind }) => (
             "retraction",
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            (*retracted_kind).to_owned(),
+            PayloadCols {
+                retracted: (*retracted_kind).to_owned(),
+                ..PayloadCols::default()
+            },
         ),
-        None => (
-            "erased",
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ),
+        None => ("erased", PayloadCols::default()),
     };
     vec![
         e.position.to_string(),
@@ -252,15 +249,15 @@ fn csv_row(e: &ExportItem) -> Vec<String> {
         e.kind.to_owned(),
         ty.to_owned(),
         o(&e.subject_ref),
-        state,
-        method,
+        p.state,
+        p.method,
         o(&e.observed_on),
-        expected,
-        event,
-        since,
-        visits,
-        point,
-        retracted,
+        p.expected,
+        p.event,
+        p.since,
+        p.visits,
+        p.point,
+        p.retracted,
         o(&e.issued_at),
         o(&e.supersedes),
         e.current.to_string(),
