@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use interflow_core::pb;
 use interflow_node::dev::{sample_submission, synthetic_id};
-use interflow_tests::{TestCluster, eventually};
+use interflow_tests::TestCluster;
 
 fn record_id(r: &pb::SubmitResult) -> Vec<u8> {
     match &r.outcome {
@@ -179,18 +179,7 @@ async fn consumers_read_independently_and_corrections_retractions_and_erasure_sh
     ));
 
     // The read is in the audit log: who, through which consumer, which records.
-    let audit = c
-        .admin(1)
-        .await
-        .audit_log(pb::AuditLogRequest {
-            since_ms: 0,
-            limit: 10_000,
-            newest_first: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let audit = audit_entries(&c, 1).await;
     let read = audit
         .iter()
         .rfind(|e| e.action == "Inbox.Pull")
@@ -323,18 +312,7 @@ async fn match_finds_residents_with_inbound_records_and_is_audited_once_without_
     let resident = synthetic_id(70);
     let stranger = synthetic_id(71);
     let invalid = format!("{}0", &resident[..17]);
-    let mut admin = c.admin(1).await;
-    let before = admin
-        .audit_log(pb::AuditLogRequest {
-            since_ms: 0,
-            limit: 10_000,
-            newest_first: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
-        .len();
+    let before = audit_entries(&c, 1).await.len();
     let requests = vec![
         pb::MatchRequest {
             purpose: pb::Purpose::ServiceContinuity as i32,
@@ -380,23 +358,8 @@ async fn match_finds_residents_with_inbound_records_and_is_audited_once_without_
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     // One audit entry for the call: caller, purpose and counts, never the IDs.
-    let entries = eventually(Duration::from_secs(5), "the audit entry", || {
-        let mut admin = admin.clone();
-        async move {
-            let e = admin
-                .audit_log(pb::AuditLogRequest {
-                    since_ms: 0,
-                    limit: 10_000,
-                    newest_first: false,
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .entries;
-            Some(e)
-        }
-    })
-    .await;
+    // Written before Match answered.
+    let entries = audit_entries(&c, 1).await;
     let matches: Vec<_> = entries[before..]
         .iter()
         .filter(|e| e.action == "Inbox.Match")
@@ -411,7 +374,6 @@ async fn match_finds_residents_with_inbound_records_and_is_audited_once_without_
     for id in [&resident, &stranger, &invalid] {
         assert!(!all.contains(id.as_str()));
     }
-    drop(admin);
     let data = c.data_dir(1);
     c.stop(1).await;
     // Nothing under the node's data directory holds an ID it matched.
@@ -439,4 +401,19 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Node `i`'s whole audit log, oldest first.
+async fn audit_entries(c: &TestCluster, i: usize) -> Vec<pb::AuditEntry> {
+    c.admin(i)
+        .await
+        .audit_log(pb::AuditLogRequest {
+            since_ms: 0,
+            limit: 10_000,
+            newest_first: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
 }
