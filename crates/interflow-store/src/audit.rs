@@ -1,11 +1,13 @@
 //! The hash-chained audit log: who read or changed what, and when. Each entry carries the
 //! SHA-256 of the previous entry's bytes, so an edited or removed entry breaks the chain.
 //!
-//! Entries are stored in a store-owned encoding (`0x02` + postcard). Entries written by
-//! schema 1 were protobuf bytes in the layout of the wire's `AuditEntry`; they keep those
-//! bytes — rewriting them would break the very chain that proves they were never rewritten —
-//! and are read through [`LegacyEntry`], a frozen copy of that layout that no edit to the
-//! wire contract can change.
+//! Entries are stored in a store-owned encoding: new entries as `0x03` + postcard of
+//! [`AuditEntry`] (with its [`AuditNote`]: purpose, case reference, counts or range, refusal
+//! reason). Entries written before keep their bytes — rewriting them would break the very
+//! chain that proves they were never rewritten — and are read through frozen copies of their
+//! layouts: `0x02` + postcard without the note ([`EntryV2`]), and schema 1's protobuf bytes in
+//! the layout of the wire's `AuditEntry` ([`LegacyEntry`]), which no edit to the wire contract
+//! can change.
 
 use interflow_core::time::UnixMillis;
 use prost::Message;
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Place, corrupt, undecodable};
-use crate::state::{decode_versioned, encode_versioned};
+use crate::state::decode_versioned;
 use crate::{Result, Store, keys};
 
 /// One audit entry.
@@ -28,6 +30,33 @@ pub struct AuditEntry {
     /// Record ids or subject-ref digests; never a national ID.
     pub subjects: Vec<String>,
     pub prev_hash: [u8; 32],
+    /// Why and with what result; empty in entries written before version 3.
+    pub note: AuditNote,
+}
+
+/// What an entry says besides who touched what: all empty for calls that read no person's data
+/// and were answered. Fields are short tokens and counts, never contents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditNote {
+    /// Why a person's data was read, from the node's closed list (e.g. `service-continuity`).
+    pub purpose: String,
+    /// The caller's case reference, a bounded token; empty when none was given.
+    pub case_ref: String,
+    /// Counts or a range, e.g. `items:3 stored:2 refused:1` or `seq:4..9`.
+    pub detail: String,
+    /// Why the call was refused; empty for a call that was answered.
+    pub refused: String,
+}
+
+/// Version 2's entry layout, frozen: fields and their order must never change.
+#[derive(Deserialize)]
+struct EntryV2 {
+    index: u64,
+    at_ms: UnixMillis,
+    actor: String,
+    action: String,
+    subjects: Vec<String>,
+    prev_hash: [u8; 32],
 }
 
 /// Schema 1's entry layout, frozen: tags and types must never change.
@@ -47,18 +76,41 @@ struct LegacyEntry {
     prev_hash: Vec<u8>,
 }
 
-/// A version-2 entry starts with `0x02`; a protobuf message never does (field 0 is invalid).
+/// A version-2 entry starts with `0x02`, a version-3 one with `0x03`; a protobuf message never
+/// does (field 0 is invalid).
 const V2: u8 = 2;
+const V3: u8 = 3;
 
 impl AuditEntry {
+    /// Version 3: `0x03` + postcard of the whole entry. A change to [`AuditEntry`] or
+    /// [`AuditNote`] needs a new version (and a frozen copy of this layout).
     pub(crate) fn encode(&self) -> Vec<u8> {
-        encode_versioned(self)
+        let mut out = vec![V3];
+        // Encoding plain structs into a growable Vec cannot fail.
+        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out
     }
 
     pub(crate) fn decode(index: u64, v: &[u8]) -> Result<Self> {
         let at = Place::Audit { index };
-        if v.first() == Some(&V2) {
-            return decode_versioned(at, v);
+        match v.split_first() {
+            Some((&V3, rest)) => {
+                return postcard::from_bytes(rest)
+                    .map_err(|e| undecodable(at, "does not decode", e));
+            }
+            Some((&V2, _)) => {
+                let e: EntryV2 = decode_versioned(at, v)?;
+                return Ok(AuditEntry {
+                    index: e.index,
+                    at_ms: e.at_ms,
+                    actor: e.actor,
+                    action: e.action,
+                    subjects: e.subjects,
+                    prev_hash: e.prev_hash,
+                    note: AuditNote::default(),
+                });
+            }
+            _ => {}
         }
         let p =
             LegacyEntry::decode(v).map_err(|e| undecodable(at.clone(), "does not decode", e))?;
@@ -72,12 +124,24 @@ impl AuditEntry {
                 .prev_hash
                 .try_into()
                 .map_err(|_| corrupt(at, "prev_hash is not 32 bytes"))?,
+            note: AuditNote::default(),
         })
     }
 }
 
 pub(crate) fn entry_hash(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// The local audit chain recomputed up to an index ([`Store::audit_chain_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditChainAt {
+    /// Every entry up to the index links; the hash of the entry at the index.
+    Hash([u8; 32]),
+    /// The entry at `index` is not there.
+    Missing { index: u64 },
+    /// The entry at `index` does not decode or does not link to the one before.
+    Broken { index: u64 },
 }
 
 /// A page of the audit log and the number of entries in the range it was cut from.
@@ -109,6 +173,18 @@ impl Store {
         action: &str,
         subjects: Vec<String>,
     ) -> Result<u64> {
+        self.audit_noted(at_ms, actor, action, subjects, AuditNote::default())
+    }
+
+    /// Like [`Store::audit`], with the purpose, case, counts or refusal reason of the call.
+    pub fn audit_noted(
+        &self,
+        at_ms: UnixMillis,
+        actor: &str,
+        action: &str,
+        subjects: Vec<String>,
+        note: AuditNote,
+    ) -> Result<u64> {
         let _w = self.write.lock();
         self.check_writable()?;
         let (index, prev_hash) = match self.db()?.get(keys::META_AUDIT_HEAD)? {
@@ -125,6 +201,7 @@ impl Store {
             action: action.to_owned(),
             subjects,
             prev_hash,
+            note,
         };
         let bytes = entry.encode();
         let mut head = index.to_be_bytes().to_vec();
@@ -134,6 +211,36 @@ impl Store {
         batch.insert(keys::META_AUDIT_HEAD, head);
         self.commit(batch)?;
         Ok(index)
+    }
+
+    /// The audit head: index of the last entry and the SHA-256 of its stored bytes; `None`
+    /// before the first entry. Head statements to peers carry it, so a rewritten log shows.
+    pub fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>> {
+        self.db()?
+            .get(keys::META_AUDIT_HEAD)?
+            .map(|v| decode_head(&v))
+            .transpose()
+    }
+
+    /// The audit chain recomputed from its first entry up to `index`: the hash of entry
+    /// `index`'s stored bytes when every entry up to it is there and links to the one before,
+    /// otherwise where it breaks. What a peer kept of an earlier head is compared with this.
+    pub fn audit_chain_at(&self, index: u64) -> Result<AuditChainAt> {
+        let mut prev = [0u8; 32];
+        for expected in 1..=index {
+            let Some(v) = self.db()?.get(keys::audit(expected))? else {
+                return Ok(AuditChainAt::Missing { index: expected });
+            };
+            let e = match AuditEntry::decode(expected, &v) {
+                Ok(e) => e,
+                Err(_) => return Ok(AuditChainAt::Broken { index: expected }),
+            };
+            if e.index != expected || e.prev_hash != prev {
+                return Ok(AuditChainAt::Broken { index: expected });
+            }
+            prev = entry_hash(&v);
+        }
+        Ok(AuditChainAt::Hash(prev))
     }
 
     /// A page of the audit entries at or after `since_ms`: at most `limit` of them, newest
@@ -190,7 +297,89 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Store, StoreOptions};
+    use super::{AuditChainAt, AuditEntry, AuditNote, entry_hash};
+    use crate::{Store, StoreOptions, keys};
+
+    #[test]
+    fn version_2_entries_keep_their_bytes_and_the_chain_runs_on_into_version_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        // An entry as version 2 wrote it: 0x02 + postcard without the note.
+        #[derive(serde::Serialize)]
+        struct V2<'a>(u64, i64, &'a str, &'a str, Vec<String>, [u8; 32]);
+        let mut old = vec![2u8];
+        old.extend(
+            postcard::to_allocvec(&V2(
+                1,
+                5,
+                "admin:ops",
+                "Admin.Lookup",
+                vec!["ref:ab".into()],
+                [0; 32],
+            ))
+            .unwrap(),
+        );
+        let mut head = 1u64.to_be_bytes().to_vec();
+        head.extend_from_slice(&entry_hash(&old));
+        let db = s.db().unwrap();
+        db.insert(keys::audit(1), old.clone()).unwrap();
+        db.insert(keys::META_AUDIT_HEAD, head).unwrap();
+        let note = AuditNote {
+            purpose: "correction".into(),
+            case_ref: "C-7".into(),
+            ..AuditNote::default()
+        };
+        assert_eq!(
+            s.audit_noted(9, "admin:ops", "Admin.Lookup", vec![], note.clone())
+                .unwrap(),
+            2
+        );
+        let got = s.audit_entries(0, 10).unwrap();
+        assert_eq!(got[0].note, AuditNote::default());
+        assert_eq!(got[0].actor, "admin:ops");
+        assert_eq!(got[1].note, note);
+        assert_eq!(got[1].prev_hash, entry_hash(&old));
+        // The old entry's bytes are untouched and the whole chain verifies.
+        assert_eq!(db.get(keys::audit(1)).unwrap().unwrap().to_vec(), old);
+        assert!(s.verify_log(&|_| None).unwrap().ok());
+        let new = db.get(keys::audit(2)).unwrap().unwrap();
+        assert_eq!(new[0], 3, "new entries are version 3");
+        assert_eq!(
+            s.audit_chain_at(2).unwrap(),
+            AuditChainAt::Hash(entry_hash(&new))
+        );
+        assert_eq!(s.audit_head().unwrap(), Some((2, entry_hash(&new))));
+    }
+
+    #[test]
+    fn the_chain_recomputed_at_an_index_names_where_it_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        for i in 0..4 {
+            s.audit(i, "admin:ops", "Admin.Stats", vec![]).unwrap();
+        }
+        let AuditChainAt::Hash(before) = s.audit_chain_at(2).unwrap() else {
+            panic!("chain broken before tampering")
+        };
+        let db = s.db().unwrap();
+        let mut e = AuditEntry::decode(2, &db.get(keys::audit(2)).unwrap().unwrap()).unwrap();
+        e.actor = "admin:someone-else".into();
+        db.insert(keys::audit(2), e.encode()).unwrap();
+        assert_eq!(
+            s.audit_chain_at(3).unwrap(),
+            AuditChainAt::Broken { index: 3 }
+        );
+        assert_ne!(s.audit_chain_at(2).unwrap(), AuditChainAt::Hash(before));
+        assert_eq!(
+            s.audit_chain_at(2).unwrap(),
+            AuditChainAt::Hash(entry_hash(&e.encode()))
+        );
+        db.remove(keys::audit(3)).unwrap();
+        assert_eq!(
+            s.audit_chain_at(4).unwrap(),
+            AuditChainAt::Missing { index: 3 }
+        );
+    }
 
     #[test]
     fn a_page_is_newest_first_on_request_and_counts_the_whole_range() {

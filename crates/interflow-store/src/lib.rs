@@ -34,11 +34,11 @@
 //! | `e` | channel(12) seq(8) id(32) | `SignedRecord` bytes of an equivocating record |
 //! | `x` | channel(12) | latest verified `SignedReceipt` bytes for an outbound channel |
 //! | `h` | channel(12) | the destination's verified `SignedHeads` bytes that last advanced an outbound channel's acked seq (reconciliation without delivery) |
-//! | `v` | peer region(6) | the peer's latest verified `SignedHeads` bytes (cosigned checkpoint) |
+//! | `v` | peer region(6) | the peer's latest verified `SignedHeads` bytes (cosigned checkpoint; carries the peer's audit head, answered back by `Exchange.AuditAnchor`) |
 //! | `p` | run id(8, BE) | reconciliation report: `0x02` + postcard |
 //! | `n` | inbox position(8, BE) | channel(12) seq(8) arrived-at ms(8): inbound records in arrival order |
 //! | `u` | consumer name | cursor position(8, BE) acked-at ms(8) |
-//! | `a` | index(8, BE) | audit entry: `0x02` + postcard; entries written by schema 1 keep their bytes (protobuf layout, frozen in `audit`) so the hash chain over them still verifies |
+//! | `a` | index(8, BE) | audit entry: `0x03` + postcard (with purpose, case, detail, refusal); older entries keep their bytes (`0x02` + postcard without those) (protobuf layout, frozen in `audit`) so the hash chain over them still verifies |
 //! | `m` | name | metadata: schema version, audit head, whether older records were indexed into the inbox |
 
 mod anchor;
@@ -65,7 +65,7 @@ use parking_lot::{Mutex, RwLock};
 
 use engine::{DurableHeads, Engine, Poison};
 
-pub use audit::{AuditEntry, AuditPage};
+pub use audit::{AuditChainAt, AuditEntry, AuditNote, AuditPage};
 pub use error::{DecodeError, DurableStep, IntegrityProblem, Place, ReadOnlyReason, StoreError};
 pub use inbound::{ApplyError, ApplyOutcome, Evidence};
 pub use inbox::{Arrival, CONSUMER_RULE, Cursor, InboxEntry, InboxPage, valid_consumer};
