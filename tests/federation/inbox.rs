@@ -315,10 +315,12 @@ async fn match_finds_residents_with_inbound_records_and_is_audited_once_without_
     let before = audit_entries(&c, 1).await.len();
     let requests = vec![
         pb::MatchRequest {
+            case_ref: String::new(),
             purpose: pb::Purpose::ServiceContinuity as i32,
             national_ids: vec![resident.clone(), stranger.clone()],
         },
         pb::MatchRequest {
+            case_ref: String::new(),
             purpose: 0,
             national_ids: vec![invalid.clone()],
         },
@@ -350,6 +352,7 @@ async fn match_finds_residents_with_inbound_records_and_is_audited_once_without_
         .inbox(1)
         .await
         .r#match(tokio_stream::iter(vec![pb::MatchRequest {
+            case_ref: String::new(),
             purpose: 0,
             national_ids: vec![resident.clone()],
         }]))
@@ -364,12 +367,15 @@ async fn match_finds_residents_with_inbound_records_and_is_audited_once_without_
         .iter()
         .filter(|e| e.action == "Inbox.Match")
         .collect();
-    assert_eq!(matches.len(), 1, "{matches:?}");
+    // One for the answered call, one for the refused one (with the reason, no purpose).
+    assert_eq!(matches.len(), 2, "{matches:?}");
     assert_eq!(matches[0].actor, "inbox:dev-clinic");
-    assert_eq!(
-        matches[0].subjects,
-        vec!["purpose:service_continuity", "ids:3", "matched:1"]
-    );
+    assert_eq!(matches[0].purpose, "service-continuity");
+    assert_eq!(matches[0].detail, "ids:3 matched:1");
+    assert!(matches[0].subjects.is_empty() && matches[0].refused.is_empty());
+    assert_eq!(matches[1].actor, "inbox:dev-clinic");
+    assert!(matches[1].refused.contains("purpose"), "{:?}", matches[1]);
+    assert!(matches[1].purpose.is_empty() && matches[1].detail.is_empty());
     let all = format!("{entries:?}");
     for id in [&resident, &stranger, &invalid] {
         assert!(!all.contains(id.as_str()));

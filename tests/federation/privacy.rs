@@ -87,6 +87,8 @@ async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
             "{:?}",
             admin
                 .lookup(pb::LookupRequest {
+                    purpose: pb::Purpose::ServiceContinuity as i32,
+                    case_ref: String::new(),
                     national_id: id.clone()
                 })
                 .await
@@ -96,6 +98,8 @@ async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
         "{:?}",
         admin
             .lookup(pb::LookupRequest {
+                purpose: pb::Purpose::ServiceContinuity as i32,
+                case_ref: String::new(),
                 national_id: sentinel.clone()
             })
             .await
@@ -119,9 +123,21 @@ async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
         "{:?}",
         inbox
             .r#match(tokio_stream::iter(vec![pb::MatchRequest {
+                case_ref: String::new(),
                 purpose: pb::Purpose::ServiceContinuity as i32,
                 national_ids: to_match,
             }]))
+            .await
+    ));
+    // A clerk who types an ID as the case reference is refused, and the ID is not written.
+    answers.push_str(&format!(
+        "{:?}",
+        admin
+            .lookup(pb::LookupRequest {
+                national_id: ids[0].clone(),
+                purpose: pb::Purpose::Correction as i32,
+                case_ref: ids[1].clone(),
+            })
             .await
     ));
     drop(inbox);
@@ -135,6 +151,32 @@ async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
         .await
         .unwrap();
     c.restart(1).await;
+    // Both audit logs, with the new entries: submits (counts), reads (purposes), refusals
+    // (reasons) and fetches (ranges).
+    let mut audit_log = String::new();
+    for i in 0..2 {
+        audit_log.push_str(&format!(
+            "{:?}",
+            c.admin(i)
+                .await
+                .audit_log(pb::AuditLogRequest {
+                    since_ms: 0,
+                    limit: 10_000,
+                    newest_first: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        ));
+    }
+    for covered in [
+        "Intake.Submit",
+        "Inbox.Match",
+        "refused: \"`case_ref`",
+        "purpose: \"service-continuity\"",
+    ] {
+        assert!(audit_log.contains(covered), "no `{covered}` in {audit_log}");
+    }
 
     let node = c.node(0).clone();
     let key = &node.pseudonym_keys[&node.agreements.iter().next().unwrap().id];
@@ -168,6 +210,17 @@ async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
     for s in secrets.iter().chain(ids.iter()) {
         assert!(!logged.contains(s.as_str()), "`{s}` appeared in the logs");
     }
+    for s in secrets
+        .iter()
+        .filter(|s| s.len() == 64)
+        .chain(ids.iter())
+        .chain([&sentinel])
+    {
+        assert!(
+            !audit_log.contains(s.as_str()),
+            "`{s}` appeared in the audit log"
+        );
+    }
     for id in national_ids {
         assert!(
             !answers.contains(id.as_str()),
@@ -198,6 +251,8 @@ async fn the_disclosure_report_lists_exchanges_and_every_read_of_the_person() {
     // Reads at B: the record by id, then a lookup of the person.
     admin
         .get_record(pb::GetRecordRequest {
+            purpose: pb::Purpose::ServiceContinuity as i32,
+            case_ref: String::new(),
             record_id: rid.clone(),
             record_id_prefix: String::new(),
         })
@@ -205,12 +260,16 @@ async fn the_disclosure_report_lists_exchanges_and_every_read_of_the_person() {
         .unwrap();
     admin
         .lookup(pb::LookupRequest {
+            purpose: pb::Purpose::ServiceContinuity as i32,
+            case_ref: String::new(),
             national_id: id.clone(),
         })
         .await
         .unwrap();
     let report = admin
         .disclosure(pb::DisclosureRequest {
+            purpose: pb::Purpose::ServiceContinuity as i32,
+            case_ref: String::new(),
             national_id: id.clone(),
         })
         .await
@@ -230,6 +289,8 @@ async fn the_disclosure_report_lists_exchanges_and_every_read_of_the_person() {
     // Another person's report is empty: reads are attributed by person, not by time.
     let other = admin
         .disclosure(pb::DisclosureRequest {
+            purpose: pb::Purpose::ServiceContinuity as i32,
+            case_ref: String::new(),
             national_id: synthetic_id(701),
         })
         .await
@@ -263,6 +324,8 @@ async fn after_retention_a_record_is_erased_but_the_log_still_verifies() {
     let mut admin = c.admin(1).await;
     let got = admin
         .get_record(pb::GetRecordRequest {
+            purpose: pb::Purpose::ServiceContinuity as i32,
+            case_ref: String::new(),
             record_id: rid.clone(),
             record_id_prefix: String::new(),
         })
@@ -271,13 +334,17 @@ async fn after_retention_a_record_is_erased_but_the_log_still_verifies() {
         .into_inner();
     assert!(got.erased && got.record.is_none());
     let lookup = admin
-        .lookup(pb::LookupRequest { national_id: id })
+        .lookup(pb::LookupRequest {
+            purpose: pb::Purpose::ServiceContinuity as i32,
+            case_ref: String::new(),
+            national_id: id,
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(lookup.current.is_empty() && lookup.timeline.is_empty());
     let verify = admin
-        .verify_log(pb::VerifyLogRequest {})
+        .verify_log(pb::VerifyLogRequest::default())
         .await
         .unwrap()
         .into_inner();

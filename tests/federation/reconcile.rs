@@ -68,7 +68,7 @@ async fn five_hundred_records_arrive_by_reconciliation_alone_and_a_second_run_ch
     let verify = c
         .admin(1)
         .await
-        .verify_log(pb::VerifyLogRequest {})
+        .verify_log(pb::VerifyLogRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -146,7 +146,7 @@ async fn a_node_that_lost_its_disk_gets_everything_back() {
     let verify = c
         .admin(1)
         .await
-        .verify_log(pb::VerifyLogRequest {})
+        .verify_log(pb::VerifyLogRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -362,6 +362,7 @@ async fn a_peer_whose_signed_view_goes_backwards_is_an_anomaly_and_the_old_state
             seq: 10,
             hash: interflow_core::record::RecordId([5; 32]),
         }],
+        audit: None,
     };
     let signed = sign_heads(&b_key, &earlier);
     let bytes = prost::Message::encode_to_vec(&signed);

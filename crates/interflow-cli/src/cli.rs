@@ -162,6 +162,8 @@ pub enum NodeCommand {
     Record {
         /// Record id: the 64 hex digits, or a unique start of at least 8 (tables show 12).
         id: String,
+        #[command(flatten)]
+        why: ReadWhy,
     },
     /// Counts: records out and in, pending, equivocations, audit entries, reconcile runs.
     Stats,
@@ -170,17 +172,23 @@ pub enum NodeCommand {
     /// The lookup is audited by the node. Only the masked ID is printed. Pass `--id -` to read
     /// the ID from standard input, which keeps it out of the shell history.
     Lookup {
-        /// The 18-character resident ID, or `-` to read it from standard input.
-        #[arg(long, value_name = "NATIONAL_ID")]
+        /// `-` to read the 18-character resident ID from standard input (an ID given here
+        /// stays in the shell history and shows in `ps`; the CLI warns).
+        #[arg(long, value_name = "NATIONAL_ID|-")]
         id: String,
+        #[command(flatten)]
+        why: ReadWhy,
     },
     /// Disclosure report for one person: every exchange of their records through this node
     /// (sent or received, when, under which agreement and legal basis) and every audited read
     /// of them. Audited by the node.
     Disclosure {
-        /// The 18-character resident ID, or `-` to read it from standard input.
-        #[arg(long, value_name = "NATIONAL_ID")]
+        /// `-` to read the 18-character resident ID from standard input (an ID given here
+        /// stays in the shell history and shows in `ps`; the CLI warns).
+        #[arg(long, value_name = "NATIONAL_ID|-")]
         id: String,
+        #[command(flatten)]
+        why: ReadWhy,
     },
     /// Submits status records from a CSV or JSONL file through `Intake.Submit`.
     ///
@@ -228,7 +236,14 @@ pub enum NodeCommand {
     },
     /// Re-checks every signature, chain link, index entry and the audit chain; exits 1 on any
     /// inconsistency.
-    Verify,
+    ///
+    /// With `--with-peers`, also asks every peer for the audit head this node last signed to
+    /// it (in a head statement) and compares it with the local audit chain recomputed there:
+    /// a rewritten audit log shows as a mismatch (exit 1).
+    Verify {
+        #[arg(long)]
+        with_peers: bool,
+    },
     /// Lets a channel stopped after equivocation accept records again, once you have looked at
     /// the evidence (`channels` shows stopped channels; the evidence is kept). Audited.
     Resume {
@@ -507,4 +522,27 @@ mod tests {
             "{err}"
         );
     }
+}
+
+/// Why a person's data is read: the node refuses reads without a purpose and writes both to
+/// the audit log.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ReadWhy {
+    /// Why the data is read (required).
+    #[arg(long, value_enum)]
+    pub purpose: Option<Purpose>,
+    /// The bureau's case reference: 1 to 32 characters of `[A-Za-z0-9._-]`, never a
+    /// resident ID.
+    #[arg(long = "case", value_name = "REF")]
+    pub case_ref: Option<String>,
+}
+
+/// `pb::Purpose` without its "unspecified".
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    ServiceContinuity,
+    OwnRequest,
+    Correction,
+    Audit,
+    LegalObligation,
 }

@@ -94,6 +94,14 @@ pub struct Head {
     pub hash: RecordId,
 }
 
+/// The signer's audit-chain head in a head statement: the index of its last audit entry and
+/// the SHA-256 of that entry's stored bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
 /// A verified head statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heads {
@@ -101,6 +109,8 @@ pub struct Heads {
     pub peer: RegionCode,
     pub issued_at_ms: UnixMillis,
     pub heads: Vec<Head>,
+    /// `None` before the signer's first audit entry.
+    pub audit: Option<AuditHead>,
 }
 
 impl Heads {
@@ -125,6 +135,8 @@ pub fn sign_heads(key: &SigningKey, h: &Heads) -> pb::SignedHeads {
                 head_hash: x.hash.0.to_vec(),
             })
             .collect(),
+        audit_seq: h.audit.map_or(0, |a| a.seq),
+        audit_hash: h.audit.map(|a| a.hash.to_vec()).unwrap_or_default(),
     }
     .encode_to_vec();
     pb::SignedHeads {
@@ -167,11 +179,22 @@ pub fn verify_heads(
             hash: hash("head_hash", &h.head_hash)?,
         });
     }
+    let audit = match (b.audit_seq, b.audit_hash.as_slice()) {
+        (0, []) => None,
+        (0, _) => return Err(bad("audit_hash", "is set without `audit_seq`")),
+        (seq, h) => Some(AuditHead {
+            seq,
+            hash: h
+                .try_into()
+                .map_err(|_| bad("audit_hash", format!("is {} bytes, not 32", h.len())))?,
+        }),
+    };
     Ok(Heads {
         signer,
         peer,
         issued_at_ms: b.issued_at_ms,
         heads,
+        audit,
     })
 }
 
@@ -209,11 +232,29 @@ mod tests {
                 seq: 3,
                 hash: RecordId([1; 32]),
             }],
+            audit: None,
         };
         assert_eq!(
             verify_heads(&sign_heads(&k, &h), &k.verifying_key()),
             Ok(h.clone())
         );
+        // The signer's audit head travels signed, and a forged one does not verify.
+        h.audit = Some(AuditHead {
+            seq: 12,
+            hash: [7; 32],
+        });
+        let signed = sign_heads(&k, &h);
+        assert_eq!(verify_heads(&signed, &k.verifying_key()), Ok(h.clone()));
+        let mut body = pb::HeadsBody::decode(signed.body.as_slice()).unwrap();
+        body.audit_hash = vec![8; 32];
+        let forged = pb::SignedHeads {
+            body: body.encode_to_vec(),
+            ..signed
+        };
+        assert!(matches!(
+            verify_heads(&forged, &k.verifying_key()),
+            Err(StatementError::Signature(_))
+        ));
         h.heads[0].channel = ChannelId::new(r("440305"), r("110105"));
         assert!(matches!(
             verify_heads(&sign_heads(&k, &h), &k.verifying_key()),

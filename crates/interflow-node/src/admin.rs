@@ -12,10 +12,13 @@ use interflow_core::payload::Kind;
 use interflow_core::pb;
 use interflow_core::pseudonym::SubjectRef;
 use interflow_core::record::{ChannelId, RecordId};
+use interflow_core::statement::verify_heads;
 use interflow_core::time::latest_permitted_date;
+use interflow_store::{AuditChainAt, AuditNote};
 use interflow_tls::Role;
 use tonic::{Request, Response, Status};
 
+use crate::audited::{caller_name, read_note};
 use crate::error::NodeError;
 use crate::node::Node;
 use crate::wire;
@@ -111,24 +114,135 @@ impl AdminService {
         action: &'static str,
         subjects: Vec<String>,
     ) -> Result<String, NodeError> {
+        self.audited_why(req, action, subjects, AuditNote::default())
+            .await
+    }
+
+    /// [`Self::audited`] for a read of a person's data, with its purpose and case.
+    async fn audited_why<T>(
+        &self,
+        req: &Request<T>,
+        action: &'static str,
+        subjects: Vec<String>,
+        note: AuditNote,
+    ) -> Result<String, NodeError> {
         let actor = self.node.local_caller(req, Role::Admin)?;
         let (a, now) = (actor.clone(), self.node.now());
         self.node
             .store
-            .run(move |s| s.audit(now, &a, action, subjects))
+            .run(move |s| s.audit_noted(now, &a, action, subjects, note))
             .await?;
         Ok(actor)
     }
 }
 
-#[tonic::async_trait]
-impl pb::admin_server::Admin for AdminService {
-    type ReconcileStream = BoxStream<pb::ReconcileProgress>;
+impl AdminService {
+    /// What each peer with an agreement holds of this node's audit chain (the audit head in
+    /// the latest head statement this node signed for it), compared with the local chain
+    /// recomputed at that index.
+    async fn peer_anchors(&self) -> Result<Vec<pb::PeerAnchor>, NodeError> {
+        let n = &self.node;
+        let me = n.region;
+        let own_key = n.signing_key.verifying_key();
+        let mut out = Vec::new();
+        for peer in n.agreements.all_peers(me) {
+            let mut a = pb::PeerAnchor {
+                peer: peer.to_string(),
+                ..Default::default()
+            };
+            let answer = match n.exchange_client(peer) {
+                Ok(mut c) => tokio::time::timeout(
+                    n.config.limits.request_timeout(),
+                    c.audit_anchor(pb::AuditAnchorRequest {}),
+                )
+                .await
+                .map_err(|_| "timed out".to_owned())
+                .and_then(|r| r.map_err(|s| s.message().to_owned())),
+                Err(e) => Err(e.to_string()),
+            };
+            let signed = match answer {
+                Ok(r) => r.into_inner().heads,
+                Err(why) => {
+                    a.state = pb::AnchorState::Unreachable as i32;
+                    a.problem = format!("the peer did not answer: {why}");
+                    out.push(a);
+                    continue;
+                }
+            };
+            let Some(signed) = signed else {
+                a.state = pb::AnchorState::None as i32;
+                a.problem = "the peer holds no head statement of this node yet (it keeps one when it reconciles)".into();
+                out.push(a);
+                continue;
+            };
+            let heads = match verify_heads(&signed, &own_key) {
+                Ok(h) if h.signer == me && h.peer == peer => h,
+                Ok(_) => {
+                    a.state = pb::AnchorState::BadStatement as i32;
+                    a.problem =
+                        "the statement the peer holds is not one this node signed for it".into();
+                    out.push(a);
+                    continue;
+                }
+                Err(e) => {
+                    a.state = pb::AnchorState::BadStatement as i32;
+                    a.problem = format!(
+                        "the statement the peer holds does not verify under this node's key: {e}"
+                    );
+                    out.push(a);
+                    continue;
+                }
+            };
+            a.issued_at_ms = heads.issued_at_ms;
+            let Some(anchor) = heads.audit else {
+                a.state = pb::AnchorState::None as i32;
+                a.problem = "the statement the peer holds carries no audit head".into();
+                out.push(a);
+                continue;
+            };
+            a.audit_seq = anchor.seq;
+            a.audit_hash = anchor.hash.to_vec();
+            let local = n.store.run(move |s| s.audit_chain_at(anchor.seq)).await?;
+            let (state, problem) = match local {
+                AuditChainAt::Hash(h) if h == anchor.hash => {
+                    (pb::AnchorState::Matches, String::new())
+                }
+                AuditChainAt::Hash(_) => (
+                    pb::AnchorState::Mismatch,
+                    format!(
+                        "the audit log was rewritten: entry `{}` (or one before it) differs from what this node signed to `{peer}`",
+                        anchor.seq
+                    ),
+                ),
+                AuditChainAt::Missing { index } => (
+                    pb::AnchorState::Mismatch,
+                    format!(
+                        "audit entry `{index}` is missing, but this node signed to `{peer}` an audit head at `{}`",
+                        anchor.seq
+                    ),
+                ),
+                AuditChainAt::Broken { index } => (
+                    pb::AnchorState::Mismatch,
+                    format!(
+                        "the audit chain breaks at entry `{index}`, before the head at `{}` this node signed to `{peer}`",
+                        anchor.seq
+                    ),
+                ),
+            };
+            a.state = state as i32;
+            a.problem = problem;
+            out.push(a);
+        }
+        Ok(out)
+    }
+}
 
-    async fn list_channels(
+/// The handlers: each returns a [`NodeError`], so the trait methods below can audit a refusal.
+impl AdminService {
+    async fn list_channels_inner(
         &self,
         req: Request<pb::ListChannelsRequest>,
-    ) -> Result<Response<pb::ListChannelsResponse>, Status> {
+    ) -> Result<Response<pb::ListChannelsResponse>, NodeError> {
         self.audited(&req, "Admin.ListChannels", vec![]).await?;
         let n = &self.node;
         let mut all = n.store.run(|s| s.channels()).await?;
@@ -168,10 +282,10 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::ListChannelsResponse { channels }))
     }
 
-    async fn list_pending(
+    async fn list_pending_inner(
         &self,
         req: Request<pb::ListPendingRequest>,
-    ) -> Result<Response<pb::ListPendingResponse>, Status> {
+    ) -> Result<Response<pb::ListPendingResponse>, NodeError> {
         self.audited(&req, "Admin.ListPending", vec![]).await?;
         let n = &self.node;
         let region = n.region;
@@ -216,10 +330,11 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(resp))
     }
 
-    async fn get_record(
+    async fn get_record_inner(
         &self,
         req: Request<pb::GetRecordRequest>,
-    ) -> Result<Response<pb::GetRecordResponse>, Status> {
+    ) -> Result<Response<pb::GetRecordResponse>, NodeError> {
+        let note = read_note(req.get_ref().purpose, &req.get_ref().case_ref)?;
         let id = match req.get_ref().record_id_prefix.as_str() {
             "" => RecordId::try_from(req.get_ref().record_id.as_slice())
                 .map_err(|e| NodeError::bad_field("record_id", e))?,
@@ -237,7 +352,7 @@ impl pb::admin_server::Admin for AdminService {
                 self.record_id_by_prefix(prefix).await?
             }
         };
-        self.audited(&req, "Admin.GetRecord", vec![id.to_hex()])
+        self.audited_why(&req, "Admin.GetRecord", vec![id.to_hex()], note)
             .await?;
         let entry = self
             .node
@@ -269,15 +384,17 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(resp))
     }
 
-    async fn lookup(
+    async fn lookup_inner(
         &self,
         req: Request<pb::LookupRequest>,
-    ) -> Result<Response<pb::LookupResponse>, Status> {
+    ) -> Result<Response<pb::LookupResponse>, NodeError> {
+        let note = read_note(req.get_ref().purpose, &req.get_ref().case_ref)?;
         let (masked, refs) = self.person(&req.get_ref().national_id)?;
-        self.audited(
+        self.audited_why(
             &req,
             "Admin.Lookup",
             refs.iter().map(|(_, _, r)| subject_digest(r)).collect(),
+            note,
         )
         .await?;
         let resp = self
@@ -310,36 +427,49 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(resp))
     }
 
-    async fn reconcile(
+    async fn reconcile_inner(
         &self,
         req: Request<pb::ReconcileRequest>,
-    ) -> Result<Response<Self::ReconcileStream>, Status> {
+    ) -> Result<Response<BoxStream<pb::ReconcileProgress>>, NodeError> {
+        // Arguments are checked first: a refused call is audited once, as refused.
+        let only = match req.get_ref().peer.as_str() {
+            "" => None,
+            p => Some(
+                p.parse::<interflow_core::RegionCode>()
+                    .map_err(|e| NodeError::bad_field("peer", e))?,
+            ),
+        };
+        if let Some(p) = only
+            && self
+                .node
+                .agreements
+                .all_peers(self.node.region)
+                .binary_search(&p)
+                .is_err()
+        {
+            return Err(NodeError::bad_field(
+                "peer",
+                format!("no agreement with `{p}`"),
+            ));
+        }
         self.audited(&req, "Admin.Reconcile", vec![]).await?;
         let r = req.into_inner();
-        let only = if r.peer.is_empty() {
-            None
-        } else {
-            Some(
-                r.peer
-                    .parse::<interflow_core::RegionCode>()
-                    .map_err(|e| NodeError::bad_field("peer", e))?,
-            )
-        };
         let rx = crate::reconcile::start_run(
             self.node.clone(),
             only,
             r.recover || self.node.config.reconcile.recover,
         )
-        .await?;
+        .await
+        .map_err(|s| NodeError::InvalidArgument(s.message().to_owned()))?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
 
-    async fn list_reconcile_reports(
+    async fn list_reconcile_reports_inner(
         &self,
         req: Request<pb::ListReconcileReportsRequest>,
-    ) -> Result<Response<pb::ListReconcileReportsResponse>, Status> {
+    ) -> Result<Response<pb::ListReconcileReportsResponse>, NodeError> {
         self.audited(&req, "Admin.ListReconcileReports", vec![])
             .await?;
         let limit = match req.get_ref().limit {
@@ -352,19 +482,30 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
-    async fn verify_log(
+    async fn verify_log_inner(
         &self,
         req: Request<pb::VerifyLogRequest>,
-    ) -> Result<Response<pb::VerifyLogResponse>, Status> {
+    ) -> Result<Response<pb::VerifyLogResponse>, NodeError> {
         self.audited(&req, "Admin.VerifyLog", vec![]).await?;
+        let req_with_peers = req.get_ref().with_peers;
         let node = self.node.clone();
         let r = self
             .node
             .store
             .run(move |s| s.verify_log(&|r| node.directory.signing_key(r)))
             .await?;
+        let peers = if req_with_peers {
+            self.peer_anchors().await?
+        } else {
+            Vec::new()
+        };
+        let anchors_ok = peers.iter().all(|p| {
+            p.state != pb::AnchorState::Mismatch as i32
+                && p.state != pb::AnchorState::BadStatement as i32
+        });
         Ok(Response::new(pb::VerifyLogResponse {
-            ok: r.ok(),
+            ok: r.ok() && anchors_ok,
+            peers,
             records_checked: r.records_checked,
             audit_entries_checked: r.audit_entries_checked,
             problems: r
@@ -383,10 +524,10 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
-    async fn audit_log(
+    async fn audit_log_inner(
         &self,
         req: Request<pb::AuditLogRequest>,
-    ) -> Result<Response<pb::AuditLogResponse>, Status> {
+    ) -> Result<Response<pb::AuditLogResponse>, NodeError> {
         self.audited(&req, "Admin.AuditLog", vec![]).await?;
         let since = req.get_ref().since_ms;
         let limit = match req.get_ref().limit {
@@ -405,10 +546,10 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
-    async fn resume_channel(
+    async fn resume_channel_inner(
         &self,
         req: Request<pb::ResumeChannelRequest>,
-    ) -> Result<Response<pb::ResumeChannelResponse>, Status> {
+    ) -> Result<Response<pb::ResumeChannelResponse>, NodeError> {
         let parse = |field: &'static str, v: &str| {
             v.parse::<interflow_core::RegionCode>()
                 .map_err(|e| NodeError::bad_field(field, e))
@@ -442,13 +583,14 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(resp))
     }
 
-    async fn disclosure(
+    async fn disclosure_inner(
         &self,
         req: Request<pb::DisclosureRequest>,
-    ) -> Result<Response<pb::DisclosureResponse>, Status> {
+    ) -> Result<Response<pb::DisclosureResponse>, NodeError> {
+        let note = read_note(req.get_ref().purpose, &req.get_ref().case_ref)?;
         let (masked, refs) = self.person(&req.get_ref().national_id)?;
         let digests: Vec<String> = refs.iter().map(|(_, _, r)| subject_digest(r)).collect();
-        self.audited(&req, "Admin.Disclosure", digests.clone())
+        self.audited_why(&req, "Admin.Disclosure", digests.clone(), note)
             .await?;
         let n = self.node.clone();
         let resp = self
@@ -507,6 +649,8 @@ impl pb::admin_server::Admin for AdminService {
                         at_ms: e.at_ms,
                         actor: e.actor,
                         action: e.action,
+                        purpose: e.note.purpose,
+                        case_ref: e.note.case_ref,
                     })
                     .collect();
                 Ok(pb::DisclosureResponse {
@@ -519,10 +663,10 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(resp))
     }
 
-    async fn stats(
+    async fn stats_inner(
         &self,
         req: Request<pb::StatsRequest>,
-    ) -> Result<Response<pb::StatsResponse>, Status> {
+    ) -> Result<Response<pb::StatsResponse>, NodeError> {
         self.audited(&req, "Admin.Stats", vec![]).await?;
         let region = self.node.region;
         let s = self.node.store.run(move |s| s.stats(region)).await?;
@@ -535,5 +679,137 @@ impl pb::admin_server::Admin for AdminService {
             audit_entries: s.audit_entries,
             reconcile_runs: s.reconcile_runs,
         }))
+    }
+}
+
+/// Every method writes one audit entry: the read (in the handler), or the refusal (here).
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    type ReconcileStream = BoxStream<pb::ReconcileProgress>;
+
+    async fn list_channels(
+        &self,
+        req: Request<pb::ListChannelsRequest>,
+    ) -> Result<Response<pb::ListChannelsResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.list_channels_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.ListChannels", r)
+            .await?)
+    }
+
+    async fn list_pending(
+        &self,
+        req: Request<pb::ListPendingRequest>,
+    ) -> Result<Response<pb::ListPendingResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.list_pending_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.ListPending", r)
+            .await?)
+    }
+
+    async fn get_record(
+        &self,
+        req: Request<pb::GetRecordRequest>,
+    ) -> Result<Response<pb::GetRecordResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.get_record_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.GetRecord", r)
+            .await?)
+    }
+
+    async fn lookup(
+        &self,
+        req: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.lookup_inner(req).await;
+        Ok(self.node.audit_refusal(&caller, "Admin.Lookup", r).await?)
+    }
+
+    async fn reconcile(
+        &self,
+        req: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<Self::ReconcileStream>, Status> {
+        let caller = caller_name(&req);
+        let r = self.reconcile_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.Reconcile", r)
+            .await?)
+    }
+
+    async fn list_reconcile_reports(
+        &self,
+        req: Request<pb::ListReconcileReportsRequest>,
+    ) -> Result<Response<pb::ListReconcileReportsResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.list_reconcile_reports_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.ListReconcileReports", r)
+            .await?)
+    }
+
+    async fn verify_log(
+        &self,
+        req: Request<pb::VerifyLogRequest>,
+    ) -> Result<Response<pb::VerifyLogResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.verify_log_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.VerifyLog", r)
+            .await?)
+    }
+
+    async fn audit_log(
+        &self,
+        req: Request<pb::AuditLogRequest>,
+    ) -> Result<Response<pb::AuditLogResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.audit_log_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.AuditLog", r)
+            .await?)
+    }
+
+    async fn resume_channel(
+        &self,
+        req: Request<pb::ResumeChannelRequest>,
+    ) -> Result<Response<pb::ResumeChannelResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.resume_channel_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.ResumeChannel", r)
+            .await?)
+    }
+
+    async fn disclosure(
+        &self,
+        req: Request<pb::DisclosureRequest>,
+    ) -> Result<Response<pb::DisclosureResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.disclosure_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.Disclosure", r)
+            .await?)
+    }
+
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.stats_inner(req).await;
+        Ok(self.node.audit_refusal(&caller, "Admin.Stats", r).await?)
     }
 }

@@ -327,7 +327,11 @@ pub fn hints(fed: &DevFederation, dir: &Path) -> Vec<String> {
     vec![
         format!("{} pending", ctl(first)),
         format!("{} channels", ctl(second)),
-        format!("echo {} | {} lookup --id -", synthetic_id(0), ctl(second)),
+        format!(
+            "echo {} | {} lookup --purpose service-continuity --id -",
+            synthetic_id(0),
+            ctl(second)
+        ),
         format!("{} reconcile", ctl(first)),
         format!("{} inbox follow --consumer clinic", ctl(second)),
     ]

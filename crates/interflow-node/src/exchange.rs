@@ -8,8 +8,9 @@ use std::sync::Arc;
 use futures::{FutureExt, Stream, StreamExt};
 use interflow_core::pb;
 use interflow_core::record::{ChannelId, RecordId, VerifiedRecord};
-use interflow_core::statement::{Head, Heads, Receipt, sign_heads, sign_receipt};
-use interflow_store::{ApplyError, ApplyOutcome};
+use interflow_core::statement::{AuditHead, Head, Heads, Receipt, sign_heads, sign_receipt};
+use interflow_store::{ApplyError, ApplyOutcome, AuditNote};
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -136,8 +137,17 @@ impl Node {
         }
     }
 
-    /// This node's signed heads of both channels with `peer`.
-    pub fn heads_for(&self, peer: interflow_core::RegionCode) -> pb::SignedHeads {
+    /// This node's signed heads of both channels with `peer`, and its audit head: the peer
+    /// keeps the latest, so a rewritten audit log shows against it.
+    pub async fn heads_for(
+        &self,
+        peer: interflow_core::RegionCode,
+    ) -> Result<pb::SignedHeads, NodeError> {
+        let audit = self
+            .store
+            .run(|s| s.audit_head())
+            .await?
+            .map(|(seq, hash)| AuditHead { seq, hash });
         let heads = [
             ChannelId::new(self.region, peer),
             ChannelId::new(peer, self.region),
@@ -152,15 +162,16 @@ impl Node {
             }
         })
         .collect();
-        sign_heads(
+        Ok(sign_heads(
             &self.signing_key,
             &Heads {
                 signer: self.region,
                 peer,
                 issued_at_ms: self.now(),
                 heads,
+                audit,
             },
-        )
+        ))
     }
 }
 
@@ -261,15 +272,51 @@ impl pb::exchange_server::Exchange for ExchangeService {
             return Err(NodeError::PermissionDenied(format!("no agreement with `{peer}`")).into());
         }
         Ok(Response::new(pb::HeadsResponse {
-            heads: Some(self.node.heads_for(peer)),
+            heads: Some(self.node.heads_for(peer).await?),
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(peer))]
     async fn fetch(
         &self,
         req: Request<pb::FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
+        let caller = crate::audited::caller_name(&req);
+        let r = self.fetch_inner(req).await;
+        let items = self
+            .node
+            .audit_refusal(&caller, "Exchange.Fetch", r)
+            .await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    #[tracing::instrument(skip_all, fields(peer))]
+    async fn audit_anchor(
+        &self,
+        req: Request<pb::AuditAnchorRequest>,
+    ) -> Result<Response<pb::AuditAnchorResponse>, Status> {
+        let peer = self.node.peer_of(&req)?;
+        tracing::Span::current().record("peer", tracing::field::display(peer));
+        // The caller's own signed statement, as kept: it tells the caller nothing new but
+        // what this node holds of it.
+        let kept = self.node.store.run(move |s| s.checkpoint(peer)).await?;
+        let heads = match kept {
+            Some(b) => Some(pb::SignedHeads::decode(b.as_slice()).map_err(|e| {
+                tracing::error!(%peer, error = %e, "a kept head statement does not decode");
+                Status::internal("internal storage error")
+            })?),
+            None => None,
+        };
+        Ok(Response::new(pb::AuditAnchorResponse { heads }))
+    }
+}
+
+impl ExchangeService {
+    /// `Fetch` up to its audit entry (peer, channel, range served); a refusal is audited by the
+    /// caller of this.
+    async fn fetch_inner(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Vec<Result<pb::SignedRecord, Status>>, NodeError> {
         let peer = self.node.peer_of(&req)?;
         tracing::Span::current().record("peer", tracing::field::display(peer));
         let r = req.into_inner();
@@ -287,8 +334,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         if !party {
             return Err(NodeError::PermissionDenied(format!(
                 "`{peer}` is not a party to channel `{channel}` on this node"
-            ))
-            .into());
+            )));
         }
         let max = self.node.config.limits.max_fetch;
         let limit = if r.limit == 0 { max } else { r.limit.min(max) } as usize;
@@ -298,10 +344,30 @@ impl pb::exchange_server::Exchange for ExchangeService {
             .store
             .run(move |s| s.records_from(channel, from, limit))
             .await?;
-        let items: Vec<Result<pb::SignedRecord, Status>> = recs
+        let detail = match (recs.first(), recs.last()) {
+            (Some(f), Some(l)) => format!("seq:{}..{} records:{}", f.seq, l.seq, recs.len()),
+            _ => format!("seq:{from}.. records:0"),
+        };
+        let (now, actor) = (self.node.now(), format!("peer:{peer}"));
+        let note = AuditNote {
+            detail,
+            ..AuditNote::default()
+        };
+        self.node
+            .store
+            .run(move |s| {
+                s.audit_noted(
+                    now,
+                    &actor,
+                    "Exchange.Fetch",
+                    vec![channel.to_string()],
+                    note,
+                )
+            })
+            .await?;
+        Ok(recs
             .iter()
             .map(|r| wire::signed_record(channel, r.seq, &r.bytes).map_err(Status::from))
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+            .collect())
     }
 }

@@ -19,6 +19,7 @@ use interflow_tls::Role;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audited::{caller_name, read_note};
 use crate::error::NodeError;
 use crate::metrics::ConsumerLabel;
 use crate::node::Node;
@@ -268,15 +269,13 @@ impl InboxService {
             })?;
             if purpose.is_none() {
                 purpose = Some(
-                    pb::Purpose::try_from(msg.purpose)
-                        .ok()
-                        .filter(|p| *p != pb::Purpose::Unspecified)
-                        .ok_or_else(|| {
-                            NodeError::bad_field(
-                                "purpose",
-                                "is required in the first message: service continuity, own request, correction, audit or legal obligation",
-                            )
-                        })?,
+                    read_note(msg.purpose, &msg.case_ref).map_err(|e| match e {
+                        NodeError::BadField { field: "purpose", .. } => NodeError::bad_field(
+                            "purpose",
+                            "is required in the first message: service continuity, own request, correction, audit or legal obligation",
+                        ),
+                        e => e,
+                    })?,
                 );
             }
             for id in msg.national_ids {
@@ -297,7 +296,7 @@ impl InboxService {
                 }
             }
         }
-        let Some(purpose) = purpose else {
+        let Some(mut note) = purpose else {
             return Err(NodeError::bad_field(
                 "purpose",
                 "is required in the first message",
@@ -344,19 +343,9 @@ impl InboxService {
             })
             .await?;
         let (now, a) = (node.now(), actor.clone());
-        let subjects = vec![
-            format!(
-                "purpose:{}",
-                purpose
-                    .as_str_name()
-                    .trim_start_matches("PURPOSE_")
-                    .to_ascii_lowercase()
-            ),
-            format!("ids:{received}"),
-            format!("matched:{}", matches.len()),
-        ];
+        note.detail = format!("ids:{received} matched:{}", matches.len());
         node.store
-            .run(move |s| s.audit(now, &a, "Inbox.Match", subjects))
+            .run(move |s| s.audit_noted(now, &a, "Inbox.Match", vec![], note))
             .await?;
         Ok(pb::MatchResponse {
             ids_received: received,
@@ -415,23 +404,12 @@ pub async fn consumers(node: &Node) -> Result<pb::ConsumersResponse, NodeError> 
     })
 }
 
-#[tonic::async_trait]
-impl pb::inbox_server::Inbox for InboxService {
-    type FollowStream = BoxStream<pb::InboxItem>;
-
-    #[tracing::instrument(skip_all)]
-    async fn pull(
-        &self,
-        req: Request<pb::PullRequest>,
-    ) -> Result<Response<pb::PullResponse>, Status> {
-        Ok(Response::new(self.pull_inner(req).await?))
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn follow(
+impl InboxService {
+    /// `Follow` up to its first audit entry; a refusal is audited by the caller of this.
+    async fn follow_inner(
         &self,
         req: Request<pb::FollowRequest>,
-    ) -> Result<Response<Self::FollowStream>, Status> {
+    ) -> Result<Response<BoxStream<pb::InboxItem>>, NodeError> {
         let actor = self.reader(&req)?;
         let r = req.into_inner();
         let name = consumer(&r.consumer)?;
@@ -483,6 +461,33 @@ impl pb::inbox_server::Inbox for InboxService {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
+}
+
+#[tonic::async_trait]
+impl pb::inbox_server::Inbox for InboxService {
+    type FollowStream = BoxStream<pb::InboxItem>;
+
+    #[tracing::instrument(skip_all)]
+    async fn pull(
+        &self,
+        req: Request<pb::PullRequest>,
+    ) -> Result<Response<pb::PullResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.pull_inner(req).await;
+        Ok(Response::new(
+            self.node.audit_refusal(&caller, "Inbox.Pull", r).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn follow(
+        &self,
+        req: Request<pb::FollowRequest>,
+    ) -> Result<Response<Self::FollowStream>, Status> {
+        let caller = caller_name(&req);
+        let r = self.follow_inner(req).await;
+        Ok(self.node.audit_refusal(&caller, "Inbox.Follow", r).await?)
+    }
 
     async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
         let _actor = self.reader(&req)?;
@@ -520,6 +525,10 @@ impl pb::inbox_server::Inbox for InboxService {
         &self,
         req: Request<Streaming<pb::MatchRequest>>,
     ) -> Result<Response<pb::MatchResponse>, Status> {
-        Ok(Response::new(self.match_inner(req).await?))
+        let caller = caller_name(&req);
+        let r = self.match_inner(req).await;
+        Ok(Response::new(
+            self.node.audit_refusal(&caller, "Inbox.Match", r).await?,
+        ))
     }
 }

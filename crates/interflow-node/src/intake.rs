@@ -208,17 +208,26 @@ impl pb::intake_server::Intake for IntakeService {
         &self,
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let caller = self.node.local_caller(&req, Role::Intake)?;
+        let who = crate::audited::caller_name(&req);
+        let caller = self.node.local_caller(&req, Role::Intake);
+        let caller = self
+            .node
+            .audit_refusal(&who, "Intake.Submit", caller)
+            .await?;
         tracing::Span::current().record("caller", caller.as_str());
         let items = req.into_inner().items;
         let max = self.node.config.limits.max_submit_batch;
         // Every answer says the limit, so clients size their batches to it.
         let limit = tonic::metadata::MetadataValue::from(max as u64);
         if items.len() > max {
-            let mut status = Status::from(NodeError::InvalidArgument(format!(
+            let refused = NodeError::InvalidArgument(format!(
                 "a batch holds at most {max} items, got {}; split it",
                 items.len()
-            )));
+            ));
+            self.node
+                .write_refusal(&who, "Intake.Submit", &refused)
+                .await;
+            let mut status = Status::from(refused);
             status
                 .metadata_mut()
                 .insert(interflow_core::MAX_SUBMIT_BATCH_HEADER, limit);
@@ -230,7 +239,29 @@ impl pb::intake_server::Intake for IntakeService {
             .metrics
             .submit_seconds
             .observe(started.elapsed().as_secs_f64());
-        let mut resp = Response::new(pb::SubmitResponse { results: results? });
+        let results = results?;
+        // One entry per call: the counts, never the contents (no refs, no record ids).
+        let stored = results
+            .iter()
+            .filter(|r| {
+                !r.duplicate && matches!(r.outcome, Some(pb::submit_result::Outcome::RecordId(_)))
+            })
+            .count();
+        let duplicate = results.iter().filter(|r| r.duplicate).count();
+        let note = interflow_store::AuditNote {
+            detail: format!(
+                "items:{} stored:{stored} duplicate:{duplicate} refused:{}",
+                results.len(),
+                results.len() - stored - duplicate
+            ),
+            ..Default::default()
+        };
+        let now = self.node.now();
+        self.node
+            .store
+            .run(move |s| s.audit_noted(now, &caller, "Intake.Submit", vec![], note))
+            .await?;
+        let mut resp = Response::new(pb::SubmitResponse { results });
         resp.metadata_mut()
             .insert(interflow_core::MAX_SUBMIT_BATCH_HEADER, limit);
         Ok(resp)

@@ -60,6 +60,10 @@ pub fn audit_entry(e: &AuditEntry) -> pb::AuditEntry {
         action: e.action.clone(),
         subjects: e.subjects.clone(),
         prev_hash: e.prev_hash.to_vec(),
+        purpose: e.note.purpose.clone(),
+        case_ref: e.note.case_ref.clone(),
+        detail: e.note.detail.clone(),
+        refused: e.note.refused.clone(),
     }
 }
 

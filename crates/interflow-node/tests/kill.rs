@@ -141,7 +141,7 @@ async fn kill_during_delivery(victim: Victim) {
     assert_eq!(done.equivocations, 0);
     let ch = local(b, true).await.unwrap();
     let verify = pb::admin_client::AdminClient::new(ch)
-        .verify_log(pb::VerifyLogRequest {})
+        .verify_log(pb::VerifyLogRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -26,6 +26,14 @@ pub struct AuditEntryView {
     pub action: String,
     pub subjects: Vec<String>,
     pub prev_hash: String,
+    /// Why a person's data was read (empty for other calls and older entries).
+    pub purpose: String,
+    /// The caller's case reference; empty when none.
+    pub case_ref: String,
+    /// Counts or a range, e.g. `items:3 stored:2 duplicate:0 refused:1`.
+    pub detail: String,
+    /// Why the call was refused; empty when it was answered.
+    pub refused: String,
 }
 
 pub async fn audit(
@@ -58,9 +66,35 @@ pub async fn audit(
                 action: e.action,
                 subjects: e.subjects,
                 prev_hash: hex::encode(e.prev_hash),
+                purpose: e.purpose,
+                case_ref: e.case_ref,
+                detail: e.detail,
+                refused: e.refused,
             })
             .collect(),
     })
+}
+
+/// Purpose and case, counts, or the refusal, in one cell; `-` when there is none.
+fn why(e: &AuditEntryView) -> String {
+    let mut parts = Vec::new();
+    if !e.refused.is_empty() {
+        parts.push(format!("refused: {}", e.refused));
+    }
+    if !e.purpose.is_empty() {
+        parts.push(e.purpose.clone());
+    }
+    if !e.case_ref.is_empty() {
+        parts.push(format!("case {}", e.case_ref));
+    }
+    if !e.detail.is_empty() {
+        parts.push(e.detail.clone());
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 impl Report for AuditReport {
@@ -68,7 +102,7 @@ impl Report for AuditReport {
         if self.entries.is_empty() {
             return "no audit entries in that range\n".into();
         }
-        let mut t = human::table(&["#", "AT", "ACTOR", "ACTION", "SUBJECTS"]);
+        let mut t = human::table(&["#", "AT", "ACTOR", "ACTION", "SUBJECTS", "WHY / RESULT"]);
         for e in &self.entries {
             let subjects = match e.subjects.len() {
                 0 => "-".to_owned(),
@@ -81,6 +115,7 @@ impl Report for AuditReport {
                 e.actor.clone(),
                 e.action.clone(),
                 subjects,
+                why(e),
             ]);
         }
         let shown = self.entries.len() as u64;

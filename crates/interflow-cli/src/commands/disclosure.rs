@@ -38,12 +38,18 @@ pub struct ReadView {
 }
 
 /// `national_id` was checked (and read from standard input for `--id -`) by the caller.
-pub async fn disclosure(conn: &Connection, national_id: &str) -> anyhow::Result<DisclosureReport> {
+pub async fn disclosure(
+    conn: &Connection,
+    national_id: &str,
+    why: &crate::commands::Why,
+) -> anyhow::Result<DisclosureReport> {
     let r = conn
         .unary(
             "Admin.Disclosure",
             conn.admin().disclosure(pb::DisclosureRequest {
                 national_id: national_id.trim().to_owned(),
+                purpose: why.purpose as i32,
+                case_ref: why.case_ref.clone(),
             }),
         )
         .await?;

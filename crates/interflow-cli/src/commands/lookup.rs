@@ -28,12 +28,18 @@ pub struct CurrentStatus {
 }
 
 /// `national_id` was checked (and read from standard input for `--id -`) by the caller.
-pub async fn lookup(conn: &Connection, national_id: &str) -> anyhow::Result<LookupReport> {
+pub async fn lookup(
+    conn: &Connection,
+    national_id: &str,
+    why: &crate::commands::Why,
+) -> anyhow::Result<LookupReport> {
     let resp = conn
         .unary(
             "Admin.Lookup",
             conn.admin().lookup(pb::LookupRequest {
                 national_id: national_id.trim().to_owned(),
+                purpose: why.purpose as i32,
+                case_ref: why.case_ref.clone(),
             }),
         )
         .await?;

@@ -6,6 +6,7 @@ use interflow_core::pb;
 use interflow_core::record::{DecodedRecord, RecordId};
 use serde::Serialize;
 
+use crate::commands::Why;
 use crate::conn::Connection;
 use crate::human;
 use crate::view::{PayloadView, RecordView};
@@ -27,12 +28,14 @@ pub struct RecordReport {
 pub const MIN_ID_PREFIX: usize = 8;
 
 /// What `record` was given: a whole id, or the start of one for the node to look up.
-fn request(id: &str) -> anyhow::Result<pb::GetRecordRequest> {
+fn request(id: &str, why: &Why) -> anyhow::Result<pb::GetRecordRequest> {
     let id = id.trim();
     if let Ok(rid) = RecordId::from_hex(id) {
         return Ok(pb::GetRecordRequest {
             record_id: rid.0.to_vec(),
             record_id_prefix: String::new(),
+            purpose: why.purpose as i32,
+            case_ref: why.case_ref.clone(),
         });
     }
     anyhow::ensure!(
@@ -42,11 +45,13 @@ fn request(id: &str) -> anyhow::Result<pb::GetRecordRequest> {
     Ok(pb::GetRecordRequest {
         record_id: Vec::new(),
         record_id_prefix: id.to_ascii_lowercase(),
+        purpose: why.purpose as i32,
+        case_ref: why.case_ref.clone(),
     })
 }
 
-pub async fn record(conn: &Connection, id: &str) -> anyhow::Result<RecordReport> {
-    let request = request(id)?;
+pub async fn record(conn: &Connection, id: &str, why: &Why) -> anyhow::Result<RecordReport> {
+    let request = request(id, why)?;
     let resp = conn
         .unary("Admin.GetRecord", conn.admin().get_record(request.clone()))
         .await?;
@@ -154,17 +159,27 @@ fn payload_rows(p: &PayloadView, row: &mut dyn FnMut(&str, String)) {
 mod tests {
     use super::*;
 
+    fn why() -> Why {
+        Why {
+            purpose: pb::Purpose::Correction,
+            case_ref: "C-1".into(),
+        }
+    }
+
     #[test]
     fn a_record_is_asked_for_by_id_or_by_a_prefix_of_eight_or_more_digits() {
         let id = "ab".repeat(32);
-        let r = request(&id).unwrap();
+        let r = request(&id, &why()).unwrap();
         assert_eq!((r.record_id.len(), r.record_id_prefix.as_str()), (32, ""));
-        let r = request(" 0123456789AB ").unwrap();
+        let r = request(" 0123456789AB ", &why()).unwrap();
         assert!(r.record_id.is_empty());
         assert_eq!(r.record_id_prefix, "0123456789ab");
-        assert_eq!(request("012345678").unwrap().record_id_prefix, "012345678");
+        assert_eq!(
+            request("012345678", &why()).unwrap().record_id_prefix,
+            "012345678"
+        );
         for bad in ["0123456", "0123456g", "", &"a".repeat(65)] {
-            let e = request(bad).unwrap_err().to_string();
+            let e = request(bad, &why()).unwrap_err().to_string();
             assert!(
                 e.contains("64 hex digits") && e.contains("8 or more"),
                 "{e}"

@@ -14,6 +14,33 @@ pub struct VerifyReport {
     pub records_checked: u64,
     pub audit_entries_checked: u64,
     pub problems: Vec<ProblemView>,
+    /// With `--with-peers`: what each peer holds of this node's audit chain.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerAnchorView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PeerAnchorView {
+    pub peer: String,
+    /// `matches`, `mismatch`, `none`, `unreachable` or `bad-statement`.
+    pub state: &'static str,
+    /// The audit index the peer holds a head for (0 when none).
+    pub audit_seq: u64,
+    /// The hash the peer holds, hex.
+    pub audit_hash: String,
+    pub issued_at_ms: i64,
+    pub problem: String,
+}
+
+fn anchor_state(s: i32) -> &'static str {
+    match pb::AnchorState::try_from(s).unwrap_or_default() {
+        pb::AnchorState::Matches => "matches",
+        pb::AnchorState::Mismatch => "mismatch",
+        pb::AnchorState::None => "none",
+        pb::AnchorState::Unreachable => "unreachable",
+        pb::AnchorState::BadStatement => "bad-statement",
+        pb::AnchorState::Unspecified => "unknown",
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -24,11 +51,11 @@ pub struct ProblemView {
     pub problem: String,
 }
 
-pub async fn verify(conn: &Connection) -> anyhow::Result<VerifyReport> {
+pub async fn verify(conn: &Connection, with_peers: bool) -> anyhow::Result<VerifyReport> {
     let r = conn
         .unary(
             "Admin.VerifyLog",
-            conn.admin().verify_log(pb::VerifyLogRequest {}),
+            conn.admin().verify_log(pb::VerifyLogRequest { with_peers }),
         )
         .await?;
     Ok(VerifyReport {
@@ -43,6 +70,18 @@ pub async fn verify(conn: &Connection) -> anyhow::Result<VerifyReport> {
                 destination: p.destination,
                 seq: p.seq,
                 problem: p.problem,
+            })
+            .collect(),
+        peers: r
+            .peers
+            .into_iter()
+            .map(|a| PeerAnchorView {
+                peer: a.peer,
+                state: anchor_state(a.state),
+                audit_seq: a.audit_seq,
+                audit_hash: hex::encode(&a.audit_hash),
+                issued_at_ms: a.issued_at_ms,
+                problem: a.problem,
             })
             .collect(),
     })
@@ -73,6 +112,40 @@ impl Report for VerifyReport {
             }
             s.push_str(&format!("{t}\n"));
         }
+        if !self.peers.is_empty() {
+            let mismatches = self
+                .peers
+                .iter()
+                .filter(|p| matches!(p.state, "mismatch" | "bad-statement"))
+                .count();
+            s.push_str(&if mismatches == 0 {
+                "peers: no peer holds an audit head that contradicts this node's audit log\n"
+                    .to_owned()
+            } else {
+                format!(
+                    "peers: AUDIT LOG MISMATCH with {}: the audit log on disk is not the one this node signed to them\n",
+                    human::count(mismatches as u64, "peer")
+                )
+            });
+            let mut t = human::table(&["PEER", "AUDIT HEAD", "STATE", "PROBLEM"]);
+            for p in &self.peers {
+                t.add_row(vec![
+                    p.peer.clone(),
+                    if p.audit_seq == 0 {
+                        "-".to_owned()
+                    } else {
+                        format!(
+                            "{} {}",
+                            p.audit_seq,
+                            &p.audit_hash[..p.audit_hash.len().min(12)]
+                        )
+                    },
+                    p.state.to_owned(),
+                    p.problem.clone(),
+                ]);
+            }
+            s.push_str(&format!("{t}\n"));
+        }
         s
     }
 
@@ -97,6 +170,7 @@ mod tests {
                 seq: 4,
                 problem: "chain link broken".into(),
             }],
+            peers: vec![],
         };
         assert_eq!(r.outcome(), Outcome::Problem);
         assert!(r.human().contains("310115->110105"));

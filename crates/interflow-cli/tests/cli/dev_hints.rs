@@ -77,7 +77,9 @@ async fn every_hint_of_interflow_dev_works_as_printed() {
         .find(|h| h.contains(" lookup "))
         .expect("a lookup hint");
     assert!(
-        lookup.starts_with("echo ") && lookup.ends_with("lookup --id -"),
+        lookup.starts_with("echo ")
+            && lookup.ends_with(" --id -")
+            && lookup.contains(" --purpose "),
         "{lookup}"
     );
     c.shutdown().await;

@@ -108,7 +108,18 @@ async fn submit_lookup_verify_and_pending_against_real_nodes() {
     assert_eq!(c.node(0).store.head(ch).0, 2);
 
     // Lookup at the sender shows the submitted status, masked, and is audited.
-    let (code, out, err) = ctl(args(&c, 0, &["lookup", "--id", &good_id])).await;
+    let (code, out, err) = ctl(args(
+        &c,
+        0,
+        &[
+            "lookup",
+            "--purpose",
+            "service-continuity",
+            "--id",
+            &good_id,
+        ],
+    ))
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.to_lowercase().contains("iud"), "{out}");
     assert!(
@@ -120,7 +131,19 @@ async fn submit_lookup_verify_and_pending_against_real_nodes() {
     assert!(out.contains("Admin.Lookup"), "{out}");
 
     // The person's disclosure report: the record sent, its legal basis, and the lookup above.
-    let (code, out, err) = ctl(args(&c, 0, &["disclosure", "--id", &good_id, "--json"])).await;
+    let (code, out, err) = ctl(args(
+        &c,
+        0,
+        &[
+            "disclosure",
+            "--purpose",
+            "service-continuity",
+            "--id",
+            &good_id,
+            "--json",
+        ],
+    ))
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let exchanges = report["exchanges"].as_array().unwrap();
@@ -328,7 +351,12 @@ async fn reads_never_print_a_national_id_or_a_whole_subject_ref() {
     let id = got.id().to_hex();
 
     // At the peer that received it: the record shows its payload and only the short ref.
-    let (code, stdout, stderr) = ctl(args(&c, 1, &["record", &id])).await;
+    let (code, stdout, stderr) = ctl(args(
+        &c,
+        1,
+        &["record", "--purpose", "service-continuity", &id],
+    ))
+    .await;
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains(&format!("ref:{}", &full_ref[..16])),
@@ -340,7 +368,12 @@ async fn reads_never_print_a_national_id_or_a_whole_subject_ref() {
     );
     assert!(!stdout.contains(&full_ref) && !stdout.contains(PERSON));
 
-    let (code, stdout, _) = ctl(args(&c, 1, &["--json", "record", &id])).await;
+    let (code, stdout, _) = ctl(args(
+        &c,
+        1,
+        &["--json", "record", "--purpose", "service-continuity", &id],
+    ))
+    .await;
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["signature_valid"], true);
@@ -349,12 +382,29 @@ async fn reads_never_print_a_national_id_or_a_whole_subject_ref() {
     assert_eq!(v["record"]["payload"]["expected_delivery"], "2026-06");
     assert!(!stdout.contains(&full_ref) && !stdout.contains(PERSON));
 
-    let (code, _, stderr) = ctl(args(&c, 1, &["record", "abc"])).await;
+    let (code, _, stderr) = ctl(args(
+        &c,
+        1,
+        &["record", "--purpose", "service-continuity", "abc"],
+    ))
+    .await;
     assert_eq!(code, 2);
     assert!(stderr.contains("64 hex"), "{stderr}");
 
     // `--id -` reads the ID from stdin; only the masked form comes back.
-    let lookup = args(&c, 1, &["lookup", "--id", "-"]);
+    let lookup = args(
+        &c,
+        1,
+        &[
+            "lookup",
+            "--purpose",
+            "own-request",
+            "--case",
+            "CASE-17",
+            "--id",
+            "-",
+        ],
+    );
     let out = tokio::task::spawn_blocking(move || {
         interflowctl()
             .args(&lookup)
@@ -373,12 +423,55 @@ async fn reads_never_print_a_national_id_or_a_whole_subject_ref() {
     );
     assert!(stdout.contains("**************002X"), "{stdout}");
     assert!(stdout.contains("pregnant, due 2026-06"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // The node wrote why: the purpose and the case are in its audit log.
+    let (code, audit, _) = ctl(args(&c, 1, &["--json", "audit"])).await;
+    assert_eq!(code, 0);
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let lookups: Vec<_> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "Admin.Lookup")
+        .collect();
+    assert!(
+        lookups
+            .iter()
+            .any(|e| e["purpose"] == "own-request" && e["case_ref"] == "CASE-17"),
+        "{audit}"
+    );
     assert!(
         !stdout.contains(PERSON) && !stdout.contains(&full_ref),
         "{stdout}"
     );
-    let (code, stdout, _) = ctl(args(&c, 1, &["--json", "lookup", "--id", PERSON])).await;
+    // An ID on the command line works, with a warning about shell history and `ps`.
+    let (code, stdout, stderr) = ctl(args(
+        &c,
+        1,
+        &[
+            "--json",
+            "lookup",
+            "--purpose",
+            "service-continuity",
+            "--id",
+            PERSON,
+        ],
+    ))
+    .await;
     assert_eq!(code, 0);
+    assert!(
+        stderr.contains("warning") && stderr.contains("shell history") && stderr.contains("--id -"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PERSON), "{stderr}");
+    // Without a purpose nothing is read, and the error says what to give.
+    let (code, _, stderr) = ctl(args(&c, 1, &["lookup", "--id", "-"])).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("needs `--purpose`") && stderr.contains("service-continuity"),
+        "{stderr}"
+    );
     assert!(stdout.contains("**************002X"), "{stdout}");
     assert!(
         !stdout.contains(PERSON) && !stdout.contains(&full_ref),
@@ -386,7 +479,18 @@ async fn reads_never_print_a_national_id_or_a_whole_subject_ref() {
     );
 
     // A mistyped ID is refused before it reaches the node, and is not echoed.
-    let (code, _, stderr) = ctl(args(&c, 1, &["lookup", "--id", "110105194912310021"])).await;
+    let (code, _, stderr) = ctl(args(
+        &c,
+        1,
+        &[
+            "lookup",
+            "--purpose",
+            "service-continuity",
+            "--id",
+            "110105194912310021",
+        ],
+    ))
+    .await;
     assert_eq!(code, 2);
     assert!(stderr.contains("check character"), "{stderr}");
     assert!(!stderr.contains("110105194912310021"), "{stderr}");
@@ -420,7 +524,12 @@ async fn stats_verify_and_audit_show_what_the_node_did() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("checked 1 records"), "{stdout}");
 
-    let (code, _, stderr) = ctl(args(&c, 1, &["lookup", "--id", PERSON])).await;
+    let (code, _, stderr) = ctl(args(
+        &c,
+        1,
+        &["lookup", "--purpose", "service-continuity", "--id", PERSON],
+    ))
+    .await;
     assert_eq!(code, 0, "{stderr}");
     let (code, stdout, stderr) = ctl(args(&c, 1, &["audit", "--since", "24h"])).await;
     assert_eq!(code, 0, "{stderr}");

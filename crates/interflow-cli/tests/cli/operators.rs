@@ -251,13 +251,34 @@ async fn record_takes_a_unique_prefix_of_the_id() {
     let ch = interflow_core::record::ChannelId::new(c.region(0), c.region(1));
     let full = c.node(0).store.head(ch).1.to_hex();
 
-    let (code, stdout, stderr) = ctl(args(&c, 0, &["--json", "record", &full[..12]])).await;
+    let (code, stdout, stderr) = ctl(args(
+        &c,
+        0,
+        &[
+            "--json",
+            "record",
+            "--purpose",
+            "service-continuity",
+            &full[..12],
+        ],
+    ))
+    .await;
     assert_eq!(code, 0, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["id"], full.as_str(), "{v}");
     assert_eq!(v["record"]["seq"], 1, "{v}");
     // Odd lengths and capitals work too.
-    let (code, stdout, stderr) = ctl(args(&c, 0, &["record", &full[..9].to_uppercase()])).await;
+    let (code, stdout, stderr) = ctl(args(
+        &c,
+        0,
+        &[
+            "record",
+            "--purpose",
+            "service-continuity",
+            &full[..9].to_uppercase(),
+        ],
+    ))
+    .await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(&full), "{stdout}");
 
@@ -266,13 +287,23 @@ async fn record_takes_a_unique_prefix_of_the_id() {
     } else {
         "00000000"
     };
-    let (code, _, stderr) = ctl(args(&c, 0, &["record", missing])).await;
+    let (code, _, stderr) = ctl(args(
+        &c,
+        0,
+        &["record", "--purpose", "service-continuity", missing],
+    ))
+    .await;
     assert_eq!(code, 2);
     assert!(
         stderr.contains(&format!("no record id starts with `{missing}`")),
         "{stderr}"
     );
-    let (code, _, stderr) = ctl(args(&c, 0, &["record", &full[..7]])).await;
+    let (code, _, stderr) = ctl(args(
+        &c,
+        0,
+        &["record", "--purpose", "service-continuity", &full[..7]],
+    ))
+    .await;
     assert_eq!(code, 2);
     assert!(stderr.contains("8 or more"), "{stderr}");
     c.shutdown().await;

@@ -58,6 +58,9 @@ pub enum InboxCommand {
         /// Why the residents' data is read.
         #[arg(long, value_enum)]
         purpose: MatchPurpose,
+        /// The bureau's case reference: 1 to 32 characters of `[A-Za-z0-9._-]`.
+        #[arg(long = "case", value_name = "REF")]
+        case_ref: Option<String>,
     },
     /// Writes items (paging until caught up) as JSON Lines, CSV, or one FHIR R4 Bundle of
     /// Observations. The export carries the full subject ref (the pseudonym under the
@@ -93,15 +96,8 @@ pub struct ReadArgs {
     pub agreement: Vec<String>,
 }
 
-/// `pb::Purpose` without its "unspecified".
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchPurpose {
-    ServiceContinuity,
-    OwnRequest,
-    Correction,
-    Audit,
-    LegalObligation,
-}
+/// The purposes of `inbox match`: the same closed list as every read of a person.
+pub use crate::cli::Purpose as MatchPurpose;
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {

@@ -102,6 +102,7 @@ pub async fn run(
     conn: &Connection,
     ids: &[IdLine],
     purpose: MatchPurpose,
+    case_ref: &str,
 ) -> anyhow::Result<MatchReport> {
     let requests: Vec<pb::MatchRequest> = ids
         .chunks(CHUNK)
@@ -113,6 +114,11 @@ pub async fn run(
                 0
             },
             national_ids: chunk.iter().map(|l| l.id.clone()).collect(),
+            case_ref: if i == 0 {
+                case_ref.to_owned()
+            } else {
+                String::new()
+            },
         })
         .collect();
     let resp = conn

@@ -17,7 +17,7 @@ use interflow_core::pb;
 
 use crate::conn::Connection;
 use crate::{Ctx, Outcome, emit};
-use args::{InboxCommand, MatchPurpose, ReadArgs};
+use args::{InboxCommand, ReadArgs};
 
 /// Runs an inbox command over an open connection.
 pub async fn run(
@@ -43,9 +43,17 @@ pub async fn run(
             emit(ctx, &pull::ack(conn, consumer, *position).await?)
         }
         InboxCommand::Consumers { max_age } => emit(ctx, &pull::consumers(conn, *max_age).await?),
-        InboxCommand::Match { ids, purpose } => {
+        InboxCommand::Match {
+            ids,
+            purpose,
+            case_ref,
+        } => {
             let lines = matching::read_ids(ids, ctx.stdin)?;
-            emit(ctx, &matching::run(conn, &lines, *purpose).await?)
+            let case_ref = case_ref.clone().unwrap_or_default();
+            emit(
+                ctx,
+                &matching::run(conn, &lines, *purpose, &case_ref).await?,
+            )
         }
         InboxCommand::Export { read, format, out } => {
             export::run(conn, read, *format, out.as_deref(), ctx).await
@@ -88,18 +96,6 @@ pub fn filter(read: &ReadArgs) -> anyhow::Result<Option<pb::InboxFilter>> {
     Ok((f != pb::InboxFilter::default()).then_some(f))
 }
 
-impl From<MatchPurpose> for pb::Purpose {
-    fn from(p: MatchPurpose) -> pb::Purpose {
-        match p {
-            MatchPurpose::ServiceContinuity => pb::Purpose::ServiceContinuity,
-            MatchPurpose::OwnRequest => pb::Purpose::OwnRequest,
-            MatchPurpose::Correction => pb::Purpose::Correction,
-            MatchPurpose::Audit => pb::Purpose::Audit,
-            MatchPurpose::LegalObligation => pb::Purpose::LegalObligation,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,9 +127,12 @@ mod tests {
     #[test]
     fn purposes_map_to_the_wire_values() {
         assert_eq!(
-            pb::Purpose::from(MatchPurpose::LegalObligation),
+            pb::Purpose::from(args::MatchPurpose::LegalObligation),
             pb::Purpose::LegalObligation
         );
-        assert_eq!(pb::Purpose::from(MatchPurpose::ServiceContinuity) as i32, 1);
+        assert_eq!(
+            pb::Purpose::from(args::MatchPurpose::ServiceContinuity) as i32,
+            1
+        );
     }
 }
