@@ -35,6 +35,9 @@ pub struct ReadView {
     pub at: String,
     pub actor: String,
     pub action: String,
+    /// Why the person's data was read (empty in entries written before purposes).
+    pub purpose: String,
+    pub case_ref: String,
 }
 
 /// `national_id` was checked (and read from standard input for `--id -`) by the caller.
@@ -88,6 +91,8 @@ pub async fn disclosure(
                 at: human::instant(e.at_ms),
                 actor: e.actor,
                 action: e.action,
+                purpose: e.purpose,
+                case_ref: e.case_ref,
             })
             .collect(),
     })
@@ -133,12 +138,21 @@ impl Report for DisclosureReport {
             s.push_str(&format!("{t}\n"));
         }
         if !self.reads.is_empty() {
-            let mut t = human::table(&["AT", "WHO", "WHAT", "AUDIT #"]);
+            let mut t = human::table(&["AT", "WHO", "WHAT", "WHY", "CASE", "AUDIT #"]);
             for r in &self.reads {
+                let or_dash = |s: &str| {
+                    if s.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        s.to_owned()
+                    }
+                };
                 t.add_row(vec![
                     r.at.clone(),
                     r.actor.clone(),
                     r.action.clone(),
+                    or_dash(&r.purpose),
+                    or_dash(&r.case_ref),
                     r.audit_index.to_string(),
                 ]);
             }
