@@ -13,7 +13,8 @@ use interflow_core::fixtures;
 use interflow_core::payload::ContraceptionMethod;
 use interflow_core::statement::{Receipt, sign_receipt};
 use interflow_store::{
-    Anomaly, Arrival, ChannelRun, DeliveryState, RunReport, SCHEMA_VERSION, Store, StoreOptions,
+    Anomaly, Arrival, AuditNote, ChannelRun, DeliveryState, RunReport, SCHEMA_VERSION, Store,
+    StoreOptions,
 };
 
 fn golden(name: &str) -> PathBuf {
@@ -169,6 +170,27 @@ fn this_schema_s_data_directory_opens_and_verifies() {
             .all(|e| e.stored.seq() == e.position && e.arrived_at_ms == fixtures::NOW)
     );
     assert_eq!(s.cursor("clinic").unwrap().position, 2);
+    // An entry in this build's encoding (with purpose and case) chains on to the old ones,
+    // whose bytes stay as they were written.
+    let note = AuditNote {
+        purpose: "audit".into(),
+        case_ref: "G-1".into(),
+        ..AuditNote::default()
+    };
+    s.audit_noted(
+        fixtures::NOW,
+        "admin:ops",
+        "Admin.Lookup",
+        vec![],
+        note.clone(),
+    )
+    .unwrap();
+    let report = s.verify_log(&key_of).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.audit_entries_checked, 4);
+    let audit = s.audit_entries(0, 10).unwrap();
+    assert_eq!(audit[3].note, note);
+    assert_eq!(audit[1].note, AuditNote::default());
 }
 
 #[test]

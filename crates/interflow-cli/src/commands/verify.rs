@@ -175,4 +175,37 @@ mod tests {
         assert_eq!(r.outcome(), Outcome::Problem);
         assert!(r.human().contains("310115->110105"));
     }
+
+    #[test]
+    fn a_peer_holding_another_audit_head_fails_the_check_and_says_so() {
+        let peer = |state: &'static str, problem: &str| PeerAnchorView {
+            peer: "110105".into(),
+            state,
+            audit_seq: 7,
+            audit_hash: "ab".repeat(32),
+            issued_at_ms: 1,
+            problem: problem.into(),
+        };
+        let r = VerifyReport {
+            ok: false,
+            records_checked: 10,
+            audit_entries_checked: 9,
+            problems: vec![],
+            peers: vec![peer("mismatch", "the audit log was rewritten")],
+        };
+        assert_eq!(r.outcome(), Outcome::Problem);
+        let text = r.human();
+        assert!(text.contains("AUDIT LOG MISMATCH with 1 peer"), "{text}");
+        assert!(text.contains("the audit log was rewritten"), "{text}");
+        let fine = VerifyReport {
+            ok: true,
+            peers: vec![peer("matches", "")],
+            ..r
+        };
+        assert_eq!(fine.outcome(), Outcome::Success);
+        assert!(
+            fine.human()
+                .contains("no peer holds an audit head that contradicts")
+        );
+    }
 }
