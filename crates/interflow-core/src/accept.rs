@@ -18,6 +18,10 @@ pub enum AcceptError {
     WrongChannel { expected: ChannelId, got: ChannelId },
     #[error(transparent)]
     Agreement(#[from] CoverError),
+    #[error(
+        "agreement `{0}` asks for month precision, and `observed_on` or `since` is not the first day of its month"
+    )]
+    DatesTooFine(String),
 }
 
 impl AcceptError {
@@ -30,6 +34,7 @@ impl AcceptError {
             }
             AcceptError::WrongChannel { .. } => pb::RejectReason::WrongDestination,
             AcceptError::Agreement(e) => e.reject_reason(),
+            AcceptError::DatesTooFine(_) => pb::RejectReason::DatesTooFine,
         }
     }
 }
@@ -70,6 +75,16 @@ impl AcceptContext<'_> {
             verified.issued_at_ms(),
         )?;
         verified.validate(&self.rules)?;
+        if self
+            .agreements
+            .get(verified.agreement_id())
+            .is_some_and(|a| a.month_dates)
+            && !verified.payload().dates_in_months()
+        {
+            return Err(AcceptError::DatesTooFine(
+                verified.agreement_id().to_owned(),
+            ));
+        }
         Ok(verified)
     }
 }
@@ -119,6 +134,36 @@ mod tests {
 
     fn channel() -> ChannelId {
         ChannelId::new(region("310115"), region("110105"))
+    }
+
+    #[test]
+    fn under_month_precision_only_first_days_of_months_are_accepted() {
+        let dir = directory();
+        let mut body = agr::body("310115", "110105");
+        body.date_precision = pb::DatePrecision::Month as i32;
+        let a = Agreement::verify(agr::signed(&body, &key(1), &key(2)), |r| dir.signing_key(r))
+            .unwrap();
+        assert!(a.month_dates);
+        let set = AgreementSet::new([a]);
+        let ctx = AcceptContext {
+            directory: &dir,
+            agreements: &set,
+            rules: ValidationRules {
+                now_ms: NOW,
+                max_future_skew_ms: 60_000,
+            },
+        };
+        let mut fine = sample(0);
+        assert!(!fine.payload.dates_in_months(), "the sample has a day");
+        let rec = fine.clone().seal(1, RecordId::ZERO, &key(1)).unwrap();
+        let e = ctx.accept(rec.signed().clone(), channel()).unwrap_err();
+        assert_eq!(e.reject_reason(), pb::RejectReason::DatesTooFine);
+        fine.payload.coarsen_dates();
+        assert!(fine.payload.dates_in_months());
+        let rec = fine.seal(1, RecordId::ZERO, &key(1)).unwrap();
+        assert!(ctx.accept(rec.signed().clone(), channel()).is_ok());
+        // Under day precision the same coarse record is fine too.
+        assert!(check(rec.signed().clone(), channel()).is_ok());
     }
 
     #[test]

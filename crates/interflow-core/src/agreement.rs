@@ -41,6 +41,8 @@ pub struct Agreement {
     pub valid_until_ms: UnixMillis,
     pub legal_basis: LegalBasis,
     pub retention_days: u32,
+    /// Month precision for `observed_on` and `since` under this agreement (coarse dates).
+    pub month_dates: bool,
     signed: pb::SignedAgreement,
 }
 
@@ -175,6 +177,11 @@ impl Agreement {
         if body.retention_days == 0 {
             return Err(bad("retention_days", "must be at least 1"));
         }
+        let month_dates = match pb::DatePrecision::try_from(body.date_precision) {
+            Ok(pb::DatePrecision::Day) => false,
+            Ok(pb::DatePrecision::Month) => true,
+            Err(_) => return Err(bad("date_precision", "must be DAY or MONTH")),
+        };
         for s in &signed.signatures {
             if s.region != body.party_a && s.region != body.party_b {
                 return Err(AgreementError::StrangerSignature {
@@ -220,6 +227,7 @@ impl Agreement {
             valid_until_ms: body.valid_until_ms,
             legal_basis,
             retention_days: body.retention_days,
+            month_dates,
             signed,
         })
     }
@@ -396,6 +404,7 @@ pub(crate) mod tests {
             legal_basis: pb::LegalBasisKind::StatutoryDuty as i32,
             statute_reference: "PFPL-2021-art-19".into(),
             retention_days: 365,
+            date_precision: pb::DatePrecision::Day as i32,
         }
     }
 

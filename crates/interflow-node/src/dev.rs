@@ -210,6 +210,7 @@ pub fn generate_with_endpoints(
             legal_basis: pb::LegalBasisKind::StatutoryDuty as i32,
             statute_reference: "PFPL-2021-art-19".into(),
             retention_days: 3650,
+            date_precision: pb::DatePrecision::Day as i32,
         });
         let signed = pb::SignedAgreement {
             signatures: vec![

@@ -70,7 +70,7 @@ impl Node {
         let today = latest_permitted_date(now, 0);
         let id = NationalId::parse(&item.national_id, today)
             .map_err(|e| error(Code::InvalidNationalId, "national_id", e.to_string()))?;
-        let payload = Payload::from_submission(item.payload)
+        let mut payload = Payload::from_submission(item.payload)
             .map_err(|e| error(Code::InvalidPayload, e.field(), e.reason().to_string()))?;
         let supersedes = match item.supersedes.len() {
             0 => None,
@@ -87,6 +87,11 @@ impl Node {
             .agreements
             .find_covering(self.region, destination, kind, now)
             .map_err(|e| error(Code::NoAgreement, "destination", e.to_string()))?;
+        // Coarse dates: the agreement asks for months, so the days are dropped here, before
+        // the record is sealed (the receiver refuses finer dates under it).
+        if agreement.month_dates {
+            payload.coarsen_dates();
+        }
         let key = self.pseudonym_keys.get(&agreement.id).ok_or_else(|| {
             tracing::error!(agreement = %agreement.id, "no pseudonym key for agreement");
             error(

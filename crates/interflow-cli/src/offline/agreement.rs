@@ -75,6 +75,10 @@ pub struct AgreementToml {
     #[serde(default)]
     pub statute_reference: Option<String>,
     pub retention_days: u32,
+    /// `day` (the default) or `month`: how precise `observed_on` and `since` may be in
+    /// records under the agreement (month: stored as the first day of their month).
+    #[serde(default)]
+    pub date_precision: Option<String>,
 }
 
 fn instant_ms(field: &str, v: &toml::Value) -> anyhow::Result<i64> {
@@ -146,6 +150,11 @@ pub fn body_from_toml(text: &str) -> anyhow::Result<pb::AgreementBody> {
         other => bail!("`legal_basis` = `{other}`: expected `statutory_duty` or `consent`"),
     };
     ensure!(a.retention_days >= 1, "`retention_days` must be at least 1");
+    let date_precision = match a.date_precision.as_deref() {
+        None | Some("day") => pb::DatePrecision::Day,
+        Some("month") => pb::DatePrecision::Month,
+        Some(other) => anyhow::bail!("`date_precision` is `{other}`; use `day` or `month`"),
+    };
     Ok(pb::AgreementBody {
         agreement_id: a.id,
         party_a: party_a.to_string(),
@@ -159,6 +168,7 @@ pub fn body_from_toml(text: &str) -> anyhow::Result<pb::AgreementBody> {
         legal_basis: legal_basis as i32,
         statute_reference: statute,
         retention_days: a.retention_days,
+        date_precision: date_precision as i32,
     })
 }
 
@@ -249,6 +259,8 @@ pub struct AgreementView {
     pub legal_basis: &'static str,
     pub statute_reference: Option<String>,
     pub retention_days: u32,
+    /// `day` or `month`: how precise `observed_on` and `since` are under the agreement.
+    pub date_precision: &'static str,
     /// SHA-256 of the body bytes both parties sign; compare it out of band.
     pub body_sha256: String,
     pub signatures: Vec<SignatureView>,
@@ -342,6 +354,11 @@ pub fn view(
         },
         statute_reference: Some(body.statute_reference.clone()).filter(|s| !s.is_empty()),
         retention_days: body.retention_days,
+        date_precision: match pb::DatePrecision::try_from(body.date_precision) {
+            Ok(pb::DatePrecision::Day) => "day",
+            Ok(pb::DatePrecision::Month) => "month",
+            Err(_) => "unknown",
+        },
         body_sha256: hex::encode(Sha256::digest(&signed.body)),
         complete: missing.is_empty(),
         signatures,
@@ -374,6 +391,7 @@ impl Report for AgreementView {
             },
         );
         row("retention", format!("{} days", self.retention_days));
+        row("dates", format!("to the {}", self.date_precision));
         row("body sha-256", self.body_sha256.clone());
         for s in &self.signatures {
             let valid = match s.valid {

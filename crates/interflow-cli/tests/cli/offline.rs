@@ -159,6 +159,44 @@ retention_days = 3650
 "#;
 
 #[test]
+fn an_agreement_may_ask_for_month_precision_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |s: &str| dir.path().join(s);
+    let (code, _, stderr) = run(&["keys", "gen", "--out", p(&d("a.pem"))]);
+    assert_eq!(code, 0, "{stderr}");
+    let sign = |body: &str, out: &str| {
+        std::fs::write(d("agreement.toml"), body).unwrap();
+        run(&[
+            "--json",
+            "agreement",
+            "sign",
+            "--body",
+            p(&d("agreement.toml")),
+            "--key",
+            p(&d("a.pem")),
+            "--region",
+            "310115",
+            "--out",
+            p(&d(out)),
+        ])
+    };
+    let (code, stdout, stderr) = sign(&format!("{AGREEMENT}date_precision = \"month\"\n"), "m.pb");
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["date_precision"], "month", "{v}");
+    let (code, stdout, _) = sign(AGREEMENT, "d.pb");
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["date_precision"], "day", "{v}");
+    let (code, _, stderr) = sign(&format!("{AGREEMENT}date_precision = \"week\"\n"), "w.pb");
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("`date_precision`") && stderr.contains("`month`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn agreement_signed_by_both_parties_verifies_and_shows() {
     let dir = tempfile::tempdir().unwrap();
     let d = |s: &str| dir.path().join(s);

@@ -123,6 +123,15 @@ impl ContraceptionStatus {
     pub fn service_point(&self) -> &ServicePoint {
         &self.service_point
     }
+    /// `observed_on` and `since` as the first day of their month (coarse dates).
+    pub(super) fn coarsen_to_months(&mut self) {
+        self.observed_on = fields::first_of_month(self.observed_on);
+        self.since = self.since.map(fields::first_of_month);
+    }
+    pub(super) fn in_months(&self) -> bool {
+        fields::is_first_of_month(self.observed_on)
+            && self.since.is_none_or(fields::is_first_of_month)
+    }
 
     /// The checks that need the clock: no date after `latest`, and `since` not after the
     /// observation (checked after the clock, so a date in the future is reported as such).

@@ -151,6 +151,15 @@ pub(super) fn present_when<T>(
 
 /// Refuses a date after `latest` (the clock check) and, when given, after `observed` (checked
 /// here, after the clock, so that a date in the future is reported as such).
+/// The first day of `d`'s month.
+pub(super) fn first_of_month(d: NaiveDate) -> NaiveDate {
+    d.with_day(1).unwrap_or(d)
+}
+
+pub(super) fn is_first_of_month(d: NaiveDate) -> bool {
+    d.day() == 1
+}
+
 pub(super) fn not_after(
     field: &'static str,
     date: NaiveDate,

@@ -179,6 +179,27 @@ impl Payload {
         }
     }
 
+    /// Under an agreement with month precision: `observed_on` and a contraception `since` as
+    /// the first day of their month. The order of the dates is kept (both move to the start
+    /// of their month), so a valid payload stays valid.
+    pub fn coarsen_dates(&mut self) {
+        match self {
+            Payload::Pregnancy(p) => p.coarsen_to_months(),
+            Payload::Contraception(c) => c.coarsen_to_months(),
+            Payload::Retraction(_) => {}
+        }
+    }
+
+    /// Whether `observed_on` and `since` are first days of their month, as an agreement with
+    /// month precision requires.
+    pub fn dates_in_months(&self) -> bool {
+        match self {
+            Payload::Pregnancy(p) => p.in_months(),
+            Payload::Contraception(c) => c.in_months(),
+            Payload::Retraction(_) => true,
+        }
+    }
+
     /// The date the status was observed; `None` for a retraction.
     pub fn observed_on(&self) -> Option<NaiveDate> {
         match self {

@@ -123,6 +123,13 @@ impl PregnancyStatus {
     pub fn observed_on(&self) -> NaiveDate {
         self.observed_on
     }
+    /// `observed_on` as the first day of its month (coarse dates).
+    pub(super) fn coarsen_to_months(&mut self) {
+        self.observed_on = super::fields::first_of_month(self.observed_on);
+    }
+    pub(super) fn in_months(&self) -> bool {
+        super::fields::is_first_of_month(self.observed_on)
+    }
     /// Present exactly when the state is [`PregnancyState::Pregnant`].
     pub fn expected_delivery(&self) -> Option<YearMonth> {
         self.expected_delivery

@@ -505,3 +505,26 @@ fn a_date_in_the_future_is_reported_before_its_order() {
         assert_eq!(check(payload, false), want);
     }
 }
+
+#[test]
+fn coarse_dates_keep_the_month_and_the_order_of_the_dates() {
+    let p = pb::ContraceptionStatus {
+        method: pb::ContraceptiveMethod::Iud as i32,
+        since: date(2026, 5, 20),
+        observed_on: date(2026, 5, 28),
+        service_point: "3101150001".into(),
+    };
+    let mut payload = Payload::try_from(pb::submission::Payload::Contraception(p)).unwrap();
+    assert!(!payload.dates_in_months());
+    payload.coarsen_dates();
+    assert!(payload.dates_in_months());
+    let Payload::Contraception(c) = &payload else {
+        panic!("kind changed")
+    };
+    assert_eq!(c.observed_on().to_string(), "2026-05-01");
+    assert_eq!(
+        c.since().map(|d| d.to_string()).as_deref(),
+        Some("2026-05-01")
+    );
+    assert_eq!(payload.validate(&RULES, false), Ok(()));
+}
