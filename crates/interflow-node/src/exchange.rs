@@ -139,14 +139,10 @@ impl Node {
 
     /// This node's signed heads of both channels with `peer`, and its audit head: the peer
     /// keeps the latest, so a rewritten audit log shows against it.
-    pub async fn heads_for(
-        &self,
-        peer: interflow_core::RegionCode,
-    ) -> Result<pb::SignedHeads, NodeError> {
+    pub fn heads_for(&self, peer: interflow_core::RegionCode) -> pb::SignedHeads {
         let audit = self
             .store
-            .run(|s| s.audit_head())
-            .await?
+            .audit_head()
             .map(|(seq, hash)| AuditHead { seq, hash });
         let heads = [
             ChannelId::new(self.region, peer),
@@ -162,7 +158,7 @@ impl Node {
             }
         })
         .collect();
-        Ok(sign_heads(
+        sign_heads(
             &self.signing_key,
             &Heads {
                 signer: self.region,
@@ -171,7 +167,7 @@ impl Node {
                 heads,
                 audit,
             },
-        ))
+        )
     }
 }
 
@@ -272,7 +268,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
             return Err(NodeError::PermissionDenied(format!("no agreement with `{peer}`")).into());
         }
         Ok(Response::new(pb::HeadsResponse {
-            heads: Some(self.node.heads_for(peer).await?),
+            heads: Some(self.node.heads_for(peer)),
         }))
     }
 

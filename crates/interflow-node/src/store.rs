@@ -47,6 +47,11 @@ impl StoreHandle {
         self.store.head(c)
     }
 
+    /// The durable audit head (in memory), as head statements carry it.
+    pub fn audit_head(&self) -> Option<(u64, [u8; 32])> {
+        self.store.audit_head()
+    }
+
     /// Why the store refuses writes, if it does (in memory).
     pub fn write_refusal(&self) -> Option<StoreError> {
         self.store.write_refusal()

@@ -125,10 +125,19 @@ pub struct Store {
     durable: RwLock<DurableHeads>,
     /// When the heads anchor was last written (at most once a second).
     anchored: Mutex<Option<std::time::Instant>>,
+    /// The durable audit head, kept in memory so head statements read no disk.
+    audit_head: RwLock<Option<(u64, [u8; 32])>>,
 }
 
 impl Store {
     fn from_engine(dir: &Path, opts: StoreOptions, engine: Engine, durable: DurableHeads) -> Store {
+        // A head that does not decode shows in `verify_log`; statements then carry none.
+        let audit_head = engine
+            .db
+            .get(keys::META_AUDIT_HEAD)
+            .ok()
+            .flatten()
+            .and_then(|v| audit::decode_head(&v).ok());
         Store {
             dir: dir.to_owned(),
             opts,
@@ -137,6 +146,7 @@ impl Store {
             poisoned: RwLock::new(None),
             durable: RwLock::new(durable),
             anchored: Mutex::new(None),
+            audit_head: RwLock::new(audit_head),
         }
     }
 }
