@@ -354,3 +354,83 @@ async fn after_retention_a_record_is_erased_but_the_log_still_verifies() {
     assert_eq!(c.node(1).store.head(ch), c.node(0).store.head(ch));
     c.shutdown().await;
 }
+
+/// Re-signs every agreement file in `node_dir` with month precision (both parties' keys are in
+/// the dev federation next to it; Ed25519 is deterministic, so both nodes get the same bytes).
+fn with_month_precision(node_dir: &std::path::Path) {
+    use prost::Message as _;
+    let fed = node_dir.parent().expect("federation dir");
+    for entry in std::fs::read_dir(node_dir.join("agreements")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension() != Some("pb".as_ref()) {
+            continue;
+        }
+        let signed = pb::SignedAgreement::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+        let mut body = pb::AgreementBody::decode(signed.body.as_slice()).unwrap();
+        body.date_precision = pb::DatePrecision::Month as i32;
+        let bytes = interflow_core::agreement::encode_body(&body);
+        let signatures = [&body.party_a, &body.party_b]
+            .into_iter()
+            .map(|r| {
+                let key =
+                    interflow_core::keys::load_signing_key(&fed.join(r).join("keys/signing.pem"))
+                        .unwrap();
+                interflow_core::agreement::party_signature(&key, r.parse().unwrap(), &bytes)
+            })
+            .collect();
+        let out = pb::SignedAgreement {
+            body: bytes,
+            signatures,
+        };
+        std::fs::write(&path, out.encode_to_vec()).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_an_agreement_with_month_precision_records_carry_months_only() {
+    let c = TestCluster::start_prepared(2, |_, dir, _| with_month_precision(dir)).await;
+    let b = c.region(1);
+    assert!(c.node(0).agreements.iter().all(|a| a.month_dates));
+    let item = sample_submission(960, b.as_str());
+    let submitted_day = match &item.payload {
+        Some(pb::submission::Payload::Contraception(p)) => p.observed_on.unwrap().day,
+        Some(pb::submission::Payload::Pregnancy(p)) => p.observed_on.unwrap().day,
+        other => panic!("unexpected payload {other:?}"),
+    };
+    assert_ne!(submitted_day, 1, "the sample must carry a day to drop");
+    let resp = c
+        .intake(0)
+        .await
+        .submit(pb::SubmitRequest { items: vec![item] })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::submit_result::Outcome::RecordId(rid)) = resp.results[0].outcome.clone() else {
+        panic!("not stored: {resp:?}")
+    };
+    // The receiver accepted it (its acceptance rule refuses finer dates under the agreement).
+    c.wait_for_record(1, &rid).await;
+    let got = c
+        .admin(1)
+        .await
+        .get_record(pb::GetRecordRequest {
+            record_id: rid,
+            record_id_prefix: String::new(),
+            purpose: pb::Purpose::Audit as i32,
+            case_ref: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let body =
+        <pb::RecordBody as prost::Message>::decode(got.record.unwrap().body.as_slice()).unwrap();
+    let (observed, since) = match body.payload.unwrap() {
+        pb::record_body::Payload::Contraception(p) => (p.observed_on, p.since),
+        pb::record_body::Payload::Pregnancy(p) => (p.observed_on, None),
+        other => panic!("unexpected payload {other:?}"),
+    };
+    let observed = observed.unwrap();
+    assert_eq!(observed.day, 1, "the day was dropped: {observed:?}");
+    assert!(since.is_none_or(|s| s.day == 1), "{since:?}");
+    c.shutdown().await;
+}
