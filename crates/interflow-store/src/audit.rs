@@ -195,7 +195,11 @@ mod tests {
     #[test]
     fn a_page_is_newest_first_on_request_and_counts_the_whole_range() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let s = Store::open(
+            dir.path(),
+            StoreOptions::new(crate::MasterKey::from_bytes([7; 32])),
+        )
+        .unwrap();
         for i in 0..5 {
             s.audit(1_000 + i, "admin:ops", "Admin.Stats", vec![])
                 .unwrap();
