@@ -399,8 +399,10 @@ impl Vault {
         let cipher = self.key_for_write(&Period::of(&h.agreement_id, h.issued_at_ms))?;
         let mut out = encode_header(&h);
         let clear_len = out.len();
+        // Random 24-byte nonces never repeat in practice; the thread's CSPRNG (seeded from the
+        // OS) saves a system call per record on the append path.
         let mut nonce = [0u8; NONCE];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        rand::thread_rng().fill_bytes(&mut nonce);
         let plain = Zeroizing::new(rec.to_bytes());
         let aad = [place, &out[..]].concat();
         let ct = cipher
