@@ -231,7 +231,8 @@ impl Store {
             }
             if prefix == keys::EVIDENCE {
                 // Evidence holds full bodies too; it goes with the same retention.
-                if let Ok((h, _)) = seal::decode_header(Place::Report, &v)
+                // The clear header says the period; the body is not opened to decide.
+                if let Ok((h, _)) = seal::decode_header(Place::RecordKey, &v)
                     && expired(&h.agreement_id, h.issued_at_ms, now, retention_days)
                 {
                     batch.remove(k);
