@@ -223,6 +223,31 @@ impl TestCluster {
         self.nodes[i] = Some(r);
     }
 
+    /// Tries to start stopped node `i` again on its ports and data: the start error, if any.
+    pub async fn try_restart(&mut self, i: usize) -> anyhow::Result<()> {
+        let n = &self.fed.nodes[i];
+        let (peer, local) = (bind(n.peer_addr).await, bind(n.local_addr).await);
+        let config = Config::load(&n.config)?;
+        let metrics = TcpListener::bind("127.0.0.1:0").await?;
+        let r = start(
+            config,
+            Listeners {
+                peer,
+                local,
+                metrics: Some(metrics),
+            },
+            system_clock(),
+        )
+        .await?;
+        self.nodes[i] = Some(r);
+        Ok(())
+    }
+
+    /// Node `i`'s config file (written by `interflow dev`).
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.fed.nodes[i].config.clone()
+    }
+
     /// Node `i`'s retention step, run as if `days` had passed: returns how many records (and
     /// evidence copies) it erased.
     pub async fn erase_as_if_after(&self, i: usize, days: i64) -> u64 {

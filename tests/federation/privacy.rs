@@ -434,3 +434,91 @@ async fn under_an_agreement_with_month_precision_records_carry_months_only() {
     assert!(since.is_none_or(|s| s.day == 1), "{since:?}");
     c.shutdown().await;
 }
+
+/// The files under `dir` (recursively) that contain `needle`.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_holding(&p, needle));
+        } else if std::fs::read(&p)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_marker_is_in_no_file_of_either_node_before_or_after_erasure() {
+    const MARKER: &str = "1101057319";
+    let c = TestCluster::start(2).await;
+    let b = c.region(1);
+    let mut item = sample_submission(801, b.as_str());
+    if let Some(pb::submission::Payload::Contraception(s)) = item.payload.as_mut() {
+        s.service_point = MARKER.into();
+    }
+    let resp = c
+        .intake(0)
+        .await
+        .submit(pb::SubmitRequest { items: vec![item] })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::submit_result::Outcome::RecordId(rid)) = resp.results[0].outcome.clone() else {
+        panic!("not stored: {resp:?}")
+    };
+    c.wait_for_record(1, &rid).await;
+    let get = |i: usize| {
+        let rid = rid.clone();
+        let c = &c;
+        async move {
+            c.admin(i)
+                .await
+                .get_record(pb::GetRecordRequest {
+                    record_id: rid,
+                    record_id_prefix: String::new(),
+                    purpose: pb::Purpose::Audit as i32,
+                    case_ref: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    // Decrypted on the way out: the reader sees the marker, the disk does not.
+    let got = get(1).await;
+    let body = got.record.expect("record").body;
+    assert!(body.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()));
+    for i in 0..2 {
+        assert_eq!(
+            files_holding(&c.data_dir(i), MARKER.as_bytes()),
+            Vec::<std::path::PathBuf>::new(),
+            "node {i} before erasure"
+        );
+        assert!(files_holding(&c.data_dir(i), synthetic_id(801).as_bytes()).is_empty());
+    }
+    for i in 0..2 {
+        assert_eq!(c.erase_as_if_after(i, 3651).await, 1);
+        let got = get(i).await;
+        assert!(got.erased && got.record.is_none(), "node {i}: {got:?}");
+        assert_eq!(
+            files_holding(&c.data_dir(i), MARKER.as_bytes()),
+            Vec::<std::path::PathBuf>::new(),
+            "node {i} after erasure"
+        );
+        let verify = c
+            .admin(i)
+            .await
+            .verify_log(pb::VerifyLogRequest { with_peers: false })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(verify.ok, "{:?}", verify.problems);
+    }
+    c.shutdown().await;
+}

@@ -610,3 +610,72 @@ async fn a_flood_of_forged_records_is_slowed_and_logged_as_summaries() {
     drop(node);
     c.shutdown().await;
 }
+
+/// The master key that seals the store: without it the node does not start, with another key
+/// it refuses to open the store (authenticated), and a key file others can read is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_its_master_key_refuses_to_start_and_serves_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = TestCluster::start(2).await;
+    let b = c.region(1);
+    let resp = c
+        .intake(0)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![interflow_node::dev::sample_submission(7, b.as_str())],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.results[0].outcome.is_some());
+    c.stop(0).await;
+    let config = c.config_path(0);
+    let key = config.parent().unwrap().join("keys/master.key");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let original = std::fs::read(&key).unwrap();
+
+    // No master key configured.
+    std::fs::write(
+        &config,
+        text.replace("master_key = \"keys/master.key\"\n", ""),
+    )
+    .unwrap();
+    let err = format!("{:#}", c.try_restart(0).await.unwrap_err());
+    assert!(err.contains("no master key configured"), "{err}");
+    std::fs::write(&config, &text).unwrap();
+
+    // The configured file is gone.
+    std::fs::remove_file(&key).unwrap();
+    let err = format!("{:#}", c.try_restart(0).await.unwrap_err());
+    assert!(err.contains("cannot read the master key file"), "{err}");
+
+    // Another key: the keyring does not authenticate, nothing is served.
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = format!("{:#}", c.try_restart(0).await.unwrap_err());
+    assert!(
+        err.contains("authenticated check failed") && err.contains("not the key"),
+        "{err}"
+    );
+
+    // The right key in a file others can read.
+    std::fs::write(&key, &original).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = format!("{:#}", c.try_restart(0).await.unwrap_err());
+    assert!(err.contains("chmod 600"), "{err}");
+
+    // Put right, it starts and serves what it stored.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    c.try_restart(0).await.unwrap();
+    let out = c.node(0).clone();
+    let ch = ChannelId::new(c.region(0), b);
+    assert_eq!(out.store.head(ch).0, 1);
+    assert!(
+        out.store
+            .run(move |s| s.record_at(ch, 1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    c.shutdown().await;
+}

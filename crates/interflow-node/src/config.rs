@@ -15,6 +15,10 @@ use interflow_core::{RegionCode, keys, pb};
 use prost::Message;
 use serde::Deserialize;
 
+/// Environment variable naming the master key file; overrides `[keys] master_key` (for a
+/// Kubernetes Secret mounted as a file, or a systemd credential).
+pub const MASTER_KEY_ENV: &str = "INTERFLOW_MASTER_KEY_FILE";
+
 /// The only config version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -89,6 +93,9 @@ struct RawListen {
 #[serde(deny_unknown_fields)]
 struct RawKeys {
     signing_key: PathBuf,
+    /// The store's master key (64 hex characters, mode 0600, outside the data directory).
+    #[serde(default)]
+    master_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -413,6 +420,8 @@ pub struct Config {
     pub local_listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub signing_key: PathBuf,
+    /// `[keys] master_key`; [`MASTER_KEY_ENV`] overrides it at start.
+    pub master_key: Option<PathBuf>,
     pub peer_tls: TlsPaths,
     pub local_tls: TlsPaths,
     pub directory: PathBuf,
@@ -535,6 +544,7 @@ impl Config {
                 .map(|m| addr("metrics.listen", &m.listen))
                 .transpose()?,
             signing_key: abs(&raw.keys.signing_key),
+            master_key: raw.keys.master_key.as_deref().map(abs),
             peer_tls: TlsPaths {
                 ca: abs(&raw.tls.federation_ca),
                 cert: abs(&raw.tls.cert),

@@ -131,6 +131,8 @@ pub fn generate_with_endpoints(
         let key = keys::generate_signing_key();
         mkdirs(&nd.join("keys/signing.pem"))?;
         keys::save_signing_key(&nd.join("keys/signing.pem"), &key)?;
+        // The master key lives beside the other keys, outside the data directory.
+        interflow_store::MasterKey::write_new(&nd.join("keys/master.key"))?;
         mkdirs(&nd.join("tls/x"))?;
         write_cert_file(&nd.join("tls/federation-ca.pem"), &ca.cert_pem())?;
         let peer = ca.issue_peer_cert(
@@ -274,6 +276,7 @@ listen = "{local}"
 
 [keys]
 signing_key = "keys/signing.pem"
+master_key = "keys/master.key"
 
 [tls]
 federation_ca = "tls/federation-ca.pem"

@@ -178,6 +178,34 @@ impl Health {
     }
 }
 
+/// The store's master key: the file [`crate::config::MASTER_KEY_ENV`] names, else
+/// `[keys] master_key`; none, an open file, or one inside the data directory refuses start.
+fn master_key(config: &Config) -> anyhow::Result<interflow_store::MasterKey> {
+    let path = match std::env::var_os(crate::config::MASTER_KEY_ENV) {
+        Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
+        _ => config.master_key.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no master key configured: record bodies are encrypted at rest under a master key kept outside the data directory; create one with `(umask 077; openssl rand -hex 32 > /etc/interflow/master.key)` and set `[keys] master_key` in `{}` or the environment variable {}",
+                config.path.display(),
+                crate::config::MASTER_KEY_ENV
+            )
+        })?,
+    };
+    let data = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
+    let key_dir = path
+        .parent()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .unwrap_or_default();
+    if key_dir.starts_with(&data) {
+        anyhow::bail!(
+            "the master key file `{}` is inside the data directory `{}`: a copy of the directory would carry its own key; keep the key elsewhere",
+            path.display(),
+            config.data_dir.display()
+        );
+    }
+    Ok(interflow_store::MasterKey::load(&path)?)
+}
+
 /// Opens the store, loads the material, and starts serving on `listeners`.
 pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow::Result<Running> {
     let material = config
@@ -197,7 +225,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             fsync.observe(t.elapsed().as_secs_f64());
             r
         }),
-        ..StoreOptions::default()
+        ..StoreOptions::new(master_key(&config)?)
     };
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, options))
         .await

@@ -24,7 +24,11 @@ fn append(c: &mut Criterion) {
     group.sample_size(10);
     for batch in [1u64, 64, 1024] {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let store = Store::open(
+            dir.path(),
+            StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+        )
+        .unwrap();
         let mut next = 0u64;
         group.throughput(Throughput::Elements(batch));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {

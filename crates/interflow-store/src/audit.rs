@@ -304,7 +304,11 @@ mod tests {
     #[test]
     fn version_2_entries_keep_their_bytes_and_the_chain_runs_on_into_version_3() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let s = Store::open(
+            dir.path(),
+            StoreOptions::new(crate::MasterKey::from_bytes([7; 32])),
+        )
+        .unwrap();
         // An entry as version 2 wrote it: 0x02 + postcard without the note.
         #[derive(serde::Serialize)]
         struct V2<'a>(u64, i64, &'a str, &'a str, Vec<String>, [u8; 32]);
@@ -352,7 +356,11 @@ mod tests {
         assert_eq!(s.audit_head(), Some((2, entry_hash(&new))));
         drop(db);
         drop(s);
-        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let s = Store::open(
+            dir.path(),
+            StoreOptions::new(crate::MasterKey::from_bytes([7; 32])),
+        )
+        .unwrap();
         assert_eq!(
             s.audit_head(),
             Some((2, entry_hash(&new))),
@@ -363,7 +371,11 @@ mod tests {
     #[test]
     fn the_chain_recomputed_at_an_index_names_where_it_breaks() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let s = Store::open(
+            dir.path(),
+            StoreOptions::new(crate::MasterKey::from_bytes([7; 32])),
+        )
+        .unwrap();
         for i in 0..4 {
             s.audit(i, "admin:ops", "Admin.Stats", vec![]).unwrap();
         }
@@ -393,7 +405,11 @@ mod tests {
     #[test]
     fn a_page_is_newest_first_on_request_and_counts_the_whole_range() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let s = Store::open(
+            dir.path(),
+            StoreOptions::new(crate::MasterKey::from_bytes([7; 32])),
+        )
+        .unwrap();
         for i in 0..5 {
             s.audit(1_000 + i, "admin:ops", "Admin.Stats", vec![])
                 .unwrap();

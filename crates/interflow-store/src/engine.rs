@@ -16,6 +16,7 @@ use interflow_core::record::{ChannelId, RecordId};
 use crate::error::{
     DurableStep, Place, ReadOnlyReason, StoreError, corrupt, io_disk_full, undecodable,
 };
+use crate::seal::Vault;
 use crate::state::{ChannelState, DeliveryState};
 use crate::{Result, SCHEMA_VERSION, Store, StoreOptions, anchor, keys, migrate, verify};
 
@@ -54,6 +55,8 @@ pub(crate) struct Engine {
     data_file: File,
     /// Set when the integrity figures or the anchor did not match on open.
     read_only: Option<Arc<ReadOnlyReason>>,
+    /// The data keys and the subject index key.
+    pub(crate) vault: Vault,
 }
 
 impl std::ops::Deref for Engine {
@@ -95,12 +98,40 @@ impl Engine {
                     source,
                 })?;
         }
+        let schema = match db.get(keys::META_SCHEMA)? {
+            None => None,
+            Some(v) => Some(u32::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt(Place::Schema, "is not 4 bytes"))?,
+            )),
+        };
+        if let Some(found) = schema
+            && found > SCHEMA_VERSION
+        {
+            return Err(StoreError::NewerSchema {
+                path: dir.to_owned(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        // The keyring is opened (and the master key checked) before any record is read.
+        let vault = match crate::seal::Vault::open(dir, &opts.master_key)? {
+            Some(v) => v,
+            None if schema.is_none_or(|f| f < 3) => Vault::create(dir, &opts.master_key)?,
+            None => {
+                return Err(StoreError::KeyringMissing {
+                    path: dir.join(crate::seal::KEYRING_FILE),
+                });
+            }
+        };
         let mut engine = Engine {
             db,
             data_file,
             read_only: None,
+            vault,
         };
-        match engine.db.get(keys::META_SCHEMA)? {
+        match schema {
             None => {
                 if engine.db.iter().next().is_some() {
                     return Err(corrupt(Place::Schema, "data without a schema version"));
@@ -119,21 +150,9 @@ impl Engine {
                     .insert(keys::META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 engine.sync(opts)?;
             }
-            Some(v) => {
-                let found = u32::from_be_bytes(
-                    v.as_ref()
-                        .try_into()
-                        .map_err(|_| corrupt(Place::Schema, "is not 4 bytes"))?,
-                );
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema {
-                        path: dir.to_owned(),
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
+            Some(found) => {
                 if found < SCHEMA_VERSION {
-                    migrate::run(&engine.db, found)?;
+                    migrate::run(&engine.db, &engine.vault, found)?;
                     engine.sync(opts)?;
                     tracing::info!(
                         from = found,

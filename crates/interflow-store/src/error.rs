@@ -53,6 +53,16 @@ pub enum StoreError {
         #[source]
         source: Option<DecodeError>,
     },
+    #[error(
+        "the master key does not open the keyring `{path}` (authenticated check failed): this is not the key this data directory was created with; configure the right master key file"
+    )]
+    WrongMasterKey { path: PathBuf },
+    #[error(
+        "the data directory holds sealed records but its keyring `{path}` is missing: restore it from the backup of this directory; without it the records cannot be read"
+    )]
+    KeyringMissing { path: PathBuf },
+    #[error("cannot read or write the keyring `{path}`: {source}")]
+    Keyring { path: PathBuf, source: io::Error },
     #[error("receipt for `{channel}` up to seq `{seq}` does not match the stored record there")]
     ReceiptMismatch { channel: ChannelId, seq: u64 },
 }

@@ -97,7 +97,9 @@ impl Store {
                 if stored == rec.id() {
                     out.push(Ok(ApplyOutcome::Duplicate));
                 } else {
-                    batch.insert(keys::evidence(c, seq, rec.id()), rec.to_bytes());
+                    let k = keys::evidence(c, seq, rec.id());
+                    let sealed = self.db()?.vault.seal(&k, rec)?;
+                    batch.insert(k, sealed);
                     tracing::warn!(channel = %c, seq, "equivocation: a second record for a stored seq; channel stopped");
                     st.stopped = Some(format!(
                         "equivocation at seq {seq}: record {} differs from stored {stored}",
@@ -123,7 +125,7 @@ impl Store {
                 out.push(Err(ApplyError::ChainBroken { seq }));
                 continue;
             }
-            keys::stage_record(&mut batch, rec);
+            keys::stage_record(&mut batch, &self.db()?.vault, rec)?;
             // Our own records recovered from a peer bring back their idempotency, so a
             // resubmission after a disk loss is recognised.
             if let (Some(a), Some(d)) = (arrival, rec.idempotency())
@@ -158,24 +160,30 @@ impl Store {
         let mut out = Vec::new();
         let mut prefix = vec![keys::EVIDENCE];
         prefix.extend_from_slice(&keys::channel_bytes(c));
-        for kv in self.db()?.scan_prefix(prefix) {
+        let db = self.db()?;
+        for kv in db.scan_prefix(prefix) {
             let (k, received) = kv?;
             let (_, seq) = decode_record_key(k.get(..21).unwrap_or_default())?;
+            let at = || Place::Evidence { channel: c, seq };
             // A stored record erased at the end of its retention takes that half of the proof.
-            let stored = self.db()?.get(keys::record(c, seq))?.ok_or_else(|| {
-                corrupt(
-                    Place::Evidence { channel: c, seq },
-                    "has no stored record beside it",
-                )
-            })?;
+            let stored_key = keys::record(c, seq);
+            let stored = db
+                .get(&stored_key)?
+                .ok_or_else(|| corrupt(at(), "has no stored record beside it"))?;
             if crate::retention::is_stub(&stored) {
                 continue;
             }
+            let (Some(stored), Some(received)) = (
+                db.vault.unseal(at(), &stored_key, &stored)?,
+                db.vault.unseal(at(), &k, &received)?,
+            ) else {
+                continue;
+            };
             out.push(Evidence {
                 channel: c,
                 seq,
-                stored: stored.to_vec(),
-                received: received.to_vec(),
+                stored,
+                received,
             });
         }
         Ok(out)

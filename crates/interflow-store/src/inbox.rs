@@ -136,7 +136,7 @@ impl Store {
             for kv in self.db()?.scan_prefix(keys::records_of(c)) {
                 let (k, v) = kv?;
                 let (_, seq) = decode_record_key(&k)?;
-                let at = crate::retention::decode_entry(c, seq, &v)?.issued_at_ms();
+                let (_, at) = crate::retention::entry_facts(c, seq, &v)?;
                 next = stage(&mut batch, next, [(c, seq)], &Arrival { me, at_ms: at });
             }
         }

@@ -6,6 +6,8 @@ use interflow_core::idempotency::IdempotencyDigest;
 use interflow_core::payload::Kind;
 use interflow_core::record::{ChannelId, DecodedRecord, RecordId};
 
+use crate::seal::Vault;
+
 pub const RECORD: u8 = b'r';
 pub const ID: u8 = b'i';
 pub const CHANNEL: u8 = b'c';
@@ -154,23 +156,35 @@ pub fn audit(index: u64) -> Vec<u8> {
     with_prefix(AUDIT, &[&index.to_be_bytes()])
 }
 
-/// The subject index key of a record.
-pub fn subject_of(rec: &DecodedRecord) -> Vec<u8> {
+/// The subject index key of a record (the subject ref blinded by the vault).
+pub(crate) fn subject_of(vault: &Vault, rec: &DecodedRecord) -> Vec<u8> {
     let days = rec
         .payload()
         .observed_on()
         .map(|d| (d - chrono::NaiveDate::default()).num_days() as i32)
         .unwrap_or(i32::MIN);
-    subject(rec.subject().as_bytes(), rec.kind(), days, rec.id())
+    subject(
+        &vault.blind_subject(rec.subject().as_bytes()),
+        rec.kind(),
+        days,
+        rec.id(),
+    )
 }
 
-/// Puts a record and its two index entries into `batch`.
-pub fn stage_record(batch: &mut sled::Batch, rec: &DecodedRecord) {
+/// Puts a record, sealed, and its two index entries into `batch`.
+pub(crate) fn stage_record(
+    batch: &mut sled::Batch,
+    vault: &Vault,
+    rec: &DecodedRecord,
+) -> crate::Result<()> {
     let c = rec.channel();
     let loc = location(c, rec.seq());
-    batch.insert(record(c, rec.seq()), rec.to_bytes());
+    let k = record(c, rec.seq());
+    let sealed = vault.seal(&k, rec)?;
+    batch.insert(k, sealed);
     batch.insert(id(rec.id()), loc.to_vec());
-    batch.insert(subject_of(rec), loc.to_vec());
+    batch.insert(subject_of(vault, rec), loc.to_vec());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,17 +21,17 @@
 //!
 //! # Key layout
 //! One tree with one-byte prefixes keeps every batch atomic (`apply_batch` on one tree)
-//! without multi-tree transactions. Schema version 2:
+//! without multi-tree transactions. Schema version 3 (see `seal` for the encryption):
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `r` | channel(12) seq(8, BE) | `SignedRecord` bytes as received or sealed, or after retention an erased-record stub (first byte `0x00`: id, link, seq, issue time) |
+//! | `r` | channel(12) seq(8, BE) | sealed record: `0x01`, id(32), link(32), seq(8), issue time(8), agreement id (len 2 + UTF-8) in the clear, then nonce(24) and the XChaCha20-Poly1305 ciphertext of the `SignedRecord` bytes under the data key of (agreement id, month of issue time); associated data: the sled key and the clear part. After retention an erased-record stub (first byte `0x00`: id, link, seq, issue time) |
 //! | `i` | record id(32) | channel(12) seq(8) |
 //! | `c` | channel(12) | durable channel state: `0x02` + postcard (head, integrity figures, acked, stop) |
 //! | `d` | channel(12) | delivery advice: `0x02` + postcard (attempts, last error, next retry); not fsynced |
-//! | `s` | subject(32) kind(1) observed day(4, BE, sign-flipped) id(32) | channel(12) seq(8) |
+//! | `s` | HMAC-SHA256(index key derived from the master key, subject ref)(32) kind(1) observed day(4, BE, sign-flipped) id(32) | channel(12) seq(8) |
 //! | `j` | idempotency digest(32) (never the key) | record id(32) content hash(32) |
-//! | `e` | channel(12) seq(8) id(32) | `SignedRecord` bytes of an equivocating record |
+//! | `e` | channel(12) seq(8) id(32) | an equivocating record, sealed as under `r` |
 //! | `x` | channel(12) | latest verified `SignedReceipt` bytes for an outbound channel |
 //! | `h` | channel(12) | the destination's verified `SignedHeads` bytes that last advanced an outbound channel's acked seq (reconciliation without delivery) |
 //! | `v` | peer region(6) | the peer's latest verified `SignedHeads` bytes (cosigned checkpoint; carries the peer's audit head, answered back by `Exchange.AuditAnchor`) |
@@ -40,6 +40,14 @@
 //! | `u` | consumer name | cursor position(8, BE) acked-at ms(8) |
 //! | `a` | index(8, BE) | audit entry: `0x03` + postcard (with purpose, case, detail, refusal); older entries keep their bytes (`0x02` + postcard without those) (protobuf layout, frozen in `audit`) so the hash chain over them still verifies |
 //! | `m` | name | metadata: schema version, audit head, whether older records were indexed into the inbox |
+//!
+//! Outside sled, in the data directory: `keyring` (the data keys, one per agreement and
+//! calendar month of issue time, UTC; the file is sealed whole under the master key and
+//! rewritten whole, so a destroyed key survives in no file) and the heads anchor. A period's
+//! key is destroyed once the whole period is past retention (period end + retention days);
+//! records of a period erased earlier lose their body in `r` at once (stub), but sled's old
+//! segments may keep their ciphertext, readable with the master key until the period's key
+//! goes, at most one month later.
 
 mod anchor;
 mod audit;
@@ -53,6 +61,7 @@ mod outbound;
 mod read;
 mod reconcile;
 mod retention;
+mod seal;
 mod state;
 mod verify;
 
@@ -73,11 +82,12 @@ pub use outbound::{AppendOutcome, HeadsAck};
 pub use read::{Stats, StoredRecord};
 pub use reconcile::{Anomaly, ChannelRun, PRUNE_CHUNK, ReportRetention, RunReport};
 pub use retention::{ErasedRecord, Stored};
+pub use seal::{KEYRING_FILE, MasterKey, MasterKeyError};
 pub use state::{ChannelState, DeliveryState, PendingChannel};
 pub use verify::{Problem, VerifyReport};
 
 /// Schema version this build writes. Opening a newer one is refused; an older one is migrated.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Default page cache: sled's own default (1 GiB) is far too large for a node.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -90,6 +100,8 @@ pub type SyncFn = Arc<dyn Fn(&File) -> io::Result<()> + Send + Sync>;
 pub struct StoreOptions {
     pub cache_capacity: u64,
     pub sync: SyncFn,
+    /// Wraps the keyring of data keys that seal record bodies; kept outside the data directory.
+    pub master_key: MasterKey,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -100,11 +112,13 @@ impl std::fmt::Debug for StoreOptions {
     }
 }
 
-impl Default for StoreOptions {
-    fn default() -> Self {
+impl StoreOptions {
+    /// The defaults (64 MiB cache, `fsync` of the data file) with the node's master key.
+    pub fn new(master_key: MasterKey) -> Self {
         StoreOptions {
             cache_capacity: DEFAULT_CACHE_BYTES,
             sync: Arc::new(|f: &File| f.sync_all()),
+            master_key,
         }
     }
 }

@@ -5,22 +5,63 @@
 //! the durable chain figures (`c`) and the delivery advice (`d`); reconciliation reports move
 //! from protobuf bytes (read through a frozen copy of that layout) to the store's own encoding.
 //! Audit entries keep their bytes (see `audit`).
+//!
+//! Schema 2 → 3: bodies sealed, subject index blinded (see [`v2_to_v3`]). What sled kept of the
+//! plain bytes in old segments before the migration is not rewritten by it.
 
-use interflow_core::record::{ChannelId, RecordId};
+use interflow_core::record::{ChannelId, DecodedRecord, RecordId};
 use interflow_core::time::UnixMillis;
 use prost::Message;
 use serde::Deserialize;
 
+use crate::engine::decode_record_key;
 use crate::error::{Place, corrupt, undecodable};
 use crate::reconcile::{Anomaly, RunReport, stored_run};
+use crate::seal::Vault;
 use crate::state::{ChannelState, DeliveryState};
 use crate::{Result, keys};
 
 /// Runs every step from `found` to the current schema.
-pub(crate) fn run(db: &sled::Db, found: u32) -> Result<()> {
+pub(crate) fn run(db: &sled::Db, vault: &Vault, found: u32) -> Result<()> {
     if found == 1 {
         v1_to_v2(db)?;
     }
+    if found <= 2 {
+        v2_to_v3(db, vault)?;
+    }
+    Ok(())
+}
+
+/// Schema 2 → 3: record bodies and evidence are sealed (see `seal`), and the subject index is
+/// re-keyed by the blinded subject ref. The keyring was written before this batch; a crash
+/// leaves schema 2 whole and a keyring the next attempt reuses.
+fn v2_to_v3(db: &sled::Db, vault: &Vault) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for kv in db.scan_prefix([keys::SUBJECT]) {
+        let (k, _) = kv?;
+        batch.remove(k);
+    }
+    for prefix in [keys::RECORD, keys::EVIDENCE] {
+        for kv in db.scan_prefix([prefix]) {
+            let (k, v) = kv?;
+            if crate::retention::is_stub(&v) || v.first() == Some(&crate::seal::SEALED) {
+                continue;
+            }
+            let (c, seq) = decode_record_key(k.get(..21).unwrap_or_default())?;
+            let at = || Place::Record { channel: c, seq };
+            let rec = DecodedRecord::from_bytes(&v)
+                .map_err(|e| undecodable(at(), "schema-2 record does not decode", e))?;
+            batch.insert(k.clone(), vault.seal(&k, &rec)?);
+            if prefix == keys::RECORD {
+                batch.insert(
+                    keys::subject_of(vault, &rec),
+                    keys::location(c, seq).to_vec(),
+                );
+            }
+        }
+    }
+    batch.insert(keys::META_SCHEMA, &3u32.to_be_bytes());
+    db.apply_batch(batch)?;
     Ok(())
 }
 

@@ -90,7 +90,7 @@ impl Store {
                     continue;
                 }
             };
-            keys::stage_record(&mut batch, &rec);
+            keys::stage_record(&mut batch, &self.db()?.vault, &rec)?;
             st.advance(rec.seq(), rec.id());
             if let Some(d) = item.idempotency {
                 batch.insert(keys::intake(&d), intake_value(rec.id(), &hash));

@@ -36,9 +36,9 @@ pub struct Stats {
 impl Store {
     /// What is stored at `(channel, seq)` (the record or its erased stub), durable or not.
     pub fn entry_at(&self, c: ChannelId, seq: u64) -> Result<Option<Stored>> {
-        self.db()?
-            .get(keys::record(c, seq))?
-            .map(|v| retention::decode_entry(c, seq, &v))
+        let db = self.db()?;
+        db.get(keys::record(c, seq))?
+            .map(|v| retention::decode_entry(&db.vault, c, seq, &v))
             .transpose()
     }
 
@@ -101,23 +101,21 @@ impl Store {
         }
         let end = head.min(from.saturating_add(limit as u64).saturating_sub(1));
         let mut out = Vec::with_capacity((end - from + 1) as usize);
-        for kv in self
-            .db()?
-            .range(keys::record(c, from)..=keys::record(c, end))
-        {
+        let db = self.db()?;
+        for kv in db.range(keys::record(c, from)..=keys::record(c, end)) {
             let (k, v) = kv?;
             let (_, seq) = decode_record_key(&k)?;
             if retention::is_stub(&v) {
                 break;
             }
-            let id = RecordId::of_signed_bytes(&v).map_err(|e| {
-                undecodable(Place::Record { channel: c, seq }, "does not decode", e)
-            })?;
-            out.push(StoredRecord {
-                seq,
-                id,
-                bytes: v.to_vec(),
-            });
+            let at = || Place::Record { channel: c, seq };
+            // Decrypted on the way out: peers receive the signed bytes.
+            let Some(bytes) = db.vault.unseal(at(), &k, &v)? else {
+                break;
+            };
+            let id = RecordId::of_signed_bytes(&bytes)
+                .map_err(|e| undecodable(at(), "does not decode", e))?;
+            out.push(StoredRecord { seq, id, bytes });
         }
         Ok(out)
     }
@@ -125,10 +123,10 @@ impl Store {
     /// Every record of a subject (all kinds), ordered by kind then observed date.
     pub fn subject_records(&self, subject: &SubjectRef) -> Result<Vec<DecodedRecord>> {
         let mut out = Vec::new();
-        for kv in self
-            .db()?
-            .scan_prefix(keys::subject_prefix(subject.as_bytes()))
-        {
+        let db = self.db()?;
+        for kv in db.scan_prefix(keys::subject_prefix(
+            &db.vault.blind_subject(subject.as_bytes()),
+        )) {
             let (_, loc) = kv?;
             let (c, seq) = keys::parse_location(&loc)
                 .ok_or_else(|| corrupt(Place::SubjectIndex, "entry is not a channel position"))?;

@@ -11,6 +11,7 @@ use interflow_core::time::UnixMillis;
 
 use crate::engine::{decode_record_key, id_at};
 use crate::error::{Place, corrupt, undecodable};
+use crate::seal::{self, Period, Vault};
 use crate::{Result, Store, keys};
 
 /// First byte of a stub. A stored `SignedRecord` always starts with its `alg` field (`0x08`).
@@ -114,25 +115,48 @@ fn decode_stub(c: ChannelId, seq: u64, v: &[u8]) -> Result<ErasedRecord> {
     })
 }
 
-/// Decodes the stored value at `(c, seq)`: a record or a stub.
-pub(crate) fn decode_entry(c: ChannelId, seq: u64, v: &[u8]) -> Result<Stored> {
+/// Decodes the stored value at `(c, seq)`: a record (opened with its data key) or a stub. A
+/// sealed record whose period key was destroyed reads as erased.
+pub(crate) fn decode_entry(vault: &Vault, c: ChannelId, seq: u64, v: &[u8]) -> Result<Stored> {
     if is_stub(v) {
         return decode_stub(c, seq, v).map(Stored::Erased);
     }
-    DecodedRecord::from_bytes(v)
+    let at = || Place::Record { channel: c, seq };
+    let Some(plain) = vault.unseal(at(), &keys::record(c, seq), v)? else {
+        let (h, _) = seal::decode_header(at(), v)?;
+        return Ok(Stored::Erased(ErasedRecord {
+            channel: c,
+            seq,
+            id: h.id,
+            prev_hash: h.prev_hash,
+            issued_at_ms: h.issued_at_ms,
+            erased_at_ms: 0,
+            agreement_id: h.agreement_id,
+        }));
+    };
+    DecodedRecord::from_bytes(&plain)
         .map(Stored::Record)
-        .map_err(|e| undecodable(Place::Record { channel: c, seq }, "does not decode", e))
+        .map_err(|e| undecodable(at(), "does not decode", e))
+}
+
+/// The id and issue time of the stored value at `(c, seq)` from its clear part, without keys.
+pub(crate) fn entry_facts(c: ChannelId, seq: u64, v: &[u8]) -> Result<(RecordId, UnixMillis)> {
+    if is_stub(v) {
+        let e = decode_stub(c, seq, v)?;
+        return Ok((e.id, e.issued_at_ms));
+    }
+    let (h, _) = seal::decode_header(Place::Record { channel: c, seq }, v)?;
+    Ok((h.id, h.issued_at_ms))
 }
 
 fn expired(
-    r: &DecodedRecord,
+    agreement_id: &str,
+    issued_at_ms: UnixMillis,
     now: UnixMillis,
     retention_days: &dyn Fn(&str) -> Option<u32>,
 ) -> bool {
-    retention_days(r.agreement_id()).is_some_and(|days| {
-        now >= r
-            .issued_at_ms()
-            .saturating_add(i64::from(days).saturating_mul(DAY_MS))
+    retention_days(agreement_id).is_some_and(|days| {
+        now >= issued_at_ms.saturating_add(i64::from(days).saturating_mul(DAY_MS))
     })
 }
 
@@ -164,6 +188,21 @@ impl Store {
                 "record bodies erased at the end of their retention period"
             );
         }
+        // Every record of a period whose end is past retention was stubbed above, so its data
+        // key can go: what sled's old segments keep of those records is then unreadable.
+        let shredded = {
+            let _w = self.write.lock();
+            self.check_writable()?;
+            self.db()?
+                .vault
+                .destroy(&|p: &Period| expired(&p.agreement_id, p.end_ms(), now, retention_days))?
+        };
+        if shredded > 0 {
+            tracing::info!(
+                shredded,
+                "data keys destroyed: every record of their period is past retention"
+            );
+        }
         Ok(erased)
     }
 
@@ -180,7 +219,8 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut erased = 0u64;
         let mut next = None;
-        for (seen, kv) in self.db()?.range(from.to_vec()..).enumerate() {
+        let db = self.db()?;
+        for (seen, kv) in db.range(from.to_vec()..).enumerate() {
             let (k, v) = kv?;
             if k.first() != Some(&prefix) {
                 break;
@@ -191,8 +231,9 @@ impl Store {
             }
             if prefix == keys::EVIDENCE {
                 // Evidence holds full bodies too; it goes with the same retention.
-                if let Ok(r) = DecodedRecord::from_bytes(&v)
-                    && expired(&r, now, retention_days)
+                // The clear header says the period; the body is not opened to decide.
+                if let Ok((h, _)) = seal::decode_header(Place::RecordKey, &v)
+                    && expired(&h.agreement_id, h.issued_at_ms, now, retention_days)
                 {
                     batch.remove(k);
                     erased += 1;
@@ -200,10 +241,10 @@ impl Store {
                 continue;
             }
             let (c, seq) = decode_record_key(&k)?;
-            let Stored::Record(r) = decode_entry(c, seq, &v)? else {
+            let Stored::Record(r) = decode_entry(&db.vault, c, seq, &v)? else {
                 continue;
             };
-            if !expired(&r, now, retention_days) {
+            if !expired(r.agreement_id(), r.issued_at_ms(), now, retention_days) {
                 continue;
             }
             let stub = ErasedRecord {
@@ -216,7 +257,7 @@ impl Store {
                 agreement_id: r.agreement_id().to_owned(),
             };
             batch.insert(k, encode_stub(&stub));
-            batch.remove(keys::subject_of(&r));
+            batch.remove(keys::subject_of(&db.vault, &r));
             erased += 1;
         }
         if erased > 0 {

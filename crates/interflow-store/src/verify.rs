@@ -10,7 +10,7 @@ use interflow_core::record::{ChannelId, RecordId};
 
 use crate::audit::{AuditEntry, decode_head, entry_hash};
 use crate::error::IntegrityProblem;
-use crate::retention::{Stored, decode_entry};
+use crate::retention::{Stored, decode_entry, entry_facts};
 use crate::state::{ChannelState, roll};
 use crate::{Result, Store, keys};
 
@@ -58,9 +58,9 @@ pub(crate) fn check_channel_integrity(
                 expected: count,
             });
         }
-        let rec = decode_entry(c, seq, &v).map_err(|e| unreadable(&e))?;
-        rolling = roll(rolling, rec.id());
-        last = (seq, rec.id());
+        let (id, _) = entry_facts(c, seq, &v).map_err(|e| unreadable(&e))?;
+        rolling = roll(rolling, id);
+        last = (seq, id);
     }
     if count != st.count || rolling != st.rolling {
         return Err(IntegrityProblem::Figures {
@@ -101,7 +101,7 @@ impl Store {
                 let (k, v) = kv?;
                 let seq = keys::parse_location(&k[1..]).map(|(_, s)| s).unwrap_or(0);
                 report.records_checked += 1;
-                let entry = match decode_entry(c, seq, &v) {
+                let entry = match decode_entry(&self.db()?.vault, c, seq, &v) {
                     Ok(r) => r,
                     Err(e) => {
                         note(c, seq, e.to_string());
@@ -124,7 +124,11 @@ impl Store {
                 let Stored::Record(rec) = entry else {
                     continue;
                 };
-                if self.db()?.get(keys::subject_of(&rec))?.is_none() {
+                if self
+                    .db()?
+                    .get(keys::subject_of(&self.db()?.vault, &rec))?
+                    .is_none()
+                {
                     note(c, seq, "subject index entry missing".into());
                 }
                 match key_of(c.origin) {

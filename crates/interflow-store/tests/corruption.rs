@@ -13,7 +13,11 @@ fn flipped_bytes_never_panic_and_never_serve_bad_records() {
     let base = tempfile::tempdir().unwrap();
     let key = fixtures::key(1);
     {
-        let s = Store::open(base.path(), StoreOptions::default()).unwrap();
+        let s = Store::open(
+            base.path(),
+            StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+        )
+        .unwrap();
         let items: Vec<_> = (0..60u64)
             .map(|n| {
                 let mut record = fixtures::sample_record(0);
@@ -47,7 +51,10 @@ fn flipped_bytes_never_panic_and_never_serve_bad_records() {
 
         let vk = key.verifying_key();
         let result = std::panic::catch_unwind(|| {
-            let s = match Store::open(copy.path(), StoreOptions::default()) {
+            let s = match Store::open(
+                copy.path(),
+                StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+            ) {
                 Ok(s) => s,
                 Err(_) => return "refused to open",
             };

@@ -43,7 +43,11 @@ fn child_process_entry() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return; // Run as a normal test: nothing to do; the parents below drive it.
     };
-    let store = Store::open(Path::new(&dir), StoreOptions::default()).unwrap();
+    let store = Store::open(
+        Path::new(&dir),
+        StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+    )
+    .unwrap();
     let one_batch = std::env::var(CHILD_MODE).as_deref() == Ok("one-batch");
     let start = Instant::now();
     let mut n = store.head(channel()).0;
@@ -151,7 +155,11 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
         }
         drop(c);
 
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let store = Store::open(
+            dir.path(),
+            StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+        )
+        .unwrap();
         assert_eq!(
             store.write_refusal().map(|e| e.to_string()),
             None,
@@ -190,7 +198,13 @@ fn an_fsync_of_the_data_file_precedes_the_acknowledgement() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     // Create the store first, so the traced run only appends.
-    drop(Store::open(&data, StoreOptions::default()).unwrap());
+    drop(
+        Store::open(
+            &data,
+            StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+        )
+        .unwrap(),
+    );
     let wrapper = vec![
         strace.to_string(),
         "-f".into(),

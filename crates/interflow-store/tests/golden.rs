@@ -1,6 +1,7 @@
 //! Data directories written by earlier builds must keep opening: `golden/v1` and
 //! `golden/v1-rich` were written by schema version 1 and can no longer be regenerated;
-//! `golden/v2` by the current schema (regenerate it only on purpose, with
+//! `golden/v2` by schema 2 (bodies in the clear), `golden/v3` by the current schema (sealed
+//! bodies; its keyring is sealed under the test master key `[7; 32]`; regenerate it only on purpose, with
 //! `INTERFLOW_WRITE_GOLDEN=1`, and add a new directory when the schema changes). A newer
 //! build opens it (migrating it to the current schema), finds every record, and verifies the
 //! log; it never silently re-creates it.
@@ -27,7 +28,11 @@ fn golden(name: &str) -> PathBuf {
 fn write_golden() {
     let dir = golden(&format!("v{SCHEMA_VERSION}"));
     let _ = std::fs::remove_dir_all(&dir);
-    let s = Store::open(&dir, StoreOptions::default()).unwrap();
+    let s = Store::open(
+        &dir,
+        StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+    )
+    .unwrap();
     let items: Vec<_> = (0..12u64)
         .map(|n| {
             let mut record = fixtures::sample_record(1000 - n as i64);
@@ -122,7 +127,11 @@ fn key_of(r: interflow_core::RegionCode) -> Option<ed25519_dalek::VerifyingKey> 
 fn open_rich(name: &str) -> (tempfile::TempDir, Store) {
     let tmp = tempfile::tempdir().unwrap();
     common::copy_dir(&golden(name), tmp.path());
-    let s = Store::open(tmp.path(), StoreOptions::default()).unwrap();
+    let s = Store::open(
+        tmp.path(),
+        StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+    )
+    .unwrap();
     assert!(s.write_refusal().is_none());
     let c = fixtures::a_to_b();
     let st = s.channel_state(c).unwrap();
@@ -159,7 +168,38 @@ fn this_schema_s_data_directory_opens_and_verifies() {
     if std::env::var_os("INTERFLOW_WRITE_GOLDEN").is_some() {
         write_golden();
     }
-    let (_dir, s) = open_rich(&format!("v{SCHEMA_VERSION}"));
+    open_rich_with_inbox(&format!("v{SCHEMA_VERSION}"));
+}
+
+/// Schema 2 stored bodies in the clear: opening it seals them and blinds the subject index,
+/// and everything still reads and verifies.
+#[test]
+fn a_version_2_data_directory_is_sealed_on_open_and_verifies() {
+    let (dir, s) = open_rich_with_inbox("v2");
+    let c = fixtures::a_to_b();
+    let subject = fixtures::sample_record(0).subject;
+    assert_eq!(s.subject_records(&subject).unwrap().len(), 15);
+    assert_eq!(s.records_from(c, 1, 100).unwrap().len(), 12);
+    drop(s);
+    // Opening the migrated store again changes nothing; a wrong key is refused.
+    let wrong = Store::open(
+        dir.path(),
+        StoreOptions::new(interflow_store::MasterKey::from_bytes([8; 32])),
+    );
+    assert!(matches!(
+        wrong,
+        Err(interflow_store::StoreError::WrongMasterKey { .. })
+    ));
+    let s = Store::open(dir.path(), test_options()).unwrap();
+    assert!(s.verify_log(&key_of).unwrap().ok());
+}
+
+fn test_options() -> StoreOptions {
+    StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32]))
+}
+
+fn open_rich_with_inbox(name: &str) -> (tempfile::TempDir, Store) {
+    let (dir, s) = open_rich(name);
     // The inbox: three arrivals from the peer, a consumer at position 2.
     assert_eq!(s.inbox_head().unwrap(), 3);
     let page = s.inbox_after(0, 10, 100, &|_| true).unwrap();
@@ -191,13 +231,18 @@ fn this_schema_s_data_directory_opens_and_verifies() {
     let audit = s.audit_entries(0, 10).unwrap();
     assert_eq!(audit[3].note, note);
     assert_eq!(audit[1].note, AuditNote::default());
+    (dir, s)
 }
 
 #[test]
 fn a_version_1_data_directory_opens_and_verifies() {
     let tmp = tempfile::tempdir().unwrap();
     common::copy_dir(&golden("v1"), tmp.path());
-    let s = Store::open(tmp.path(), StoreOptions::default()).unwrap();
+    let s = Store::open(
+        tmp.path(),
+        StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+    )
+    .unwrap();
     assert!(s.write_refusal().is_none());
     assert_eq!(s.head(fixtures::a_to_b()).0, 20);
     assert_eq!(
@@ -247,7 +292,11 @@ fn a_version_1_store_migrates_and_its_audit_chain_still_verifies() {
         tmp
     };
     // Opening the migrated store again changes nothing.
-    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let s = Store::open(
+        dir.path(),
+        StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+    )
+    .unwrap();
     assert_eq!(s.audit_entries(0, 10).unwrap().len(), 4);
     assert_eq!(s.reports(10).unwrap().len(), 2);
     assert!(s.verify_log(&|_| Some(vk)).unwrap().ok());

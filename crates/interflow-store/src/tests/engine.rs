@@ -35,7 +35,11 @@ fn a_newer_schema_is_refused_with_a_clear_error() {
             .unwrap();
         s.db().unwrap().flush().unwrap();
     }
-    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    let err = Store::open(
+        dir.path(),
+        StoreOptions::new(crate::MasterKey::from_bytes([7; 32])),
+    )
+    .unwrap_err();
     assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
     assert!(err.to_string().contains("newer"), "{err}");
 }

@@ -5,6 +5,7 @@
 mod engine;
 mod inbox;
 mod retention;
+mod seal;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -68,7 +69,7 @@ fn failing_sync(errno: i32) -> (Arc<std::sync::atomic::AtomicBool>, StoreOptions
                 f.sync_all()
             }
         }),
-        ..StoreOptions::default()
+        ..StoreOptions::new(crate::MasterKey::from_bytes([7; 32]))
     };
     (on, opts)
 }
@@ -82,13 +83,17 @@ fn counting_sync() -> (Arc<AtomicUsize>, StoreOptions) {
             counter.fetch_add(1, Ordering::SeqCst);
             f.sync_all()
         }),
-        ..StoreOptions::default()
+        ..StoreOptions::new(crate::MasterKey::from_bytes([7; 32]))
     };
     (syncs, opts)
 }
 
 fn open(dir: &Path) -> Store {
-    Store::open(dir, StoreOptions::default()).unwrap()
+    Store::open(
+        dir,
+        StoreOptions::new(crate::MasterKey::from_bytes([7; 32])),
+    )
+    .unwrap()
 }
 
 fn stored_id(o: &AppendOutcome) -> RecordId {
@@ -98,12 +103,23 @@ fn stored_id(o: &AppendOutcome) -> RecordId {
     }
 }
 
-/// Every key and value in the database, to compare whole states.
+/// Every key and value in the database, to compare whole states; sealed values as their
+/// plain bytes (each seal has a fresh random nonce).
 fn dump(s: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
-    s.db()
-        .unwrap()
-        .iter()
-        .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+    let db = s.db().unwrap();
+    db.iter()
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            let v = if v.first() == Some(&crate::seal::SEALED) {
+                db.vault
+                    .unseal(Place::Data("test".into()), &k, &v)
+                    .unwrap()
+                    .unwrap()
+            } else {
+                v.to_vec()
+            };
+            (k.to_vec(), v)
+        })
         .collect()
 }
 
