@@ -7,6 +7,7 @@
 //! Never logs national IDs, subject refs or payloads.
 
 pub mod admin;
+pub mod bench;
 pub mod config;
 pub mod delivery;
 pub mod dev;
