@@ -134,8 +134,8 @@ async fn deliveries_from_the_wrong_sender_or_with_forged_signatures_are_rejected
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_records_inside_a_long_stream_are_named_in_order_and_what_precedes_them_is_stored() {
-    // Receivers check a batch's signatures on all cores in chunks: outcomes must still come
-    // back in stream order, and the chain is applied up to the first forged record only.
+    // A batch's records are judged one by one: each forged one is named, in stream order, and
+    // the chain is applied up to the first forged record only.
     let c = TestCluster::start(2).await;
     let b_to_a = ChannelId::new(c.region(1), c.region(0));
     let (b_key, forger) = (
@@ -168,7 +168,6 @@ async fn forged_records_inside_a_long_stream_are_named_in_order_and_what_precede
             forged.push(r.seq);
         }
     }
-    // Named in stream order, though checked on different threads.
     assert_eq!(
         forged,
         vec![40, 100],

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{FutureExt, Stream, StreamExt};
-use interflow_core::accept::{AcceptContext, AcceptError};
 use interflow_core::pb;
 use interflow_core::record::{ChannelId, RecordId, VerifiedRecord};
 use interflow_core::statement::{Head, Heads, Receipt, sign_heads, sign_receipt};
@@ -54,54 +53,6 @@ fn claimed_seq(body: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-/// Records per thread below which checking a batch on one thread is cheaper than starting more.
-const ACCEPT_CHUNK_MIN: usize = 16;
-
-/// [`AcceptContext::accept`] for each record of `batch`, in order, spread over the cores in
-/// contiguous chunks (the same strict check per record; only where it runs changes). Each
-/// outcome comes with the body as received, for naming a refused record.
-fn accept_on_all_cores(
-    ctx: &AcceptContext<'_>,
-    batch: Vec<pb::SignedRecord>,
-    channel: ChannelId,
-) -> Vec<(Vec<u8>, Result<VerifiedRecord, AcceptError>)> {
-    let one = |signed: pb::SignedRecord| {
-        // Kept for a rejection only; an accepted record carries its own seq and id.
-        let body = signed.body.clone();
-        (body, ctx.accept(signed, channel))
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(batch.len() / ACCEPT_CHUNK_MIN)
-        .max(1);
-    if threads == 1 {
-        return batch.into_iter().map(one).collect();
-    }
-    let chunk = batch.len().div_ceil(threads);
-    let mut chunks = Vec::with_capacity(threads);
-    let mut rest = batch;
-    while rest.len() > chunk {
-        let tail = rest.split_off(chunk);
-        chunks.push(rest);
-        rest = tail;
-    }
-    chunks.push(rest);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|c| s.spawn(move || c.into_iter().map(one).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
-                // A panic in a check is a bug; surface it where it happened.
-                Err(p) => std::panic::resume_unwind(p),
-            })
-            .collect()
-    })
-}
-
 impl Node {
     /// Verifies and durably applies one batch received on `channel`; returns the acks to send.
     pub(crate) async fn receive_batch(
@@ -115,8 +66,10 @@ impl Node {
                 let mut acks = Vec::new();
                 let mut verified: Vec<VerifiedRecord> = Vec::with_capacity(batch.len());
                 let ctx = n.accept_context();
-                for (body, outcome) in accept_on_all_cores(&ctx, batch, channel) {
-                    match outcome {
+                for signed in batch {
+                    // Kept for a rejection only; an accepted record carries its own seq and id.
+                    let body = signed.body.clone();
+                    match ctx.accept(signed, channel) {
                         Ok(v) => verified.push(v),
                         Err(e) => {
                             let seq = claimed_seq(&body);

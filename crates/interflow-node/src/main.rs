@@ -1,5 +1,5 @@
 //! `interflow`: the node daemon (`serve`), a starter config (`init`), a local federation
-//! (`dev`). Exit codes: 0 a clean stop, 1 an error that kept the node from starting or
+//! (`dev`), a load test of the record path (`bench`). Exit codes: 0 a clean stop, 1 an error that kept the node from starting or
 //! stopped it (printed as one line: `error: ` and the chain of causes), 2 a usage error.
 
 use std::io::IsTerminal as _;
