@@ -132,6 +132,51 @@ async fn deliveries_from_the_wrong_sender_or_with_forged_signatures_are_rejected
     c.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_records_inside_a_long_stream_are_named_in_order_and_what_precedes_them_is_stored() {
+    // A batch's records are judged one by one: each forged one is named, in stream order, and
+    // the chain is applied up to the first forged record only.
+    let c = TestCluster::start(2).await;
+    let b_to_a = ChannelId::new(c.region(1), c.region(0));
+    let (b_key, forger) = (
+        c.signing_key(1),
+        ed25519_dalek::SigningKey::from_bytes(&[42; 32]),
+    );
+    let mut prev = RecordId::ZERO;
+    let mut stream = Vec::new();
+    for seq in 1..=120 {
+        let key = if seq == 40 || seq == 100 {
+            &forger
+        } else {
+            &b_key
+        };
+        let rec = c.crafted_record(1, 0, seq, prev, key, seq);
+        prev = rec.id();
+        stream.push(rec.into_decoded().into_signed());
+    }
+    let mut client = c.exchange_from(1, 0).await;
+    let mut acks = client
+        .deliver(tokio_stream::iter(stream))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut forged = Vec::new();
+    while let Some(ack) = acks.next().await {
+        if let Some(pb::delivery_ack::Result::Rejection(r)) = ack.unwrap().result
+            && r.reason == pb::RejectReason::BadSignature as i32
+        {
+            forged.push(r.seq);
+        }
+    }
+    assert_eq!(
+        forged,
+        vec![40, 100],
+        "only the forged records are refused as forged"
+    );
+    assert_eq!(c.node(0).store.head(b_to_a).0, 39);
+    c.shutdown().await;
+}
+
 /// Writes a CRL of `ca` listing `revoked` to `path`, replacing it atomically.
 fn write_crl(ca: &Ca, path: &std::path::Path, revoked: &[Serial]) {
     let now = std::time::SystemTime::now();

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod audited;
+pub mod bench;
 pub mod config;
 pub mod delivery;
 pub mod dev;

@@ -1,5 +1,5 @@
 //! `interflow`: the node daemon (`serve`), a starter config (`init`), a local federation
-//! (`dev`). Exit codes: 0 a clean stop, 1 an error that kept the node from starting or
+//! (`dev`), a load test of the record path (`bench`). Exit codes: 0 a clean stop, 1 an error that kept the node from starting or
 //! stopped it (printed as one line: `error: ` and the chain of causes), 2 a usage error.
 
 use std::io::IsTerminal as _;
@@ -44,6 +44,44 @@ enum Command {
         /// Synthetic records each node submits per agreement.
         #[arg(long, default_value_t = 12)]
         samples: u64,
+    },
+    /// Load-test the record path: start two `interflow serve` processes in a temp dir (or use
+    /// a running dev federation), submit synthetic records at A for B, and print intake and
+    /// end-to-end rates, Submit latency percentiles, CPU, RSS and store bytes per record, with
+    /// this machine's Ed25519 ceilings measured in the same run.
+    Bench {
+        /// Stop submitting after this long, e.g. `30s`, `2m` (default 10s unless --records).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Stop submitting after this many records.
+        #[arg(long)]
+        records: Option<u64>,
+        /// Offer this many records per second; flat out when not given.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Items per Submit call.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Concurrent submitters, each on its own connection.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Use the first two nodes of the running dev federation in DIR instead of starting
+        /// a federation (CPU and RSS are then not reported).
+        #[arg(long)]
+        dev_dir: Option<PathBuf>,
+        /// After submitting stops, wait this long at most for everything to be receipted.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+        drain_timeout: std::time::Duration,
+        /// `[limits] peer_records_per_sec` and `peer_records_burst` of the started
+        /// federation (the default 2000/s bounds a flooding peer, not the record path).
+        #[arg(long, default_value_t = 1_000_000)]
+        peer_records_per_sec: u32,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write an SVG chart of throughput over time and the latency distribution.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// Write a commented starter config for a region.
     Init {
@@ -106,6 +144,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             samples,
         } => dev(nodes, dir, samples).await,
+        Command::Bench {
+            duration,
+            records,
+            rate,
+            batch,
+            concurrency,
+            dev_dir,
+            drain_timeout,
+            peer_records_per_sec,
+            json,
+            svg,
+        } => {
+            let opts = interflow_node::bench::BenchOptions {
+                duration: duration.or(records
+                    .is_none()
+                    .then(|| std::time::Duration::from_secs(10))),
+                records,
+                rate,
+                batch,
+                concurrency,
+                dev_dir,
+                drain_timeout,
+                peer_records_per_sec,
+                exe: std::env::current_exe().context("finding this `interflow` binary")?,
+            };
+            let report = interflow_node::bench::run(&opts).await?;
+            if let Some(path) = &svg {
+                interflow_node::bench::write_svg(&report, path)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", interflow_node::bench::human(&report));
+                if let Some(path) = &svg {
+                    println!("chart: {}", path.display());
+                }
+            }
+            Ok(())
+        }
         // Generated from the parser's own definition, so they list exactly its commands.
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

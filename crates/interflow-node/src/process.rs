@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Clock ticks per second in `/proc/<pid>/stat`: `USER_HZ`, 100 on every Linux ABI.
-const TICKS_PER_SEC: f64 = 100.0;
+pub(crate) const TICKS_PER_SEC: f64 = 100.0;
 
 /// What one scrape reads from `/proc`.
 #[derive(Debug, Default, PartialEq)]
@@ -23,7 +23,7 @@ struct Sample {
 }
 
 /// Fields of `/proc/self/stat` after the command name, which may itself hold spaces and `)`.
-fn stat_fields(stat: &str) -> Vec<&str> {
+pub(crate) fn stat_fields(stat: &str) -> Vec<&str> {
     stat.rfind(')')
         .map(|i| stat[i + 1..].split_whitespace().collect())
         .unwrap_or_default()

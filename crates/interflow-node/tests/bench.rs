@@ -1,0 +1,56 @@
+//! `interflow bench` as an operator runs it, for one second (CI stays fast; the figures in the
+//! README come from longer runs): it starts its own two `interflow serve` processes, and its
+//! report accounts for every record it submitted.
+
+use std::process::Command;
+
+#[test]
+fn one_second_bench_reports_every_record_receipted() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("bench.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_interflow"))
+        .args([
+            "bench",
+            "--duration",
+            "1s",
+            "--batch",
+            "100",
+            "--concurrency",
+            "2",
+            "--drain-timeout",
+            "60s",
+            "--json",
+            "--svg",
+        ])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let submitted = r["submitted"].as_u64().unwrap();
+    assert!(submitted >= 100, "{r}");
+    assert_eq!(r["submit_errors"], 0, "{r}");
+    assert_eq!(r["drained"], true, "{r}");
+    assert_eq!(r["receipted"].as_u64(), Some(submitted), "{r}");
+    assert!(r["intake_rate"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["end_to_end_rate"].as_f64().unwrap() > 0.0, "{r}");
+    let lat = &r["submit_latency_ms"];
+    assert!(lat["p50"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(lat["p50"].as_f64() <= lat["p99"].as_f64(), "{r}");
+    assert!(r["ceilings"]["batch_verify_per_core"].as_f64().unwrap() > 0.0);
+    let nodes = r["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    for n in nodes {
+        // The warm-up record too: every record the bench made is in both stores.
+        assert_eq!(n["records"].as_u64(), Some(submitted + 1), "{n}");
+        assert!(n["cpu_cores"].as_f64().unwrap() > 0.0, "{n}");
+        assert!(n["rss_bytes"].as_u64().unwrap() > 0, "{n}");
+        assert!(n["store_bytes_per_record"].as_f64().unwrap() > 0.0, "{n}");
+    }
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.contains("throughput (records/s)"));
+}
