@@ -18,7 +18,7 @@ use crate::error::{
 };
 use crate::seal::Vault;
 use crate::state::{ChannelState, DeliveryState};
-use crate::{Result, SCHEMA_VERSION, Store, StoreOptions, anchor, keys, migrate, verify};
+use crate::{Result, SCHEMA_VERSION, Store, StoreOptions, anchor, keys, migrate, rewrite, verify};
 
 /// Why writes stopped after a failed durable write.
 #[derive(Debug, Clone)]
@@ -74,6 +74,7 @@ impl Engine {
     /// Opens sled and the sync handle, checks the schema (migrating an older one) and the
     /// integrity figures; returns the durable heads.
     fn open(dir: &Path, opts: &StoreOptions) -> Result<(Engine, DurableHeads)> {
+        rewrite::finish_interrupted(dir)?;
         let created = !dir.join("db").exists();
         let db = sled::Config::new()
             .path(dir)
@@ -159,6 +160,14 @@ impl Engine {
                         to = SCHEMA_VERSION,
                         "store migrated to the current schema"
                     );
+                    if found < 3 {
+                        // Plain bodies are still in sled's old segments: copy the live data
+                        // into fresh files and delete the old ones, then open those.
+                        drop(engine);
+                        rewrite::rewrite(dir)?;
+                        tracing::info!("store files rewritten: no plain body is left on disk");
+                        return Engine::open(dir, opts);
+                    }
                 }
             }
         }

@@ -61,6 +61,7 @@ mod outbound;
 mod read;
 mod reconcile;
 mod retention;
+mod rewrite;
 mod seal;
 mod state;
 mod verify;

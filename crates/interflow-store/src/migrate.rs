@@ -7,7 +7,7 @@
 //! Audit entries keep their bytes (see `audit`).
 //!
 //! Schema 2 → 3: bodies sealed, subject index blinded (see [`v2_to_v3`]). What sled kept of the
-//! plain bytes in old segments before the migration is not rewritten by it.
+//! plain bytes in old segments is removed afterwards by rewriting the files (`rewrite.rs`).
 
 use interflow_core::record::{ChannelId, DecodedRecord, RecordId};
 use interflow_core::time::UnixMillis;
