@@ -210,6 +210,7 @@ pub fn generate_with_endpoints(
             legal_basis: pb::LegalBasisKind::StatutoryDuty as i32,
             statute_reference: "PFPL-2021-art-19".into(),
             retention_days: 3650,
+            ..Default::default()
         });
         let signed = pb::SignedAgreement {
             signatures: vec![

@@ -142,6 +142,7 @@ fn fill(it: &mut pb::InboxItem, r: &DecodedRecord, current: bool) {
         pb::record_body::Payload::Contraception(c) => {
             Some(pb::inbox_item::Payload::Contraception(c))
         }
+        pb::record_body::Payload::Residence(x) => Some(pb::inbox_item::Payload::Residence(x)),
         pb::record_body::Payload::Retraction(x) => Some(pb::inbox_item::Payload::Retraction(x)),
     };
     it.issued_at_ms = r.issued_at_ms();
