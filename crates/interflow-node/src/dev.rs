@@ -93,6 +93,15 @@ pub fn generate(
     generate_with_endpoints(dir, addrs, &endpoints, now_ms)
 }
 
+/// What a generated federation's agreements say beyond the status kinds both ways.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DevOptions {
+    /// Residence notices and status follows residence: in each agreement the odd-indexed node
+    /// (1, 3, …) is the home bureau, so residence notices go from its neighbours to it, and its
+    /// status records go to a neighbour only while she is registered there.
+    pub residence: bool,
+}
+
 /// Like [`generate`], with the endpoint the directory publishes for each node given apart
 /// from where it listens (for a proxy in between, as tests of partitions use).
 pub fn generate_with_endpoints(
@@ -100,6 +109,17 @@ pub fn generate_with_endpoints(
     addrs: &[(SocketAddr, SocketAddr)],
     endpoints: &[SocketAddr],
     now_ms: i64,
+) -> anyhow::Result<DevFederation> {
+    generate_with_options(dir, addrs, endpoints, now_ms, DevOptions::default())
+}
+
+/// Like [`generate_with_endpoints`], with [`DevOptions`].
+pub fn generate_with_options(
+    dir: &Path,
+    addrs: &[(SocketAddr, SocketAddr)],
+    endpoints: &[SocketAddr],
+    now_ms: i64,
+    options: DevOptions,
 ) -> anyhow::Result<DevFederation> {
     anyhow::ensure!(endpoints.len() == addrs.len(), "one endpoint per node");
     anyhow::ensure!(
@@ -210,7 +230,9 @@ pub fn generate_with_endpoints(
             legal_basis: pb::LegalBasisKind::StatutoryDuty as i32,
             statute_reference: "PFPL-2021-art-19".into(),
             retention_days: 3650,
-            ..Default::default()
+            kinds_a_to_b: residence_kinds(options, i % 2 == 0),
+            kinds_b_to_a: residence_kinds(options, i % 2 == 1),
+            status_follows_residence: options.residence,
         });
         let signed = pb::SignedAgreement {
             signatures: vec![
@@ -409,5 +431,14 @@ mod tests {
                 "{n}"
             );
         }
+    }
+}
+
+/// `[residence]` for the direction residence notices take (towards the odd-indexed node).
+fn residence_kinds(options: DevOptions, this_way: bool) -> Vec<i32> {
+    if options.residence && this_way {
+        vec![pb::RecordKind::Residence as i32]
+    } else {
+        Vec::new()
     }
 }

@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::NodeError;
 use crate::metrics::ConsumerLabel;
 use crate::node::Node;
+use crate::residence;
 
 /// Items per Pull by default, and at most.
 const DEFAULT_MAX: usize = 100;
@@ -121,9 +122,12 @@ fn item(
             it.erased = true;
         }
         Stored::Record(r) => {
-            let current = store
-                .current_status(r.subject(), r.kind())?
-                .is_some_and(|c| c.id() == r.id());
+            let records = store.subject_records(r.subject())?;
+            let after = residence::after_departure(&records, &r, arrived_at_ms);
+            let current = !after
+                && residence::current_excluding_after_departure(&records, r.kind())
+                    .is_some_and(|c| c.id() == r.id());
+            it.after_departure = after;
             fill(&mut it, &r, current);
         }
     }
