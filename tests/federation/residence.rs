@@ -170,6 +170,14 @@ async fn status_follows_residence_from_arrival_to_departure_and_on_to_the_next_b
         earlier.current,
         "the status from before the departure stays current"
     );
+    let counted = c
+        .admin(B)
+        .await
+        .coverage(pb::CoverageRequest {})
+        .await
+        .expect("coverage")
+        .into_inner();
+    assert_eq!(counted.status_after_departure, 1, "and counted");
 
     // P then arrives at A; C's status for her to A is accepted.
     let at_a = stored(
@@ -225,4 +233,135 @@ async fn residence_in_the_wrong_direction_or_uncovered_is_refused_and_nothing_is
     // Without the option, status goes as before.
     stored(&submit_one(&c, 0, sample_submission(P, y.as_str())).await);
     c.shutdown().await;
+}
+
+/// A scripted federation: B (node 2) registers persons 11, 12, 13 with their home C, A (node 0)
+/// registers 14 and 15; B reports 13 departed; C answers 11 to B. The IDs used are returned.
+pub(crate) async fn scripted(c: &TestCluster) -> Vec<u64> {
+    let (cc, b) = (c.region(C), c.region(B));
+    let mut last = Vec::new();
+    for n in [11, 12, 13] {
+        let key = format!("b-{n}");
+        last.push(stored(
+            &submit_one(
+                c,
+                B,
+                residence(n, &key, cc.as_str(), pb::ResidenceEvent::Arrived),
+            )
+            .await,
+        ));
+    }
+    for n in [14, 15] {
+        let key = format!("a-{n}");
+        last.push(stored(
+            &submit_one(
+                c,
+                A,
+                residence(n, &key, cc.as_str(), pb::ResidenceEvent::Arrived),
+            )
+            .await,
+        ));
+    }
+    last.push(stored(
+        &submit_one(
+            c,
+            B,
+            residence(13, "b-13-dep", cc.as_str(), pb::ResidenceEvent::Departed),
+        )
+        .await,
+    ));
+    for id in &last {
+        c.wait_for_record(C, id).await;
+    }
+    let answer = stored(&submit_one(c, C, sample_submission(11, b.as_str())).await);
+    c.wait_for_record(B, &answer).await;
+    vec![11, 12, 13, 14, 15]
+}
+
+fn row<'a>(
+    rows: &'a [pb::CoverageRow],
+    peer: interflow_core::RegionCode,
+    role: pb::CoverageRole,
+) -> &'a pb::CoverageRow {
+    let found: Vec<_> = rows
+        .iter()
+        .filter(|r| r.peer == peer.as_str() && r.role == role as i32)
+        .collect();
+    assert_eq!(found.len(), 1, "one row per agreement and month: {rows:?}");
+    found[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coverage_equals_what_was_submitted() {
+    let c = TestCluster::start_residence(3).await;
+    let (a, cc, b) = (c.region(A), c.region(C), c.region(B));
+    scripted(&c).await;
+    let june = Some(pb::YearMonth {
+        year: 2025,
+        month: 6,
+    });
+
+    // At the residence bureau B: 11 and 12 live there (13 left); only 11 has a status.
+    let at_b = c
+        .admin(B)
+        .await
+        .coverage(pb::CoverageRequest {})
+        .await
+        .expect("coverage")
+        .into_inner();
+    let r = row(&at_b.rows, cc, pb::CoverageRole::Residence);
+    assert_eq!(r.month, june);
+    assert_eq!((r.residents, r.residents_with_status), (2, 1));
+    assert!(
+        r.median_days_to_first_status
+            .is_some_and(|d| (0.0..1.0).contains(&d))
+    );
+    assert_eq!(at_b.status_after_departure, 0);
+
+    // At the home bureau C: three arrivals from B (one answered at once, 12 waiting, 13 gone
+    // again so not on the worklist), two from A (both waiting).
+    let at_c = c
+        .admin(C)
+        .await
+        .coverage(pb::CoverageRequest {})
+        .await
+        .expect("coverage")
+        .into_inner();
+    let from_b = row(&at_c.rows, b, pb::CoverageRole::Home);
+    assert_eq!(from_b.month, june);
+    assert_eq!(
+        (
+            from_b.arrivals,
+            from_b.answered_within_7_days,
+            from_b.answered_within_30_days,
+            from_b.unanswered
+        ),
+        (3, 1, 1, 1)
+    );
+    let from_a = row(&at_c.rows, a, pb::CoverageRole::Home);
+    assert_eq!((from_a.arrivals, from_a.unanswered), (2, 2));
+    assert_eq!(from_a.oldest_unanswered_days, 0);
+
+    // The gauges on /metrics say the same.
+    let text = scrape(c.metrics_addr(C)).await;
+    let agreement = &from_a.agreement_id;
+    let line = format!(
+        "interflow_coverage{{region=\"{cc}\",agreement=\"{agreement}\",role=\"home\",month=\"2025-06\",figure=\"unanswered\"}} 2"
+    );
+    assert!(
+        text.lines().any(|l| l == line),
+        "missing `{line}` in:\n{text}"
+    );
+    c.shutdown().await;
+}
+
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
 }

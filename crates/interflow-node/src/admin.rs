@@ -536,4 +536,13 @@ impl pb::admin_server::Admin for AdminService {
             reconcile_runs: s.reconcile_runs,
         }))
     }
+
+    async fn coverage(
+        &self,
+        req: Request<pb::CoverageRequest>,
+    ) -> Result<Response<pb::CoverageResponse>, Status> {
+        self.audited(&req, "Admin.Coverage", vec![]).await?;
+        let resp = self.node.coverage().await?;
+        Ok(Response::new(resp))
+    }
 }

@@ -47,6 +47,18 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+/// One awareness figure of one agreement and month of arrival (counts only).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CoverageLabel {
+    pub agreement: String,
+    /// `residence` or `home`.
+    pub role: String,
+    /// `YYYY-MM`, the month of arrival.
+    pub month: String,
+    /// e.g. `residents`, `residents_with_status`, `arrivals`, `unanswered`.
+    pub figure: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsumerLabel {
     pub consumer: String,
@@ -89,6 +101,9 @@ pub struct Metrics {
     pub channel_held: Family<PeerLabel, Gauge>,
     /// Seconds until the node's own listener certificate expires (negative once expired).
     pub certificate_expiry_seconds: Family<CertificateLabel, Gauge>,
+    /// The awareness figures, as of the last `Admin.Coverage` or the periodic refresh.
+    pub coverage: Family<CoverageLabel, Gauge>,
+    pub status_after_departure: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -124,6 +139,18 @@ impl Metrics {
         let reconcile_anomalies = Family::<PeerLabel, Counter>::default();
         let channel_held = Family::<PeerLabel, Gauge>::default();
         let certificate_expiry_seconds = Family::<CertificateLabel, Gauge>::default();
+        let coverage = Family::<CoverageLabel, Gauge>::default();
+        let status_after_departure = Gauge::default();
+        registry.register(
+            "coverage",
+            "Awareness figures per agreement with residence notices, month of arrival and figure (counts only)",
+            coverage.clone(),
+        );
+        registry.register(
+            "status_after_departure",
+            "Status records received after this node had sent the subject's departure to their origin",
+            status_after_departure.clone(),
+        );
         registry.register(
             "build",
             "The version of this node's build",
@@ -253,6 +280,8 @@ impl Metrics {
             reconcile_anomalies,
             channel_held,
             certificate_expiry_seconds,
+            coverage,
+            status_after_departure,
         };
         for p in peers {
             let peer = PeerLabel {
@@ -286,6 +315,49 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+impl Metrics {
+    /// Replaces the coverage gauges with `c`'s figures.
+    pub fn set_coverage(&self, c: &interflow_core::pb::CoverageResponse) {
+        self.coverage.clear();
+        for r in &c.rows {
+            let role = match interflow_core::pb::CoverageRole::try_from(r.role) {
+                Ok(interflow_core::pb::CoverageRole::Home) => "home",
+                _ => "residence",
+            };
+            let month = r
+                .month
+                .map(|m| format!("{:04}-{:02}", m.year, m.month))
+                .unwrap_or_default();
+            let figures: &[(&str, u64)] = if role == "home" {
+                &[
+                    ("arrivals", r.arrivals),
+                    ("answered_within_7_days", r.answered_within_7_days),
+                    ("answered_within_30_days", r.answered_within_30_days),
+                    ("unanswered", r.unanswered),
+                    ("oldest_unanswered_days", r.oldest_unanswered_days),
+                ]
+            } else {
+                &[
+                    ("residents", r.residents),
+                    ("residents_with_status", r.residents_with_status),
+                ]
+            };
+            for (figure, v) in figures {
+                self.coverage
+                    .get_or_create(&CoverageLabel {
+                        agreement: r.agreement_id.clone(),
+                        role: role.into(),
+                        month: month.clone(),
+                        figure: (*figure).into(),
+                    })
+                    .set(i64::try_from(*v).unwrap_or(i64::MAX));
+            }
+        }
+        self.status_after_departure
+            .set(i64::try_from(c.status_after_departure).unwrap_or(i64::MAX));
     }
 }
 
