@@ -181,9 +181,11 @@ pub fn coverage(
                     }
                     None if still_here => {
                         r.unanswered += 1;
-                        let age =
-                            u64::try_from((now_ms - notice.issued_at_ms()) / DAY_MS).unwrap_or(0);
-                        r.oldest_unanswered_days = r.oldest_unanswered_days.max(age);
+                        let age_ms = u64::try_from(now_ms - notice.issued_at_ms()).unwrap_or(0);
+                        r.oldest_unanswered_days =
+                            r.oldest_unanswered_days.max(age_ms / DAY_MS as u64);
+                        r.oldest_unanswered_age_secs =
+                            r.oldest_unanswered_age_secs.max(age_ms / 1000);
                     }
                     None => {}
                 }

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod channels;
+pub mod coverage;
 pub mod disclosure;
 pub mod inbox;
 pub mod lookup;
@@ -35,6 +36,7 @@ pub async fn run(
         NodeCommand::Channels => emit(ctx, &channels::channels(conn).await?),
         NodeCommand::Record { id } => emit(ctx, &record::record(conn, id).await?),
         NodeCommand::Stats => emit(ctx, &stats::stats(conn).await?),
+        NodeCommand::Coverage => emit(ctx, &coverage::coverage(conn).await?),
         NodeCommand::Lookup { id } => {
             let id = national_id(id, ctx.stdin)?;
             emit(ctx, &lookup::lookup(conn, &id).await?)
