@@ -29,7 +29,7 @@
 //! | `i` | record id(32) | channel(12) seq(8) |
 //! | `c` | channel(12) | durable channel state: `0x02` + postcard (head, integrity figures, acked, stop) |
 //! | `d` | channel(12) | delivery advice: `0x02` + postcard (attempts, last error, next retry); not fsynced |
-//! | `s` | subject(32) kind(1) observed day(4, BE, sign-flipped) id(32) | channel(12) seq(8) |
+//! | `s` | subject(32) kind(1: `1` pregnancy, `2` contraception, `3` residence) observed day(4, BE, sign-flipped; a residence notice's is the first day of its month) id(32) | channel(12) seq(8) |
 //! | `j` | idempotency digest(32) (never the key) | record id(32) content hash(32) |
 //! | `e` | channel(12) seq(8) id(32) | `SignedRecord` bytes of an equivocating record |
 //! | `x` | channel(12) | latest verified `SignedReceipt` bytes for an outbound channel |
@@ -40,6 +40,13 @@
 //! | `u` | consumer name | cursor position(8, BE) acked-at ms(8) |
 //! | `a` | index(8, BE) | audit entry: `0x02` + postcard; entries written by schema 1 keep their bytes (protobuf layout, frozen in `audit`) so the hash chain over them still verifies |
 //! | `m` | name | metadata: schema version, audit head, whether older records were indexed into the inbox |
+//!
+//! Residence notices (a third record kind) are stored like the other records, under the
+//! prefixes above with kind byte `3` in `s`; no new prefix and no new schema: a schema-2
+//! store written before them holds none, so nothing needs migrating. What status follows
+//! residence needs (the latest notice, whether a status arrived after a departure, the
+//! coverage counts) the node derives from a subject's records (`s`) and the inbox's arrival
+//! times (`n`); nothing of it is stored.
 
 mod anchor;
 mod audit;

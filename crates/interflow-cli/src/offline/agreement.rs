@@ -278,7 +278,12 @@ pub struct AgreementView {
     pub agreement_id: String,
     pub party_a: String,
     pub party_b: String,
+    /// Kinds both ways.
     pub kinds: Vec<&'static str>,
+    /// Kinds only party A sends to party B (e.g. `residence`: A is where people live).
+    pub kinds_a_to_b: Vec<&'static str>,
+    pub kinds_b_to_a: Vec<&'static str>,
+    pub status_follows_residence: bool,
     pub valid_from: String,
     pub valid_until: String,
     /// `statutory_duty` or `consent`.
@@ -369,6 +374,17 @@ pub fn view(
             .iter()
             .map(|k| crate::names::kind_name(*k))
             .collect(),
+        kinds_a_to_b: body
+            .kinds_a_to_b
+            .iter()
+            .map(|k| crate::names::kind_name(*k))
+            .collect(),
+        kinds_b_to_a: body
+            .kinds_b_to_a
+            .iter()
+            .map(|k| crate::names::kind_name(*k))
+            .collect(),
+        status_follows_residence: body.status_follows_residence,
         valid_from: crate::human::instant(body.valid_from_ms),
         valid_until: crate::human::instant(body.valid_until_ms),
         legal_basis: match pb::LegalBasisKind::try_from(body.legal_basis) {
@@ -398,6 +414,15 @@ impl Report for AgreementView {
         row("id", self.agreement_id.clone());
         row("parties", format!("{} and {}", self.party_a, self.party_b));
         row("kinds", self.kinds.join(", "));
+        if !self.kinds_a_to_b.is_empty() {
+            row("kinds a → b", self.kinds_a_to_b.join(", "));
+        }
+        if !self.kinds_b_to_a.is_empty() {
+            row("kinds b → a", self.kinds_b_to_a.join(", "));
+        }
+        if self.status_follows_residence {
+            row("status follows residence", "yes".into());
+        }
         row(
             "valid",
             format!("from {} until {}", self.valid_from, self.valid_until),
