@@ -278,11 +278,11 @@ pub(crate) async fn scripted(c: &TestCluster) -> Vec<u64> {
     vec![11, 12, 13, 14, 15]
 }
 
-fn row<'a>(
-    rows: &'a [pb::CoverageRow],
+fn row(
+    rows: &[pb::CoverageRow],
     peer: interflow_core::RegionCode,
     role: pb::CoverageRole,
-) -> &'a pb::CoverageRow {
+) -> &pb::CoverageRow {
     let found: Vec<_> = rows
         .iter()
         .filter(|r| r.peer == peer.as_str() && r.role == role as i32)
@@ -364,4 +364,62 @@ pub(crate) async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_residence_notice_delivered_from_the_home_bureau_is_rejected_and_not_stored() {
+    use interflow_core::payload::{Payload, ResidenceEvent, ResidenceNotice, YearMonth};
+    use interflow_core::pseudonym::SubjectRef;
+    use interflow_core::record::{NewRecord, RecordId};
+    let c = TestCluster::start_residence(3).await;
+    let (cc, b) = (c.region(C), c.region(B));
+    // C (the home bureau) signs a residence notice to B with its own key, as if its intake
+    // had let it through, and delivers it over its own mTLS identity.
+    let node = c.node(C).clone();
+    let agreement = node
+        .agreements
+        .iter()
+        .find(|a| a.peer_of(cc) == Some(b))
+        .expect("the B–C agreement")
+        .id
+        .clone();
+    let today = interflow_core::time::latest_permitted_date(node.now(), 0);
+    let id = interflow_core::NationalId::parse(&synthetic_id(P), today).unwrap();
+    let record = NewRecord {
+        channel: ChannelId::new(cc, b),
+        subject: SubjectRef::derive(&node.pseudonym_keys[&agreement], &id),
+        agreement_id: agreement,
+        issued_at_ms: node.now(),
+        supersedes: None,
+        idempotency: None,
+        payload: Payload::Residence(ResidenceNotice::new(
+            ResidenceEvent::Arrived,
+            YearMonth::new(2025, 6).unwrap(),
+        )),
+    }
+    .seal(1, RecordId::ZERO, &c.signing_key(C))
+    .expect("seal")
+    .into_decoded()
+    .into_signed();
+    let mut acks = c
+        .exchange_from(C, B)
+        .await
+        .deliver(tokio_stream::iter(vec![record]))
+        .await
+        .expect("deliver")
+        .into_inner();
+    let ack = acks.next().await.expect("an answer").expect("not a status");
+    match ack.result {
+        Some(pb::delivery_ack::Result::Rejection(r)) => {
+            assert_eq!(r.reason, pb::RejectReason::WrongDirection as i32, "{r:?}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(
+        c.node(B).store.head(ChannelId::new(cc, b)).0,
+        0,
+        "nothing stored"
+    );
+    drop((acks, node));
+    c.shutdown().await;
 }

@@ -426,22 +426,6 @@ pub fn sample_submission(n: u64, destination: &str) -> pb::Submission {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn synthetic_ids_are_valid() {
-        let today = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
-        for n in 0..500 {
-            assert!(
-                interflow_core::NationalId::parse(&synthetic_id(n), today).is_ok(),
-                "{n}"
-            );
-        }
-    }
-}
-
 /// `[residence]` for the direction residence notices take (towards the odd-indexed node).
 fn residence_kinds(options: DevOptions, this_way: bool) -> Vec<i32> {
     if options.residence && this_way {
@@ -496,4 +480,20 @@ pub fn residence_samples(fed: &DevFederation, samples: u64) -> Vec<(usize, pb::S
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_ids_are_valid() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        for n in 0..500 {
+            assert!(
+                interflow_core::NationalId::parse(&synthetic_id(n), today).is_ok(),
+                "{n}"
+            );
+        }
+    }
 }

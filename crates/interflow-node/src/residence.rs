@@ -238,11 +238,10 @@ pub fn coverage(
     while after < head {
         let page = store.inbox_after(after, 1000, 10_000, &|_| true)?;
         for e in &page.entries {
-            if let interflow_store::Stored::Record(r) = &e.stored {
-                if let Some(records) = by_subject.get(r.subject()) {
-                    status_after_departure +=
-                        u64::from(after_departure(records, r, e.arrived_at_ms));
-                }
+            if let interflow_store::Stored::Record(r) = &e.stored
+                && let Some(records) = by_subject.get(r.subject())
+            {
+                status_after_departure += u64::from(after_departure(records, r, e.arrived_at_ms));
             }
         }
         if page.scanned_to <= after {

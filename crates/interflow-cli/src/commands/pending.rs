@@ -159,7 +159,7 @@ pub fn with_worklist(
     for w in &mut rows {
         w.late = Duration::from_secs(w.oldest_age_secs) > max_age;
     }
-    rows.sort_by(|a, b| b.oldest_age_secs.cmp(&a.oldest_age_secs));
+    rows.sort_by_key(|w| std::cmp::Reverse(w.oldest_age_secs));
     report.late_worklists = rows.iter().filter(|w| w.late).count();
     report.ok = report.ok && report.late_worklists == 0;
     report.worklist = rows;

@@ -371,7 +371,8 @@ fn residence_rows_are_an_event_and_a_month() {
             month: 5
         })
     );
-    let cases: &[(&[(&'static str, &'static str)], &str, &str)] = &[
+    type Extra = &'static [(&'static str, &'static str)];
+    let cases: &[(Extra, &str, &str)] = &[
         (&[("event", "")], "event", "is missing"),
         (
             &[("event", "moved")],
