@@ -16,7 +16,7 @@ use interflow_core::pb::intake_client::IntakeClient;
 use interflow_core::pseudonym::SubjectRef;
 use interflow_core::record::{ChannelId, NewRecord, RecordId, VerifiedRecord};
 use interflow_core::{NationalId, RegionCode, pb};
-use interflow_node::dev::{DevFederation, generate, generate_with_endpoints};
+use interflow_node::dev::{DevFederation, DevOptions, generate_with_options};
 use interflow_node::dev::{sample_submission, synthetic_id};
 use interflow_node::{Config, Listeners, Node, Running, start, system_clock};
 use tokio::net::TcpListener;
@@ -81,19 +81,26 @@ impl TestCluster {
         n: usize,
         prepare: impl Fn(usize, &std::path::Path, &mut String),
     ) -> TestCluster {
-        Self::start_inner(n, prepare, false).await
+        Self::start_inner(n, prepare, false, DevOptions::default()).await
+    }
+
+    /// Like `start`, with residence notices and status follows residence in every agreement:
+    /// odd-indexed nodes are the home bureaus of their neighbours (see [`DevOptions`]).
+    pub async fn start_residence(n: usize) -> TestCluster {
+        Self::start_inner(n, |_, _, _| {}, false, DevOptions { residence: true }).await
     }
 
     /// Like `start`, with every node's published endpoint a [`Proxy`] in front of its peer
     /// listener, so a test can cut and heal the links to it: `proxies[i]` fronts node `i`.
     pub async fn start_behind_proxies(n: usize) -> TestCluster {
-        Self::start_inner(n, |_, _, _| {}, true).await
+        Self::start_inner(n, |_, _, _| {}, true, DevOptions::default()).await
     }
 
     async fn start_inner(
         n: usize,
         prepare: impl Fn(usize, &std::path::Path, &mut String),
         behind_proxies: bool,
+        options: DevOptions,
     ) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = Vec::new();
@@ -115,13 +122,13 @@ impl TestCluster {
                 proxies.push(Proxy::start(l, *peer));
             }
         }
-        let fed = if behind_proxies {
-            let endpoints: Vec<SocketAddr> = proxies.iter().map(|p| p.addr).collect();
-            generate_with_endpoints(dir.path(), &addrs, &endpoints, now)
+        let endpoints: Vec<SocketAddr> = if behind_proxies {
+            proxies.iter().map(|p| p.addr).collect()
         } else {
-            generate(dir.path(), &addrs, now)
-        }
-        .expect("generate dev federation");
+            addrs.iter().map(|(peer, _)| *peer).collect()
+        };
+        let fed = generate_with_options(dir.path(), &addrs, &endpoints, now, options)
+            .expect("generate dev federation");
         for (i, node) in fed.nodes.iter().enumerate() {
             let mut text = std::fs::read_to_string(&node.config).expect("read config");
             let node_dir = node.config.parent().expect("node dir");

@@ -7,5 +7,6 @@ mod input;
 mod partition;
 mod privacy;
 mod reconcile;
+mod residence;
 mod security;
 mod service;

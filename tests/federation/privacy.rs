@@ -522,3 +522,48 @@ async fn a_payload_marker_is_in_no_file_of_either_node_before_or_after_erasure()
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coverage_answers_and_gauges_carry_counts_only() {
+    let capture = logs();
+    let c = TestCluster::start_residence(3).await;
+    let ids = crate::residence::scripted(&c).await;
+    let mut secrets: Vec<String> = ids.iter().map(|n| synthetic_id(*n)).collect();
+    let today = interflow_core::time::latest_permitted_date(c.node(1).now(), 0);
+    for i in 0..3 {
+        let node = c.node(i).clone();
+        for a in node.agreements.iter() {
+            let Some(key) = node.pseudonym_keys.get(&a.id) else {
+                continue;
+            };
+            for n in &ids {
+                let id = interflow_core::NationalId::parse(&synthetic_id(*n), today).unwrap();
+                let r = SubjectRef::derive(key, &id);
+                secrets.push(hex::encode(r.as_bytes()));
+                secrets.push(hex::encode(&r.as_bytes()[..8]));
+            }
+        }
+    }
+    let mut outputs = String::new();
+    for i in 0..3 {
+        let cov = c
+            .admin(i)
+            .await
+            .coverage(pb::CoverageRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!cov.rows.is_empty(), "node {i} has coverage rows");
+        outputs.push_str(&format!("{cov:?}\n"));
+        outputs.push_str(&crate::residence::scrape(c.metrics_addr(i)).await);
+    }
+    c.shutdown().await;
+    let logged = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    for s in &secrets {
+        assert!(
+            !outputs.contains(s.as_str()),
+            "`{s}` appeared in coverage or metrics"
+        );
+        assert!(!logged.contains(s.as_str()), "`{s}` appeared in the logs");
+    }
+}

@@ -167,6 +167,10 @@ pub enum NodeCommand {
     },
     /// Counts: records out and in, pending, equivocations, audit entries, reconcile runs.
     Stats,
+    /// The awareness figures per agreement with residence notices and month of arrival: where
+    /// people live, residents and how many have a current status from home; at home, arrivals
+    /// answered within 7/30 days and the unanswered worklist. Counts only.
+    Coverage,
     /// A person's current pregnancy and contraception status per agreement, and the timeline.
     ///
     /// The lookup is audited by the node. Only the masked ID is printed. Pass `--id -` to read

@@ -50,6 +50,11 @@ pub enum PayloadView {
         observed_on: Option<String>,
         service_point: String,
     },
+    Residence {
+        /// `arrived` or `departed`.
+        event: &'static str,
+        month: Option<String>,
+    },
     Retraction {
         retracted_kind: &'static str,
     },
@@ -63,6 +68,7 @@ impl PayloadView {
         let body = match p? {
             I::Pregnancy(p) => P::Pregnancy(p.clone()),
             I::Contraception(c) => P::Contraception(c.clone()),
+            I::Residence(r) => P::Residence(*r),
             I::Retraction(r) => P::Retraction(*r),
         };
         Some(PayloadView::from_body(Some(&body)))
@@ -84,6 +90,14 @@ impl PayloadView {
                 since: human::date(c.since.as_ref()),
                 observed_on: human::date(c.observed_on.as_ref()),
                 service_point: c.service_point.clone(),
+            },
+            Some(P::Residence(r)) => PayloadView::Residence {
+                event: match pb::ResidenceEvent::try_from(r.event) {
+                    Ok(pb::ResidenceEvent::Arrived) => "arrived",
+                    Ok(pb::ResidenceEvent::Departed) => "departed",
+                    _ => "unknown",
+                },
+                month: human::month(r.month.as_ref()),
             },
             Some(P::Retraction(r)) => PayloadView::Retraction {
                 retracted_kind: crate::names::kind_name(r.kind),
@@ -121,6 +135,10 @@ impl PayloadView {
                 Some(d) => format!("{} since {d}", method.replace('_', " ")),
                 None => method.replace('_', " "),
             },
+            PayloadView::Residence { event, month } => match month {
+                Some(m) => format!("{event} {m}"),
+                None => (*event).to_owned(),
+            },
             PayloadView::Retraction { retracted_kind } => {
                 format!("retracts a {retracted_kind} record")
             }
@@ -131,7 +149,7 @@ impl PayloadView {
         match self {
             PayloadView::Pregnancy { observed_on, .. }
             | PayloadView::Contraception { observed_on, .. } => observed_on.as_deref(),
-            PayloadView::Retraction { .. } => None,
+            PayloadView::Residence { .. } | PayloadView::Retraction { .. } => None,
         }
     }
 
@@ -139,7 +157,7 @@ impl PayloadView {
         match self {
             PayloadView::Pregnancy { service_point, .. }
             | PayloadView::Contraception { service_point, .. } => Some(service_point),
-            PayloadView::Retraction { .. } => None,
+            PayloadView::Residence { .. } | PayloadView::Retraction { .. } => None,
         }
     }
 }

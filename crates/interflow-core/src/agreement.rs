@@ -36,7 +36,15 @@ pub struct Agreement {
     pub id: String,
     pub party_a: RegionCode,
     pub party_b: RegionCode,
+    /// Kinds covered both ways.
     pub kinds: Vec<Kind>,
+    /// Kinds `party_a` may send to `party_b` in addition to `kinds`.
+    pub kinds_a_to_b: Vec<Kind>,
+    /// Kinds `party_b` may send to `party_a` in addition to `kinds`.
+    pub kinds_b_to_a: Vec<Kind>,
+    /// Status follows residence: status records go to the residence bureau only while its
+    /// latest notice for the subject is `ARRIVED`.
+    pub status_follows_residence: bool,
     pub valid_from_ms: UnixMillis,
     pub valid_until_ms: UnixMillis,
     pub legal_basis: LegalBasis,
@@ -81,6 +89,15 @@ pub enum CoverError {
     Expired { id: String, until: String },
     #[error("agreement `{id}` does not cover {kind} records")]
     KindNotCovered { id: String, kind: Kind },
+    #[error(
+        "agreement `{id}` covers {kind} records only from `{destination}` to `{origin}`, not from `{origin}` to `{destination}`"
+    )]
+    WrongDirection {
+        id: String,
+        kind: Kind,
+        origin: RegionCode,
+        destination: RegionCode,
+    },
 }
 
 impl CoverError {
@@ -91,8 +108,25 @@ impl CoverError {
                 pb::RejectReason::AgreementNotValid
             }
             CoverError::KindNotCovered { .. } => pb::RejectReason::KindNotCovered,
+            CoverError::WrongDirection { .. } => pb::RejectReason::WrongDirection,
         }
     }
+}
+
+/// One list of kinds, each known and listed once.
+fn kind_list(field: &'static str, raw: &[i32]) -> Result<Vec<Kind>, AgreementError> {
+    let mut kinds = Vec::new();
+    for k in raw {
+        let kind = pb::RecordKind::try_from(*k)
+            .ok()
+            .and_then(|k| Kind::try_from(k).ok())
+            .ok_or_else(|| bad(field, format!("`{k}` is not a known record kind")))?;
+        if kinds.contains(&kind) {
+            return Err(bad(field, format!("{kind} is listed twice")));
+        }
+        kinds.push(kind);
+    }
+    Ok(kinds)
 }
 
 /// Agreement ids are short ASCII tokens so that they can sit in keys, paths and logs.
@@ -137,19 +171,40 @@ impl Agreement {
         if party_a == party_b {
             return Err(bad("party_b", "must differ from party_a"));
         }
-        let mut kinds = Vec::new();
-        for k in &body.kinds {
-            let kind = pb::RecordKind::try_from(*k)
-                .ok()
-                .and_then(|k| Kind::try_from(k).ok())
-                .ok_or_else(|| bad("kinds", format!("`{k}` is not a known record kind")))?;
-            if kinds.contains(&kind) {
-                return Err(bad("kinds", format!("{kind} is listed twice")));
-            }
-            kinds.push(kind);
-        }
-        if kinds.is_empty() {
+        let kinds = kind_list("kinds", &body.kinds)?;
+        let kinds_a_to_b = kind_list("kinds_a_to_b", &body.kinds_a_to_b)?;
+        let kinds_b_to_a = kind_list("kinds_b_to_a", &body.kinds_b_to_a)?;
+        if kinds.is_empty() && kinds_a_to_b.is_empty() && kinds_b_to_a.is_empty() {
             return Err(bad("kinds", "must cover at least one record kind"));
+        }
+        if kinds.contains(&Kind::Residence) {
+            return Err(bad(
+                "kinds",
+                "residence may not go both ways: name it in `kinds_a_to_b` or `kinds_b_to_a` (from the residence bureau to the home bureau)",
+            ));
+        }
+        if kinds_a_to_b.contains(&Kind::Residence) && kinds_b_to_a.contains(&Kind::Residence) {
+            return Err(bad(
+                "kinds_b_to_a",
+                "residence may go one way only (from the residence bureau to the home bureau)",
+            ));
+        }
+        for k in kinds_a_to_b.iter().chain(&kinds_b_to_a) {
+            if kinds.contains(k) {
+                return Err(bad(
+                    "kinds",
+                    format!("{k} is listed both ways and for one direction"),
+                ));
+            }
+        }
+        if body.status_follows_residence
+            && !kinds_a_to_b.contains(&Kind::Residence)
+            && !kinds_b_to_a.contains(&Kind::Residence)
+        {
+            return Err(bad(
+                "status_follows_residence",
+                "needs residence in `kinds_a_to_b` or `kinds_b_to_a`",
+            ));
         }
         if body.valid_until_ms <= body.valid_from_ms {
             return Err(bad("valid_until_ms", "must be after valid_from_ms"));
@@ -223,6 +278,9 @@ impl Agreement {
             party_a,
             party_b,
             kinds,
+            kinds_a_to_b,
+            kinds_b_to_a,
+            status_follows_residence: body.status_follows_residence,
             valid_from_ms: body.valid_from_ms,
             valid_until_ms: body.valid_until_ms,
             legal_basis,
@@ -260,13 +318,48 @@ impl Agreement {
                 until: rfc3339(self.valid_until_ms),
             });
         }
-        if !self.kinds.contains(&kind) {
+        if !self.kinds_from(origin).contains(&kind) {
+            if self.kinds_from(destination).contains(&kind) {
+                return Err(CoverError::WrongDirection {
+                    id: self.id.clone(),
+                    kind,
+                    origin,
+                    destination,
+                });
+            }
             return Err(CoverError::KindNotCovered {
                 id: self.id.clone(),
                 kind,
             });
         }
         Ok(())
+    }
+
+    /// The kinds `origin` (a party) may send to the other party: the both-ways kinds and its
+    /// direction's own.
+    pub fn kinds_from(&self, origin: RegionCode) -> Vec<Kind> {
+        let own: &[Kind] = if origin == self.party_a {
+            &self.kinds_a_to_b
+        } else if origin == self.party_b {
+            &self.kinds_b_to_a
+        } else {
+            &[]
+        };
+        let mut all = self.kinds.clone();
+        all.extend_from_slice(own);
+        all
+    }
+
+    /// The home (outflow) bureau for residence notices under this agreement: the destination
+    /// of the direction that carries them; `None` when the agreement covers none.
+    pub fn residence_home(&self) -> Option<RegionCode> {
+        if self.kinds_a_to_b.contains(&Kind::Residence) {
+            Some(self.party_b)
+        } else if self.kinds_b_to_a.contains(&Kind::Residence) {
+            Some(self.party_a)
+        } else {
+            None
+        }
     }
 
     /// The other party, when `me` is one.
@@ -405,6 +498,7 @@ pub(crate) mod tests {
             statute_reference: "PFPL-2021-art-19".into(),
             retention_days: 365,
             date_precision: pb::DatePrecision::Day as i32,
+            ..Default::default()
         }
     }
 
@@ -468,6 +562,41 @@ pub(crate) mod tests {
             Err(CoverError::KindNotCovered { .. })
         ));
         assert_eq!(set.active_peers(x, NOW), vec![y]);
+    }
+
+    #[test]
+    fn residence_goes_one_way_and_old_agreements_keep_their_meaning() {
+        let (x, y) = (region("310115"), region("110105"));
+        // No per-direction lists: `kinds` both ways, as before.
+        let old = agreement();
+        assert_eq!(old.residence_home(), None);
+        assert_eq!(old.kinds_from(x), vec![Kind::Contraception]);
+        assert_eq!(old.kinds_from(y), vec![Kind::Contraception]);
+        // x is the residence bureau, y the home bureau.
+        let mut b = body("310115", "110105");
+        b.kinds_a_to_b = vec![pb::RecordKind::Residence as i32];
+        b.status_follows_residence = true;
+        let a = Agreement::verify(signed(&b, &key(1), &key(2)), keys).unwrap();
+        assert_eq!(a.residence_home(), Some(y));
+        assert!(a.status_follows_residence);
+        assert_eq!(a.covers(x, y, Kind::Residence, NOW), Ok(()));
+        let e = a.covers(y, x, Kind::Residence, NOW).unwrap_err();
+        assert!(matches!(e, CoverError::WrongDirection { .. }), "{e}");
+        assert_eq!(e.reject_reason(), pb::RejectReason::WrongDirection);
+        assert_eq!(a.covers(y, x, Kind::Contraception, NOW), Ok(()));
+        // Residence both ways, or in both directions, is refused.
+        let mut both = body("310115", "110105");
+        both.kinds.push(pb::RecordKind::Residence as i32);
+        let e = Agreement::verify(signed(&both, &key(1), &key(2)), keys).unwrap_err();
+        assert!(e.to_string().contains("kinds"), "{e}");
+        let mut twice = b.clone();
+        twice.kinds_b_to_a = vec![pb::RecordKind::Residence as i32];
+        assert!(Agreement::verify(signed(&twice, &key(1), &key(2)), keys).is_err());
+        // The option needs residence somewhere.
+        let mut option = body("310115", "110105");
+        option.status_follows_residence = true;
+        let e = Agreement::verify(signed(&option, &key(1), &key(2)), keys).unwrap_err();
+        assert!(e.to_string().contains("status_follows_residence"), "{e}");
     }
 
     #[test]

@@ -680,6 +680,15 @@ impl AdminService {
             reconcile_runs: s.reconcile_runs,
         }))
     }
+
+    async fn coverage_inner(
+        &self,
+        req: Request<pb::CoverageRequest>,
+    ) -> Result<Response<pb::CoverageResponse>, NodeError> {
+        self.audited(&req, "Admin.Coverage", vec![]).await?;
+        let resp = self.node.coverage().await?;
+        Ok(Response::new(resp))
+    }
 }
 
 /// Every method writes one audit entry: the read (in the handler), or the refusal (here).
@@ -811,5 +820,17 @@ impl pb::admin_server::Admin for AdminService {
         let caller = caller_name(&req);
         let r = self.stats_inner(req).await;
         Ok(self.node.audit_refusal(&caller, "Admin.Stats", r).await?)
+    }
+
+    async fn coverage(
+        &self,
+        req: Request<pb::CoverageRequest>,
+    ) -> Result<Response<pb::CoverageResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.coverage_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.Coverage", r)
+            .await?)
     }
 }

@@ -50,6 +50,10 @@ pub struct DevFederation {
     pub nodes: Vec<DevNode>,
     /// Agreements as pairs of region codes.
     pub agreements: Vec<(String, String)>,
+    /// Whether the agreements carry residence notices and status follows residence (odd
+    /// nodes are the home bureaus, see [`DevOptions`]).
+    #[serde(default)]
+    pub residence: bool,
 }
 
 impl DevFederation {
@@ -93,6 +97,15 @@ pub fn generate(
     generate_with_endpoints(dir, addrs, &endpoints, now_ms)
 }
 
+/// What a generated federation's agreements say beyond the status kinds both ways.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DevOptions {
+    /// Residence notices and status follows residence: in each agreement the odd-indexed node
+    /// (1, 3, …) is the home bureau, so residence notices go from its neighbours to it, and its
+    /// status records go to a neighbour only while she is registered there.
+    pub residence: bool,
+}
+
 /// Like [`generate`], with the endpoint the directory publishes for each node given apart
 /// from where it listens (for a proxy in between, as tests of partitions use).
 pub fn generate_with_endpoints(
@@ -100,6 +113,17 @@ pub fn generate_with_endpoints(
     addrs: &[(SocketAddr, SocketAddr)],
     endpoints: &[SocketAddr],
     now_ms: i64,
+) -> anyhow::Result<DevFederation> {
+    generate_with_options(dir, addrs, endpoints, now_ms, DevOptions::default())
+}
+
+/// Like [`generate_with_endpoints`], with [`DevOptions`].
+pub fn generate_with_options(
+    dir: &Path,
+    addrs: &[(SocketAddr, SocketAddr)],
+    endpoints: &[SocketAddr],
+    now_ms: i64,
+    options: DevOptions,
 ) -> anyhow::Result<DevFederation> {
     anyhow::ensure!(endpoints.len() == addrs.len(), "one endpoint per node");
     anyhow::ensure!(
@@ -213,6 +237,9 @@ pub fn generate_with_endpoints(
             statute_reference: "PFPL-2021-art-19".into(),
             retention_days: 3650,
             date_precision: pb::DatePrecision::Day as i32,
+            kinds_a_to_b: residence_kinds(options, i % 2 == 0),
+            kinds_b_to_a: residence_kinds(options, i % 2 == 1),
+            status_follows_residence: options.residence,
         });
         let signed = pb::SignedAgreement {
             signatures: vec![
@@ -241,7 +268,11 @@ pub fn generate_with_endpoints(
         .context("copying the operator key")?;
         write(&node.config, config_text(node, &per_node[i]).as_bytes())?;
     }
-    let fed = DevFederation { nodes, agreements };
+    let fed = DevFederation {
+        nodes,
+        agreements,
+        residence: options.residence,
+    };
     write(
         &dir.join("federation.json"),
         serde_json::to_string_pretty(&fed)?.as_bytes(),
@@ -401,6 +432,62 @@ pub fn sample_submission(n: u64, destination: &str) -> pb::Submission {
             },
         )),
     }
+}
+
+/// `[residence]` for the direction residence notices take (towards the odd-indexed node).
+fn residence_kinds(options: DevOptions, this_way: bool) -> Vec<i32> {
+    if options.residence && this_way {
+        vec![pb::RecordKind::Residence as i32]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The synthetic person node `from` sends its `k`-th sample status to node `to` about. With
+/// residence, a home bureau's statuses name people registered by that neighbour only.
+pub fn sample_person(fed: &DevFederation, from: usize, to: usize, k: u64) -> u64 {
+    if fed.residence && from % 2 == 1 {
+        k + 100 * from as u64 + 10 * to as u64
+    } else {
+        k + 100 * from as u64
+    }
+}
+
+/// The residence notices of the dev samples, per sending node: each residence bureau (even
+/// node) registers with each neighbouring home bureau the people that home's sample statuses
+/// name, one more person who arrives and then departs, and one who arrives and is not answered
+/// yet (so the home's worklist and the coverage figures have something to show).
+pub fn residence_samples(fed: &DevFederation, samples: u64) -> Vec<(usize, pb::Submission)> {
+    let mut out = Vec::new();
+    if !fed.residence {
+        return out;
+    }
+    let n = fed.nodes.len();
+    for j in (0..n).step_by(2) {
+        for i in [j.checked_sub(1), Some(j + 1)].into_iter().flatten() {
+            if i >= n {
+                continue;
+            }
+            let home = &fed.nodes[i].region;
+            let notice = |person: u64, event: pb::ResidenceEvent, month: u32| pb::Submission {
+                idempotency_key: format!("dev-res-{home}-{person}-{}", event.as_str_name()),
+                destination: home.clone(),
+                national_id: synthetic_id(person),
+                supersedes: Vec::new(),
+                payload: Some(pb::submission::Payload::Residence(pb::ResidenceNotice {
+                    event: event as i32,
+                    month: Some(pb::YearMonth { year: 2025, month }),
+                })),
+            };
+            for k in 0..=samples + 1 {
+                let person = sample_person(fed, i, j, k);
+                out.push((j, notice(person, pb::ResidenceEvent::Arrived, 5)));
+            }
+            let gone = sample_person(fed, i, j, samples);
+            out.push((j, notice(gone, pb::ResidenceEvent::Departed, 6)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

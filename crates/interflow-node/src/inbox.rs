@@ -23,6 +23,7 @@ use crate::audited::{caller_name, read_note};
 use crate::error::NodeError;
 use crate::metrics::ConsumerLabel;
 use crate::node::Node;
+use crate::residence;
 
 /// Items per Pull by default, and at most.
 const DEFAULT_MAX: usize = 100;
@@ -122,9 +123,12 @@ fn item(
             it.erased = true;
         }
         Stored::Record(r) => {
-            let current = store
-                .current_status(r.subject(), r.kind())?
-                .is_some_and(|c| c.id() == r.id());
+            let records = store.subject_records(r.subject())?;
+            let after = residence::after_departure(&records, &r, arrived_at_ms);
+            let current = !after
+                && residence::current_excluding_after_departure(&records, r.kind())
+                    .is_some_and(|c| c.id() == r.id());
+            it.after_departure = after;
             fill(&mut it, &r, current);
         }
     }
@@ -143,6 +147,7 @@ fn fill(it: &mut pb::InboxItem, r: &DecodedRecord, current: bool) {
         pb::record_body::Payload::Contraception(c) => {
             Some(pb::inbox_item::Payload::Contraception(c))
         }
+        pb::record_body::Payload::Residence(x) => Some(pb::inbox_item::Payload::Residence(x)),
         pb::record_body::Payload::Retraction(x) => Some(pb::inbox_item::Payload::Retraction(x)),
     };
     it.issued_at_ms = r.issued_at_ms();

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use interflow_core::agreement::CoverError;
 use interflow_core::idempotency::IdempotencyKey;
-use interflow_core::payload::Payload;
+use interflow_core::payload::{Payload, ResidenceEvent};
 use interflow_core::pb;
 use interflow_core::pseudonym::SubjectRef;
 use interflow_core::record::{ChannelId, NewRecord, RecordId};
@@ -17,6 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
 use crate::node::Node;
+use crate::residence::latest_event;
 
 #[derive(Debug, Clone)]
 pub struct IntakeService {
@@ -86,7 +88,13 @@ impl Node {
         let agreement = self
             .agreements
             .find_covering(self.region, destination, kind, now)
-            .map_err(|e| error(Code::NoAgreement, "destination", e.to_string()))?;
+            .map_err(|e| {
+                let code = match e {
+                    CoverError::WrongDirection { .. } => Code::WrongDirection,
+                    _ => Code::NoAgreement,
+                };
+                error(code, "destination", e.to_string())
+            })?;
         // Coarse dates: the agreement asks for months, so the days are dropped here, before
         // the record is sealed (the receiver refuses finer dates under it).
         if agreement.month_dates {
@@ -101,6 +109,34 @@ impl Node {
             )
         })?;
         let subject = SubjectRef::derive(key, &id);
+        // Status follows residence: this node is the home bureau, so a new status goes to the
+        // destination only while its latest residence notice for her is ARRIVED (no notice at
+        // all counts as not resident). A retraction withdraws an error and is always allowed.
+        if kind.is_status()
+            && !payload.is_retraction()
+            && agreement.status_follows_residence
+            && agreement.residence_home() == Some(self.region)
+        {
+            let records = store.subject_records(&subject).map_err(|e| {
+                tracing::error!(error = %e, "reading residence notices");
+                error(
+                    Code::NotResident,
+                    "destination",
+                    "the residence notices could not be read; retry later",
+                )
+            })?;
+            let from_destination = ChannelId::new(destination, self.region);
+            if latest_event(&records, from_destination, None) != Some(ResidenceEvent::Arrived) {
+                return Err(error(
+                    Code::NotResident,
+                    "destination",
+                    format!(
+                        "`{destination}` has no current arrival notice for this person (status follows residence under agreement `{}`); send status to the bureau where she lives",
+                        agreement.id
+                    ),
+                ));
+            }
+        }
         let channel = ChannelId::new(self.region, destination);
         if self.holds.is_held(channel) {
             return Err(error(

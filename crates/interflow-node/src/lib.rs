@@ -23,6 +23,7 @@ pub mod node;
 pub mod process;
 pub mod reconcile;
 pub mod rejects;
+pub mod residence;
 pub mod server;
 pub mod store;
 pub mod wire;

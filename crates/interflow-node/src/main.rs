@@ -249,7 +249,10 @@ async fn wait_for_signals(_running: &interflow_node::Running) -> anyhow::Result<
 }
 
 async fn dev(nodes: Option<usize>, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
-    use interflow_node::dev::{DevFederation, generate, sample_submission};
+    use interflow_node::dev::{
+        DevFederation, DevOptions, generate_with_options, residence_samples, sample_person,
+        sample_submission,
+    };
     use std::time::Duration;
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating `{}`", dir.display()))?;
@@ -275,8 +278,16 @@ async fn dev(nodes: Option<usize>, dir: PathBuf, samples: u64) -> anyhow::Result
             addrs.push((peer.local_addr()?, local.local_addr()?));
             prebound.push((peer, local));
         }
-        let fed =
-            generate(&dir, &addrs, system_clock()()).context("generating the dev federation")?;
+        let endpoints: Vec<_> = addrs.iter().map(|(peer, _)| *peer).collect();
+        // Residence notices and status follows residence, as the example config has them.
+        let fed = generate_with_options(
+            &dir,
+            &addrs,
+            &endpoints,
+            system_clock()(),
+            DevOptions { residence: true },
+        )
+        .context("generating the dev federation")?;
         println!(
             "generated a dev federation of {nodes} nodes in {}",
             dir.display()
@@ -320,7 +331,8 @@ async fn dev(nodes: Option<usize>, dir: PathBuf, samples: u64) -> anyhow::Result
         }
     }
     let mut stored = 0;
-    for (i, n) in fed.nodes.iter().enumerate() {
+    let mut intakes = Vec::new();
+    for n in &fed.nodes {
         let cfg = interflow_tls::client_config(&n.local_ca, &n.intake_cert, &n.intake_key)?;
         let region: RegionCode = n.region.parse()?;
         let ch = interflow_tls::connect(
@@ -330,7 +342,50 @@ async fn dev(nodes: Option<usize>, dir: PathBuf, samples: u64) -> anyhow::Result
             Duration::from_secs(5),
         )
         .await?;
-        let mut intake = interflow_core::pb::intake_client::IntakeClient::new(ch);
+        intakes.push(interflow_core::pb::intake_client::IntakeClient::new(ch));
+    }
+    // First the arrivals (and a departure) the residence bureaus send to the home bureaus,
+    // and until the homes hold them: status follows residence.
+    let notices = residence_samples(&fed, samples);
+    for (j, intake) in intakes.iter_mut().enumerate() {
+        let items: Vec<_> = notices
+            .iter()
+            .filter(|(from, _)| *from == j)
+            .map(|(_, s)| s.clone())
+            .collect();
+        if items.is_empty() {
+            continue;
+        }
+        let resp = intake
+            .submit(interflow_core::pb::SubmitRequest { items })
+            .await?
+            .into_inner();
+        stored += resp.results.iter().filter(|r| !r.duplicate).count();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for (j, r) in running.iter().enumerate() {
+        for (i, home) in running.iter().enumerate() {
+            let expected = notices
+                .iter()
+                .filter(|(from, s)| *from == j && s.destination == home.node.region.as_str())
+                .count() as u64;
+            if expected == 0 {
+                continue;
+            }
+            let c = interflow_core::record::ChannelId::new(r.node.region, home.node.region);
+            while home.node.store.head(c).0 < expected {
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "node {} did not receive the residence notices of node {} (node {i})",
+                    home.node.region,
+                    r.node.region
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    for (i, n) in fed.nodes.iter().enumerate() {
+        let intake = &mut intakes[i];
         for (a, b) in &fed.agreements {
             let peer = if *a == n.region {
                 b
@@ -339,8 +394,13 @@ async fn dev(nodes: Option<usize>, dir: PathBuf, samples: u64) -> anyhow::Result
             } else {
                 continue;
             };
+            let j = fed
+                .nodes
+                .iter()
+                .position(|m| &m.region == peer)
+                .unwrap_or(i);
             let items = (0..samples)
-                .map(|k| sample_submission(k + 100 * i as u64, peer))
+                .map(|k| sample_submission(sample_person(&fed, i, j, k), peer))
                 .collect();
             let resp = intake
                 .submit(interflow_core::pb::SubmitRequest { items })

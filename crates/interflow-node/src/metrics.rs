@@ -47,6 +47,18 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+/// One awareness figure of one agreement and month of arrival (counts only).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CoverageLabel {
+    pub agreement: String,
+    /// `residence` or `home`.
+    pub role: String,
+    /// `YYYY-MM`, the month of arrival.
+    pub month: String,
+    /// e.g. `residents`, `residents_with_status`, `arrivals`, `unanswered`.
+    pub figure: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsumerLabel {
     pub consumer: String,
@@ -89,6 +101,9 @@ pub struct Metrics {
     pub channel_held: Family<PeerLabel, Gauge>,
     /// Seconds until the node's own listener certificate expires (negative once expired).
     pub certificate_expiry_seconds: Family<CertificateLabel, Gauge>,
+    /// The awareness figures, as of the last `Admin.Coverage` or the periodic refresh.
+    pub coverage: Family<CoverageLabel, Gauge>,
+    pub status_after_departure: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -124,6 +139,18 @@ impl Metrics {
         let reconcile_anomalies = Family::<PeerLabel, Counter>::default();
         let channel_held = Family::<PeerLabel, Gauge>::default();
         let certificate_expiry_seconds = Family::<CertificateLabel, Gauge>::default();
+        let coverage = Family::<CoverageLabel, Gauge>::default();
+        let status_after_departure = Gauge::default();
+        registry.register(
+            "coverage",
+            "Awareness figures per agreement with residence notices, month of arrival and figure (counts only)",
+            coverage.clone(),
+        );
+        registry.register(
+            "status_after_departure",
+            "Status records received after this node had sent the subject's departure to their origin",
+            status_after_departure.clone(),
+        );
         registry.register(
             "build",
             "The version of this node's build",
@@ -253,6 +280,8 @@ impl Metrics {
             reconcile_anomalies,
             channel_held,
             certificate_expiry_seconds,
+            coverage,
+            status_after_departure,
         };
         for p in peers {
             let peer = PeerLabel {
@@ -265,7 +294,8 @@ impl Metrics {
             // Every outbound channel starts held (see `holds`).
             m.channel_held.get_or_create(&peer).set(1);
         }
-        for r in (1..).map_while(|n| interflow_core::pb::RejectReason::try_from(n).ok()) {
+        // The values have gaps (ranges kept for kinds of refusal added later), so look past them.
+        for r in (1..=255).filter_map(|n| interflow_core::pb::RejectReason::try_from(n).ok()) {
             let _ = m.rejected.get_or_create(&reason_label(r));
         }
         m
@@ -286,6 +316,49 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+impl Metrics {
+    /// Replaces the coverage gauges with `c`'s figures.
+    pub fn set_coverage(&self, c: &interflow_core::pb::CoverageResponse) {
+        self.coverage.clear();
+        for r in &c.rows {
+            let role = match interflow_core::pb::CoverageRole::try_from(r.role) {
+                Ok(interflow_core::pb::CoverageRole::Home) => "home",
+                _ => "residence",
+            };
+            let month = r
+                .month
+                .map(|m| format!("{:04}-{:02}", m.year, m.month))
+                .unwrap_or_default();
+            let figures: &[(&str, u64)] = if role == "home" {
+                &[
+                    ("arrivals", r.arrivals),
+                    ("answered_within_7_days", r.answered_within_7_days),
+                    ("answered_within_30_days", r.answered_within_30_days),
+                    ("unanswered", r.unanswered),
+                    ("oldest_unanswered_days", r.oldest_unanswered_days),
+                ]
+            } else {
+                &[
+                    ("residents", r.residents),
+                    ("residents_with_status", r.residents_with_status),
+                ]
+            };
+            for (figure, v) in figures {
+                self.coverage
+                    .get_or_create(&CoverageLabel {
+                        agreement: r.agreement_id.clone(),
+                        role: role.into(),
+                        month: month.clone(),
+                        figure: (*figure).into(),
+                    })
+                    .set(i64::try_from(*v).unwrap_or(i64::MAX));
+            }
+        }
+        self.status_after_departure
+            .set(i64::try_from(c.status_after_departure).unwrap_or(i64::MAX));
     }
 }
 
@@ -316,4 +389,21 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Alerting rules can name any refusal from the start: every reason is exposed at zero,
+    /// including those past a gap in the enum's values.
+    #[test]
+    fn every_reject_reason_is_exposed_from_the_start() {
+        let region: RegionCode = "310115".parse().unwrap();
+        let text = Metrics::new(region, &[]).render();
+        for name in ["bad_signature", "wrong_direction", "dates_too_fine"] {
+            let line = format!("reason=\"reject_reason_{name}\"}} 0");
+            assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+        }
+    }
 }

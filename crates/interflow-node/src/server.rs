@@ -411,6 +411,10 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         node.clone(),
         workers_token.clone(),
     )));
+    workers.push(tokio::spawn(refresh_coverage(
+        node.clone(),
+        workers_token.clone(),
+    )));
     workers.push(tokio::spawn(crate::reconcile::schedule(
         node.clone(),
         workers_token,
@@ -453,6 +457,23 @@ async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// How often the coverage gauges on `/metrics` are recomputed.
+const COVERAGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Keeps the coverage gauges fresh: at start, then every minute (each `Admin.Coverage` also
+/// refreshes them).
+async fn refresh_coverage(node: Arc<Node>, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = node.coverage().await {
+            tracing::warn!(error = %e, "computing coverage failed; will retry");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(COVERAGE_INTERVAL) => {}
             _ = shutdown.cancelled() => return,
         }
     }

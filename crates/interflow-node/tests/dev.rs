@@ -106,17 +106,20 @@ async fn dev_federation_runs_delivers_and_restarts_on_its_data() {
         let build = format!("interflow_build_info{{region=\"{}\"", n.region);
         assert!(text.contains(&build), "{url}: {text}");
     }
-    // The middle node has agreements with both neighbours: 5 samples from each reach it.
+    // The middle node is the home bureau of both neighbours: from each, 5 sample statuses and
+    // the residence notices (7 arrivals: the 5 people its statuses name, one who then departs,
+    // one not answered yet; and 1 departure) reach it.
+    const EXPECTED: u64 = 2 * (5 + 7 + 1);
     let before = eventually(
         Duration::from_secs(30),
         "sample records at the middle node",
         || async {
             let s = inbound_at(&fed, 1).await;
-            (s.records_inbound >= 10).then_some(s)
+            (s.records_inbound >= EXPECTED).then_some(s)
         },
     )
     .await;
-    assert_eq!(before.records_inbound, 10);
+    assert_eq!(before.records_inbound, EXPECTED);
     interrupt(dev);
 
     let (dev, out) = start(&dir);

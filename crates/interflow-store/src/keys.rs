@@ -96,6 +96,8 @@ pub fn kind_byte(k: Kind) -> u8 {
     match k {
         Kind::Pregnancy => 1,
         Kind::Contraception => 2,
+        // Residence notices (schema 2 still: a v2 store holds none, so nothing to migrate).
+        Kind::Residence => 3,
     }
 }
 

@@ -29,7 +29,7 @@
 //! | `i` | record id(32) | channel(12) seq(8) |
 //! | `c` | channel(12) | durable channel state: `0x02` + postcard (head, integrity figures, acked, stop) |
 //! | `d` | channel(12) | delivery advice: `0x02` + postcard (attempts, last error, next retry); not fsynced |
-//! | `s` | HMAC-SHA256(index key derived from the master key, subject ref)(32) kind(1) observed day(4, BE, sign-flipped) id(32) | channel(12) seq(8) |
+//! | `s` | HMAC-SHA256(index key derived from the master key, subject ref)(32) kind(1: `1` pregnancy, `2` contraception, `3` residence) observed day(4, BE, sign-flipped; a residence notice's is the first day of its month) id(32) | channel(12) seq(8) |
 //! | `j` | idempotency digest(32) (never the key) | record id(32) content hash(32) |
 //! | `e` | channel(12) seq(8) id(32) | an equivocating record, sealed as under `r` |
 //! | `x` | channel(12) | latest verified `SignedReceipt` bytes for an outbound channel |
@@ -48,6 +48,13 @@
 //! records of a period erased earlier lose their body in `r` at once (stub), but sled's old
 //! segments may keep their ciphertext, readable with the master key until the period's key
 //! goes, at most one month later.
+//!
+//! Residence notices (a third record kind) are stored like the other records, under the
+//! prefixes above with kind byte `3` in `s`; no new prefix and no new schema: a schema-2
+//! store written before them holds none, so nothing needs migrating. What status follows
+//! residence needs (the latest notice, whether a status arrived after a departure, the
+//! coverage counts) the node derives from a subject's records (`s`) and the inbox's arrival
+//! times (`n`); nothing of it is stored.
 
 mod anchor;
 mod audit;

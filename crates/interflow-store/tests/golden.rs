@@ -366,3 +366,34 @@ fn a_version_1_store_migrates_and_its_audit_chain_still_verifies() {
     assert_eq!(s.reports(10).unwrap().len(), 2);
     assert!(s.verify_log(&|_| Some(vk)).unwrap().ok());
 }
+
+/// Residence notices came after schema 2 without a new schema: a v2 directory written before
+/// them holds none, takes them as it is (kind byte 3 in the subject index), finds them by
+/// subject and still verifies, before and after a reopen.
+#[test]
+fn a_version_2_directory_from_before_residence_notices_takes_them_without_migration() {
+    use interflow_core::payload::{Kind, Payload, ResidenceEvent, ResidenceNotice, YearMonth};
+    let (dir, s) = open_rich("v2");
+    let mut notice = fixtures::sample_record(0);
+    notice.payload = Payload::Residence(ResidenceNotice::new(
+        ResidenceEvent::Arrived,
+        YearMonth::new(2026, 5).unwrap(),
+    ));
+    s.append_outbound(&fixtures::key(1), &[notice]).unwrap();
+    let found = s
+        .current_status(&fixtures::subject(), Kind::Residence)
+        .unwrap()
+        .expect("the notice, by subject");
+    assert_eq!(found.seq(), 13);
+    // The status records of the same person are still found by their own kind.
+    assert!(
+        s.current_status(&fixtures::subject(), Kind::Contraception)
+            .unwrap()
+            .is_some()
+    );
+    drop(s);
+    let s = Store::open(dir.path(), test_options()).unwrap();
+    assert_eq!(s.channel_state(fixtures::a_to_b()).unwrap().head_seq, 13);
+    let report = s.verify_log(&key_of).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}

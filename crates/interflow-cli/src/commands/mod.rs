@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod channels;
+pub mod coverage;
 pub mod disclosure;
 pub mod inbox;
 pub mod lookup;
@@ -39,6 +40,7 @@ pub async fn run(
             emit(ctx, &record::record(conn, id, &why).await?)
         }
         NodeCommand::Stats => emit(ctx, &stats::stats(conn).await?),
+        NodeCommand::Coverage => emit(ctx, &coverage::coverage(conn).await?),
         NodeCommand::Lookup { id, why } => {
             let why = Why::required("lookup", why)?;
             let id = national_id("lookup", id, ctx.stdin)?;

@@ -28,6 +28,22 @@ pub struct PendingReport {
     pub held_too_long_channels: usize,
     /// Worst first: oldest pending record first, then larger backlog; idle channels last.
     pub channels: Vec<PendingRow>,
+    /// The home bureau's worklist: per agreement, arrivals registered by the peer (where the
+    /// people now live) that no status has answered yet. Counts only.
+    pub worklist: Vec<WorklistRow>,
+    /// Worklist rows whose oldest unanswered arrival is older than `max_age_secs`.
+    pub late_worklists: usize,
+}
+
+/// Unanswered arrivals from one peer under one agreement.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WorklistRow {
+    pub agreement_id: String,
+    pub peer: String,
+    pub unanswered: u64,
+    pub oldest_age_secs: u64,
+    /// The oldest is older than `max_age_secs`.
+    pub late: bool,
 }
 
 /// One outbound channel.
@@ -109,7 +125,45 @@ pub fn build(resp: pb::ListPendingResponse, max_age: Duration) -> PendingReport 
         stuck_channels,
         held_too_long_channels,
         channels,
+        worklist: Vec::new(),
+        late_worklists: 0,
     }
+}
+
+/// Adds the worklist from an `Admin.Coverage` answer (its home rows, summed per agreement) and
+/// judges it against `max_age`.
+pub fn with_worklist(
+    mut report: PendingReport,
+    coverage: pb::CoverageResponse,
+    max_age: Duration,
+) -> PendingReport {
+    let mut rows: Vec<WorklistRow> = Vec::new();
+    for r in coverage.rows {
+        if r.role != pb::CoverageRole::Home as i32 || r.unanswered == 0 {
+            continue;
+        }
+        match rows.iter_mut().find(|w| w.agreement_id == r.agreement_id) {
+            Some(w) => {
+                w.unanswered += r.unanswered;
+                w.oldest_age_secs = w.oldest_age_secs.max(r.oldest_unanswered_age_secs);
+            }
+            None => rows.push(WorklistRow {
+                agreement_id: r.agreement_id,
+                peer: r.peer,
+                unanswered: r.unanswered,
+                oldest_age_secs: r.oldest_unanswered_age_secs,
+                late: false,
+            }),
+        }
+    }
+    for w in &mut rows {
+        w.late = Duration::from_secs(w.oldest_age_secs) > max_age;
+    }
+    rows.sort_by_key(|w| std::cmp::Reverse(w.oldest_age_secs));
+    report.late_worklists = rows.iter().filter(|w| w.late).count();
+    report.ok = report.ok && report.late_worklists == 0;
+    report.worklist = rows;
+    report
 }
 
 /// Calls `Admin.ListPending` and judges the answer against `max_age`.
@@ -120,14 +174,34 @@ pub async fn fetch(conn: &Connection, max_age: Duration) -> anyhow::Result<Pendi
             conn.admin().list_pending(pb::ListPendingRequest {}),
         )
         .await?;
-    Ok(build(resp, max_age))
+    let coverage = conn
+        .unary(
+            "Admin.Coverage",
+            conn.admin().coverage(pb::CoverageRequest {}),
+        )
+        .await?;
+    Ok(with_worklist(build(resp, max_age), coverage, max_age))
 }
 
 impl Report for PendingReport {
     fn human(&self) -> String {
         let max = human::format_age(Duration::from_secs(self.max_age_secs));
+        let worklist: String = self
+            .worklist
+            .iter()
+            .map(|w| {
+                format!(
+                    "{}worklist: {} from {} ({}) unanswered, oldest {}\n",
+                    if w.late { "LATE " } else { "" },
+                    human::count(w.unanswered, "arrival"),
+                    w.peer,
+                    w.agreement_id,
+                    human::format_age(Duration::from_secs(w.oldest_age_secs)),
+                )
+            })
+            .collect();
         if self.channels.is_empty() {
-            return "no outbound channels yet: nothing pending\n".into();
+            return format!("no outbound channels yet: nothing pending\n{worklist}");
         }
         let mut t = human::table(&[
             "STATUS",
@@ -217,7 +291,7 @@ impl Report for PendingReport {
             format!("; {verdict}")
         };
         format!(
-            "{t}\n{} pending{verdict} (node time {})\n{held}",
+            "{t}\n{} pending{verdict} (node time {})\n{held}{worklist}",
             human::count(pending, "record"),
             self.now
         )
@@ -365,5 +439,43 @@ mod tests {
         assert!(r.ok && r.channels[0].held && !r.channels[0].held_too_long);
         assert_eq!(r.outcome().exit_code(), 0);
         assert!(r.human().contains("held"), "{}", r.human());
+    }
+
+    #[test]
+    fn unanswered_arrivals_older_than_max_age_fail_the_check() {
+        let row = |agreement: &str, role: pb::CoverageRole, unanswered, age| pb::CoverageRow {
+            agreement_id: agreement.into(),
+            peer: "440305".into(),
+            role: role as i32,
+            unanswered,
+            oldest_unanswered_age_secs: age,
+            ..Default::default()
+        };
+        let coverage = pb::CoverageResponse {
+            rows: vec![
+                row("agr-1", pb::CoverageRole::Home, 2, 600),
+                row("agr-1", pb::CoverageRole::Home, 1, 7_200),
+                row("agr-2", pb::CoverageRole::Home, 0, 0),
+                // Residence rows are not the home bureau's worklist.
+                row("agr-3", pb::CoverageRole::Residence, 5, 90_000),
+            ],
+            status_after_departure: 0,
+        };
+        let hour = Duration::from_secs(3600);
+        let r = with_worklist(build(resp(vec![]), hour), coverage.clone(), hour);
+        assert_eq!(r.worklist.len(), 1, "{r:?}");
+        assert_eq!(
+            (r.worklist[0].unanswered, r.worklist[0].oldest_age_secs),
+            (3, 7_200)
+        );
+        assert!(r.worklist[0].late && !r.ok && r.late_worklists == 1);
+        assert!(
+            r.human()
+                .contains("LATE worklist: 3 arrivals from 440305 (agr-1)"),
+            "{}",
+            r.human()
+        );
+        let r = with_worklist(build(resp(vec![]), 3 * hour), coverage, 3 * hour);
+        assert!(r.ok && r.late_worklists == 0 && !r.worklist[0].late);
     }
 }

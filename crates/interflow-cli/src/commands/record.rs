@@ -149,6 +149,10 @@ fn payload_rows(p: &PayloadView, row: &mut dyn FnMut(&str, String)) {
             row("observed on", opt(observed_on));
             row("service point", service_point.clone());
         }
+        PayloadView::Residence { event, month } => {
+            row("residence", (*event).to_owned());
+            row("month", opt(month));
+        }
         PayloadView::Retraction { retracted_kind } => {
             row("retracts", format!("a {retracted_kind} record"));
         }

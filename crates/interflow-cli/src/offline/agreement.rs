@@ -65,8 +65,20 @@ pub struct AgreementToml {
     pub id: String,
     pub party_a: String,
     pub party_b: String,
-    /// `pregnancy` and/or `contraception`.
+    /// Kinds covered both ways: `pregnancy` and/or `contraception` (never `residence`).
+    #[serde(default)]
     pub kinds: Vec<String>,
+    /// Kinds only `party_a` sends to `party_b`, e.g. `residence` when `party_a` is the bureau
+    /// where people now live and `party_b` their home bureau.
+    #[serde(default)]
+    pub kinds_a_to_b: Vec<String>,
+    /// Kinds only `party_b` sends to `party_a`.
+    #[serde(default)]
+    pub kinds_b_to_a: Vec<String>,
+    /// Status follows residence: status goes to the residence bureau only while its latest
+    /// notice for the person is `arrived`.
+    #[serde(default)]
+    pub status_follows_residence: bool,
     /// RFC 3339, as a TOML datetime or a string.
     pub valid_from: toml::Value,
     pub valid_until: toml::Value,
@@ -95,6 +107,23 @@ fn instant_ms(field: &str, v: &toml::Value) -> anyhow::Result<i64> {
     Ok(t.timestamp_millis())
 }
 
+fn kind_list(field: &str, names: &[String]) -> anyhow::Result<Vec<Kind>> {
+    let mut kinds: Vec<Kind> = Vec::new();
+    for k in names {
+        let kind: Kind = k.parse().with_context(|| format!("`{field}`"))?;
+        ensure!(!kinds.contains(&kind), "`{field}` lists `{kind}` twice");
+        kinds.push(kind);
+    }
+    Ok(kinds)
+}
+
+fn wire_kinds(kinds: Vec<Kind>) -> Vec<i32> {
+    kinds
+        .into_iter()
+        .map(|k| pb::RecordKind::from(k) as i32)
+        .collect()
+}
+
 /// Checks the authored fields and builds the body the parties will sign.
 pub fn body_from_toml(text: &str) -> anyhow::Result<pb::AgreementBody> {
     let a: AgreementToml = toml::from_str(text).context("parsing the agreement TOML")?;
@@ -115,15 +144,22 @@ pub fn body_from_toml(text: &str) -> anyhow::Result<pb::AgreementBody> {
         .parse()
         .with_context(|| format!("`party_b` = `{}`", a.party_b))?;
     ensure!(party_a != party_b, "`party_b` must differ from `party_a`");
-    let mut kinds: Vec<Kind> = Vec::new();
-    for k in &a.kinds {
-        let kind: Kind = k.parse().with_context(|| "`kinds`".to_owned())?;
-        ensure!(!kinds.contains(&kind), "`kinds` lists `{kind}` twice");
-        kinds.push(kind);
-    }
+    let kinds = kind_list("kinds", &a.kinds)?;
+    let kinds_a_to_b = kind_list("kinds_a_to_b", &a.kinds_a_to_b)?;
+    let kinds_b_to_a = kind_list("kinds_b_to_a", &a.kinds_b_to_a)?;
     ensure!(
-        !kinds.is_empty(),
-        "`kinds` must list at least one of `pregnancy`, `contraception`"
+        !(kinds.is_empty() && kinds_a_to_b.is_empty() && kinds_b_to_a.is_empty()),
+        "`kinds` must list at least one of `pregnancy`, `contraception` (or name kinds per direction in `kinds_a_to_b` / `kinds_b_to_a`)"
+    );
+    ensure!(
+        !kinds.contains(&Kind::Residence),
+        "`kinds` may not list `residence`: it goes one way, from the residence bureau to the home bureau; name it in `kinds_a_to_b` or `kinds_b_to_a`"
+    );
+    ensure!(
+        !a.status_follows_residence
+            || kinds_a_to_b.contains(&Kind::Residence)
+            || kinds_b_to_a.contains(&Kind::Residence),
+        "`status_follows_residence` needs `residence` in `kinds_a_to_b` or `kinds_b_to_a`"
     );
     let valid_from_ms = instant_ms("valid_from", &a.valid_from)?;
     let valid_until_ms = instant_ms("valid_until", &a.valid_until)?;
@@ -159,10 +195,10 @@ pub fn body_from_toml(text: &str) -> anyhow::Result<pb::AgreementBody> {
         agreement_id: a.id,
         party_a: party_a.to_string(),
         party_b: party_b.to_string(),
-        kinds: kinds
-            .into_iter()
-            .map(|k| pb::RecordKind::from(k) as i32)
-            .collect(),
+        kinds: wire_kinds(kinds),
+        kinds_a_to_b: wire_kinds(kinds_a_to_b),
+        kinds_b_to_a: wire_kinds(kinds_b_to_a),
+        status_follows_residence: a.status_follows_residence,
         valid_from_ms,
         valid_until_ms,
         legal_basis: legal_basis as i32,
@@ -252,7 +288,12 @@ pub struct AgreementView {
     pub agreement_id: String,
     pub party_a: String,
     pub party_b: String,
+    /// Kinds both ways.
     pub kinds: Vec<&'static str>,
+    /// Kinds only party A sends to party B (e.g. `residence`: A is where people live).
+    pub kinds_a_to_b: Vec<&'static str>,
+    pub kinds_b_to_a: Vec<&'static str>,
+    pub status_follows_residence: bool,
     pub valid_from: String,
     pub valid_until: String,
     /// `statutory_duty` or `consent`.
@@ -345,6 +386,17 @@ pub fn view(
             .iter()
             .map(|k| crate::names::kind_name(*k))
             .collect(),
+        kinds_a_to_b: body
+            .kinds_a_to_b
+            .iter()
+            .map(|k| crate::names::kind_name(*k))
+            .collect(),
+        kinds_b_to_a: body
+            .kinds_b_to_a
+            .iter()
+            .map(|k| crate::names::kind_name(*k))
+            .collect(),
+        status_follows_residence: body.status_follows_residence,
         valid_from: crate::human::instant(body.valid_from_ms),
         valid_until: crate::human::instant(body.valid_until_ms),
         legal_basis: match pb::LegalBasisKind::try_from(body.legal_basis) {
@@ -379,6 +431,15 @@ impl Report for AgreementView {
         row("id", self.agreement_id.clone());
         row("parties", format!("{} and {}", self.party_a, self.party_b));
         row("kinds", self.kinds.join(", "));
+        if !self.kinds_a_to_b.is_empty() {
+            row("kinds a → b", self.kinds_a_to_b.join(", "));
+        }
+        if !self.kinds_b_to_a.is_empty() {
+            row("kinds b → a", self.kinds_b_to_a.join(", "));
+        }
+        if self.status_follows_residence {
+            row("status follows residence", "yes".into());
+        }
         row(
             "valid",
             format!("from {} until {}", self.valid_from, self.valid_until),

@@ -563,3 +563,67 @@ fn interflow_node_free_id() -> String {
         .sum();
     format!("{body}{}", b"10X98765432"[(sum % 11) as usize] as char)
 }
+
+/// Residence rows go in through `submit` like any other; `coverage` at the home bureau counts
+/// the arrivals and `pending` shows them as its worklist, counts only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn residence_rows_show_in_coverage_and_the_pending_worklist() {
+    let c = TestCluster::start_residence(3).await;
+    // Node 1 is the home bureau of node 2, where the people now live.
+    let home = c.region(1).to_string();
+    let person = interflow_node_free_id();
+    let csv = c.dir.path().join("residence.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "idempotency_key,destination,national_id,kind,event,month\n\
+             res-1,{home},{person},residence,arrived,2025-06\n\
+             res-2,{home},11010519491231002X,residence,arrived,2025-07\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = ctl(args(&c, 2, &["submit", "--file", p(&csv), "--json"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["stored"], 2, "{report}");
+    let to_home = ChannelId::new(c.region(2), c.region(1));
+    let node = c.node(1).clone();
+    eventually(
+        Duration::from_secs(10),
+        "the arrivals to reach home",
+        || {
+            let n = node.clone();
+            async move { (n.store.head(to_home).0 == 2).then_some(()) }
+        },
+    )
+    .await;
+
+    let (code, out, err) = ctl(args(&c, 1, &["--json", "coverage"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "one row per month of arrival: {v}");
+    for r in rows {
+        assert_eq!(r["role"], "home", "{v}");
+        assert_eq!(r["peer"], c.region(2).as_str(), "{v}");
+        assert_eq!(
+            (r["arrivals"].as_u64(), r["unanswered"].as_u64()),
+            (Some(1), Some(1)),
+            "{v}"
+        );
+    }
+    assert!(!out.contains(&person), "{out}");
+    let (code, out, _) = ctl(args(&c, 1, &["coverage"])).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("UNANSWERED") && out.contains("2025-06"),
+        "{out}"
+    );
+
+    let (code, out, err) = ctl(args(&c, 1, &["--json", "pending", "--max-age", "1h"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["worklist"][0]["unanswered"], 2, "{v}");
+    assert_eq!(v["late_worklists"], 0, "{v}");
+    c.shutdown().await;
+}

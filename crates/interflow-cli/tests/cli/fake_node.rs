@@ -204,6 +204,14 @@ impl Admin for FakeAdmin {
         Err(unused("Stats"))
     }
 
+    /// No agreement with residence notices: an empty worklist for `pending`.
+    async fn coverage(
+        &self,
+        _: Request<pb::CoverageRequest>,
+    ) -> Result<Response<pb::CoverageResponse>, Status> {
+        Ok(Response::new(pb::CoverageResponse::default()))
+    }
+
     async fn disclosure(
         &self,
         _: Request<pb::DisclosureRequest>,

@@ -44,6 +44,7 @@ mod contraception;
 mod error;
 mod fields;
 mod pregnancy;
+mod residence;
 #[cfg(test)]
 mod tests;
 
@@ -51,14 +52,16 @@ pub use contraception::{ContraceptionMethod, ContraceptionStatus};
 pub use error::{PayloadError, PayloadReason, UnknownName};
 pub use fields::{ServicePoint, YearMonth};
 pub use pregnancy::{MAX_MONTHS_TO_DELIVERY, MAX_PRENATAL_VISITS, PregnancyState, PregnancyStatus};
+pub use residence::{ResidenceEvent, ResidenceNotice};
 
 use error::{known, unspecified};
 
-/// The kinds of status record an agreement can cover.
+/// The kinds of record an agreement can cover: two status kinds and residence notices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Pregnancy,
     Contraception,
+    Residence,
 }
 
 /// Why a wire value or a name is not a record kind.
@@ -68,18 +71,26 @@ pub enum KindError {
     Unspecified,
     #[error("record kind `{value}` is unknown")]
     Unknown { value: i32 },
-    #[error("record kind `{name}` is unknown, expected `pregnancy` or `contraception`")]
+    #[error(
+        "record kind `{name}` is unknown, expected `pregnancy`, `contraception` or `residence`"
+    )]
     UnknownName { name: String },
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Pregnancy, Kind::Contraception];
+    pub const ALL: [Kind; 3] = [Kind::Pregnancy, Kind::Contraception, Kind::Residence];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Pregnancy => "pregnancy",
             Kind::Contraception => "contraception",
+            Kind::Residence => "residence",
         }
+    }
+
+    /// A status kind (pregnancy, contraception), as opposed to a residence notice.
+    pub fn is_status(self) -> bool {
+        !matches!(self, Kind::Residence)
     }
 }
 
@@ -88,6 +99,7 @@ impl From<Kind> for pb::RecordKind {
         match kind {
             Kind::Pregnancy => pb::RecordKind::PregnancyStatus,
             Kind::Contraception => pb::RecordKind::ContraceptionStatus,
+            Kind::Residence => pb::RecordKind::Residence,
         }
     }
 }
@@ -100,6 +112,7 @@ impl TryFrom<pb::RecordKind> for Kind {
             pb::RecordKind::Unspecified => Err(KindError::Unspecified),
             pb::RecordKind::PregnancyStatus => Ok(Kind::Pregnancy),
             pb::RecordKind::ContraceptionStatus => Ok(Kind::Contraception),
+            pb::RecordKind::Residence => Ok(Kind::Residence),
         }
     }
 }
@@ -140,6 +153,7 @@ impl FromStr for Kind {
 pub enum Payload {
     Pregnancy(PregnancyStatus),
     Contraception(ContraceptionStatus),
+    Residence(ResidenceNotice),
     Retraction(Kind),
 }
 
@@ -175,6 +189,7 @@ impl Payload {
         match self {
             Payload::Pregnancy(_) => Kind::Pregnancy,
             Payload::Contraception(_) => Kind::Contraception,
+            Payload::Residence(_) => Kind::Residence,
             Payload::Retraction(kind) => *kind,
         }
     }
@@ -186,7 +201,7 @@ impl Payload {
         match self {
             Payload::Pregnancy(p) => p.coarsen_to_months(),
             Payload::Contraception(c) => c.coarsen_to_months(),
-            Payload::Retraction(_) => {}
+            Payload::Residence(_) | Payload::Retraction(_) => {}
         }
     }
 
@@ -196,15 +211,17 @@ impl Payload {
         match self {
             Payload::Pregnancy(p) => p.in_months(),
             Payload::Contraception(c) => c.in_months(),
-            Payload::Retraction(_) => true,
+            Payload::Residence(_) | Payload::Retraction(_) => true,
         }
     }
 
-    /// The date the status was observed; `None` for a retraction.
+    /// The date the status was observed (for a residence notice, the first day of its month);
+    /// `None` for a retraction.
     pub fn observed_on(&self) -> Option<NaiveDate> {
         match self {
             Payload::Pregnancy(p) => Some(p.observed_on()),
             Payload::Contraception(c) => Some(c.observed_on()),
+            Payload::Residence(r) => Some(r.month().first_day()),
             Payload::Retraction(_) => None,
         }
     }
@@ -226,6 +243,7 @@ impl Payload {
         match self {
             Payload::Pregnancy(p) => p.validate(latest),
             Payload::Contraception(c) => c.validate(latest),
+            Payload::Residence(r) => r.validate(latest),
             Payload::Retraction(_) if !supersedes_present => Err(PayloadError::new(
                 "supersedes",
                 PayloadReason::RequiredWhen {
@@ -252,7 +270,7 @@ fn retraction(kind: Kind) -> pb::Retraction {
     }
 }
 
-/// Both oneofs have the same three arms; one macro keeps their conversions from drifting apart.
+/// Both oneofs have the same four arms; one macro keeps their conversions from drifting apart.
 macro_rules! oneof_conversions {
     ($oneof:ty) => {
         impl TryFrom<$oneof> for Payload {
@@ -265,6 +283,7 @@ macro_rules! oneof_conversions {
                     P::Contraception(c) => {
                         ContraceptionStatus::try_from(c).map(Payload::Contraception)
                     }
+                    P::Residence(r) => ResidenceNotice::try_from(r).map(Payload::Residence),
                     P::Retraction(r) => retraction_kind(r).map(Payload::Retraction),
                 }
             }
@@ -278,6 +297,7 @@ macro_rules! oneof_conversions {
                 match payload {
                     Payload::Pregnancy(p) => P::Pregnancy(p.into()),
                     Payload::Contraception(c) => P::Contraception(c.into()),
+                    Payload::Residence(r) => P::Residence(r.into()),
                     Payload::Retraction(kind) => P::Retraction(retraction(*kind)),
                 }
             }

@@ -195,7 +195,7 @@ fn retractions_of_unknown_kinds_and_missing_payloads_are_refused() {
     use pb::submission::Payload as Sub;
     let cases: &[(i32, PayloadReason)] = &[
         (0, PayloadReason::Unspecified),
-        (3, PayloadReason::UnknownValue { value: 3 }),
+        (4, PayloadReason::UnknownValue { value: 4 }),
         (-7, PayloadReason::UnknownValue { value: -7 }),
     ];
     for (kind, reason) in cases {
@@ -527,4 +527,53 @@ fn coarse_dates_keep_the_month_and_the_order_of_the_dates() {
         Some("2026-05-01")
     );
     assert_eq!(payload.validate(&RULES, false), Ok(()));
+}
+
+#[test]
+fn residence_notices_are_an_event_and_a_month_not_in_the_future() {
+    use pb::record_body::Payload as R;
+    let month = |year, month| Some(pb::YearMonth { year, month });
+    let notice = pb::ResidenceNotice {
+        event: pb::ResidenceEvent::Arrived as i32,
+        month: month(2026, 3),
+    };
+    let p = Payload::from_record(Some(R::Residence(notice))).unwrap();
+    assert_eq!(p.kind(), Kind::Residence);
+    assert_eq!(R::from(&p), R::Residence(notice));
+    let rules = ValidationRules {
+        now_ms: 1_775_000_000_000, // 2026-03-31
+        max_future_skew_ms: 0,
+    };
+    assert_eq!(p.validate(&rules, false), Ok(()));
+    let later = pb::ResidenceNotice {
+        month: month(2026, 5),
+        ..notice
+    };
+    let p = Payload::from_record(Some(R::Residence(later))).unwrap();
+    assert_eq!(
+        p.validate(&rules, false),
+        Err(PayloadError::new(
+            "residence.month",
+            PayloadReason::InFuture
+        ))
+    );
+    let unspecified = pb::ResidenceNotice { event: 0, ..notice };
+    assert_eq!(
+        Payload::from_record(Some(R::Residence(unspecified))),
+        Err(PayloadError::new(
+            "residence.event",
+            PayloadReason::Unspecified
+        ))
+    );
+    let bad_month = pb::ResidenceNotice {
+        month: month(2026, 13),
+        ..notice
+    };
+    assert_eq!(
+        Payload::from_record(Some(R::Residence(bad_month))),
+        Err(PayloadError::new(
+            "residence.month",
+            PayloadReason::NotRealMonth
+        ))
+    );
 }

@@ -231,6 +231,15 @@ fn csv_row(e: &ExportItem) -> Vec<String> {
                 ..PayloadCols::default()
             },
         ),
+        // A residence notice: its event (`arrived`/`departed`) in `state`, its month in `event`.
+        Some(PayloadView::Residence { event, month }) => (
+            "residence",
+            PayloadCols {
+                state: (*event).to_owned(),
+                event: o(month),
+                ..PayloadCols::default()
+            },
+        ),
         Some(PayloadView::Retraction { retracted_kind }) => (
             "retraction",
             PayloadCols {

@@ -203,6 +203,9 @@ pub fn bundle(items: &[pb::InboxItem], withdrawn: &HashSet<Vec<u8>>, now_ms: i64
             // be invalid or bring back to the hospital's systems data the agreement said to
             // forget.
             None => {}
+            // A residence notice is not a clinical observation: the FHIR export leaves it to
+            // the worklist (`inbox --kind residence`).
+            Some(Payload::Residence(_)) => {}
             Some(Payload::Pregnancy(p)) => {
                 let mut o = observation(it, status, &PREGNANCY_STATUS, "");
                 let state = pb::PregnancyState::try_from(p.state).unwrap_or_default();
@@ -320,6 +323,7 @@ mod tests {
             erased: false,
             arrived_at_ms: 1_780_272_001_000,
             payload: Some(payload),
+            after_departure: false,
         }
     }
 

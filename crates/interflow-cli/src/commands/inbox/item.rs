@@ -27,6 +27,9 @@ pub struct ItemView {
     pub supersedes: Option<String>,
     pub current: bool,
     pub erased: bool,
+    /// A status that arrived after this node had sent the person's departure to its origin:
+    /// kept, never current.
+    pub after_departure: bool,
     pub arrived_at: String,
     pub arrived_at_ms: i64,
     /// `null` when erased.
@@ -51,6 +54,7 @@ impl ItemView {
             supersedes: (!it.supersedes.is_empty()).then(|| hex::encode(&it.supersedes)),
             current: it.current,
             erased: it.erased,
+            after_departure: it.after_departure,
             arrived_at: human::instant(it.arrived_at_ms),
             arrived_at_ms: it.arrived_at_ms,
             payload,
@@ -87,6 +91,9 @@ impl ItemView {
     /// One line for `follow`.
     pub fn line(&self) -> String {
         let mut flags = Vec::new();
+        if self.after_departure {
+            flags.push("after departure");
+        }
         if !self.current && !self.erased {
             flags.push("not current");
         }

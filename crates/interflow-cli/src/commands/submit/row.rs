@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::names;
 
 /// Every column a submission file may have, in the documented order.
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 16] = [
     "idempotency_key",
     "destination",
     "national_id",
@@ -34,6 +34,8 @@ pub const COLUMNS: [&str; 14] = [
     "service_point",
     "supersedes",
     "retracted_kind",
+    "event",
+    "month",
 ];
 
 /// Columns a CSV header must have.
@@ -150,6 +152,7 @@ const PREGNANCY_COLUMNS: [&str; 6] = [
 ];
 const CONTRACEPTION_COLUMNS: [&str; 4] = ["method", "since", "observed_on", "service_point"];
 const RETRACTION_COLUMNS: [&str; 1] = ["retracted_kind"];
+const RESIDENCE_COLUMNS: [&str; 2] = ["event", "month"];
 /// The payload columns: every column but the envelope (the required ones and `supersedes`).
 fn payload_columns() -> impl Iterator<Item = &'static str> {
     COLUMNS
@@ -210,12 +213,13 @@ pub fn parse_row(
         "pregnancy" => &PREGNANCY_COLUMNS,
         "contraception" => &CONTRACEPTION_COLUMNS,
         "retraction" => &RETRACTION_COLUMNS,
+        "residence" => &RESIDENCE_COLUMNS,
         "" => return Err(err("kind", "invalid_payload", "is missing")),
         _ => {
             return Err(err(
                 "kind",
                 "invalid_payload",
-                "must be pregnancy, contraception or retraction",
+                "must be pregnancy, contraception, residence or retraction",
             ));
         }
     };
@@ -298,20 +302,42 @@ pub fn parse_row(
                 service_point: text_or_missing("service_point")?,
             })
         }
+        "residence" => {
+            let event = match f.get("event") {
+                "arrived" => pb::ResidenceEvent::Arrived,
+                "departed" => pb::ResidenceEvent::Departed,
+                "" => return Err(err("event", "invalid_payload", "is missing")),
+                _ => {
+                    return Err(err(
+                        "event",
+                        "invalid_payload",
+                        "must be arrived or departed",
+                    ));
+                }
+            };
+            let month = match f.get("month") {
+                "" => return Err(err("month", "invalid_payload", "is missing")),
+                s => parse_month(s).map_err(|r| err("month", "invalid_payload", r))?,
+            };
+            P::Residence(pb::ResidenceNotice {
+                event: event as i32,
+                month: Some(month),
+            })
+        }
         _ => {
             let retracted = match f.get("retracted_kind") {
                 "" => {
                     return Err(err(
                         "retracted_kind",
                         "invalid_payload",
-                        "is required for a retraction: the kind of the record it withdraws (pregnancy or contraception)",
+                        "is required for a retraction: the kind of the record it withdraws (pregnancy, contraception or residence)",
                     ));
                 }
                 s => names::kind_of(s).ok_or_else(|| {
                     err(
                         "retracted_kind",
                         "invalid_payload",
-                        "must be pregnancy or contraception",
+                        "must be pregnancy, contraception or residence",
                     )
                 })?,
             };

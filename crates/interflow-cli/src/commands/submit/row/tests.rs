@@ -170,7 +170,7 @@ fn each_kind_of_bad_row_names_its_field() {
             preg(&[("kind", "birth")]),
             "kind",
             "invalid_payload",
-            "pregnancy, contraception or retraction",
+            "pregnancy, contraception, residence or retraction",
         ),
         (
             preg(&[("state", "expecting")]),
@@ -341,4 +341,61 @@ fn node_field_paths_map_to_columns() {
     assert_eq!(column_of("retraction.kind"), "retracted_kind");
     assert_eq!(column_of("destination"), "destination");
     assert_eq!(column_of("payload"), "kind");
+}
+
+#[test]
+fn residence_rows_are_an_event_and_a_month() {
+    let row = |extra: &[(&'static str, &'static str)]| {
+        let mut f = Fields::from_pairs([
+            ("idempotency_key", "k-3"),
+            ("destination", "110105"),
+            ("national_id", ID),
+            ("kind", "residence"),
+            ("event", "arrived"),
+            ("month", "2026-05"),
+        ]);
+        for (k, v) in extra {
+            f.0.insert((*k).to_owned(), (*v).to_owned());
+        }
+        f
+    };
+    let s = parse_row(2, &row(&[]), &RULES).unwrap();
+    let Some(pb::submission::Payload::Residence(r)) = s.payload else {
+        panic!("not a residence notice: {:?}", s.payload)
+    };
+    assert_eq!(r.event, pb::ResidenceEvent::Arrived as i32);
+    assert_eq!(
+        r.month,
+        Some(pb::YearMonth {
+            year: 2026,
+            month: 5
+        })
+    );
+    type Extra = &'static [(&'static str, &'static str)];
+    let cases: &[(Extra, &str, &str)] = &[
+        (&[("event", "")], "event", "is missing"),
+        (
+            &[("event", "moved")],
+            "event",
+            "must be arrived or departed",
+        ),
+        (
+            &[("month", "2026-5")],
+            "month",
+            "must be a month as YYYY-MM",
+        ),
+        (&[("month", "2026-08")], "month", "is in the future"),
+        (
+            &[("method", "iud")],
+            "method",
+            "does not apply to kind `residence`; leave it empty",
+        ),
+    ];
+    for (extra, field, reason) in cases {
+        let (f, code, r) = fails(&row(extra));
+        assert_eq!(
+            (f.as_str(), code.as_str(), r.as_str()),
+            (*field, "invalid_payload", *reason)
+        );
+    }
 }
