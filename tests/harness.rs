@@ -444,6 +444,22 @@ impl TestCluster {
         interflow_core::keys::load_signing_key(&path).expect("signing key")
     }
 
+    /// Submits one item at node `i` and returns the id of the record it stored (panics, with
+    /// the answer, when the item was refused).
+    pub async fn submit_one(&self, i: usize, item: pb::Submission) -> Vec<u8> {
+        let resp = self
+            .intake(i)
+            .await
+            .submit(pb::SubmitRequest { items: vec![item] })
+            .await
+            .expect("submit")
+            .into_inner();
+        match resp.results.first().and_then(|r| r.outcome.clone()) {
+            Some(pb::submit_result::Outcome::RecordId(rid)) => rid,
+            _ => panic!("not stored: {resp:?}"),
+        }
+    }
+
     /// Waits until node `i` holds the record with id `id` (bytes as Intake returns them).
     pub async fn wait_for_record(
         &self,

@@ -398,16 +398,7 @@ async fn under_an_agreement_with_month_precision_records_carry_months_only() {
         other => panic!("unexpected payload {other:?}"),
     };
     assert_ne!(submitted_day, 1, "the sample must carry a day to drop");
-    let resp = c
-        .intake(0)
-        .await
-        .submit(pb::SubmitRequest { items: vec![item] })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(pb::submit_result::Outcome::RecordId(rid)) = resp.results[0].outcome.clone() else {
-        panic!("not stored: {resp:?}")
-    };
+    let rid = c.submit_one(0, item).await;
     // The receiver accepted it (its acceptance rule refuses finer dates under the agreement).
     c.wait_for_record(1, &rid).await;
     let got = c
@@ -462,16 +453,7 @@ async fn a_payload_marker_is_in_no_file_of_either_node_before_or_after_erasure()
     if let Some(pb::submission::Payload::Contraception(s)) = item.payload.as_mut() {
         s.service_point = MARKER.into();
     }
-    let resp = c
-        .intake(0)
-        .await
-        .submit(pb::SubmitRequest { items: vec![item] })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(pb::submit_result::Outcome::RecordId(rid)) = resp.results[0].outcome.clone() else {
-        panic!("not stored: {resp:?}")
-    };
+    let rid = c.submit_one(0, item).await;
     c.wait_for_record(1, &rid).await;
     let get = |i: usize| {
         let rid = rid.clone();
