@@ -170,6 +170,53 @@ async fn status_follows_residence_from_arrival_to_departure_and_on_to_the_next_b
         earlier.current,
         "the status from before the departure stays current"
     );
+    // Matching P's ID at B gives the same current status, not the one after departure.
+    let matched = c
+        .inbox(B)
+        .await
+        .r#match(tokio_stream::iter(vec![pb::MatchRequest {
+            purpose: pb::Purpose::ServiceContinuity as i32,
+            national_ids: vec![synthetic_id(P)],
+            case_ref: String::new(),
+        }]))
+        .await
+        .expect("match")
+        .into_inner();
+    let current: Vec<Vec<u8>> = matched
+        .matches
+        .iter()
+        .flat_map(|m| &m.statuses)
+        .filter(|st| st.kind == pb::RecordKind::ContraceptionStatus as i32)
+        .filter_map(|st| st.current.as_ref().map(|it| it.record_id.clone()))
+        .collect();
+    assert_eq!(
+        current,
+        vec![first.clone()],
+        "Match skips the record after departure"
+    );
+    let looked_up = c
+        .admin(B)
+        .await
+        .lookup(pb::LookupRequest {
+            national_id: synthetic_id(P),
+            purpose: pb::Purpose::ServiceContinuity as i32,
+            case_ref: String::new(),
+        })
+        .await
+        .expect("lookup")
+        .into_inner();
+    let current: Vec<Vec<u8>> = looked_up
+        .current
+        .iter()
+        .filter(|st| st.kind == pb::RecordKind::ContraceptionStatus as i32)
+        .filter_map(|st| st.current.as_ref())
+        .map(|r| {
+            interflow_core::record::RecordId::of_body(&r.body)
+                .0
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(current, vec![first.clone()], "so does Lookup");
     let counted = c
         .admin(B)
         .await

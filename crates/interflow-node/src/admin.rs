@@ -404,8 +404,12 @@ impl AdminService {
                 let mut current = Vec::new();
                 let mut timeline = Vec::new();
                 for (agreement, peer, subject) in refs {
+                    let records = store.subject_records(&subject)?;
                     for kind in Kind::ALL {
-                        if let Some(r) = store.current_status(&subject, kind)? {
+                        // A status that crossed our DEPARTED notice is kept but never current.
+                        if let Some(r) =
+                            crate::residence::current_excluding_after_departure(&records, kind)
+                        {
                             current.push(pb::SubjectStatus {
                                 agreement_id: agreement.clone(),
                                 peer: peer.to_string(),
@@ -414,7 +418,7 @@ impl AdminService {
                             });
                         }
                     }
-                    timeline.extend(store.subject_records(&subject)?);
+                    timeline.extend(records);
                 }
                 timeline.sort_by_key(|r| (r.payload().observed_on(), r.issued_at_ms()));
                 Ok(pb::LookupResponse {

@@ -313,10 +313,13 @@ impl InboxService {
             .call(move |s| {
                 let mut out: Vec<pb::MatchResult> = Vec::new();
                 for (index, agreement, peer, subject) in refs {
-                    let inbound: Vec<DecodedRecord> = s
-                        .subject_records(&subject)?
-                        .into_iter()
+                    // All of the subject's records, ours too: a status after our DEPARTED
+                    // notice is never current (its issue time stands in for its arrival).
+                    let all = s.subject_records(&subject)?;
+                    let inbound: Vec<DecodedRecord> = all
+                        .iter()
                         .filter(|r| r.channel() == ChannelId::new(peer, me))
+                        .cloned()
                         .collect();
                     if inbound.is_empty() {
                         continue;
@@ -325,7 +328,10 @@ impl InboxService {
                     for kind in Kind::ALL {
                         let of_kind: Vec<_> = inbound
                             .iter()
-                            .filter(|r| r.kind() == kind)
+                            .filter(|r| {
+                                r.kind() == kind
+                                    && !residence::after_departure(&all, r, r.issued_at_ms())
+                            })
                             .cloned()
                             .collect();
                         if let Some(c) = current_of(of_kind) {
