@@ -101,10 +101,13 @@ async fn status_follows_residence_from_arrival_to_departure_and_on_to_the_next_b
         items[0].payload,
         Some(pb::inbox_item::Payload::Residence(n)) if n.event == pb::ResidenceEvent::Arrived as i32
     ));
+    assert!(items[0].awaiting_answer, "on C's worklist until C answers");
 
     // C's status for P to B is accepted and reaches B.
     let first = stored(&submit_one(&c, C, sample_submission(P, b.as_str())).await);
     c.wait_for_record(B, &first).await;
+    let items = inbox_items(&c, C, vec![pb::RecordKind::Residence]).await;
+    assert!(!items[0].awaiting_answer, "answered: off the worklist");
 
     // B sends DEPARTED; once C holds it, C's next status for P to B is refused at intake.
     let departed = stored(

@@ -129,6 +129,7 @@ fn item(
                 && residence::current_excluding_after_departure(&records, r.kind())
                     .is_some_and(|c| c.id() == r.id());
             it.after_departure = after;
+            it.awaiting_answer = residence::awaiting_answer(&records, &r);
             fill(&mut it, &r, current);
         }
     }

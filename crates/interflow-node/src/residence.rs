@@ -66,6 +66,21 @@ pub fn current_excluding_after_departure(
     current_of(candidates)
 }
 
+/// At the home bureau, whether the inbound ARRIVED `notice` is on the worklist: not corrected
+/// or retracted, she still lives at its sender (the latest notice from there is ARRIVED), and
+/// no status was sent back to the sender at or after the notice.
+pub fn awaiting_answer(records: &[DecodedRecord], notice: &DecodedRecord) -> bool {
+    let from = notice.channel();
+    let back = ChannelId::new(from.destination, from.origin);
+    arrivals_on(records, from)
+        .iter()
+        .any(|(n, _)| n.id() == notice.id())
+        && latest_event(records, from, None) == Some(ResidenceEvent::Arrived)
+        && !statuses_on(records, back)
+            .iter()
+            .any(|s| s.issued_at_ms() >= notice.issued_at_ms())
+}
+
 const DAY_MS: i64 = 86_400_000;
 
 /// Every decoded record on this node's channels, grouped by subject (refs differ between

@@ -324,6 +324,7 @@ mod tests {
             arrived_at_ms: 1_780_272_001_000,
             payload: Some(payload),
             after_departure: false,
+            awaiting_answer: false,
         }
     }
 

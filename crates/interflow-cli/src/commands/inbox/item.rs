@@ -30,6 +30,8 @@ pub struct ItemView {
     /// A status that arrived after this node had sent the person's departure to its origin:
     /// kept, never current.
     pub after_departure: bool,
+    /// At the home bureau, an arrival no status has been sent back for yet (the worklist).
+    pub awaiting_answer: bool,
     pub arrived_at: String,
     pub arrived_at_ms: i64,
     /// `null` when erased.
@@ -47,7 +49,11 @@ impl ItemView {
             agreement_id: it.agreement_id.clone(),
             kind: crate::names::kind_name(it.kind),
             subject: (!it.subject_ref.is_empty()).then(|| subject_digest(&it.subject_ref)),
-            status: status(it.erased, payload.as_ref()),
+            status: match status(it.erased, payload.as_ref()) {
+                // The worklist shows in the table too, not only in `--json`.
+                s if it.awaiting_answer => format!("{s}, awaiting a status"),
+                s => s,
+            },
             observed_on: human::date(it.observed_on.as_ref()),
             issued_at: human::opt_instant(it.issued_at_ms),
             issued_at_ms: it.issued_at_ms,
@@ -55,6 +61,7 @@ impl ItemView {
             current: it.current,
             erased: it.erased,
             after_departure: it.after_departure,
+            awaiting_answer: it.awaiting_answer,
             arrived_at: human::instant(it.arrived_at_ms),
             arrived_at_ms: it.arrived_at_ms,
             payload,
@@ -93,6 +100,9 @@ impl ItemView {
         let mut flags = Vec::new();
         if self.after_departure {
             flags.push("after departure");
+        }
+        if self.awaiting_answer {
+            flags.push("awaiting a status");
         }
         if !self.current && !self.erased {
             flags.push("not current");
@@ -183,5 +193,40 @@ impl ExportItem {
             arrived_at_ms: it.arrived_at_ms,
             payload: PayloadView::from_inbox(it.payload.as_ref()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An arrival on the home bureau's worklist says so in the table, the follow line and JSON.
+    #[test]
+    fn an_arrival_awaiting_a_status_says_so() {
+        let mut it = pb::InboxItem {
+            position: 7,
+            payload: Some(pb::inbox_item::Payload::Residence(pb::ResidenceNotice {
+                event: pb::ResidenceEvent::Arrived as i32,
+                month: Some(pb::YearMonth {
+                    year: 2025,
+                    month: 5,
+                }),
+            })),
+            kind: pb::RecordKind::Residence as i32,
+            current: true,
+            ..Default::default()
+        };
+        let answered = ItemView::from_item(&it);
+        assert!(!answered.status.contains("awaiting"), "{}", answered.status);
+        it.awaiting_answer = true;
+        let waiting = ItemView::from_item(&it);
+        assert!(
+            waiting.status.ends_with(", awaiting a status"),
+            "{}",
+            waiting.status
+        );
+        assert!(waiting.line().contains("awaiting a status"));
+        let json = serde_json::to_value(&waiting).unwrap();
+        assert_eq!(json["awaiting_answer"], true);
     }
 }
