@@ -48,6 +48,28 @@ impl Poison {
 /// Durable head `(seq, id)` per channel.
 pub(crate) type DurableHeads = HashMap<ChannelId, (u64, RecordId)>;
 
+/// Opens sled at `dir`, waiting a little while the directory's lock is still held: sled lets
+/// go of it a moment after its last handle in this process was dropped (its background work
+/// ends later), so a reopen right after a close can otherwise fail. A lock held by another
+/// process is still reported, after about two seconds.
+pub(crate) fn open_sled(config: &sled::Config, dir: &Path) -> Result<sled::Db> {
+    use backon::{BlockingRetryable, ExponentialBuilder};
+    let held = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
+    (|| config.open())
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_millis(10))
+                .with_max_delay(std::time::Duration::from_millis(250))
+                .with_max_times(12),
+        )
+        .when(held)
+        .call()
+        .map_err(|source| StoreError::Open {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
 /// The open database: what a reopen replaces.
 pub(crate) struct Engine {
     pub(crate) db: sled::Db,
@@ -76,15 +98,13 @@ impl Engine {
     fn open(dir: &Path, opts: &StoreOptions) -> Result<(Engine, DurableHeads)> {
         rewrite::finish_interrupted(dir)?;
         let created = !dir.join("db").exists();
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(opts.cache_capacity)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.to_owned(),
-                source,
-            })?;
+        let db = open_sled(
+            &sled::Config::new()
+                .path(dir)
+                .cache_capacity(opts.cache_capacity)
+                .mode(sled::Mode::HighThroughput),
+            dir,
+        )?;
         let data_path = dir.join("db");
         let data_file = File::open(&data_path).map_err(|source| StoreError::SyncHandle {
             path: data_path.clone(),

@@ -63,6 +63,10 @@ pub enum StoreError {
     KeyringMissing { path: PathBuf },
     #[error("cannot read or write the keyring `{path}`: {source}")]
     Keyring { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot rewrite the store files after sealing them (`{path}`): {source}; make room for a second copy of the store (or fix the permissions) and start again: the rewrite is finished or undone on the next start"
+    )]
+    Rewrite { path: PathBuf, source: io::Error },
     #[error("receipt for `{channel}` up to seq `{seq}` does not match the stored record there")]
     ReceiptMismatch { channel: ChannelId, seq: u64 },
 }

@@ -23,7 +23,7 @@ const TMP: &str = "rewrite.tmp";
 const COMPLETE: &str = "complete";
 
 fn io_err(path: &Path, source: io::Error) -> StoreError {
-    StoreError::SyncHandle {
+    StoreError::Rewrite {
         path: path.to_owned(),
         source,
     }
@@ -52,15 +52,7 @@ pub(crate) fn rewrite(dir: &Path) -> Result<()> {
         fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
     }
     {
-        let open = |p: &Path| {
-            sled::Config::new()
-                .path(p)
-                .open()
-                .map_err(|source| StoreError::Open {
-                    path: p.to_owned(),
-                    source,
-                })
-        };
+        let open = |p: &Path| crate::engine::open_sled(&sled::Config::new().path(p), p);
         let old = open(dir)?;
         let new = open(&tmp)?;
         let mut batch = sled::Batch::default();
