@@ -407,9 +407,9 @@ impl AdminService {
                     let records = store.subject_records(&subject)?;
                     for kind in Kind::ALL {
                         // A status that crossed our DEPARTED notice is kept but never current.
-                        if let Some(r) =
-                            crate::residence::current_excluding_after_departure(&records, kind)
-                        {
+                        if let Some(r) = crate::residence::current_excluding_after_departure(
+                            &records, kind, None,
+                        ) {
                             current.push(pb::SubjectStatus {
                                 agreement_id: agreement.clone(),
                                 peer: peer.to_string(),

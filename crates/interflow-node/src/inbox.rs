@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use interflow_core::payload::Kind;
 use interflow_core::pb;
 use interflow_core::pseudonym::SubjectRef;
-use interflow_core::record::{ChannelId, DecodedRecord, current_of};
+use interflow_core::record::{ChannelId, DecodedRecord};
 use interflow_core::time::latest_permitted_date;
 use interflow_core::{NationalId, RegionCode};
 use interflow_store::{InboxEntry, Store, Stored};
@@ -126,7 +126,7 @@ fn item(
             let records = store.subject_records(r.subject())?;
             let after = residence::after_departure(&records, &r, arrived_at_ms);
             let current = !after
-                && residence::current_excluding_after_departure(&records, r.kind())
+                && residence::current_excluding_after_departure(&records, r.kind(), None)
                     .is_some_and(|c| c.id() == r.id());
             it.after_departure = after;
             it.awaiting_answer = residence::awaiting_answer(&records, &r);
@@ -315,27 +315,17 @@ impl InboxService {
                 let mut out: Vec<pb::MatchResult> = Vec::new();
                 for (index, agreement, peer, subject) in refs {
                     // All of the subject's records, ours too: a status after our DEPARTED
-                    // notice is never current (its issue time stands in for its arrival).
+                    // notice is never current.
                     let all = s.subject_records(&subject)?;
-                    let inbound: Vec<DecodedRecord> = all
-                        .iter()
-                        .filter(|r| r.channel() == ChannelId::new(peer, me))
-                        .cloned()
-                        .collect();
-                    if inbound.is_empty() {
+                    let inbound = ChannelId::new(peer, me);
+                    if !all.iter().any(|r| r.channel() == inbound) {
                         continue;
                     }
                     let mut statuses = Vec::new();
                     for kind in Kind::ALL {
-                        let of_kind: Vec<_> = inbound
-                            .iter()
-                            .filter(|r| {
-                                r.kind() == kind
-                                    && !residence::after_departure(&all, r, r.issued_at_ms())
-                            })
-                            .cloned()
-                            .collect();
-                        if let Some(c) = current_of(of_kind) {
+                        let current =
+                            residence::current_excluding_after_departure(&all, kind, Some(inbound));
+                        if let Some(c) = current {
                             let mut it = pb::InboxItem::default();
                             fill(&mut it, &c, true);
                             statuses.push(pb::MatchedStatus {

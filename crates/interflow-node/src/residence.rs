@@ -51,16 +51,22 @@ pub fn after_departure(
         && latest_event(records, back, Some(arrived_at_ms)) == Some(ResidenceEvent::Departed)
 }
 
-/// The current record of `kind` among a subject's `records`, leaving out inbound status
-/// records after departure. Another record's arrival time is not at hand here, so its issue
-/// time stands in for it (a record issued after the departure notice arrived after it too).
+/// The current record of `kind` among a subject's `records` (only those on `channel` when
+/// given), leaving out inbound status records after departure. Another record's arrival time
+/// is not at hand here, so its issue time stands in for it (a record issued after the
+/// departure notice arrived after it too).
 pub fn current_excluding_after_departure(
     records: &[DecodedRecord],
     kind: Kind,
+    channel: Option<ChannelId>,
 ) -> Option<DecodedRecord> {
     let candidates = records
         .iter()
-        .filter(|r| r.kind() == kind && !after_departure(records, r, r.issued_at_ms()))
+        .filter(|r| {
+            r.kind() == kind
+                && channel.is_none_or(|c| r.channel() == c)
+                && !after_departure(records, r, r.issued_at_ms())
+        })
         .cloned()
         .collect();
     current_of(candidates)
@@ -70,6 +76,9 @@ pub fn current_excluding_after_departure(
 /// or retracted, she still lives at its sender (the latest notice from there is ARRIVED), and
 /// no status was sent back to the sender at or after the notice.
 pub fn awaiting_answer(records: &[DecodedRecord], notice: &DecodedRecord) -> bool {
+    if notice.kind() != Kind::Residence {
+        return false;
+    }
     let from = notice.channel();
     let back = ChannelId::new(from.destination, from.origin);
     arrivals_on(records, from)
@@ -221,7 +230,7 @@ pub fn coverage(
             let mut r = row(&mut rows, month, pb::CoverageRole::Residence);
             r.residents += 1;
             let known = Kind::ALL.into_iter().filter(|k| k.is_status()).any(|k| {
-                current_excluding_after_departure(records, k)
+                current_excluding_after_departure(records, k, None)
                     .is_some_and(|c| c.channel() == ChannelId::new(peer, me))
             });
             if known {
