@@ -18,6 +18,7 @@ pub mod pseudonym;
 pub mod record;
 pub mod region;
 pub mod sign;
+pub mod sm2_suite;
 pub mod statement;
 pub mod time;
 
