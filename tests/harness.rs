@@ -567,3 +567,73 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("create dir");
     fs_extra::dir::copy(from, to, &options).expect("copy dir");
 }
+
+// ---- Branch `fed-dir`: publishing directories and changing a running federation. ----
+
+impl TestCluster {
+    /// The federation directory as generated (serial 1, every node a member).
+    pub fn generated_directory(&self) -> pb::DirectoryBody {
+        use prost::Message as _;
+        let bytes = std::fs::read(self.dir.path().join("federation/directory.pb"))
+            .expect("read the generated directory");
+        let signed = pb::SignedDirectory::decode(bytes.as_slice()).expect("decode directory");
+        pb::DirectoryBody::decode(signed.body.as_slice()).expect("decode directory body")
+    }
+
+    /// Signs `body` with the federation operator's key and writes it as node `i`'s directory
+    /// file (what its config names), as an operator publishing a new directory there would.
+    pub fn publish_directory(&self, i: usize, body: &pb::DirectoryBody) {
+        use prost::Message as _;
+        let operator = interflow_core::keys::load_signing_key(
+            &self.dir.path().join("federation/operator.pem"),
+        )
+        .expect("operator key");
+        let signed = interflow_core::directory::Directory::sign(body, &operator);
+        let path = self.node_dir(i).join("federation/directory.pb");
+        std::fs::write(path, signed.encode_to_vec()).expect("write directory");
+    }
+
+    /// The generated directory with `serial`, listing only the nodes `keep` admits (by index).
+    pub fn directory_with(&self, serial: u64, keep: impl Fn(usize) -> bool) -> pb::DirectoryBody {
+        let mut body = self.generated_directory();
+        body.serial = serial;
+        body.members.retain(|m| {
+            self.fed
+                .nodes
+                .iter()
+                .position(|n| n.region == m.region_code)
+                .is_some_and(&keep)
+        });
+        body
+    }
+
+    /// Removes node `i`'s agreements with node `peer` from its config file (the files stay).
+    pub fn drop_agreements_with(&self, i: usize, peer: usize) {
+        let (a, b) = (&self.fed.nodes[i].region, &self.fed.nodes[peer].region);
+        let path = self.config_path(i);
+        let mut text = std::fs::read_to_string(&path).expect("read config");
+        for id in [format!("agr-{a}-{b}"), format!("agr-{b}-{a}")] {
+            let file = format!("\"agreements/{id}.pb\"");
+            for pattern in [format!("{file}, "), format!(", {file}"), file] {
+                text = text.replace(&pattern, "");
+            }
+        }
+        std::fs::write(&path, text).expect("write config");
+    }
+
+    /// Asks node `i` to reload its config files (`Admin.Reload`).
+    pub async fn reload(&self, i: usize) -> Result<pb::ReloadResponse, tonic::Status> {
+        self.admin(i)
+            .await
+            .reload(pb::ReloadRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.config_path(i)
+            .parent()
+            .expect("node directory")
+            .to_owned()
+    }
+}

@@ -696,6 +696,23 @@ impl AdminService {
         let resp = self.node.coverage().await?;
         Ok(Response::new(resp))
     }
+
+    async fn reload_inner(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, NodeError> {
+        self.audited(&req, "Admin.Reload", vec![]).await?;
+        let fed = self
+            .node
+            .reload()
+            .await
+            .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+        Ok(Response::new(pb::ReloadResponse {
+            directory_serial: fed.directory.serial,
+            members: u32::try_from(fed.directory.members().count()).unwrap_or(u32::MAX),
+            agreements: u32::try_from(fed.agreements.iter().count()).unwrap_or(u32::MAX),
+        }))
+    }
 }
 
 /// Every method writes one audit entry: the read (in the handler), or the refusal (here).
@@ -839,5 +856,14 @@ impl pb::admin_server::Admin for AdminService {
             .node
             .audit_refusal(&caller, "Admin.Coverage", r)
             .await?)
+    }
+
+    async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.reload_inner(req).await;
+        Ok(self.node.audit_refusal(&caller, "Admin.Reload", r).await?)
     }
 }

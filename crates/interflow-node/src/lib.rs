@@ -24,6 +24,7 @@ pub mod node;
 pub mod process;
 pub mod reconcile;
 pub mod rejects;
+pub mod reload;
 pub mod residence;
 pub mod server;
 pub mod store;

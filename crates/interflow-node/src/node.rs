@@ -74,6 +74,10 @@ pub struct Node {
     record_rate: DefaultKeyedRateLimiter<RegionCode>,
     /// Rejected inbound records, logged per peer in summaries.
     pub reject_log: RejectLog,
+    /// The listeners' TLS material, set once serving, so a reload re-reads it.
+    server_tls:
+        std::sync::OnceLock<Vec<(&'static str, Arc<interflow_tls::ReloadableServerConfig>)>>,
+    last_reload: Mutex<Option<crate::reload::LastReload>>,
 }
 
 /// A peer's delivery worker (if delivery is on) and what wakes it.
@@ -154,6 +158,8 @@ impl Node {
                 Quota::per_second(records_per_sec).allow_burst(records_burst),
             ),
             reject_log,
+            server_tls: std::sync::OnceLock::new(),
+            last_reload: Mutex::new(None),
             config,
         })
     }
@@ -179,8 +185,40 @@ impl Node {
     /// Installs a new snapshot atomically: starts delivery workers, holds and wake-ups for new
     /// peers, stops workers and closes connections of peers no longer covered / removed.
     pub fn replace_federation(self: &Arc<Self>, new: Federation) {
+        self.metrics
+            .directory_serial
+            .set(i64::try_from(new.directory.serial).unwrap_or(i64::MAX));
         self.fed.store(Arc::new(new));
         self.follow_federation();
+    }
+
+    /// Names the listeners' TLS material a reload re-reads (once, at start).
+    pub fn set_server_tls(
+        &self,
+        tls: Vec<(&'static str, Arc<interflow_tls::ReloadableServerConfig>)>,
+    ) {
+        let _ = self.server_tls.set(tls);
+    }
+
+    pub(crate) fn server_tls(
+        &self,
+    ) -> &[(&'static str, Arc<interflow_tls::ReloadableServerConfig>)] {
+        self.server_tls.get().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The outcome of the latest reload since start, if any.
+    pub fn last_reload(&self) -> Option<crate::reload::LastReload> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_last_reload(&self, r: crate::reload::LastReload) {
+        *self
+            .last_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
     }
 
     /// Brings the per-peer workers, wake-ups and holds in line with the current snapshot.

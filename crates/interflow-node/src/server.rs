@@ -392,6 +392,13 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let mut workers = Vec::new();
     // Delivery workers follow the federation snapshot: one per current peer from now on.
     node.follow_federation();
+    node.set_server_tls(vec![
+        ("peer", peer_tls.clone()),
+        ("local", local_tls.clone()),
+    ]);
+    node.metrics
+        .directory_serial
+        .set(i64::try_from(node.fed().directory.serial).unwrap_or(i64::MAX));
     workers.push(tokio::spawn(watch_store(
         node.clone(),
         health,

@@ -225,6 +225,13 @@ impl Admin for FakeAdmin {
     ) -> Result<Response<pb::ResumeChannelResponse>, Status> {
         Err(unused("ResumeChannel"))
     }
+
+    async fn reload(
+        &self,
+        _: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        Err(unused("Reload"))
+    }
 }
 
 /// The answer of an RPC that real nodes cover (`e2e.rs`, `connection.rs`).

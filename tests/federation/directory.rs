@@ -1,0 +1,97 @@
+//! The directory and agreements at runtime: reloading them from the config files without a
+//! restart, refusing a rolled-back directory, and refusing a removed member at once.
+
+use interflow_core::pb;
+use interflow_node::dev::sample_submission;
+use interflow_tests::TestCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_is_refused_at_once_while_the_others_keep_exchanging() {
+    let c = TestCluster::start(3).await;
+    let (a, b) = (c.region(0), c.region(1));
+    // Before: node 2 is a member and may call node 1.
+    c.exchange_from(2, 1)
+        .await
+        .heads(pb::HeadsRequest {})
+        .await
+        .expect("a member's call is answered");
+
+    // The operator removes node 2: a new directory at node 1, its agreement with 2 dropped.
+    c.publish_directory(1, &c.directory_with(2, |i| i != 2));
+    c.drop_agreements_with(1, 2);
+    let r = c.reload(1).await.expect("reload");
+    assert_eq!((r.directory_serial, r.members, r.agreements), (2, 2, 1));
+    assert_eq!(c.node(1).fed().directory.serial, 2);
+
+    let refused = c
+        .exchange_from(2, 1)
+        .await
+        .heads(pb::HeadsRequest {})
+        .await
+        .expect_err("a removed member is refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("not a member"), "{refused:?}");
+
+    // Node 0 and node 1 go on exchanging, both ways.
+    let id = c.submit_one(0, sample_submission(1, b.as_str())).await;
+    c.wait_for_record(1, &id).await;
+    let id = c.submit_one(1, sample_submission(2, a.as_str())).await;
+    c.wait_for_record(0, &id).await;
+    // Intake at node 1 no longer sends to the removed member.
+    let resp = c
+        .intake(1)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(3, c.region(2).as_str())],
+        })
+        .await
+        .expect("submit")
+        .into_inner();
+    assert!(
+        matches!(
+            resp.results[0].outcome,
+            Some(pb::submit_result::Outcome::Error(_))
+        ),
+        "{resp:?}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_or_bad_directory_is_refused_and_the_installed_one_kept() {
+    let c = TestCluster::start(2).await;
+    c.publish_directory(0, &c.directory_with(3, |_| true));
+    let r = c.reload(0).await.expect("a newer directory installs");
+    assert_eq!(r.directory_serial, 3);
+
+    // A lower serial is a rollback.
+    c.publish_directory(0, &c.directory_with(2, |_| true));
+    let refused = c.reload(0).await.expect_err("rollback refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("rollback"), "{refused:?}");
+    assert_eq!(c.node(0).fed().directory.serial, 3);
+
+    // A file that is not a signed directory keeps the installed one too, and says why.
+    std::fs::write(
+        c.config_path(0)
+            .parent()
+            .unwrap()
+            .join("federation/directory.pb"),
+        b"not a directory",
+    )
+    .unwrap();
+    let refused = c.reload(0).await.expect_err("bad file refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("directory"), "{refused:?}");
+    assert_eq!(c.node(0).fed().directory.serial, 3);
+    let last = c.node(0).last_reload().expect("a reload happened");
+    assert!(last.error.is_some_and(|e| e.contains("SignedDirectory")));
+    assert_eq!(c.node(0).metrics.reload_failures.get(), 2);
+
+    // The node still works under the installed directory.
+    let id = c
+        .submit_one(0, sample_submission(1, c.region(1).as_str()))
+        .await;
+    c.wait_for_record(1, &id).await;
+    c.shutdown().await;
+}
