@@ -637,3 +637,25 @@ impl TestCluster {
             .to_owned()
     }
 }
+
+impl TestCluster {
+    /// Runs `Admin.Reconcile` at node `i` with every peer and waits for its report.
+    pub async fn reconcile_now(&self, i: usize) -> pb::ReconcileReport {
+        let mut stream = self
+            .admin(i)
+            .await
+            .reconcile(pb::ReconcileRequest {
+                peer: String::new(),
+                recover: false,
+            })
+            .await
+            .expect("reconcile")
+            .into_inner();
+        while let Some(p) = stream.message().await.expect("reconcile progress") {
+            if let Some(pb::reconcile_progress::Event::Report(r)) = p.event {
+                return r;
+            }
+        }
+        panic!("the reconcile stream ended without a report");
+    }
+}

@@ -95,3 +95,43 @@ async fn a_rolled_back_or_bad_directory_is_refused_and_the_installed_one_kept() 
     c.wait_for_record(1, &id).await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_directory_spreads_from_peer_to_peer_and_survives_a_restart() {
+    let mut c = TestCluster::start(3).await;
+    // The operator publishes serial 2 at node 2 only.
+    c.publish_directory(2, &c.directory_with(2, |_| true));
+    assert_eq!(c.reload(2).await.expect("reload").directory_serial, 2);
+    assert_eq!(c.node(0).fed().directory.serial, 1);
+
+    // Node 1 sees serial 2 in node 2's signed heads and fetches it; node 0 then from node 1.
+    c.reconcile_now(1).await;
+    assert_eq!(c.node(1).fed().directory.serial, 2);
+    assert_eq!(
+        c.node(1).directory_source().1,
+        interflow_node::reload::DirectorySource::Peer(c.region(2))
+    );
+    c.reconcile_now(0).await;
+    assert_eq!(c.node(0).fed().directory.serial, 2);
+
+    // Kept in the data directory: a restart with the old file does not roll back.
+    c.stop(0).await;
+    c.restart(0).await;
+    assert_eq!(c.node(0).fed().directory.serial, 2);
+    // And a reload with the (older) config file keeps the newer directory learnt from peers.
+    c.wait_released(0).await;
+    assert_eq!(c.reload(0).await.expect("reload").directory_serial, 2);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_directory_is_not_installed() {
+    let c = TestCluster::start(2).await;
+    let mut body = c.directory_with(2, |_| true);
+    body.expires_at_ms = c.node(0).now() - 1;
+    c.publish_directory(0, &body);
+    let refused = c.reload(0).await.expect_err("expired directory refused");
+    assert!(refused.message().contains("expired"), "{refused:?}");
+    assert_eq!(c.node(0).fed().directory.serial, 1);
+    c.shutdown().await;
+}

@@ -363,6 +363,7 @@ async fn a_peer_whose_signed_view_goes_backwards_is_an_anomaly_and_the_old_state
             hash: interflow_core::record::RecordId([5; 32]),
         }],
         audit: None,
+        directory_serial: 1,
     };
     let signed = sign_heads(&b_key, &earlier);
     let bytes = prost::Message::encode_to_vec(&signed);

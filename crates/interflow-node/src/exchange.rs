@@ -167,6 +167,7 @@ impl Node {
                 issued_at_ms: self.now(),
                 heads,
                 audit,
+                directory_serial: self.fed().directory.serial,
             },
         )
     }
@@ -305,6 +306,17 @@ impl pb::exchange_server::Exchange for ExchangeService {
             None => None,
         };
         Ok(Response::new(pb::AuditAnchorResponse { heads }))
+    }
+
+    async fn directory(
+        &self,
+        req: Request<pb::DirectoryRequest>,
+    ) -> Result<Response<pb::DirectoryResponse>, Status> {
+        self.node.peer_of(&req)?;
+        let (signed, _) = self.node.directory_source();
+        Ok(Response::new(pb::DirectoryResponse {
+            directory: Some(signed),
+        }))
     }
 }
 

@@ -81,6 +81,10 @@ pub struct Metrics {
     pub records_throttled: Counter,
     /// Reloads (SIGHUP, `Admin.Reload`) that kept the old state because a file was bad.
     pub reload_failures: Counter,
+    /// Directories refused because their serial was lower than the installed one.
+    pub directory_rollbacks: Counter,
+    /// 1 while the installed directory is past its expiry.
+    pub directory_expired: Gauge,
     /// The serial of the installed federation directory.
     pub directory_serial: Gauge,
     /// 1 while the store accepts writes; 0 after a failed durable write (disk full, I/O error)
@@ -132,6 +136,8 @@ impl Metrics {
         let equivocations = Counter::default();
         let records_throttled = Counter::default();
         let reload_failures = Counter::default();
+        let directory_rollbacks = Counter::default();
+        let directory_expired = Gauge::default();
         let directory_serial = Gauge::default();
         let store_writable = Gauge::default();
         store_writable.set(1);
@@ -263,6 +269,16 @@ impl Metrics {
             reload_failures.clone(),
         );
         registry.register(
+            "directory_rollbacks",
+            "Directories refused because their serial was lower than the installed one",
+            directory_rollbacks.clone(),
+        );
+        registry.register(
+            "directory_expired",
+            "1 while the installed federation directory is past its expiry",
+            directory_expired.clone(),
+        );
+        registry.register(
             "directory_serial",
             "Serial of the installed federation directory",
             directory_serial.clone(),
@@ -286,6 +302,8 @@ impl Metrics {
             equivocations,
             records_throttled,
             reload_failures,
+            directory_rollbacks,
+            directory_expired,
             directory_serial,
             store_writable,
             inbox_items,

@@ -11,6 +11,7 @@ use ed25519_dalek::SigningKey;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use interflow_core::RegionCode;
 use interflow_core::payload::ValidationRules;
+use interflow_core::pb;
 use interflow_core::record::ChannelId;
 use interflow_core::time::UnixMillis;
 use interflow_tls::{PeerIdentity, Role};
@@ -78,6 +79,8 @@ pub struct Node {
     server_tls:
         std::sync::OnceLock<Vec<(&'static str, Arc<interflow_tls::ReloadableServerConfig>)>>,
     last_reload: Mutex<Option<crate::reload::LastReload>>,
+    /// The installed directory as signed, served to peers, and where it came from.
+    directory_source: Mutex<(pb::SignedDirectory, crate::reload::DirectorySource)>,
 }
 
 /// A peer's delivery worker (if delivery is on) and what wakes it.
@@ -99,12 +102,14 @@ impl Node {
     pub fn new(
         config: Config,
         material: Material,
+        source: crate::reload::DirectorySource,
         store: StoreHandle,
         clock: Clock,
         peer_tls: Arc<rustls::ClientConfig>,
         metrics: Metrics,
     ) -> Arc<Node> {
         let region = config.region;
+        let signed_directory = material.signed_directory;
         let fed = Federation {
             directory: material.directory,
             agreements: material.agreements,
@@ -160,6 +165,7 @@ impl Node {
             reject_log,
             server_tls: std::sync::OnceLock::new(),
             last_reload: Mutex::new(None),
+            directory_source: Mutex::new((signed_directory, source)),
             config,
         })
     }
@@ -204,6 +210,25 @@ impl Node {
         &self,
     ) -> &[(&'static str, Arc<interflow_tls::ReloadableServerConfig>)] {
         self.server_tls.get().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The installed directory as the operator signed it, and where it came from.
+    pub fn directory_source(&self) -> (pb::SignedDirectory, crate::reload::DirectorySource) {
+        self.directory_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_directory_source(
+        &self,
+        signed: pb::SignedDirectory,
+        source: crate::reload::DirectorySource,
+    ) {
+        *self
+            .directory_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (signed, source);
     }
 
     /// The outcome of the latest reload since start, if any.

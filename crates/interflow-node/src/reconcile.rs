@@ -187,6 +187,13 @@ async fn compare(
             return;
         }
     };
+    // The peer runs a newer directory: fetch it from the peer and install it (the operator's
+    // signature is what counts, not the peer's word).
+    if heads.directory_serial > node.fed().directory.serial
+        && let Err(e) = node.learn_directory(peer).await
+    {
+        tracing::warn!(%peer, error = %e, "cannot install the peer's newer directory");
+    }
     let peer_in = heads
         .head(inbound)
         .map(|h| (h.seq, h.hash))

@@ -214,6 +214,10 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory `{}`", data_dir.display()))?;
+    // A directory installed at runtime is kept in the data directory: no rollback on restart.
+    let (material, directory_source) = crate::reload::with_persisted_directory(&config, material)
+        .map_err(anyhow::Error::msg)
+        .context("reading the persisted directory")?;
     // The metrics exist before the store, so its fsyncs are timed from the first commit.
     let peers = material.agreements.all_peers(config.region);
     let metrics = Metrics::new(config.region, &peers);
@@ -250,6 +254,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let node = Node::new(
         config,
         material,
+        directory_source,
         StoreHandle::new(store),
         clock,
         client_tls,

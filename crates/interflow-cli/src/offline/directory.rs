@@ -94,6 +94,7 @@ pub fn body_from_toml(text: &str, base: &Path, now_ms: i64) -> anyhow::Result<pb
         serial: file.serial,
         issued_at_ms: now_ms,
         members,
+        ..Default::default()
     })
 }
 
