@@ -135,3 +135,57 @@ async fn an_expired_directory_is_not_installed() {
     assert_eq!(c.node(0).fed().directory.serial, 1);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_directory_alarms_while_the_members_go_on_exchanging() {
+    use prost::Message as _;
+    // Node 0 starts with the generated directory, signed again with an expiry in the past.
+    let c = TestCluster::start_prepared(2, |i, node_dir, _| {
+        if i != 0 {
+            return;
+        }
+        let fed_dir = node_dir.parent().unwrap().join("federation");
+        let signed = pb::SignedDirectory::decode(
+            std::fs::read(fed_dir.join("directory.pb"))
+                .unwrap()
+                .as_slice(),
+        )
+        .unwrap();
+        let mut body = pb::DirectoryBody::decode(signed.body.as_slice()).unwrap();
+        body.expires_at_ms = 1;
+        let operator =
+            interflow_core::keys::load_signing_key(&fed_dir.join("operator.pem")).unwrap();
+        let signed = interflow_core::directory::Directory::sign(&body, &operator);
+        std::fs::write(
+            node_dir.join("federation/directory.pb"),
+            signed.encode_to_vec(),
+        )
+        .unwrap();
+    })
+    .await;
+    let status = c
+        .admin(0)
+        .await
+        .federation(pb::FederationRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.directory_expired, "{status:?}");
+    assert_eq!(status.directory_expires_at_ms, 1);
+    let node = c.node(0).clone();
+    interflow_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "the expiry gauge",
+        || {
+            let n = node.clone();
+            async move { (n.metrics.directory_expired.get() == 1).then_some(()) }
+        },
+    )
+    .await;
+    // The existing members go on.
+    let id = c
+        .submit_one(0, sample_submission(1, c.region(1).as_str()))
+        .await;
+    c.wait_for_record(1, &id).await;
+    c.shutdown().await;
+}

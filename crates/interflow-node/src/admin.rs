@@ -697,6 +697,30 @@ impl AdminService {
         Ok(Response::new(resp))
     }
 
+    async fn federation_inner(
+        &self,
+        req: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::FederationResponse>, NodeError> {
+        self.audited(&req, "Admin.Federation", vec![]).await?;
+        let n = &self.node;
+        let fed = n.fed();
+        let now = n.now();
+        let last = n.last_reload().unwrap_or_default();
+        Ok(Response::new(pb::FederationResponse {
+            directory_serial: fed.directory.serial,
+            directory_issued_at_ms: fed.directory.issued_at_ms,
+            directory_expires_at_ms: fed.directory.expires_at_ms.unwrap_or(0),
+            directory_expired: fed.directory.expired_at(now),
+            directory_source: n.directory_source().1.to_string(),
+            members: u32::try_from(fed.directory.members().count()).unwrap_or(u32::MAX),
+            agreements: u32::try_from(fed.agreements.iter().count()).unwrap_or(u32::MAX),
+            last_reload_at_ms: last.at_ms,
+            last_reload_error: last.error.unwrap_or_default(),
+            rollbacks_refused: n.metrics.directory_rollbacks.get(),
+            now_ms: now,
+        }))
+    }
+
     async fn reload_inner(
         &self,
         req: Request<pb::ReloadRequest>,
@@ -865,5 +889,17 @@ impl pb::admin_server::Admin for AdminService {
         let caller = caller_name(&req);
         let r = self.reload_inner(req).await;
         Ok(self.node.audit_refusal(&caller, "Admin.Reload", r).await?)
+    }
+
+    async fn federation(
+        &self,
+        req: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::FederationResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.federation_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.Federation", r)
+            .await?)
     }
 }

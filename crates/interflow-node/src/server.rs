@@ -525,6 +525,8 @@ async fn watch_store(node: Arc<Node>, health: Health, shutdown: CancellationToke
                 .set(i64::from(held));
         }
         refresh_certificate_expiry(&node).await;
+        let expired = node.fed().directory.expired_at(node.now());
+        node.metrics.directory_expired.set(i64::from(expired));
         // Inbox consumer lag gauges stay fresh for alerting even when nobody asks.
         if let Err(e) = crate::inbox::consumers(&node).await {
             tracing::debug!(error = %e, "cannot refresh inbox consumer lag");

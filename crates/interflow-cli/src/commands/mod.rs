@@ -7,6 +7,7 @@ pub mod audit;
 pub mod channels;
 pub mod coverage;
 pub mod disclosure;
+pub mod federation;
 pub mod inbox;
 pub mod lookup;
 pub mod pending;
@@ -78,6 +79,7 @@ pub async fn run(
         NodeCommand::Verify { with_peers } => emit(ctx, &verify::verify(conn, *with_peers).await?),
         NodeCommand::Resume { channel } => emit(ctx, &resume::resume(conn, channel).await?),
         NodeCommand::Reload => emit(ctx, &reload::reload(conn).await?),
+        NodeCommand::Federation => emit(ctx, &federation::federation(conn).await?),
         NodeCommand::Audit {
             since,
             limit,

@@ -232,6 +232,18 @@ impl Admin for FakeAdmin {
     ) -> Result<Response<pb::ReloadResponse>, Status> {
         Err(unused("Reload"))
     }
+
+    /// A directory without expiry: `pending` raises no directory alarm.
+    async fn federation(
+        &self,
+        _: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::FederationResponse>, Status> {
+        Ok(Response::new(pb::FederationResponse {
+            directory_serial: 1,
+            directory_source: "file".into(),
+            ..Default::default()
+        }))
+    }
 }
 
 /// The answer of an RPC that real nodes cover (`e2e.rs`, `connection.rs`).
