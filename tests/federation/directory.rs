@@ -15,6 +15,10 @@ async fn a_removed_member_is_refused_at_once_while_the_others_keep_exchanging() 
         .heads(pb::HeadsRequest {})
         .await
         .expect("a member's call is answered");
+    let id = c
+        .submit_one(1, sample_submission(9, c.region(2).as_str()))
+        .await;
+    c.wait_for_record(2, &id).await;
 
     // The operator removes node 2: a new directory at node 1, its agreement with 2 dropped.
     c.publish_directory(1, &c.directory_with(2, |i| i != 2));
@@ -31,6 +35,22 @@ async fn a_removed_member_is_refused_at_once_while_the_others_keep_exchanging() 
         .expect_err("a removed member is refused");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("not a member"), "{refused:?}");
+
+    // Node 1 keeps its channels with node 2 and shows them as removed.
+    let channels = c
+        .admin(1)
+        .await
+        .list_channels(pb::ListChannelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .channels;
+    let gone = c.region(2).to_string();
+    for ch in &channels {
+        let with_removed = ch.origin == gone || ch.destination == gone;
+        assert_eq!(ch.removed, with_removed, "{ch:?}");
+    }
+    assert!(channels.iter().any(|ch| ch.removed && ch.head_seq == 1));
 
     // Node 0 and node 1 go on exchanging, both ways.
     let id = c.submit_one(0, sample_submission(1, b.as_str())).await;

@@ -246,6 +246,7 @@ impl AdminService {
         self.audited(&req, "Admin.ListChannels", vec![]).await?;
         let n = &self.node;
         let mut all = n.store.run(|s| s.channels()).await?;
+        let fed = n.fed();
         let channels = {
             // Channels of every agreement, also those with no record yet.
             for peer in n.fed().agreements.all_peers(n.region) {
@@ -275,6 +276,14 @@ impl AdminService {
                         acked_seq: st.acked_seq,
                         stopped: st.stopped.is_some(),
                         held: c.origin == n.region && n.holds.is_held(c),
+                        removed: fed
+                            .directory
+                            .member(if c.origin == n.region {
+                                c.destination
+                            } else {
+                                c.origin
+                            })
+                            .is_none(),
                     }
                 })
                 .collect()

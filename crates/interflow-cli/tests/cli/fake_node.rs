@@ -72,6 +72,7 @@ impl Admin for FakeAdmin {
                     acked_seq: 7,
                     stopped: false,
                     held: false,
+                    removed: false,
                 },
                 pb::ChannelInfo {
                     origin: "110105".into(),
@@ -82,6 +83,7 @@ impl Admin for FakeAdmin {
                     acked_seq: 0,
                     stopped: true,
                     held: false,
+                    removed: false,
                 },
             ],
         }))
