@@ -81,23 +81,25 @@ impl TestCluster {
         n: usize,
         prepare: impl Fn(usize, &std::path::Path, &mut String),
     ) -> TestCluster {
-        Self::start_inner(n, prepare, false, DevOptions::default()).await
+        Self::start_inner(n, n, prepare, false, DevOptions::default()).await
     }
 
     /// Like `start`, with residence notices and status follows residence in every agreement:
     /// odd-indexed nodes are the home bureaus of their neighbours (see [`DevOptions`]).
     pub async fn start_residence(n: usize) -> TestCluster {
-        Self::start_inner(n, |_, _, _| {}, false, DevOptions { residence: true }).await
+        Self::start_inner(n, n, |_, _, _| {}, false, DevOptions { residence: true }).await
     }
 
     /// Like `start`, with every node's published endpoint a [`Proxy`] in front of its peer
     /// listener, so a test can cut and heal the links to it: `proxies[i]` fronts node `i`.
     pub async fn start_behind_proxies(n: usize) -> TestCluster {
-        Self::start_inner(n, |_, _, _| {}, true, DevOptions::default()).await
+        Self::start_inner(n, n, |_, _, _| {}, true, DevOptions::default()).await
     }
 
+    /// Generates `n` nodes and starts only the first `running` (the others with `restart`).
     async fn start_inner(
         n: usize,
+        running: usize,
         prepare: impl Fn(usize, &std::path::Path, &mut String),
         behind_proxies: bool,
         options: DevOptions,
@@ -142,10 +144,14 @@ impl TestCluster {
             proxies,
         };
         for (i, (peer, local)) in listeners.into_iter().enumerate() {
-            let running = cluster.start_with(i, peer, local).await;
-            cluster.nodes.push(Some(running));
+            if i >= running {
+                cluster.nodes.push(None);
+                continue;
+            }
+            let r = cluster.start_with(i, peer, local).await;
+            cluster.nodes.push(Some(r));
         }
-        for i in 0..n {
+        for i in 0..running {
             cluster.wait_released(i).await;
         }
         cluster
@@ -657,5 +663,64 @@ impl TestCluster {
             }
         }
         panic!("the reconcile stream ended without a report");
+    }
+}
+
+impl TestCluster {
+    /// Generates `n` nodes but runs the first `n - 1` as a federation without the last one:
+    /// their directory (serial 1) lists only them and node `n - 2` has no agreement with node
+    /// `n - 1` in its config. Node `n - 1` is the newcomer, started later with `restart`.
+    pub async fn start_without_newcomer(n: usize) -> TestCluster {
+        use prost::Message as _;
+        let newcomer = n - 1;
+        let c = Self::start_inner(
+            n,
+            newcomer,
+            |i, node_dir, text| {
+                let fed_dir = node_dir.parent().expect("cluster dir").join("federation");
+                let read = std::fs::read(fed_dir.join("directory.pb")).expect("directory");
+                let signed = pb::SignedDirectory::decode(read.as_slice()).expect("decode");
+                let mut body =
+                    pb::DirectoryBody::decode(signed.body.as_slice()).expect("decode body");
+                let newcomer_region = body.members[newcomer].region_code.clone();
+                body.members.retain(|m| m.region_code != newcomer_region);
+                let operator =
+                    interflow_core::keys::load_signing_key(&fed_dir.join("operator.pem"))
+                        .expect("operator key");
+                let signed = interflow_core::directory::Directory::sign(&body, &operator);
+                std::fs::write(
+                    node_dir.join("federation/directory.pb"),
+                    signed.encode_to_vec(),
+                )
+                .expect("write directory");
+                if i + 1 == newcomer {
+                    let mine = node_dir.file_name().expect("region").to_string_lossy();
+                    let file = format!("\"agreements/agr-{mine}-{newcomer_region}.pb\"");
+                    *text = text.replace(&format!(", {file}"), "");
+                }
+            },
+            false,
+            DevOptions::default(),
+        )
+        .await;
+        c
+    }
+
+    /// Adds back to node `i`'s config its agreement with node `peer` (as generated).
+    pub fn restore_agreement_with(&self, i: usize, peer: usize) {
+        let (a, b) = (&self.fed.nodes[i].region, &self.fed.nodes[peer].region);
+        let path = self.config_path(i);
+        let text = std::fs::read_to_string(&path).expect("read config");
+        let id = if i < peer {
+            format!("agr-{a}-{b}")
+        } else {
+            format!("agr-{b}-{a}")
+        };
+        let text = text.replacen(
+            "agreements = [",
+            &format!("agreements = [\"agreements/{id}.pb\", "),
+            1,
+        );
+        std::fs::write(&path, text).expect("write config");
     }
 }

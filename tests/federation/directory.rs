@@ -209,3 +209,39 @@ async fn an_expired_directory_alarms_while_the_members_go_on_exchanging() {
     c.wait_for_record(1, &id).await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_member_joins_a_running_federation_without_restarts() {
+    let mut c = TestCluster::start_without_newcomer(4).await;
+    assert_eq!(c.node(0).fed().directory.members().count(), 3);
+    let (c2, c3) = (c.region(2), c.region(3));
+
+    // The operator publishes serial 2 with all four members at node 2 and at the newcomer;
+    // node 2 adds the agreement with the newcomer to its config and reloads.
+    let all = c.directory_with(2, |_| true);
+    c.publish_directory(2, &all);
+    c.publish_directory(3, &all);
+    c.restore_agreement_with(2, 3);
+    let r = c.reload(2).await.expect("reload");
+    assert_eq!((r.directory_serial, r.members, r.agreements), (2, 4, 2));
+    c.restart(3).await;
+
+    // The others learn the directory from their peers at their next reconciliation.
+    c.reconcile_now(1).await;
+    c.reconcile_now(0).await;
+    for i in 0..2 {
+        let fed = c.node(i).fed();
+        assert_eq!(fed.directory.serial, 2, "node {i}");
+        assert!(fed.directory.member(c3).is_some(), "node {i}");
+    }
+
+    // Node 2 and the newcomer compare heads once, then records flow both ways.
+    c.reconcile_now(2).await;
+    c.wait_released(2).await;
+    c.wait_released(3).await;
+    let id = c.submit_one(2, sample_submission(1, c3.as_str())).await;
+    c.wait_for_record(3, &id).await;
+    let id = c.submit_one(3, sample_submission(2, c2.as_str())).await;
+    c.wait_for_record(2, &id).await;
+    c.shutdown().await;
+}
