@@ -673,7 +673,7 @@ impl TestCluster {
     pub async fn start_without_newcomer(n: usize) -> TestCluster {
         use prost::Message as _;
         let newcomer = n - 1;
-        let c = Self::start_inner(
+        Self::start_inner(
             n,
             newcomer,
             |i, node_dir, text| {
@@ -702,8 +702,7 @@ impl TestCluster {
             false,
             DevOptions::default(),
         )
-        .await;
-        c
+        .await
     }
 
     /// Adds back to node `i`'s config its agreement with node `peer` (as generated).
