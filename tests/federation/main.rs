@@ -2,6 +2,7 @@
 
 mod audit;
 mod delivery;
+mod directory;
 mod inbox;
 mod input;
 mod partition;

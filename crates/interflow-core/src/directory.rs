@@ -28,6 +28,9 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Directory {
     pub serial: u64,
+    pub issued_at_ms: i64,
+    /// After this the directory is expired (`None`: no expiry, as older directories).
+    pub expires_at_ms: Option<i64>,
     members: BTreeMap<RegionCode, Member>,
 }
 
@@ -115,6 +118,8 @@ impl Directory {
         }
         Ok(Directory {
             serial: body.serial,
+            issued_at_ms: body.issued_at_ms,
+            expires_at_ms: (body.expires_at_ms != 0).then_some(body.expires_at_ms),
             members,
         })
     }
@@ -127,6 +132,11 @@ impl Directory {
             signature: sign::sign(operator, Domain::Directory, &bytes).to_vec(),
             body: bytes,
         }
+    }
+
+    /// Whether the directory is past its expiry at `now_ms`.
+    pub fn expired_at(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_some_and(|t| now_ms >= t)
     }
 
     pub fn member(&self, region: RegionCode) -> Option<&Member> {
@@ -170,7 +180,24 @@ mod tests {
             serial: 1,
             issued_at_ms: 0,
             members: vec![m("310115", 1), m("110105", 2)],
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_directory_expires_at_its_expiry_and_an_older_one_never() {
+        let operator = key(100);
+        let load = |b: &pb::DirectoryBody| {
+            Directory::verify(&Directory::sign(b, &operator), &operator.verifying_key()).unwrap()
+        };
+        let d = load(&body());
+        assert_eq!(d.expires_at_ms, None);
+        assert!(!d.expired_at(i64::MAX));
+        let d = load(&pb::DirectoryBody {
+            expires_at_ms: 1_000,
+            ..body()
+        });
+        assert!(!d.expired_at(999) && d.expired_at(1_000));
     }
 
     #[test]

@@ -50,12 +50,12 @@ impl AdminService {
         let today = latest_permitted_date(self.node.now(), 0);
         let id = NationalId::parse(national_id, today)
             .map_err(|e| NodeError::bad_field("national_id", e))?;
-        let refs = self
-            .node
+        let fed = self.node.fed();
+        let refs = fed
             .agreements
             .iter()
             .filter_map(|a| {
-                let key = self.node.pseudonym_keys.get(&a.id)?;
+                let key = fed.pseudonym_keys.get(&a.id)?;
                 Some((
                     a.id.clone(),
                     a.peer_of(self.node.region)?,
@@ -145,7 +145,7 @@ impl AdminService {
         let me = n.region;
         let own_key = n.signing_key.verifying_key();
         let mut out = Vec::new();
-        for peer in n.agreements.all_peers(me) {
+        for peer in n.fed().agreements.all_peers(me) {
             let mut a = pb::PeerAnchor {
                 peer: peer.to_string(),
                 ..Default::default()
@@ -246,9 +246,10 @@ impl AdminService {
         self.audited(&req, "Admin.ListChannels", vec![]).await?;
         let n = &self.node;
         let mut all = n.store.run(|s| s.channels()).await?;
+        let fed = n.fed();
         let channels = {
             // Channels of every agreement, also those with no record yet.
-            for peer in n.agreements.all_peers(n.region) {
+            for peer in n.fed().agreements.all_peers(n.region) {
                 for c in [
                     ChannelId::new(n.region, peer),
                     ChannelId::new(peer, n.region),
@@ -275,6 +276,14 @@ impl AdminService {
                         acked_seq: st.acked_seq,
                         stopped: st.stopped.is_some(),
                         held: c.origin == n.region && n.holds.is_held(c),
+                        removed: fed
+                            .directory
+                            .member(if c.origin == n.region {
+                                c.destination
+                            } else {
+                                c.origin
+                            })
+                            .is_none(),
                     }
                 })
                 .collect()
@@ -291,7 +300,7 @@ impl AdminService {
         let region = n.region;
         let mut pending = n.store.run(move |s| s.pending(region)).await?;
         let resp = {
-            for peer in n.agreements.all_peers(n.region) {
+            for peer in n.fed().agreements.all_peers(n.region) {
                 let c = ChannelId::new(n.region, peer);
                 if !pending.iter().any(|p| p.channel == c) {
                     pending.push(interflow_store::PendingChannel {
@@ -370,6 +379,7 @@ impl AdminService {
             Some(rec) => {
                 let valid = self
                     .node
+                    .fed()
                     .directory
                     .signing_key(rec.channel().origin)
                     .is_some_and(|k| rec.clone().verify(&k).is_ok());
@@ -446,6 +456,7 @@ impl AdminService {
         if let Some(p) = only
             && self
                 .node
+                .fed()
                 .agreements
                 .all_peers(self.node.region)
                 .binary_search(&p)
@@ -496,7 +507,7 @@ impl AdminService {
         let r = self
             .node
             .store
-            .run(move |s| s.verify_log(&|r| node.directory.signing_key(r)))
+            .run(move |s| s.verify_log(&|r| node.fed().directory.signing_key(r)))
             .await?;
         let peers = if req_with_peers {
             self.peer_anchors().await?
@@ -608,7 +619,8 @@ impl AdminService {
                         let c = r.channel();
                         let outbound = c.origin == n.region;
                         let acknowledged = outbound && store.channel_state(c)?.acked_seq >= r.seq();
-                        let agreement = n.agreements.get(r.agreement_id());
+                        let fed = n.fed();
+                        let agreement = fed.agreements.get(r.agreement_id());
                         let (legal_basis, statute) = match agreement.map(|a| &a.legal_basis) {
                             Some(LegalBasis::StatutoryDuty { statute }) => {
                                 (pb::LegalBasisKind::StatutoryDuty, statute.clone())
@@ -692,6 +704,47 @@ impl AdminService {
         self.audited(&req, "Admin.Coverage", vec![]).await?;
         let resp = self.node.coverage().await?;
         Ok(Response::new(resp))
+    }
+
+    async fn federation_inner(
+        &self,
+        req: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::FederationResponse>, NodeError> {
+        self.audited(&req, "Admin.Federation", vec![]).await?;
+        let n = &self.node;
+        let fed = n.fed();
+        let now = n.now();
+        let last = n.last_reload().unwrap_or_default();
+        Ok(Response::new(pb::FederationResponse {
+            directory_serial: fed.directory.serial,
+            directory_issued_at_ms: fed.directory.issued_at_ms,
+            directory_expires_at_ms: fed.directory.expires_at_ms.unwrap_or(0),
+            directory_expired: fed.directory.expired_at(now),
+            directory_source: n.directory_source().1.to_string(),
+            members: u32::try_from(fed.directory.members().count()).unwrap_or(u32::MAX),
+            agreements: u32::try_from(fed.agreements.iter().count()).unwrap_or(u32::MAX),
+            last_reload_at_ms: last.at_ms,
+            last_reload_error: last.error.unwrap_or_default(),
+            rollbacks_refused: n.metrics.directory_rollbacks.get(),
+            now_ms: now,
+        }))
+    }
+
+    async fn reload_inner(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, NodeError> {
+        self.audited(&req, "Admin.Reload", vec![]).await?;
+        let fed = self
+            .node
+            .reload()
+            .await
+            .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+        Ok(Response::new(pb::ReloadResponse {
+            directory_serial: fed.directory.serial,
+            members: u32::try_from(fed.directory.members().count()).unwrap_or(u32::MAX),
+            agreements: u32::try_from(fed.agreements.iter().count()).unwrap_or(u32::MAX),
+        }))
     }
 }
 
@@ -835,6 +888,27 @@ impl pb::admin_server::Admin for AdminService {
         Ok(self
             .node
             .audit_refusal(&caller, "Admin.Coverage", r)
+            .await?)
+    }
+
+    async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.reload_inner(req).await;
+        Ok(self.node.audit_refusal(&caller, "Admin.Reload", r).await?)
+    }
+
+    async fn federation(
+        &self,
+        req: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::FederationResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.federation_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.Federation", r)
             .await?)
     }
 }

@@ -438,6 +438,8 @@ pub struct Config {
 pub struct Material {
     pub signing_key: SigningKey,
     pub directory: Directory,
+    /// The directory as the operator signed it: served to peers and persisted.
+    pub signed_directory: pb::SignedDirectory,
     pub agreements: AgreementSet,
     pub pseudonym_keys: HashMap<String, PseudonymKey>,
 }
@@ -672,6 +674,7 @@ impl Config {
         Ok(Material {
             signing_key,
             directory,
+            signed_directory: signed_dir,
             agreements: AgreementSet::new(agreements),
             pseudonym_keys,
         })

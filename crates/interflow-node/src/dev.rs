@@ -212,6 +212,7 @@ pub fn generate_with_options(
             serial: 1,
             issued_at_ms: now_ms,
             members,
+            expires_at_ms: 0,
         },
         &operator,
     )

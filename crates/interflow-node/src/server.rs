@@ -214,6 +214,10 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory `{}`", data_dir.display()))?;
+    // A directory installed at runtime is kept in the data directory: no rollback on restart.
+    let (material, directory_source) = crate::reload::with_persisted_directory(&config, material)
+        .map_err(anyhow::Error::msg)
+        .context("reading the persisted directory")?;
     // The metrics exist before the store, so its fsyncs are timed from the first commit.
     let peers = material.agreements.all_peers(config.region);
     let metrics = Metrics::new(config.region, &peers);
@@ -250,6 +254,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let node = Node::new(
         config,
         material,
+        directory_source,
         StoreHandle::new(store),
         clock,
         client_tls,
@@ -291,7 +296,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         }
     }
     // Pending per peer from the store, not 0, until a delivery worker (if any) takes over.
-    for peer in node.wake.keys().copied() {
+    for peer in node.current_peers() {
         let channel = ChannelId::new(node.region, peer);
         if let Ok(st) = node.store.run(move |s| s.channel_state(channel)).await {
             node.metrics
@@ -390,14 +395,15 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     };
     let workers_token = shutdown.child_token();
     let mut workers = Vec::new();
-    let delivering = node.config.delivery.enabled;
-    for peer in node.wake.keys().copied().filter(|_| delivering) {
-        workers.push(tokio::spawn(crate::delivery::run(
-            node.clone(),
-            peer,
-            workers_token.clone(),
-        )));
-    }
+    // Delivery workers follow the federation snapshot: one per current peer from now on.
+    node.follow_federation();
+    node.set_server_tls(vec![
+        ("peer", peer_tls.clone()),
+        ("local", local_tls.clone()),
+    ]);
+    node.metrics
+        .directory_serial
+        .set(i64::try_from(node.fed().directory.serial).unwrap_or(i64::MAX));
     workers.push(tokio::spawn(watch_store(
         node.clone(),
         health,
@@ -449,7 +455,8 @@ async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
         let result = node
             .store
             .run(move |s| {
-                s.erase_expired(now, &|id| n.agreements.get(id).map(|a| a.retention_days))
+                let fed = n.fed();
+                s.erase_expired(now, &|id| fed.agreements.get(id).map(|a| a.retention_days))
             })
             .await;
         if let Err(e) = result {
@@ -508,8 +515,8 @@ async fn watch_store(node: Arc<Node>, health: Health, shutdown: CancellationToke
         let writable = node.store.write_refusal().is_none();
         node.metrics.store_writable.set(i64::from(writable));
         health.set(writable).await;
-        for peer in node.wake.keys() {
-            let held = node.holds.is_held(ChannelId::new(node.region, *peer));
+        for peer in node.current_peers() {
+            let held = node.holds.is_held(ChannelId::new(node.region, peer));
             node.metrics
                 .channel_held
                 .get_or_create(&crate::metrics::PeerLabel {
@@ -518,6 +525,8 @@ async fn watch_store(node: Arc<Node>, health: Health, shutdown: CancellationToke
                 .set(i64::from(held));
         }
         refresh_certificate_expiry(&node).await;
+        let expired = node.fed().directory.expired_at(node.now());
+        node.metrics.directory_expired.set(i64::from(expired));
         // Inbox consumer lag gauges stay fresh for alerting even when nobody asks.
         if let Err(e) = crate::inbox::consumers(&node).await {
             tracing::debug!(error = %e, "cannot refresh inbox consumer lag");
@@ -586,7 +595,11 @@ impl Running {
                 abort.abort();
             }
         }
-        for w in self.workers {
+        for w in self
+            .workers
+            .into_iter()
+            .chain(self.node.take_delivery_workers())
+        {
             let _ = w.await;
         }
         // Blocking store calls hold the node a moment longer; the store (and its file lock)

@@ -17,7 +17,8 @@ use crate::{Ctx, Outcome, Report, emit};
 pub enum DirectoryCommand {
     /// Builds the directory from a members TOML file and signs it with the operator key.
     ///
-    /// The file holds `serial = N` and one `[[member]]` per bureau with `region`, `name`,
+    /// The file holds `serial = N`, optionally `valid_days = D` (the directory expires D days
+    /// after signing), and one `[[member]]` per bureau with `region`, `name`,
     /// `endpoint` (`host:port` of its peer listener) and `signing_key` (path of its public
     /// record-signing key, relative to the file). Give every node the output and the
     /// operator's public key (`federation.directory`, `federation.operator_key`).
@@ -49,6 +50,10 @@ pub enum DirectoryCommand {
 struct MembersFile {
     /// Increases with every new directory, so nodes can tell newer from older.
     serial: u64,
+    /// Days from signing until the directory expires (nodes alarm and install no expired
+    /// directory); absent: no expiry.
+    #[serde(default)]
+    valid_days: Option<u32>,
     #[serde(rename = "member")]
     members: Vec<MemberEntry>,
 }
@@ -94,6 +99,9 @@ pub fn body_from_toml(text: &str, base: &Path, now_ms: i64) -> anyhow::Result<pb
         serial: file.serial,
         issued_at_ms: now_ms,
         members,
+        expires_at_ms: file
+            .valid_days
+            .map_or(0, |d| now_ms.saturating_add(i64::from(d) * 86_400_000)),
     })
 }
 
