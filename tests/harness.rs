@@ -262,11 +262,7 @@ impl TestCluster {
         let later = node.now() + days * 86_400_000;
         let n = node.clone();
         node.store
-            .run(move |s| {
-                s.erase_expired(later, &|agr| {
-                    n.agreements.get(agr).map(|a| a.retention_days)
-                })
-            })
+            .run(move |s| s.erase_expired(later, &|agr| Some(n.retention_days(agr))))
             .await
             .expect("retention step")
     }

@@ -151,6 +151,16 @@ impl Node {
         (self.clock)()
     }
 
+    /// How many days records of `agreement` are kept: its own retention while this node has
+    /// the agreement, otherwise `[retention] unknown_agreement_days` — never forever.
+    pub fn retention_days(&self, agreement: &str) -> u32 {
+        self.agreements
+            .get(agreement)
+            .map_or(self.config.retention.unknown_agreement_days, |a| {
+                a.retention_days
+            })
+    }
+
     pub fn rules(&self) -> ValidationRules {
         ValidationRules {
             now_ms: self.now(),
