@@ -405,6 +405,7 @@ impl TestCluster {
         let node = self.node(origin);
         let (from, to) = (self.region(origin), self.region(dest));
         let agreement = node
+            .fed()
             .agreements
             .find_covering(from, to, Kind::Contraception, node.now())
             .expect("an agreement between the two nodes")
@@ -419,7 +420,7 @@ impl TestCluster {
         };
         NewRecord {
             channel: ChannelId::new(from, to),
-            subject: SubjectRef::derive(&node.pseudonym_keys[&agreement], &id),
+            subject: SubjectRef::derive(&node.fed().pseudonym_keys[&agreement], &id),
             agreement_id: agreement,
             issued_at_ms: node.now(),
             supersedes: None,

@@ -13,6 +13,7 @@ async fn records_of_an_agreement_removed_from_the_config_are_erased_after_the_de
     c.wait_for_record(1, &rid).await;
     let agreement = c
         .node(1)
+        .fed()
         .agreements
         .iter()
         .find(|g| g.peer_of(b) == Some(a))
@@ -39,7 +40,7 @@ async fn records_of_an_agreement_removed_from_the_config_are_erased_after_the_de
         + "\n[retention]\nunknown_agreement_days = 30\n";
     std::fs::write(&config, edited).unwrap();
     c.restart(1).await;
-    assert!(c.node(1).agreements.get(&agreement).is_none());
+    assert!(c.node(1).fed().agreements.get(&agreement).is_none());
 
     assert_eq!(c.erase_as_if_after(1, 29).await, 0);
     assert_eq!(c.erase_as_if_after(1, 31).await, 1);

@@ -530,7 +530,7 @@ async fn without_delivery_records_the_peer_pulled_count_as_delivered() {
         .unwrap()
         .expect("the statement is kept");
     let signed = <pb::SignedHeads as prost::Message>::decode(proof.as_slice()).unwrap();
-    let key = c.node(0).directory.signing_key(b).unwrap();
+    let key = c.node(0).fed().directory.signing_key(b).unwrap();
     let heads = interflow_core::statement::verify_heads(&signed, &key).unwrap();
     assert_eq!(heads.head(ch).map(|h| h.seq), Some(5));
     c.shutdown().await;

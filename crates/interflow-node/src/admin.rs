@@ -50,12 +50,12 @@ impl AdminService {
         let today = latest_permitted_date(self.node.now(), 0);
         let id = NationalId::parse(national_id, today)
             .map_err(|e| NodeError::bad_field("national_id", e))?;
-        let refs = self
-            .node
+        let fed = self.node.fed();
+        let refs = fed
             .agreements
             .iter()
             .filter_map(|a| {
-                let key = self.node.pseudonym_keys.get(&a.id)?;
+                let key = fed.pseudonym_keys.get(&a.id)?;
                 Some((
                     a.id.clone(),
                     a.peer_of(self.node.region)?,
@@ -145,7 +145,7 @@ impl AdminService {
         let me = n.region;
         let own_key = n.signing_key.verifying_key();
         let mut out = Vec::new();
-        for peer in n.agreements.all_peers(me) {
+        for peer in n.fed().agreements.all_peers(me) {
             let mut a = pb::PeerAnchor {
                 peer: peer.to_string(),
                 ..Default::default()
@@ -248,7 +248,7 @@ impl AdminService {
         let mut all = n.store.run(|s| s.channels()).await?;
         let channels = {
             // Channels of every agreement, also those with no record yet.
-            for peer in n.agreements.all_peers(n.region) {
+            for peer in n.fed().agreements.all_peers(n.region) {
                 for c in [
                     ChannelId::new(n.region, peer),
                     ChannelId::new(peer, n.region),
@@ -291,7 +291,7 @@ impl AdminService {
         let region = n.region;
         let mut pending = n.store.run(move |s| s.pending(region)).await?;
         let resp = {
-            for peer in n.agreements.all_peers(n.region) {
+            for peer in n.fed().agreements.all_peers(n.region) {
                 let c = ChannelId::new(n.region, peer);
                 if !pending.iter().any(|p| p.channel == c) {
                     pending.push(interflow_store::PendingChannel {
@@ -370,6 +370,7 @@ impl AdminService {
             Some(rec) => {
                 let valid = self
                     .node
+                    .fed()
                     .directory
                     .signing_key(rec.channel().origin)
                     .is_some_and(|k| rec.clone().verify(&k).is_ok());
@@ -446,6 +447,7 @@ impl AdminService {
         if let Some(p) = only
             && self
                 .node
+                .fed()
                 .agreements
                 .all_peers(self.node.region)
                 .binary_search(&p)
@@ -496,7 +498,7 @@ impl AdminService {
         let r = self
             .node
             .store
-            .run(move |s| s.verify_log(&|r| node.directory.signing_key(r)))
+            .run(move |s| s.verify_log(&|r| node.fed().directory.signing_key(r)))
             .await?;
         let peers = if req_with_peers {
             self.peer_anchors().await?
@@ -608,7 +610,8 @@ impl AdminService {
                         let c = r.channel();
                         let outbound = c.origin == n.region;
                         let acknowledged = outbound && store.channel_state(c)?.acked_seq >= r.seq();
-                        let agreement = n.agreements.get(r.agreement_id());
+                        let fed = n.fed();
+                        let agreement = fed.agreements.get(r.agreement_id());
                         let (legal_basis, statute) = match agreement.map(|a| &a.legal_basis) {
                             Some(LegalBasis::StatutoryDuty { statute }) => {
                                 (pb::LegalBasisKind::StatutoryDuty, statute.clone())

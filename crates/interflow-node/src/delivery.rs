@@ -98,11 +98,13 @@ async fn note(node: &Node, channel: ChannelId, st: DeliveryState) {
     }
 }
 
-/// Runs until `shutdown`.
-pub async fn run(node: Arc<Node>, peer: RegionCode, shutdown: CancellationToken) {
-    let Some(wake) = node.wake.get(&peer).cloned() else {
-        return;
-    };
+/// Runs until `shutdown` (the node stops, or `peer` leaves the federation).
+pub async fn run(
+    node: Arc<Node>,
+    peer: RegionCode,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     let channel = ChannelId::new(node.region, peer);
     let mut delays = backoff(&node);
     let mut attempts = 0u32;
@@ -185,6 +187,7 @@ pub async fn run(node: Arc<Node>, peer: RegionCode, shutdown: CancellationToken)
 async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), DeliveryError> {
     let channel = ChannelId::new(node.region, peer);
     let peer_key = node
+        .fed()
         .directory
         .signing_key(peer)
         .ok_or(DeliveryError::NoKey(peer))?;

@@ -66,7 +66,8 @@ impl Node {
             .cpu(move |n| {
                 let mut acks = Vec::new();
                 let mut verified: Vec<VerifiedRecord> = Vec::with_capacity(batch.len());
-                let ctx = n.accept_context();
+                let fed = n.fed();
+                let ctx = fed.accept_context(n.rules());
                 for signed in batch {
                     // Kept for a rejection only; an accepted record carries its own seq and id.
                     let body = signed.body.clone();
@@ -260,6 +261,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         tracing::Span::current().record("peer", tracing::field::display(peer));
         if self
             .node
+            .fed()
             .agreements
             .all_peers(self.node.region)
             .binary_search(&peer)

@@ -62,7 +62,9 @@ impl Node {
                 "is this node itself",
             ));
         }
-        if self.directory.member(destination).is_none() {
+        // One snapshot for the whole item: directory, agreement and key agree with each other.
+        let fed = self.fed();
+        if fed.directory.member(destination).is_none() {
             return Err(error(
                 Code::InvalidDestination,
                 "destination",
@@ -85,7 +87,7 @@ impl Node {
             .validate(&self.rules(), supersedes.is_some())
             .map_err(|e| error(Code::InvalidPayload, e.field(), e.reason().to_string()))?;
         let kind = payload.kind();
-        let agreement = self
+        let agreement = fed
             .agreements
             .find_covering(self.region, destination, kind, now)
             .map_err(|e| {
@@ -100,7 +102,7 @@ impl Node {
         if agreement.month_dates {
             payload.coarsen_dates();
         }
-        let key = self.pseudonym_keys.get(&agreement.id).ok_or_else(|| {
+        let key = fed.pseudonym_keys.get(&agreement.id).ok_or_else(|| {
             tracing::error!(agreement = %agreement.id, "no pseudonym key for agreement");
             error(
                 Code::NoAgreement,

@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod dev;
 pub mod error;
 pub mod exchange;
+pub mod federation;
 pub mod guard;
 pub mod holds;
 pub mod inbox;

@@ -38,7 +38,7 @@ pub async fn start_run(
     recover: bool,
 ) -> Result<mpsc::Receiver<Result<pb::ReconcileProgress, Status>>, Status> {
     if let Some(p) = only
-        && !node.agreements.all_peers(node.region).contains(&p)
+        && !node.fed().agreements.all_peers(node.region).contains(&p)
     {
         return Err(NodeError::bad_field("peer", format!("no agreement with `{p}`")).into());
     }
@@ -66,7 +66,7 @@ pub async fn run(
     let timer = std::time::Instant::now();
     let started = node.now();
     let mut channels = Vec::new();
-    for peer in node.agreements.active_peers(node.region, started) {
+    for peer in node.fed().agreements.active_peers(node.region, started) {
         if only.is_some_and(|o| o != peer) {
             continue;
         }
@@ -175,7 +175,7 @@ async fn compare(
         Ok(Err(s)) => return unreachable(rin, rout, s.message()),
         Err(_) => return unreachable(rin, rout, "heads timed out"),
     };
-    let Some(key) = node.directory.signing_key(peer) else {
+    let Some(key) = node.fed().directory.signing_key(peer) else {
         return;
     };
     let heads = match signed.as_ref().map(|s| verify_heads(s, &key)) {
@@ -360,7 +360,8 @@ async fn fetch_range(
         // Verify on the blocking pool (CPU), then apply through the store handle.
         let (verified, bad) = match node
             .cpu(move |n| {
-                let ctx = n.accept_context();
+                let fed = n.fed();
+                let ctx = fed.accept_context(n.rules());
                 let mut verified = Vec::with_capacity(page.len());
                 for s in page {
                     match ctx.accept(s, channel) {

@@ -291,7 +291,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         }
     }
     // Pending per peer from the store, not 0, until a delivery worker (if any) takes over.
-    for peer in node.wake.keys().copied() {
+    for peer in node.current_peers() {
         let channel = ChannelId::new(node.region, peer);
         if let Ok(st) = node.store.run(move |s| s.channel_state(channel)).await {
             node.metrics
@@ -390,14 +390,8 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     };
     let workers_token = shutdown.child_token();
     let mut workers = Vec::new();
-    let delivering = node.config.delivery.enabled;
-    for peer in node.wake.keys().copied().filter(|_| delivering) {
-        workers.push(tokio::spawn(crate::delivery::run(
-            node.clone(),
-            peer,
-            workers_token.clone(),
-        )));
-    }
+    // Delivery workers follow the federation snapshot: one per current peer from now on.
+    node.follow_federation();
     workers.push(tokio::spawn(watch_store(
         node.clone(),
         health,
@@ -507,8 +501,8 @@ async fn watch_store(node: Arc<Node>, health: Health, shutdown: CancellationToke
         let writable = node.store.write_refusal().is_none();
         node.metrics.store_writable.set(i64::from(writable));
         health.set(writable).await;
-        for peer in node.wake.keys() {
-            let held = node.holds.is_held(ChannelId::new(node.region, *peer));
+        for peer in node.current_peers() {
+            let held = node.holds.is_held(ChannelId::new(node.region, peer));
             node.metrics
                 .channel_held
                 .get_or_create(&crate::metrics::PeerLabel {
@@ -585,7 +579,11 @@ impl Running {
                 abort.abort();
             }
         }
-        for w in self.workers {
+        for w in self
+            .workers
+            .into_iter()
+            .chain(self.node.take_delivery_workers())
+        {
             let _ = w.await;
         }
         // Blocking store calls hold the node a moment longer; the store (and its file lock)
