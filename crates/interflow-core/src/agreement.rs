@@ -51,6 +51,8 @@ pub struct Agreement {
     pub retention_days: u32,
     /// Month precision for `observed_on` and `since` under this agreement (coarse dates).
     pub month_dates: bool,
+    /// When a party terminated it ([`Agreement::terminate`]); `None` while not terminated.
+    pub terminated_at_ms: Option<UnixMillis>,
     signed: pb::SignedAgreement,
 }
 
@@ -87,6 +89,8 @@ pub enum CoverError {
     NotYetValid { id: String, from: String },
     #[error("agreement `{id}` expired at {until}")]
     Expired { id: String, until: String },
+    #[error("agreement `{id}` was terminated at {at}")]
+    Terminated { id: String, at: String },
     #[error("agreement `{id}` does not cover {kind} records")]
     KindNotCovered { id: String, kind: Kind },
     #[error(
@@ -107,6 +111,7 @@ impl CoverError {
             CoverError::NotYetValid { .. } | CoverError::Expired { .. } => {
                 pb::RejectReason::AgreementNotValid
             }
+            CoverError::Terminated { .. } => pb::RejectReason::AgreementTerminated,
             CoverError::KindNotCovered { .. } => pb::RejectReason::KindNotCovered,
             CoverError::WrongDirection { .. } => pb::RejectReason::WrongDirection,
         }
@@ -286,6 +291,7 @@ impl Agreement {
             legal_basis,
             retention_days: body.retention_days,
             month_dates,
+            terminated_at_ms: None,
             signed,
         })
     }
@@ -310,6 +316,14 @@ impl Agreement {
             return Err(CoverError::NotYetValid {
                 id: self.id.clone(),
                 from: rfc3339(self.valid_from_ms),
+            });
+        }
+        if let Some(t) = self.terminated_at_ms
+            && at >= t
+        {
+            return Err(CoverError::Terminated {
+                id: self.id.clone(),
+                at: rfc3339(t),
             });
         }
         if at >= self.valid_until_ms {
@@ -373,9 +387,35 @@ impl Agreement {
         }
     }
 
-    /// Whether the agreement is in force at `at`.
+    /// Whether the agreement is in force at `at` (valid and not terminated by then).
     pub fn active_at(&self, at: UnixMillis) -> bool {
-        self.valid_from_ms <= at && at < self.valid_until_ms
+        self.valid_from_ms <= at
+            && at < self.valid_until_ms
+            && self.terminated_at_ms.is_none_or(|t| at < t)
+    }
+
+    /// Records a verified termination; an earlier one already recorded stands (the agreement
+    /// ends at the first notice either party gave).
+    pub fn terminate(&mut self, t: &crate::termination::Termination) {
+        if t.agreement_id == self.id {
+            let at = self
+                .terminated_at_ms
+                .map_or(t.terminated_at_ms, |old| old.min(t.terminated_at_ms));
+            self.terminated_at_ms = Some(at);
+        }
+    }
+
+    /// When `Heads` and `Fetch` stop serving the partner this agreement's channels: the end of
+    /// the grace period after termination (`None` while not terminated).
+    pub fn grace_end_ms(&self, grace_ms: i64) -> Option<UnixMillis> {
+        self.terminated_at_ms.map(|t| t.saturating_add(grace_ms))
+    }
+
+    /// Whether the partner may still recover this agreement's records at `now`: always while
+    /// not terminated, then until the grace period ends. Only records issued while active exist
+    /// on either side, since [`Agreement::covers`] refuses later ones.
+    pub fn serves_partner_at(&self, now: UnixMillis, grace_ms: i64) -> bool {
+        self.grace_end_ms(grace_ms).is_none_or(|end| now < end)
     }
 
     /// The signed document exactly as loaded.
@@ -525,7 +565,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn agreement() -> Agreement {
+    pub(crate) fn agreement() -> Agreement {
         Agreement::verify(signed(&body("310115", "110105"), &key(1), &key(2)), keys).unwrap()
     }
 

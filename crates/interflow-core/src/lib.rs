@@ -19,6 +19,7 @@ pub mod record;
 pub mod region;
 pub mod sign;
 pub mod statement;
+pub mod termination;
 pub mod time;
 
 /// The encoded descriptor set of every `interflow.v1` service, for server reflection.
