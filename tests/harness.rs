@@ -259,10 +259,7 @@ impl TestCluster {
     /// evidence copies) it erased.
     pub async fn erase_as_if_after(&self, i: usize, days: i64) -> u64 {
         let node = self.node(i).clone();
-        let later = node.now() + days * 86_400_000;
-        let n = node.clone();
-        node.store
-            .run(move |s| s.erase_expired(later, &|agr| Some(n.retention_days(agr))))
+        node.erase_expired(node.now() + days * 86_400_000)
             .await
             .expect("retention step")
     }

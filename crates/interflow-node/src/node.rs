@@ -162,15 +162,22 @@ impl Node {
         (self.clock)()
     }
 
-    /// How many days records of `agreement` are kept: its own retention while this node has
-    /// the agreement, otherwise `[retention] unknown_agreement_days` — never forever.
-    pub fn retention_days(&self, agreement: &str) -> u32 {
-        self.fed()
-            .agreements
-            .get(agreement)
-            .map_or(self.config.retention.unknown_agreement_days, |a| {
-                a.retention_days
+    /// Erases record bodies past their retention at `now` and answers how many. An agreement
+    /// in force keeps its own retention; one installed at runtime and no longer in force (or
+    /// removed) the retention it was installed with; one known nowhere any more
+    /// `[retention] unknown_agreement_days` — records are never kept forever.
+    pub async fn erase_expired(&self, now: UnixMillis) -> Result<u64, NodeError> {
+        let fed = self.fed();
+        let unknown = self.config.retention.unknown_agreement_days;
+        self.store
+            .run(move |s| {
+                let installed = s.installed_retention_days()?;
+                s.erase_expired(now, &|id| {
+                    let days = fed.agreements.get(id).map(|a| a.retention_days);
+                    Some(days.or(installed.get(id).copied()).unwrap_or(unknown))
+                })
             })
+            .await
     }
 
     pub fn rules(&self) -> ValidationRules {

@@ -435,16 +435,11 @@ const STORE_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often record bodies past their agreement's retention period are erased.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Erases record bodies whose agreement retention has passed (see [`Node::retention_days`]):
+/// Erases record bodies whose agreement retention has passed (see [`Node::erase_expired`]):
 /// at start, then every hour.
 async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
     loop {
-        let n = node.clone();
-        let now = node.now();
-        let result = node
-            .store
-            .run(move |s| s.erase_expired(now, &|id| Some(n.retention_days(id))))
-            .await;
+        let result = node.erase_expired(node.now()).await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "retention erasure failed; will retry");
         }
