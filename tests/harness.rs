@@ -408,6 +408,25 @@ impl TestCluster {
             .expect("an agreement between the two nodes")
             .id
             .clone();
+        self.crafted_record_under(origin, dest, seq, prev, key, n, &agreement)
+    }
+
+    /// Like [`Self::crafted_record`], under the named agreement whether or not it covers the
+    /// exchange now (issued now).
+    #[allow(clippy::too_many_arguments)]
+    pub fn crafted_record_under(
+        &self,
+        origin: usize,
+        dest: usize,
+        seq: u64,
+        prev: RecordId,
+        key: &ed25519_dalek::SigningKey,
+        n: u64,
+        agreement: &str,
+    ) -> VerifiedRecord {
+        let node = self.node(origin);
+        let (from, to) = (self.region(origin), self.region(dest));
+        let agreement = agreement.to_owned();
         let today = interflow_core::time::latest_permitted_date(node.now(), 0);
         let id = NationalId::parse(&synthetic_id(n), today).expect("synthetic id");
         let Some(pb::submission::Payload::Contraception(p)) =

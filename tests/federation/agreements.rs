@@ -1,9 +1,14 @@
-//! Agreements that end: records of an agreement this node no longer has are erased on schedule,
-//! never kept forever.
+//! Agreements that end: terminated at runtime by one party (both refuse new records, the
+//! partner recovers what was issued while active for the grace period, then nothing), and
+//! records of an agreement this node no longer has are erased on schedule, never kept forever.
 
-use interflow_core::record::RecordId;
+use std::time::Duration;
+
+use interflow_core::pb;
+use interflow_core::record::{ChannelId, RecordId};
 use interflow_node::dev::sample_submission;
-use interflow_tests::TestCluster;
+use interflow_tests::{TestCluster, eventually};
+use tokio_stream::StreamExt as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_an_agreement_removed_from_the_config_are_erased_after_the_default() {
@@ -47,5 +52,174 @@ async fn records_of_an_agreement_removed_from_the_config_are_erased_after_the_de
     let id = RecordId::try_from(rid.as_slice()).unwrap();
     let node = c.node(1).clone();
     assert!(node.store.run(move |s| s.get(id)).await.unwrap().is_none());
+    c.shutdown().await;
+}
+
+/// The only agreement between nodes 0 and 1 of a two-node cluster.
+fn agreement_id(c: &TestCluster) -> String {
+    c.node(0)
+        .fed()
+        .agreements
+        .iter()
+        .next()
+        .map(|g| g.id.clone())
+        .expect("an agreement")
+}
+
+/// What node `i`'s intake answers for a new record to node `to`.
+async fn submit_code(c: &TestCluster, i: usize, to: usize, n: u64) -> pb::SubmitErrorCode {
+    let resp = c
+        .intake(i)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(n, c.region(to).as_str())],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match resp.results[0].outcome.clone() {
+        Some(pb::submit_result::Outcome::Error(e)) => e.code(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn fetch_from_1_as_0(c: &TestCluster) -> Result<Vec<pb::SignedRecord>, tonic::Status> {
+    let mut client = c.exchange_from(0, 1).await;
+    let mut stream = client
+        .fetch(pb::FetchRequest {
+            origin: c.region(0).to_string(),
+            destination: c.region(1).to_string(),
+            from_seq: 1,
+            limit: 0,
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(r) = stream.next().await {
+        out.push(r?);
+    }
+    Ok(out)
+}
+
+/// Terminates the agreement at node 0 through `Admin.TerminateAgreement` and waits until
+/// node 1 has applied the partner's notice.
+async fn terminate_at_0(c: &TestCluster, id: &str) -> pb::TerminateAgreementResponse {
+    let resp = c
+        .admin(0)
+        .await
+        .terminate_agreement(pb::TerminateAgreementRequest {
+            agreement_id: id.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.partner_has_it, "{resp:?}");
+    let b = c.node(1).clone();
+    let (id, at) = (id.to_owned(), resp.terminated_at_ms);
+    eventually(
+        Duration::from_secs(10),
+        "node 1 to apply the termination",
+        || {
+            let b = b.clone();
+            let id = id.clone();
+            async move {
+                (b.fed().agreements.get(&id).and_then(|g| g.terminated_at_ms) == Some(at))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    resp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_agreement_refuses_new_records_on_both_sides_and_serves_what_was_issued_before()
+ {
+    let c = TestCluster::start(2).await;
+    let (a, b) = (c.region(0), c.region(1));
+    let id = agreement_id(&c);
+    let rid = c.submit_one(0, sample_submission(41, b.as_str())).await;
+    c.wait_for_record(1, &rid).await;
+
+    let resp = terminate_at_0(&c, &id).await;
+    // Node 1 keeps node 0's signed notice as evidence.
+    let kept = c.node(1).store.run(|s| s.terminations()).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (kept[0].agreement_id.as_str(), kept[0].by),
+        (id.as_str(), a)
+    );
+    assert_eq!(
+        Some(kept[0].signed.clone()),
+        resp.termination.map(|t| prost::Message::encode_to_vec(&t))
+    );
+
+    // Both intakes refuse new records under it.
+    assert_eq!(
+        submit_code(&c, 0, 1, 42).await,
+        pb::SubmitErrorCode::NoAgreement
+    );
+    assert_eq!(
+        submit_code(&c, 1, 0, 43).await,
+        pb::SubmitErrorCode::NoAgreement
+    );
+
+    // A record node 0 issued after the termination is refused by node 1 with its own reason.
+    let prev = RecordId::try_from(rid.as_slice()).unwrap();
+    let late = c
+        .crafted_record_under(0, 1, 2, prev, &c.signing_key(0), 44, &id)
+        .into_decoded()
+        .into_signed();
+    let mut acks = c
+        .exchange_from(0, 1)
+        .await
+        .deliver(tokio_stream::iter(vec![late]))
+        .await
+        .unwrap()
+        .into_inner();
+    match acks.next().await.unwrap().unwrap().result {
+        Some(pb::delivery_ack::Result::Rejection(r)) => {
+            assert_eq!(r.reason(), pb::RejectReason::AgreementTerminated)
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(c.node(1).store.head(ChannelId::new(a, b)).0, 1);
+
+    // Inside the grace period node 0 can still recover what was issued while active.
+    let served = fetch_from_1_as_0(&c).await.unwrap();
+    assert_eq!(served.len(), 1);
+
+    // Retention still erases the terminated agreement's records on its schedule.
+    assert_eq!(c.erase_as_if_after(1, 3649).await, 0);
+    assert_eq!(c.erase_as_if_after(1, 3651).await, 1);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_grace_period_heads_and_fetch_serve_the_former_partner_nothing() {
+    let c = TestCluster::start_edited(2, |_, text| {
+        *text = text.replace(
+            "[federation]\n",
+            "[federation]\ntermination_grace_days = 0\n",
+        );
+    })
+    .await;
+    let b = c.region(1);
+    let id = agreement_id(&c);
+    let rid = c.submit_one(0, sample_submission(51, b.as_str())).await;
+    c.wait_for_record(1, &rid).await;
+    assert_eq!(fetch_from_1_as_0(&c).await.unwrap().len(), 1);
+
+    terminate_at_0(&c, &id).await;
+    let err = fetch_from_1_as_0(&c).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("grace period"), "{err:?}");
+    let err = c
+        .exchange_from(0, 1)
+        .await
+        .heads(pb::HeadsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     c.shutdown().await;
 }

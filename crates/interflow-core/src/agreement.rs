@@ -135,7 +135,7 @@ fn kind_list(field: &'static str, raw: &[i32]) -> Result<Vec<Kind>, AgreementErr
 }
 
 /// Agreement ids are short ASCII tokens so that they can sit in keys, paths and logs.
-pub(crate) fn check_agreement_id(id: &str) -> Result<(), String> {
+pub fn check_agreement_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 {
         return Err(format!("must be 1 to 64 characters, got {}", id.len()));
     }
@@ -497,6 +497,32 @@ impl AgreementSet {
             }
         }
         Err(best)
+    }
+
+    /// Applies a verified termination to its agreement; false when this set does not have it.
+    pub fn terminate(&mut self, t: &crate::termination::Termination) -> bool {
+        match self.by_id.get_mut(&t.agreement_id) {
+            Some(a) => {
+                a.terminate(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `peer` may still recover its records from `me` at `now`: some agreement between
+    /// them is not terminated, or still inside its grace period.
+    pub fn serves_partner_at(
+        &self,
+        me: RegionCode,
+        peer: RegionCode,
+        now: UnixMillis,
+        grace_ms: i64,
+    ) -> bool {
+        self.by_id
+            .values()
+            .filter(|a| a.peer_of(me) == Some(peer))
+            .any(|a| a.serves_partner_at(now, grace_ms))
     }
 
     /// Peers with an agreement in force at `at`.

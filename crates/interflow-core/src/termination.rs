@@ -6,7 +6,7 @@
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use prost::Message;
 
-use crate::agreement::{Agreement, check_agreement_id};
+use crate::agreement::{Agreement, AgreementSet, check_agreement_id};
 use crate::canonical::{CanonicalError, decode_canonical};
 use crate::pb;
 use crate::region::RegionCode;
@@ -31,6 +31,8 @@ pub enum TerminationError {
     BadField { field: &'static str, reason: String },
     #[error("termination names agreement `{got}`, expected `{expected}`")]
     WrongAgreement { got: String, expected: String },
+    #[error("agreement `{id}` is not one this node has")]
+    UnknownAgreement { id: String },
     #[error("`{by}` is not a party to agreement `{id}` and cannot terminate it")]
     NotAParty { id: String, by: RegionCode },
     #[error("`{by}` is not in the federation directory; its termination cannot be checked")]
@@ -116,6 +118,21 @@ impl Termination {
             terminated_at_ms: body.terminated_at_ms,
             signed,
         })
+    }
+
+    /// Checks a termination of an agreement in `set`, found by the id the notice names.
+    pub fn verify_in(
+        signed: pb::SignedTermination,
+        set: &AgreementSet,
+        key_of: impl Fn(RegionCode) -> Option<VerifyingKey>,
+    ) -> Result<Termination, TerminationError> {
+        let body: pb::TerminationBody = decode_canonical("TerminationBody", &signed.body)?;
+        let agreement = set
+            .get(&body.agreement_id)
+            .ok_or(TerminationError::UnknownAgreement {
+                id: body.agreement_id,
+            })?;
+        Self::verify(signed, agreement, key_of)
     }
 
     /// The signed notice exactly as received or made.

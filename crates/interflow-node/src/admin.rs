@@ -670,6 +670,25 @@ impl AdminService {
         Ok(Response::new(resp))
     }
 
+    async fn terminate_agreement_inner(
+        &self,
+        req: Request<pb::TerminateAgreementRequest>,
+    ) -> Result<Response<pb::TerminateAgreementResponse>, NodeError> {
+        let id = req.get_ref().agreement_id.clone();
+        interflow_core::agreement::check_agreement_id(&id)
+            .map_err(|r| NodeError::bad_field("agreement_id", r))?;
+        let actor = self
+            .audited(&req, "Admin.TerminateAgreement", vec![id.clone()])
+            .await?;
+        let (t, partner_has_it) = self.node.terminate_agreement(&id).await?;
+        tracing::warn!(agreement = %id, %actor, partner_has_it, "agreement terminated by an operator");
+        Ok(Response::new(pb::TerminateAgreementResponse {
+            termination: Some(t.signed().clone()),
+            terminated_at_ms: t.terminated_at_ms,
+            partner_has_it,
+        }))
+    }
+
     async fn stats_inner(
         &self,
         req: Request<pb::StatsRequest>,
@@ -838,6 +857,18 @@ impl pb::admin_server::Admin for AdminService {
         Ok(self
             .node
             .audit_refusal(&caller, "Admin.Coverage", r)
+            .await?)
+    }
+
+    async fn terminate_agreement(
+        &self,
+        req: Request<pb::TerminateAgreementRequest>,
+    ) -> Result<Response<pb::TerminateAgreementResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.terminate_agreement_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.TerminateAgreement", r)
             .await?)
     }
 }

@@ -122,6 +122,14 @@ struct RawFederation {
     operator_key: PathBuf,
     #[serde(default)]
     agreements: Vec<PathBuf>,
+    /// After an agreement is terminated, `Heads` and `Fetch` serve the partner its records
+    /// issued while active for this many days, then nothing.
+    #[serde(default = "default_termination_grace_days")]
+    termination_grace_days: u32,
+}
+
+fn default_termination_grace_days() -> u32 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -447,6 +455,8 @@ pub struct Config {
     pub directory: PathBuf,
     pub operator_key: PathBuf,
     pub agreements: Vec<PathBuf>,
+    /// `[federation] termination_grace_days`.
+    pub termination_grace_days: u32,
     pub pseudonym_keys: Vec<(String, PathBuf)>,
     pub delivery: Delivery,
     pub reconcile: Reconcile,
@@ -587,6 +597,7 @@ impl Config {
             directory: abs(&raw.federation.directory),
             operator_key: abs(&raw.federation.operator_key),
             agreements: raw.federation.agreements.iter().map(|p| abs(p)).collect(),
+            termination_grace_days: raw.federation.termination_grace_days,
             pseudonym_keys: raw
                 .pseudonym_keys
                 .iter()

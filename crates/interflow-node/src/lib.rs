@@ -27,6 +27,7 @@ pub mod rejects;
 pub mod residence;
 pub mod server;
 pub mod store;
+pub mod termination;
 pub mod wire;
 
 pub use config::Config;

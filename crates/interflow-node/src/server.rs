@@ -390,6 +390,10 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     };
     let workers_token = shutdown.child_token();
     let mut workers = Vec::new();
+    // Terminations kept from earlier runs apply on top of the configured agreements.
+    node.apply_kept_terminations()
+        .await
+        .context("applying the kept agreement terminations")?;
     // Delivery workers follow the federation snapshot: one per current peer from now on.
     node.follow_federation();
     workers.push(tokio::spawn(watch_store(

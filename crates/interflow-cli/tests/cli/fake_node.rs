@@ -212,6 +212,13 @@ impl Admin for FakeAdmin {
         Ok(Response::new(pb::CoverageResponse::default()))
     }
 
+    async fn terminate_agreement(
+        &self,
+        _: Request<pb::TerminateAgreementRequest>,
+    ) -> Result<Response<pb::TerminateAgreementResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
     async fn disclosure(
         &self,
         _: Request<pb::DisclosureRequest>,
