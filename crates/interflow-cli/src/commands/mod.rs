@@ -15,6 +15,7 @@ pub mod record;
 pub mod resume;
 pub mod stats;
 pub mod submit;
+pub mod terminate;
 pub mod verify;
 
 use std::io::BufRead;

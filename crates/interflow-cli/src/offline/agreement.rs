@@ -55,6 +55,15 @@ pub enum AgreementCommand {
         #[arg(long, value_name = "CODE=PEM")]
         verify_with: Vec<String>,
     },
+    /// Terminates an agreement this node is a party to, now (talks to the node, admin role):
+    /// the node signs a termination, keeps it, refuses new records under the agreement and
+    /// sends the notice to the partner. Run it again if the partner was unreachable: the kept
+    /// notice is resent. The partner may recover what was issued before for
+    /// `[federation] termination_grace_days`.
+    Terminate {
+        /// The agreement id, e.g. `agr-310115-110105`.
+        agreement_id: String,
+    },
 }
 
 /// The TOML an agreement is authored in.
@@ -561,6 +570,8 @@ pub fn run(cmd: &AgreementCommand, ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome>
             let (signed, body) = read_signed(file)?;
             emit(ctx, &view(file, &signed, &body, &keys_of))
         }
+        // Dispatched to the node before offline commands run (`crate::run_with`).
+        AgreementCommand::Terminate { .. } => bail!("`agreement terminate` talks to a node"),
     }
 }
 

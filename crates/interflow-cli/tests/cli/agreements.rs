@@ -1,0 +1,57 @@
+//! `agreement terminate` against real nodes: the operator ends an agreement at one node and
+//! the partner has the notice.
+
+use interflow_tests::TestCluster;
+
+use crate::e2e::{args, ctl};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agreement_terminate_ends_the_agreement_at_both_nodes_and_can_be_resent() {
+    let c = TestCluster::start(2).await;
+    let id = c
+        .node(0)
+        .fed()
+        .agreements
+        .iter()
+        .next()
+        .map(|g| g.id.clone())
+        .unwrap();
+    let (code, stdout, stderr) = ctl(args(&c, 0, &["agreement", "terminate", &id])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("agreement {id} terminated at"))
+            && stdout.contains("the partner has the notice"),
+        "{stdout}"
+    );
+    let at = c
+        .node(0)
+        .fed()
+        .agreements
+        .get(&id)
+        .unwrap()
+        .terminated_at_ms;
+    assert!(at.is_some());
+    // The partner applied the notice before it answered.
+    assert_eq!(
+        c.node(1)
+            .fed()
+            .agreements
+            .get(&id)
+            .unwrap()
+            .terminated_at_ms,
+        at
+    );
+
+    // Again: the kept notice is resent, the end does not move.
+    let (code, stdout, stderr) = ctl(args(&c, 0, &["--json", "agreement", "terminate", &id])).await;
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["agreement_id"], id.as_str());
+    assert_eq!(v["terminated_at_ms"].as_i64(), at);
+    assert_eq!(v["partner_has_it"], true);
+
+    let (code, _, stderr) = ctl(args(&c, 0, &["agreement", "terminate", "agr-none"])).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("agr-none"), "{stderr}");
+    c.shutdown().await;
+}
