@@ -223,3 +223,41 @@ async fn after_the_grace_period_heads_and_fetch_serve_the_former_partner_nothing
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_that_was_down_gets_the_termination_from_reconciliation() {
+    let mut c = TestCluster::start(2).await;
+    let id = agreement_id(&c);
+    c.stop(1).await;
+    let resp = c
+        .admin(0)
+        .await
+        .terminate_agreement(pb::TerminateAgreementRequest {
+            agreement_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!resp.partner_has_it);
+    c.restart(1).await;
+    assert_eq!(
+        c.node(1)
+            .fed()
+            .agreements
+            .get(&id)
+            .unwrap()
+            .terminated_at_ms,
+        None
+    );
+    interflow_node::reconcile::run(c.node(0), None, false, None).await;
+    assert_eq!(
+        c.node(1)
+            .fed()
+            .agreements
+            .get(&id)
+            .unwrap()
+            .terminated_at_ms,
+        Some(resp.terminated_at_ms)
+    );
+    c.shutdown().await;
+}

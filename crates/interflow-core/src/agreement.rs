@@ -525,6 +525,27 @@ impl AgreementSet {
             .any(|a| a.serves_partner_at(now, grace_ms))
     }
 
+    /// Peers to reconcile with at `now`: those with an agreement in force, and those whose
+    /// agreement was terminated but is still inside its grace period (so either side can
+    /// recover what was issued while it was active).
+    pub fn reconcile_peers(
+        &self,
+        me: RegionCode,
+        now: UnixMillis,
+        grace_ms: i64,
+    ) -> Vec<RegionCode> {
+        let mut peers: Vec<_> = self
+            .by_id
+            .values()
+            .filter(|a| a.valid_from_ms <= now && now < a.valid_until_ms)
+            .filter(|a| a.serves_partner_at(now, grace_ms))
+            .filter_map(|a| a.peer_of(me))
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
     /// Peers with an agreement in force at `at`.
     pub fn active_peers(&self, me: RegionCode, at: UnixMillis) -> Vec<RegionCode> {
         let mut peers: Vec<_> = self

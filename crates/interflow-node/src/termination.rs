@@ -149,6 +149,38 @@ impl Node {
         }
     }
 
+    /// Sends `peer` again this node's termination notices of agreements with it that are inside
+    /// their grace period (the partner keeps the first copy; a repeat changes nothing there).
+    pub async fn resend_terminations(self: &Arc<Self>, peer: RegionCode) {
+        let fed = self.fed();
+        let (now, grace) = (self.now(), self.termination_grace_ms());
+        let me = self.region;
+        let kept = match self.store.run(|s| s.terminations()).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the kept terminations");
+                return;
+            }
+        };
+        for k in kept.into_iter().filter(|k| k.by == me) {
+            let due = fed
+                .agreements
+                .get(&k.agreement_id)
+                .is_some_and(|a| a.peer_of(me) == Some(peer) && a.serves_partner_at(now, grace));
+            if !due {
+                continue;
+            }
+            let sent = match pb::SignedTermination::decode(k.signed.as_slice()) {
+                Ok(signed) => self.send_termination(peer, signed).await,
+                Err(e) => Err(format!("kept termination does not decode: {e}")),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(%peer, agreement = %k.agreement_id, error = %e,
+                    "the partner did not take the termination; retried with the next run");
+            }
+        }
+    }
+
     /// At start: the kept terminations applied on top of the configured agreements.
     pub async fn apply_kept_terminations(self: &Arc<Self>) -> Result<(), NodeError> {
         let kept = self.store.run(|s| s.terminations()).await?;
