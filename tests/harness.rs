@@ -579,3 +579,41 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("create dir");
     fs_extra::dir::copy(from, to, &options).expect("copy dir");
 }
+
+// ---- Branch `fed-agree`: agreements installed and terminated at runtime. ----
+
+impl TestCluster {
+    /// A new agreement between nodes `i` and `j` (pregnancy and contraception both ways,
+    /// valid from yesterday for a year), signed by both, and a pseudonym key file for it.
+    pub fn new_agreement(&self, i: usize, j: usize) -> (pb::SignedAgreement, PathBuf) {
+        use interflow_core::agreement::{encode_body, party_signature};
+        let now = self.node(i).now();
+        let body = pb::AgreementBody {
+            agreement_id: format!("agr-new-{}-{}", self.region(i), self.region(j)),
+            party_a: self.region(i).to_string(),
+            party_b: self.region(j).to_string(),
+            kinds: vec![
+                pb::RecordKind::PregnancyStatus as i32,
+                pb::RecordKind::ContraceptionStatus as i32,
+            ],
+            valid_from_ms: now - 86_400_000,
+            valid_until_ms: now + 365 * 86_400_000,
+            legal_basis: pb::LegalBasisKind::StatutoryDuty as i32,
+            statute_reference: "PFPL-2021-art-19".into(),
+            retention_days: 3650,
+            date_precision: pb::DatePrecision::Day as i32,
+            ..Default::default()
+        };
+        let bytes = encode_body(&body);
+        let signed = pb::SignedAgreement {
+            signatures: vec![
+                party_signature(&self.signing_key(i), self.region(i), &bytes),
+                party_signature(&self.signing_key(j), self.region(j), &bytes),
+            ],
+            body: bytes,
+        };
+        let key = self.dir.path().join(format!("{}.key", body.agreement_id));
+        std::fs::write(&key, "5a".repeat(32)).expect("write pseudonym key");
+        (signed, key)
+    }
+}

@@ -261,3 +261,62 @@ async fn a_partner_that_was_down_gets_the_termination_from_reconciliation() {
     );
     c.shutdown().await;
 }
+
+async fn install(
+    c: &TestCluster,
+    i: usize,
+    agreement: &pb::SignedAgreement,
+    key: &str,
+) -> Result<pb::InstallAgreementResponse, tonic::Status> {
+    c.admin(i)
+        .await
+        .install_agreement(pb::InstallAgreementRequest {
+            agreement: Some(agreement.clone()),
+            pseudonym_key_file: key.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agreement_installed_at_runtime_on_both_nodes_carries_records_at_once() {
+    // Nodes 0 and 2 have no agreement with each other (neighbours only).
+    let c = TestCluster::start(3).await;
+    let (a, z) = (c.region(0), c.region(2));
+    assert!(!c.node(0).fed().peers(a).contains(&z));
+    let (agreement, key) = c.new_agreement(0, 2);
+    let key = key.to_string_lossy().into_owned();
+
+    // A stranger to the agreement cannot install it; a forged signature is refused.
+    let err = install(&c, 1, &agreement, &key).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let mut forged = agreement.clone();
+    forged.signatures[1].signature[0] ^= 1;
+    let err = install(&c, 0, &forged, &key).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    for i in [0, 2] {
+        let r = install(&c, i, &agreement, &key).await.unwrap();
+        assert!(r.installed_now, "{r:?}");
+        // Installing the same agreement again changes nothing.
+        assert!(
+            !install(&c, i, &agreement, &key)
+                .await
+                .unwrap()
+                .installed_now
+        );
+    }
+    assert!(c.node(0).fed().peers(a).contains(&z));
+    // Its kept copy is what a restart puts in force again.
+    let kept = c.node(0).store.run(|s| s.agreements()).await.unwrap();
+    assert_eq!(kept.len(), 1);
+
+    // The new partners compare heads (as the next scheduled run would), then records flow.
+    interflow_node::reconcile::run(c.node(0), Some(z), false, None).await;
+    interflow_node::reconcile::run(c.node(2), Some(a), false, None).await;
+    c.wait_released(0).await;
+    let rid = c.submit_one(0, sample_submission(61, z.as_str())).await;
+    let got = c.wait_for_record(2, &rid).await;
+    assert_eq!(got.agreement_id(), format!("agr-new-{a}-{z}"));
+    c.shutdown().await;
+}

@@ -141,6 +141,19 @@ pub async fn run_with(
                 &commands::terminate::terminate(&conn, agreement_id).await?,
             )
         }
+        Command::Offline(OfflineCommand::Agreement(AgreementCommand::Install {
+            file,
+            pseudonym_key,
+        })) => {
+            let (signed, _) = offline::agreement::read_signed(file)?;
+            let key = std::path::absolute(pseudonym_key)
+                .with_context(|| format!("resolving `{}`", pseudonym_key.display()))?;
+            let conn = open(args, interflow_tls::Role::Admin, env).await?;
+            emit(
+                ctx,
+                &commands::terminate::install(&conn, signed, &key).await?,
+            )
+        }
         Command::Offline(c) => offline::run(c, ctx),
         Command::Docs(c) => docs::run(c, ctx),
         Command::Node(c) => {

@@ -670,6 +670,27 @@ impl AdminService {
         Ok(Response::new(resp))
     }
 
+    async fn install_agreement_inner(
+        &self,
+        req: Request<pb::InstallAgreementRequest>,
+    ) -> Result<Response<pb::InstallAgreementResponse>, NodeError> {
+        let actor = self.audited(&req, "Admin.InstallAgreement", vec![]).await?;
+        let r = req.into_inner();
+        let signed = r
+            .agreement
+            .ok_or_else(|| NodeError::bad_field("agreement", "is required"))?;
+        let (id, peer, installed_now) = self
+            .node
+            .install_agreement(signed, &r.pseudonym_key_file)
+            .await?;
+        tracing::warn!(agreement = %id, %peer, %actor, installed_now, "agreement installed by an operator");
+        Ok(Response::new(pb::InstallAgreementResponse {
+            agreement_id: id,
+            peer: peer.to_string(),
+            installed_now,
+        }))
+    }
+
     async fn terminate_agreement_inner(
         &self,
         req: Request<pb::TerminateAgreementRequest>,
@@ -857,6 +878,18 @@ impl pb::admin_server::Admin for AdminService {
         Ok(self
             .node
             .audit_refusal(&caller, "Admin.Coverage", r)
+            .await?)
+    }
+
+    async fn install_agreement(
+        &self,
+        req: Request<pb::InstallAgreementRequest>,
+    ) -> Result<Response<pb::InstallAgreementResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.install_agreement_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.InstallAgreement", r)
             .await?)
     }
 

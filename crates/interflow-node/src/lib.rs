@@ -18,6 +18,7 @@ pub mod federation;
 pub mod guard;
 pub mod holds;
 pub mod inbox;
+pub mod install;
 pub mod intake;
 pub mod metrics;
 pub mod node;

@@ -390,7 +390,10 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     };
     let workers_token = shutdown.child_token();
     let mut workers = Vec::new();
-    // Terminations kept from earlier runs apply on top of the configured agreements.
+    // Agreements installed and terminated at runtime apply on top of the configured ones.
+    node.apply_installed_agreements()
+        .await
+        .context("applying the installed agreements")?;
     node.apply_kept_terminations()
         .await
         .context("applying the kept agreement terminations")?;

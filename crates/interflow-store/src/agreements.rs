@@ -17,6 +17,8 @@ pub struct InstalledAgreement {
     pub retention_days: u32,
     /// The `SignedAgreement` bytes as installed.
     pub signed: Vec<u8>,
+    /// Where the node reads the agreement's pseudonym key (the key itself is never stored).
+    pub pseudonym_key_file: String,
 }
 
 /// A termination notice of an agreement by one of its parties.
@@ -32,6 +34,7 @@ pub struct StoredTermination {
 struct AgreementWire {
     retention_days: u32,
     signed: Vec<u8>,
+    pseudonym_key_file: String,
 }
 
 fn id_of(at: Place, key: &[u8], prefix_len: usize) -> Result<String> {
@@ -52,6 +55,7 @@ impl Store {
             encode_versioned(&AgreementWire {
                 retention_days: a.retention_days,
                 signed: a.signed.clone(),
+                pseudonym_key_file: a.pseudonym_key_file.clone(),
             }),
         );
         self.commit(batch)
@@ -68,6 +72,7 @@ impl Store {
                 id,
                 retention_days: w.retention_days,
                 signed: w.signed,
+                pseudonym_key_file: w.pseudonym_key_file,
             });
         }
         Ok(out)

@@ -1,5 +1,6 @@
-//! `agreement terminate ID`: ends an agreement at the node (`Admin.TerminateAgreement`); the
-//! node signs, keeps and sends the termination notice.
+//! `agreement install FILE` and `agreement terminate ID`: agreements at runtime
+//! (`Admin.InstallAgreement`, `Admin.TerminateAgreement`); for a termination the node signs,
+//! keeps and sends the notice.
 
 use interflow_core::pb;
 use serde::Serialize;
@@ -30,6 +31,50 @@ pub async fn terminate(conn: &Connection, agreement_id: &str) -> anyhow::Result<
         terminated_at_ms: r.terminated_at_ms,
         partner_has_it: r.partner_has_it,
     })
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InstallReport {
+    pub agreement_id: String,
+    pub peer: String,
+    pub installed_now: bool,
+}
+
+pub async fn install(
+    conn: &Connection,
+    agreement: pb::SignedAgreement,
+    pseudonym_key: &std::path::Path,
+) -> anyhow::Result<InstallReport> {
+    let r = conn
+        .unary(
+            "Admin.InstallAgreement",
+            conn.admin().install_agreement(pb::InstallAgreementRequest {
+                agreement: Some(agreement),
+                pseudonym_key_file: pseudonym_key.to_string_lossy().into_owned(),
+            }),
+        )
+        .await?;
+    Ok(InstallReport {
+        agreement_id: r.agreement_id,
+        peer: r.peer,
+        installed_now: r.installed_now,
+    })
+}
+
+impl Report for InstallReport {
+    fn human(&self) -> String {
+        if self.installed_now {
+            format!(
+                "agreement {} with {} installed and in force; install it at {} too\n",
+                self.agreement_id, self.peer, self.peer
+            )
+        } else {
+            format!(
+                "agreement {} with {} was installed already; nothing changed\n",
+                self.agreement_id, self.peer
+            )
+        }
+    }
 }
 
 impl Report for TerminateReport {

@@ -55,6 +55,17 @@ pub enum AgreementCommand {
         #[arg(long, value_name = "CODE=PEM")]
         verify_with: Vec<String>,
     },
+    /// Installs an agreement signed by both parties at the node, without a restart (talks to
+    /// the node, admin role): the node checks both signatures against the directory, keeps it
+    /// and puts it in force at once. Run it at both parties' nodes.
+    Install {
+        /// The signed agreement file (binary protobuf `SignedAgreement`).
+        file: PathBuf,
+        /// The agreement's pseudonym key file on the node's host (64 hex characters, mode
+        /// 0600), as `[[pseudonym_keys]] key_file`; a relative path is taken from here.
+        #[arg(long, value_name = "KEY_FILE")]
+        pseudonym_key: PathBuf,
+    },
     /// Terminates an agreement this node is a party to, now (talks to the node, admin role):
     /// the node signs a termination, keeps it, refuses new records under the agreement and
     /// sends the notice to the partner. Run it again if the partner was unreachable: the kept
@@ -571,7 +582,9 @@ pub fn run(cmd: &AgreementCommand, ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome>
             emit(ctx, &view(file, &signed, &body, &keys_of))
         }
         // Dispatched to the node before offline commands run (`crate::run_with`).
-        AgreementCommand::Terminate { .. } => bail!("`agreement terminate` talks to a node"),
+        AgreementCommand::Terminate { .. } | AgreementCommand::Install { .. } => {
+            bail!("`agreement terminate` and `agreement install` talk to a node")
+        }
     }
 }
 

@@ -212,6 +212,13 @@ impl Admin for FakeAdmin {
         Ok(Response::new(pb::CoverageResponse::default()))
     }
 
+    async fn install_agreement(
+        &self,
+        _: Request<pb::InstallAgreementRequest>,
+    ) -> Result<Response<pb::InstallAgreementResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
     async fn terminate_agreement(
         &self,
         _: Request<pb::TerminateAgreementRequest>,

@@ -9,6 +9,7 @@ fn installed(id: &str, retention_days: u32) -> InstalledAgreement {
         id: id.into(),
         retention_days,
         signed: vec![1, 2, 3],
+        pseudonym_key_file: format!("/etc/interflow/agreements/{id}.key"),
     }
 }
 
