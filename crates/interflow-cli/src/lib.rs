@@ -154,6 +154,10 @@ pub async fn run_with(
                 &commands::terminate::install(&conn, signed, &key).await?,
             )
         }
+        Command::Offline(OfflineCommand::Agreement(AgreementCommand::List)) => {
+            let conn = open(args, interflow_tls::Role::Admin, env).await?;
+            emit(ctx, &commands::terminate::list(&conn).await?)
+        }
         Command::Offline(c) => offline::run(c, ctx),
         Command::Docs(c) => docs::run(c, ctx),
         Command::Node(c) => {

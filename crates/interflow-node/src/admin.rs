@@ -670,6 +670,22 @@ impl AdminService {
         Ok(Response::new(resp))
     }
 
+    async fn list_agreements_inner(
+        &self,
+        req: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::ListAgreementsResponse>, NodeError> {
+        self.audited(&req, "Admin.ListAgreements", vec![]).await?;
+        let (now, grace) = (self.node.now(), self.node.termination_grace_ms());
+        let agreements = self
+            .node
+            .fed()
+            .agreements
+            .iter()
+            .map(|a| wire::agreement_info(a, now, grace))
+            .collect();
+        Ok(Response::new(pb::ListAgreementsResponse { agreements }))
+    }
+
     async fn install_agreement_inner(
         &self,
         req: Request<pb::InstallAgreementRequest>,
@@ -878,6 +894,18 @@ impl pb::admin_server::Admin for AdminService {
         Ok(self
             .node
             .audit_refusal(&caller, "Admin.Coverage", r)
+            .await?)
+    }
+
+    async fn list_agreements(
+        &self,
+        req: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::ListAgreementsResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.list_agreements_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.ListAgreements", r)
             .await?)
     }
 

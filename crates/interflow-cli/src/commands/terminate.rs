@@ -94,3 +94,83 @@ impl Report for TerminateReport {
         )
     }
 }
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AgreementRow {
+    pub agreement_id: String,
+    pub party_a: String,
+    pub party_b: String,
+    /// `active`, `terminated`, `expired` or `not_yet_valid`.
+    pub state: &'static str,
+    pub valid_from: String,
+    pub valid_until: String,
+    pub terminated_at: Option<String>,
+    pub grace_end: Option<String>,
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ListReport {
+    pub agreements: Vec<AgreementRow>,
+}
+
+fn state_name(s: pb::AgreementState) -> &'static str {
+    match s {
+        pb::AgreementState::Active => "active",
+        pb::AgreementState::Terminated => "terminated",
+        pb::AgreementState::Expired => "expired",
+        pb::AgreementState::NotYetValid => "not_yet_valid",
+        pb::AgreementState::Unspecified => "unknown",
+    }
+}
+
+pub async fn list(conn: &Connection) -> anyhow::Result<ListReport> {
+    let r = conn
+        .unary(
+            "Admin.ListAgreements",
+            conn.admin().list_agreements(pb::ListAgreementsRequest {}),
+        )
+        .await?;
+    let agreements = r
+        .agreements
+        .into_iter()
+        .map(|a| AgreementRow {
+            state: state_name(a.state()),
+            agreement_id: a.agreement_id,
+            party_a: a.party_a,
+            party_b: a.party_b,
+            valid_from: human::instant(a.valid_from_ms),
+            valid_until: human::instant(a.valid_until_ms),
+            terminated_at: human::opt_instant(a.terminated_at_ms),
+            grace_end: human::opt_instant(a.grace_end_ms),
+            retention_days: a.retention_days,
+        })
+        .collect();
+    Ok(ListReport { agreements })
+}
+
+impl Report for ListReport {
+    fn human(&self) -> String {
+        let mut t = human::table(&[
+            "AGREEMENT",
+            "PARTIES",
+            "STATE",
+            "VALID UNTIL",
+            "TERMINATED",
+            "GRACE ENDS",
+            "RETENTION",
+        ]);
+        for a in &self.agreements {
+            t.add_row(vec![
+                a.agreement_id.clone(),
+                format!("{} {}", a.party_a, a.party_b),
+                a.state.to_owned(),
+                a.valid_until.clone(),
+                a.terminated_at.clone().unwrap_or_else(|| "-".into()),
+                a.grace_end.clone().unwrap_or_else(|| "-".into()),
+                format!("{} days", a.retention_days),
+            ]);
+        }
+        format!("{t}\n")
+    }
+}

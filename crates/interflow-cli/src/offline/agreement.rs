@@ -66,6 +66,10 @@ pub enum AgreementCommand {
         #[arg(long, value_name = "KEY_FILE")]
         pseudonym_key: PathBuf,
     },
+    /// The agreements in force at the node (configured and installed): parties, state
+    /// (active, terminated, expired, not yet valid), validity, when terminated and when the
+    /// grace period ends (talks to the node, admin role).
+    List,
     /// Terminates an agreement this node is a party to, now (talks to the node, admin role):
     /// the node signs a termination, keeps it, refuses new records under the agreement and
     /// sends the notice to the partner. Run it again if the partner was unreachable: the kept
@@ -582,7 +586,9 @@ pub fn run(cmd: &AgreementCommand, ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome>
             emit(ctx, &view(file, &signed, &body, &keys_of))
         }
         // Dispatched to the node before offline commands run (`crate::run_with`).
-        AgreementCommand::Terminate { .. } | AgreementCommand::Install { .. } => {
+        AgreementCommand::Terminate { .. }
+        | AgreementCommand::Install { .. }
+        | AgreementCommand::List => {
             bail!("`agreement terminate` and `agreement install` talk to a node")
         }
     }

@@ -51,6 +51,23 @@ async fn agreement_terminate_ends_the_agreement_at_both_nodes_and_can_be_resent(
     assert_eq!(v["terminated_at_ms"].as_i64(), at);
     assert_eq!(v["partner_has_it"], true);
 
+    // The list shows it terminated at both nodes, with the end of the grace period.
+    for i in [0, 1] {
+        let (code, stdout, stderr) = ctl(args(&c, i, &["--json", "agreement", "list"])).await;
+        assert_eq!(code, 0, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let row = &v["agreements"][0];
+        assert_eq!(row["agreement_id"], id.as_str());
+        assert_eq!(row["state"], "terminated", "{stdout}");
+        assert!(row["grace_end"].is_string(), "{stdout}");
+    }
+    let (code, stdout, _) = ctl(args(&c, 1, &["agreement", "list"])).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("terminated") && stdout.contains(&id),
+        "{stdout}"
+    );
+
     let (code, _, stderr) = ctl(args(&c, 0, &["agreement", "terminate", "agr-none"])).await;
     assert_ne!(code, 0);
     assert!(stderr.contains("agr-none"), "{stderr}");

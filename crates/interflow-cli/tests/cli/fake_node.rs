@@ -212,6 +212,13 @@ impl Admin for FakeAdmin {
         Ok(Response::new(pb::CoverageResponse::default()))
     }
 
+    async fn list_agreements(
+        &self,
+        _: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::ListAgreementsResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
     async fn install_agreement(
         &self,
         _: Request<pb::InstallAgreementRequest>,
