@@ -265,14 +265,7 @@ impl TestCluster {
     /// evidence copies) it erased.
     pub async fn erase_as_if_after(&self, i: usize, days: i64) -> u64 {
         let node = self.node(i).clone();
-        let later = node.now() + days * 86_400_000;
-        let n = node.clone();
-        node.store
-            .run(move |s| {
-                s.erase_expired(later, &|agr| {
-                    n.fed().agreements.get(agr).map(|a| a.retention_days)
-                })
-            })
+        node.erase_expired(node.now() + days * 86_400_000)
             .await
             .expect("retention step")
     }
@@ -421,6 +414,25 @@ impl TestCluster {
             .expect("an agreement between the two nodes")
             .id
             .clone();
+        self.crafted_record_under(origin, dest, seq, prev, key, n, &agreement)
+    }
+
+    /// Like [`Self::crafted_record`], under the named agreement whether or not it covers the
+    /// exchange now (issued now).
+    #[allow(clippy::too_many_arguments)]
+    pub fn crafted_record_under(
+        &self,
+        origin: usize,
+        dest: usize,
+        seq: u64,
+        prev: RecordId,
+        key: &ed25519_dalek::SigningKey,
+        n: u64,
+        agreement: &str,
+    ) -> VerifiedRecord {
+        let node = self.node(origin);
+        let (from, to) = (self.region(origin), self.region(dest));
+        let agreement = agreement.to_owned();
         let today = interflow_core::time::latest_permitted_date(node.now(), 0);
         let id = NationalId::parse(&synthetic_id(n), today).expect("synthetic id");
         let Some(pb::submission::Payload::Contraception(p)) =
@@ -721,5 +733,43 @@ impl TestCluster {
             1,
         );
         std::fs::write(&path, text).expect("write config");
+    }
+}
+
+// ---- Branch `fed-agree`: agreements installed and terminated at runtime. ----
+
+impl TestCluster {
+    /// A new agreement between nodes `i` and `j` (pregnancy and contraception both ways,
+    /// valid from yesterday for a year), signed by both, and a pseudonym key file for it.
+    pub fn new_agreement(&self, i: usize, j: usize) -> (pb::SignedAgreement, PathBuf) {
+        use interflow_core::agreement::{encode_body, party_signature};
+        let now = self.node(i).now();
+        let body = pb::AgreementBody {
+            agreement_id: format!("agr-new-{}-{}", self.region(i), self.region(j)),
+            party_a: self.region(i).to_string(),
+            party_b: self.region(j).to_string(),
+            kinds: vec![
+                pb::RecordKind::PregnancyStatus as i32,
+                pb::RecordKind::ContraceptionStatus as i32,
+            ],
+            valid_from_ms: now - 86_400_000,
+            valid_until_ms: now + 365 * 86_400_000,
+            legal_basis: pb::LegalBasisKind::StatutoryDuty as i32,
+            statute_reference: "PFPL-2021-art-19".into(),
+            retention_days: 3650,
+            date_precision: pb::DatePrecision::Day as i32,
+            ..Default::default()
+        };
+        let bytes = encode_body(&body);
+        let signed = pb::SignedAgreement {
+            signatures: vec![
+                party_signature(&self.signing_key(i), self.region(i), &bytes),
+                party_signature(&self.signing_key(j), self.region(j), &bytes),
+            ],
+            body: bytes,
+        };
+        let key = self.dir.path().join(format!("{}.key", body.agreement_id));
+        std::fs::write(&key, "5a".repeat(32)).expect("write pseudonym key");
+        (signed, key)
     }
 }

@@ -1,5 +1,6 @@
 //! Multi-node scenarios against real nodes on loopback with real mTLS and sled directories.
 
+mod agreements;
 mod audit;
 mod delivery;
 mod directory;

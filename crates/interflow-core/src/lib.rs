@@ -20,6 +20,7 @@ pub mod region;
 pub mod sign;
 pub mod sm2_suite;
 pub mod statement;
+pub mod termination;
 pub mod time;
 
 /// The encoded descriptor set of every `interflow.v1` service, for server reflection.

@@ -679,6 +679,62 @@ impl AdminService {
         Ok(Response::new(resp))
     }
 
+    async fn list_agreements_inner(
+        &self,
+        req: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::ListAgreementsResponse>, NodeError> {
+        self.audited(&req, "Admin.ListAgreements", vec![]).await?;
+        let (now, grace) = (self.node.now(), self.node.termination_grace_ms());
+        let agreements = self
+            .node
+            .fed()
+            .agreements
+            .iter()
+            .map(|a| wire::agreement_info(a, now, grace))
+            .collect();
+        Ok(Response::new(pb::ListAgreementsResponse { agreements }))
+    }
+
+    async fn install_agreement_inner(
+        &self,
+        req: Request<pb::InstallAgreementRequest>,
+    ) -> Result<Response<pb::InstallAgreementResponse>, NodeError> {
+        let actor = self.audited(&req, "Admin.InstallAgreement", vec![]).await?;
+        let r = req.into_inner();
+        let signed = r
+            .agreement
+            .ok_or_else(|| NodeError::bad_field("agreement", "is required"))?;
+        let (id, peer, installed_now) = self
+            .node
+            .install_agreement(signed, &r.pseudonym_key_file)
+            .await?;
+        tracing::warn!(agreement = %id, %peer, %actor, installed_now, "agreement installed by an operator");
+        Ok(Response::new(pb::InstallAgreementResponse {
+            agreement_id: id,
+            peer: peer.to_string(),
+            installed_now,
+        }))
+    }
+
+    async fn terminate_agreement_inner(
+        &self,
+        req: Request<pb::TerminateAgreementRequest>,
+    ) -> Result<Response<pb::TerminateAgreementResponse>, NodeError> {
+        let id = req.get_ref().agreement_id.clone();
+        interflow_core::agreement::check_agreement_id(&id)
+            .map_err(|r| NodeError::bad_field("agreement_id", r))?;
+        let actor = self
+            .audited(&req, "Admin.TerminateAgreement", vec![id.clone()])
+            .await?;
+        let (t, partner_has_it) = self.node.terminate_agreement(&id).await?;
+        tracing::warn!(agreement = %id, %actor, partner_has_it, "agreement terminated by an operator");
+        Ok(Response::new(pb::TerminateAgreementResponse {
+            termination: Some(t.signed().clone()),
+            terminated_at_ms: t.terminated_at_ms,
+            partner_has_it,
+        }))
+    }
+
     async fn stats_inner(
         &self,
         req: Request<pb::StatsRequest>,
@@ -909,6 +965,42 @@ impl pb::admin_server::Admin for AdminService {
         Ok(self
             .node
             .audit_refusal(&caller, "Admin.Federation", r)
+            .await?)
+    }
+
+    async fn list_agreements(
+        &self,
+        req: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::ListAgreementsResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.list_agreements_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.ListAgreements", r)
+            .await?)
+    }
+
+    async fn install_agreement(
+        &self,
+        req: Request<pb::InstallAgreementRequest>,
+    ) -> Result<Response<pb::InstallAgreementResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.install_agreement_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.InstallAgreement", r)
+            .await?)
+    }
+
+    async fn terminate_agreement(
+        &self,
+        req: Request<pb::TerminateAgreementRequest>,
+    ) -> Result<Response<pb::TerminateAgreementResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.terminate_agreement_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.TerminateAgreement", r)
             .await?)
     }
 }

@@ -751,6 +751,8 @@ mod tests {
                 sign_per_core: 1.0,
                 verify_strict_per_core: 1.0,
                 batch_verify_per_core: 1.0,
+                sm2_sign_per_core: 1.0,
+                sm2_verify_per_core: 1.0,
             },
             batch: 10,
             concurrency: 1,

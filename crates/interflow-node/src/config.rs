@@ -77,6 +77,8 @@ struct RawConfig {
     reconcile: Reconcile,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    retention: Retention,
     /// Read by `interflowctl --config`; the node ignores it.
     #[serde(default)]
     #[allow(dead_code)]
@@ -120,6 +122,14 @@ struct RawFederation {
     operator_key: PathBuf,
     #[serde(default)]
     agreements: Vec<PathBuf>,
+    /// After an agreement is terminated, `Heads` and `Fetch` serve the partner its records
+    /// issued while active for this many days, then nothing.
+    #[serde(default = "default_termination_grace_days")]
+    termination_grace_days: u32,
+}
+
+fn default_termination_grace_days() -> u32 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +157,24 @@ impl Default for Delivery {
             min_backoff_ms: 200,
             max_backoff_ms: 60_000,
             batch: 256,
+        }
+    }
+}
+
+/// Erasure of records whose agreement this node no longer has.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Records of an agreement known nowhere any more (removed from the config) are erased
+    /// this many days after their issue time, so nothing is kept forever.
+    pub unknown_agreement_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        // The longest retention the dev federation's agreements ask for.
+        Retention {
+            unknown_agreement_days: 3650,
         }
     }
 }
@@ -427,10 +455,13 @@ pub struct Config {
     pub directory: PathBuf,
     pub operator_key: PathBuf,
     pub agreements: Vec<PathBuf>,
+    /// `[federation] termination_grace_days`.
+    pub termination_grace_days: u32,
     pub pseudonym_keys: Vec<(String, PathBuf)>,
     pub delivery: Delivery,
     pub reconcile: Reconcile,
     pub limits: Limits,
+    pub retention: Retention,
 }
 
 /// Key material, directory and agreements, loaded and verified.
@@ -534,6 +565,12 @@ impl Config {
             ));
         }
         raw.limits.check()?;
+        if raw.retention.unknown_agreement_days == 0 {
+            return Err(invalid(
+                "retention.unknown_agreement_days",
+                "must be at least 1",
+            ));
+        }
         let cfg = Config {
             path: path.to_owned(),
             region,
@@ -562,6 +599,7 @@ impl Config {
             directory: abs(&raw.federation.directory),
             operator_key: abs(&raw.federation.operator_key),
             agreements: raw.federation.agreements.iter().map(|p| abs(p)).collect(),
+            termination_grace_days: raw.federation.termination_grace_days,
             pseudonym_keys: raw
                 .pseudonym_keys
                 .iter()
@@ -570,6 +608,7 @@ impl Config {
             delivery: raw.delivery,
             reconcile: raw.reconcile,
             limits: raw.limits,
+            retention: raw.retention,
         };
         cfg.check_files()?;
         Ok(cfg)
@@ -757,6 +796,22 @@ mod tests {
             );
             assert!(!text.contains(&format!("agr-{region}-{region}")), "{text}");
         }
+    }
+
+    #[test]
+    fn records_of_unknown_agreements_have_a_default_retention_that_is_never_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path());
+        let path = dir.path().join("interflow.toml");
+        let text = starter("310115".parse().unwrap());
+        let cfg = Config::parse(&path, &text).unwrap();
+        assert_eq!(cfg.retention.unknown_agreement_days, 3650);
+        let zero = text.replace(
+            "unknown_agreement_days = 3650",
+            "unknown_agreement_days = 0",
+        );
+        let err = Config::parse(&path, &zero).unwrap_err().to_string();
+        assert!(err.contains("unknown_agreement_days"), "{err}");
     }
 
     #[test]

@@ -270,6 +270,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         {
             return Err(NodeError::PermissionDenied(format!("no agreement with `{peer}`")).into());
         }
+        ended(&self.node, peer)?;
         Ok(Response::new(pb::HeadsResponse {
             heads: Some(self.node.heads_for(peer)),
         }))
@@ -318,6 +319,31 @@ impl pb::exchange_server::Exchange for ExchangeService {
             directory: Some(signed),
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(peer))]
+    async fn terminate(
+        &self,
+        req: Request<pb::SignedTermination>,
+    ) -> Result<Response<pb::TerminateResponse>, Status> {
+        let peer = self.node.peer_of(&req)?;
+        tracing::Span::current().record("peer", tracing::field::display(peer));
+        self.node
+            .receive_termination(peer, req.into_inner())
+            .await?;
+        Ok(Response::new(pb::TerminateResponse {}))
+    }
+}
+
+/// Refuses `Heads` and `Fetch` once every agreement with `peer` is terminated and its grace
+/// period is over: the partner had that long to recover the records issued while active.
+fn ended(node: &Node, peer: interflow_core::RegionCode) -> Result<(), NodeError> {
+    if node.serves_partner(peer) {
+        Ok(())
+    } else {
+        Err(NodeError::PermissionDenied(format!(
+            "every agreement with `{peer}` was terminated and its grace period has ended"
+        )))
+    }
 }
 
 impl ExchangeService {
@@ -346,6 +372,7 @@ impl ExchangeService {
                 "`{peer}` is not a party to channel `{channel}` on this node"
             )));
         }
+        ended(&self.node, peer)?;
         let max = self.node.config.limits.max_fetch;
         let limit = if r.limit == 0 { max } else { r.limit.min(max) } as usize;
         let from = r.from_seq.max(1);

@@ -18,6 +18,7 @@ pub mod federation;
 pub mod guard;
 pub mod holds;
 pub mod inbox;
+pub mod install;
 pub mod intake;
 pub mod metrics;
 pub mod node;
@@ -28,6 +29,7 @@ pub mod reload;
 pub mod residence;
 pub mod server;
 pub mod store;
+pub mod termination;
 pub mod wire;
 
 pub use config::Config;

@@ -174,6 +174,24 @@ impl Node {
         (self.clock)()
     }
 
+    /// Erases record bodies past their retention at `now` and answers how many. An agreement
+    /// in force keeps its own retention; one installed at runtime and no longer in force (or
+    /// removed) the retention it was installed with; one known nowhere any more
+    /// `[retention] unknown_agreement_days` — records are never kept forever.
+    pub async fn erase_expired(&self, now: UnixMillis) -> Result<u64, NodeError> {
+        let fed = self.fed();
+        let unknown = self.config.retention.unknown_agreement_days;
+        self.store
+            .run(move |s| {
+                let installed = s.installed_retention_days()?;
+                s.erase_expired(now, &|id| {
+                    let days = fed.agreements.get(id).map(|a| a.retention_days);
+                    Some(days.or(installed.get(id).copied()).unwrap_or(unknown))
+                })
+            })
+            .await
+    }
+
     pub fn rules(&self) -> ValidationRules {
         ValidationRules {
             now_ms: self.now(),

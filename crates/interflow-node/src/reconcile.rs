@@ -66,10 +66,16 @@ pub async fn run(
     let timer = std::time::Instant::now();
     let started = node.now();
     let mut channels = Vec::new();
-    for peer in node.fed().agreements.active_peers(node.region, started) {
+    let peers =
+        node.fed()
+            .agreements
+            .reconcile_peers(node.region, started, node.termination_grace_ms());
+    for peer in peers {
         if only.is_some_and(|o| o != peer) {
             continue;
         }
+        // A termination the partner could not be given yet is retried with every run.
+        node.resend_terminations(peer).await;
         if let Some(tx) = progress {
             let _ = tx
                 .send(Ok(pb::ReconcileProgress {

@@ -395,6 +395,13 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     };
     let workers_token = shutdown.child_token();
     let mut workers = Vec::new();
+    // Agreements installed and terminated at runtime apply on top of the configured ones.
+    node.apply_installed_agreements()
+        .await
+        .context("applying the installed agreements")?;
+    node.apply_kept_terminations()
+        .await
+        .context("applying the kept agreement terminations")?;
     // Delivery workers follow the federation snapshot: one per current peer from now on.
     node.follow_federation();
     node.set_server_tls(vec![
@@ -447,18 +454,11 @@ const STORE_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often record bodies past their agreement's retention period are erased.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Erases record bodies whose agreement retention has passed: at start, then every hour.
+/// Erases record bodies whose agreement retention has passed (see [`Node::erase_expired`]):
+/// at start, then every hour.
 async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
     loop {
-        let n = node.clone();
-        let now = node.now();
-        let result = node
-            .store
-            .run(move |s| {
-                let fed = n.fed();
-                s.erase_expired(now, &|id| fed.agreements.get(id).map(|a| a.retention_days))
-            })
-            .await;
+        let result = node.erase_expired(node.now()).await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "retention erasure failed; will retry");
         }

@@ -173,6 +173,7 @@ pub enum Place {
     Evidence { channel: ChannelId, seq: u64 },
     Checkpoint(RegionCode),
     Report,
+    Agreements,
     Audit { index: u64 },
     AuditHead,
     Inbox,
@@ -196,6 +197,7 @@ impl fmt::Display for Place {
             }
             Place::Checkpoint(peer) => write!(f, "the checkpoint of `{peer}`"),
             Place::Report => f.write_str("the reconciliation reports"),
+            Place::Agreements => f.write_str("the installed agreements and terminations"),
             Place::Audit { index } => write!(f, "audit entry `{index}`"),
             Place::AuditHead => f.write_str("the audit head"),
             Place::Inbox => f.write_str("the inbox"),

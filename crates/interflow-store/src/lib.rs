@@ -39,6 +39,8 @@
 //! | `n` | inbox position(8, BE) | channel(12) seq(8) arrived-at ms(8): inbound records in arrival order |
 //! | `u` | consumer name | cursor position(8, BE) acked-at ms(8) |
 //! | `a` | index(8, BE) | audit entry: `0x03` + postcard (with purpose, case, detail, refusal); older entries keep their bytes (`0x02` + postcard without those) (protobuf layout, frozen in `audit`) so the hash chain over them still verifies |
+//! | `g` | agreement id | an agreement installed at runtime: `0x02` + postcard (retention days, `SignedAgreement` bytes, path of its pseudonym key file) |
+//! | `t` | agreement id, region(6) of the terminating party | `SignedTermination` bytes, kept as evidence |
 //! | `m` | name | metadata: schema version, audit head, whether older records were indexed into the inbox |
 //!
 //! Outside sled, in the data directory: `keyring` (the data keys, one per agreement and
@@ -56,6 +58,7 @@
 //! coverage counts) the node derives from a subject's records (`s`) and the inbox's arrival
 //! times (`n`); nothing of it is stored.
 
+mod agreements;
 mod anchor;
 mod audit;
 mod engine;
@@ -82,6 +85,7 @@ use parking_lot::{Mutex, RwLock};
 
 use engine::{DurableHeads, Engine, Poison};
 
+pub use agreements::{InstalledAgreement, StoredTermination};
 pub use audit::{AuditChainAt, AuditEntry, AuditNote, AuditPage};
 pub use error::{DecodeError, DurableStep, IntegrityProblem, Place, ReadOnlyReason, StoreError};
 pub use inbound::{ApplyError, ApplyOutcome, Evidence};

@@ -17,6 +17,7 @@ pub mod reload;
 pub mod resume;
 pub mod stats;
 pub mod submit;
+pub mod terminate;
 pub mod verify;
 
 use std::io::BufRead;

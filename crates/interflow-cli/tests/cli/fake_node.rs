@@ -214,6 +214,27 @@ impl Admin for FakeAdmin {
         Ok(Response::new(pb::CoverageResponse::default()))
     }
 
+    async fn list_agreements(
+        &self,
+        _: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::ListAgreementsResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn install_agreement(
+        &self,
+        _: Request<pb::InstallAgreementRequest>,
+    ) -> Result<Response<pb::InstallAgreementResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn terminate_agreement(
+        &self,
+        _: Request<pb::TerminateAgreementRequest>,
+    ) -> Result<Response<pb::TerminateAgreementResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
     async fn disclosure(
         &self,
         _: Request<pb::DisclosureRequest>,

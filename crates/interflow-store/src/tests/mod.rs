@@ -2,6 +2,7 @@
 //! report rules; `engine` durability, poisoning and open-time checks; `retention` erasure. The
 //! crash and fsync-order tests with real processes live in the crate's `tests/`.
 
+mod agreements;
 mod engine;
 mod inbox;
 mod retention;
