@@ -54,37 +54,79 @@ fn claimed_seq(body: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Fewest records worth a task of their own on the blocking pool.
+const MIN_VERIFY_CHUNK: usize = 32;
+
+/// The cores this process may use, read once.
+fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Splits `batch` into at most `cpus` chunks of at least [`MIN_VERIFY_CHUNK`] records, in order.
+fn verify_chunks(mut batch: Vec<pb::SignedRecord>, cpus: usize) -> Vec<Vec<pb::SignedRecord>> {
+    let n = (batch.len() / MIN_VERIFY_CHUNK).clamp(1, cpus.max(1));
+    let size = batch.len().div_ceil(n);
+    let mut chunks = Vec::with_capacity(n);
+    while batch.len() > size {
+        let rest = batch.split_off(size);
+        chunks.push(batch);
+        batch = rest;
+    }
+    chunks.push(batch);
+    chunks
+}
+
 impl Node {
+    /// Checks each record of a chunk with the acceptance rule; the rejected ones are noted and
+    /// answered with their rejection.
+    fn verify_chunk(
+        &self,
+        channel: ChannelId,
+        chunk: Vec<pb::SignedRecord>,
+    ) -> (Vec<VerifiedRecord>, Vec<pb::DeliveryAck>) {
+        let mut acks = Vec::new();
+        let mut verified = Vec::with_capacity(chunk.len());
+        let ctx = self.accept_context();
+        for signed in chunk {
+            // Kept for a rejection only; an accepted record carries its own seq and id.
+            let body = signed.body.clone();
+            match ctx.accept(signed, channel) {
+                Ok(v) => verified.push(v),
+                Err(e) => {
+                    let seq = claimed_seq(&body);
+                    let id = RecordId::of_body(&body);
+                    let reason = e.reject_reason();
+                    self.metrics.reject(reason);
+                    self.reject_log
+                        .note(channel.origin, seq, reason.as_str_name());
+                    acks.push(rejection(seq, reason, Some(id)));
+                }
+            }
+        }
+        (verified, acks)
+    }
+
     /// Verifies and durably applies one batch received on `channel`; returns the acks to send.
     pub(crate) async fn receive_batch(
         self: &Arc<Self>,
         channel: ChannelId,
         batch: Vec<pb::SignedRecord>,
     ) -> Result<Vec<pb::DeliveryAck>, NodeError> {
-        // Signature checks are CPU work: off the async threads, like the store calls.
-        let (verified, mut acks) = self
-            .cpu(move |n| {
-                let mut acks = Vec::new();
-                let mut verified: Vec<VerifiedRecord> = Vec::with_capacity(batch.len());
-                let ctx = n.accept_context();
-                for signed in batch {
-                    // Kept for a rejection only; an accepted record carries its own seq and id.
-                    let body = signed.body.clone();
-                    match ctx.accept(signed, channel) {
-                        Ok(v) => verified.push(v),
-                        Err(e) => {
-                            let seq = claimed_seq(&body);
-                            let id = RecordId::of_body(&body);
-                            let reason = e.reject_reason();
-                            n.metrics.reject(reason);
-                            n.reject_log.note(channel.origin, seq, reason.as_str_name());
-                            acks.push(rejection(seq, reason, Some(id)));
-                        }
-                    }
-                }
-                (verified, acks)
-            })
-            .await?;
+        // Signature checks are CPU work: off the async threads, like the store calls, and
+        // spread over the cores in chunks (each record still checked with `verify_strict`).
+        let chunks = verify_chunks(batch, cpus());
+        let checks = chunks
+            .into_iter()
+            .map(|chunk| self.cpu(move |n| n.verify_chunk(channel, chunk)));
+        let mut verified: Vec<VerifiedRecord> = Vec::new();
+        let mut acks = Vec::new();
+        // In chunk order, so records and rejections keep the order they arrived in.
+        for r in futures::future::join_all(checks).await {
+            let (v, a) = r?;
+            verified.extend(v);
+            acks.extend(a);
+        }
         if verified.is_empty() {
             return Ok(acks);
         }
@@ -365,5 +407,29 @@ impl ExchangeService {
             .iter()
             .map(|r| wire::signed_record(channel, r.seq, &r.bytes).map_err(Status::from))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered(n: usize) -> Vec<pb::SignedRecord> {
+        (0..n)
+            .map(|i| pb::SignedRecord {
+                body: i.to_le_bytes().to_vec(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn verify_chunks_keep_every_record_in_order_and_stay_within_the_cores() {
+        for (len, cpus, want) in [(0, 4, 1), (10, 4, 1), (64, 2, 2), (512, 2, 2), (500, 3, 3)] {
+            let chunks = verify_chunks(numbered(len), cpus);
+            assert_eq!(chunks.len(), want, "{len} records on {cpus} cores");
+            let flat: Vec<_> = chunks.into_iter().flatten().collect();
+            assert_eq!(flat, numbered(len));
+        }
     }
 }
