@@ -54,6 +54,41 @@ fn claimed_seq(body: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// A received batch after the signature checks.
+struct Checked {
+    verified: Vec<VerifiedRecord>,
+    acks: Vec<pb::DeliveryAck>,
+}
+
+/// How the inbound stream ended after a batch: cleanly (`None`) or with a status.
+type End = Option<Status>;
+
+/// Group commit: the next record, then whatever has already arrived after it, up to a batch;
+/// with how the stream ended if it did.
+async fn next_batch(
+    inbound: &mut Streaming<pb::SignedRecord>,
+) -> (Vec<pb::SignedRecord>, Option<End>) {
+    let first = match inbound.next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return (Vec::new(), Some(Some(e))),
+        None => return (Vec::new(), Some(None)),
+    };
+    let mut bytes = record_bytes(&first);
+    let mut batch = vec![first];
+    while batch.len() < DELIVER_BATCH && bytes < DELIVER_BATCH_BYTES {
+        match inbound.next().now_or_never() {
+            Some(Some(Ok(r))) => {
+                bytes += record_bytes(&r);
+                batch.push(r);
+            }
+            Some(Some(Err(e))) => return (batch, Some(Some(e))),
+            Some(None) => return (batch, Some(None)),
+            None => break,
+        }
+    }
+    (batch, None)
+}
+
 /// Fewest records worth a task of their own on the blocking pool.
 const MIN_VERIFY_CHUNK: usize = 32;
 
@@ -107,12 +142,13 @@ impl Node {
         (verified, acks)
     }
 
-    /// Verifies and durably applies one batch received on `channel`; returns the acks to send.
-    pub(crate) async fn receive_batch(
+    /// Verifies one batch received on `channel`: the records that pass, in order, and the
+    /// rejections of those that do not.
+    async fn verify_batch(
         self: &Arc<Self>,
         channel: ChannelId,
         batch: Vec<pb::SignedRecord>,
-    ) -> Result<Vec<pb::DeliveryAck>, NodeError> {
+    ) -> Result<Checked, NodeError> {
         // Signature checks are CPU work: off the async threads, like the store calls, and
         // spread over the cores in chunks (each record still checked with `verify_strict`).
         let chunks = verify_chunks(batch, cpus());
@@ -127,6 +163,16 @@ impl Node {
             verified.extend(v);
             acks.extend(a);
         }
+        Ok(Checked { verified, acks })
+    }
+
+    /// Durably applies what [`Node::verify_batch`] passed; returns the acks to send: its
+    /// rejections, those of the store, and a receipt for the new durable head.
+    async fn apply_batch(
+        self: &Arc<Self>,
+        channel: ChannelId,
+        Checked { verified, mut acks }: Checked,
+    ) -> Result<Vec<pb::DeliveryAck>, NodeError> {
         if verified.is_empty() {
             return Ok(acks);
         }
@@ -242,35 +288,36 @@ impl pb::exchange_server::Exchange for ExchangeService {
                     let _ = tx.send(Err(status)).await;
                 }
             };
-            loop {
-                // Group commit: take what has already arrived, up to a batch, then one write.
-                let first = match inbound.next().await {
-                    Some(Ok(r)) => r,
-                    Some(Err(e)) => return fail(e).await,
-                    None => return,
-                };
-                let mut bytes = record_bytes(&first);
-                let mut batch = vec![first];
-                let mut after: Option<Option<Status>> = None;
-                while batch.len() < DELIVER_BATCH && bytes < DELIVER_BATCH_BYTES {
-                    match inbound.next().now_or_never() {
-                        Some(Some(Ok(r))) => {
-                            bytes += record_bytes(&r);
-                            batch.push(r);
-                        }
-                        Some(Some(Err(e))) => {
-                            after = Some(Some(e));
-                            break;
-                        }
-                        Some(None) => {
-                            after = Some(None);
-                            break;
-                        }
-                        None => break,
+            // Two stages, so the next batch is verified while this one is written: the reader
+            // checks signatures, the writer applies and answers in order. One checked batch
+            // waits between them at most, so memory stays bounded by three batches.
+            let (stage_tx, mut stage_rx) =
+                mpsc::channel::<(Result<Checked, NodeError>, Option<End>)>(1);
+            let reader = node.clone();
+            tokio::spawn(async move {
+                loop {
+                    let (batch, end) = next_batch(&mut inbound).await;
+                    let checked = if batch.is_empty() {
+                        Ok(Checked {
+                            verified: Vec::new(),
+                            acks: Vec::new(),
+                        })
+                    } else {
+                        reader.throttle_records(peer, batch.len()).await;
+                        reader.verify_batch(channel, batch).await
+                    };
+                    let stop = end.is_some() || checked.is_err();
+                    if stage_tx.send((checked, end)).await.is_err() || stop {
+                        return;
                     }
                 }
-                node.throttle_records(peer, batch.len()).await;
-                match node.receive_batch(channel, batch).await {
+            });
+            while let Some((checked, end)) = stage_rx.recv().await {
+                let acks = match checked {
+                    Ok(c) => node.apply_batch(channel, c).await,
+                    Err(e) => Err(e),
+                };
+                match acks {
                     Ok(acks) => {
                         for a in acks {
                             if tx.send(Ok(a)).await.is_err() {
@@ -283,7 +330,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
                         return;
                     }
                 }
-                match after {
+                match end {
                     Some(Some(e)) => return fail(e).await,
                     Some(None) => return,
                     None => {}
