@@ -147,7 +147,13 @@ pub struct Delivery {
     pub enabled: bool,
     pub min_backoff_ms: u64,
     pub max_backoff_ms: u64,
+    /// Records read from the store at a time for sending.
     pub batch: usize,
+    /// Most records sent and not yet receipted: the sender keeps sending while cumulative
+    /// receipts come back, up to this many (and `window_bytes`).
+    pub window_records: usize,
+    /// Most bytes of records sent and not yet receipted (one record always goes out).
+    pub window_bytes: usize,
 }
 
 impl Default for Delivery {
@@ -157,6 +163,8 @@ impl Default for Delivery {
             min_backoff_ms: 200,
             max_backoff_ms: 60_000,
             batch: 256,
+            window_records: 4096,
+            window_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -548,6 +556,12 @@ impl Config {
         if d.batch == 0 {
             return Err(invalid("delivery.batch", "must be positive"));
         }
+        if d.window_records == 0 || d.window_bytes == 0 {
+            return Err(invalid(
+                "delivery.window_records",
+                "window_records and window_bytes must be positive",
+            ));
+        }
         if raw.reconcile.interval_secs == 0 {
             return Err(invalid("reconcile.interval_secs", "must be positive"));
         }
@@ -775,6 +789,22 @@ mod tests {
         assert_eq!(cfg.signing_key, dir.path().join("keys/signing.pem"));
         assert_eq!(cfg.local_listen.to_string(), "127.0.0.1:7444");
         assert_eq!(cfg.limits, Limits::default());
+        assert_eq!(cfg.delivery, Delivery::default());
+    }
+
+    #[test]
+    fn an_empty_delivery_window_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path());
+        let path = dir.path().join("interflow.toml");
+        for (from, to) in [
+            ("window_records = 4096", "window_records = 0"),
+            ("window_bytes = 4194304", "window_bytes = 0"),
+        ] {
+            let text = starter("310115".parse().unwrap()).replace(from, to);
+            let err = Config::parse(&path, &text).unwrap_err().to_string();
+            assert!(err.contains("window_records"), "{err}");
+        }
     }
 
     #[test]
