@@ -3,6 +3,7 @@
 //! crash and fsync-order tests with real processes live in the crate's `tests/`.
 
 mod engine;
+mod group;
 mod inbox;
 mod retention;
 mod seal;
