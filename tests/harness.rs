@@ -81,23 +81,25 @@ impl TestCluster {
         n: usize,
         prepare: impl Fn(usize, &std::path::Path, &mut String),
     ) -> TestCluster {
-        Self::start_inner(n, prepare, false, DevOptions::default()).await
+        Self::start_inner(n, n, prepare, false, DevOptions::default()).await
     }
 
     /// Like `start`, with residence notices and status follows residence in every agreement:
     /// odd-indexed nodes are the home bureaus of their neighbours (see [`DevOptions`]).
     pub async fn start_residence(n: usize) -> TestCluster {
-        Self::start_inner(n, |_, _, _| {}, false, DevOptions { residence: true }).await
+        Self::start_inner(n, n, |_, _, _| {}, false, DevOptions { residence: true }).await
     }
 
     /// Like `start`, with every node's published endpoint a [`Proxy`] in front of its peer
     /// listener, so a test can cut and heal the links to it: `proxies[i]` fronts node `i`.
     pub async fn start_behind_proxies(n: usize) -> TestCluster {
-        Self::start_inner(n, |_, _, _| {}, true, DevOptions::default()).await
+        Self::start_inner(n, n, |_, _, _| {}, true, DevOptions::default()).await
     }
 
+    /// Generates `n` nodes and starts only the first `running` (the others with `restart`).
     async fn start_inner(
         n: usize,
+        running: usize,
         prepare: impl Fn(usize, &std::path::Path, &mut String),
         behind_proxies: bool,
         options: DevOptions,
@@ -142,10 +144,14 @@ impl TestCluster {
             proxies,
         };
         for (i, (peer, local)) in listeners.into_iter().enumerate() {
-            let running = cluster.start_with(i, peer, local).await;
-            cluster.nodes.push(Some(running));
+            if i >= running {
+                cluster.nodes.push(None);
+                continue;
+            }
+            let r = cluster.start_with(i, peer, local).await;
+            cluster.nodes.push(Some(r));
         }
-        for i in 0..n {
+        for i in 0..running {
             cluster.wait_released(i).await;
         }
         cluster
@@ -259,14 +265,7 @@ impl TestCluster {
     /// evidence copies) it erased.
     pub async fn erase_as_if_after(&self, i: usize, days: i64) -> u64 {
         let node = self.node(i).clone();
-        let later = node.now() + days * 86_400_000;
-        let n = node.clone();
-        node.store
-            .run(move |s| {
-                s.erase_expired(later, &|agr| {
-                    n.agreements.get(agr).map(|a| a.retention_days)
-                })
-            })
+        node.erase_expired(node.now() + days * 86_400_000)
             .await
             .expect("retention step")
     }
@@ -409,11 +408,31 @@ impl TestCluster {
         let node = self.node(origin);
         let (from, to) = (self.region(origin), self.region(dest));
         let agreement = node
+            .fed()
             .agreements
             .find_covering(from, to, Kind::Contraception, node.now())
             .expect("an agreement between the two nodes")
             .id
             .clone();
+        self.crafted_record_under(origin, dest, seq, prev, key, n, &agreement)
+    }
+
+    /// Like [`Self::crafted_record`], under the named agreement whether or not it covers the
+    /// exchange now (issued now).
+    #[allow(clippy::too_many_arguments)]
+    pub fn crafted_record_under(
+        &self,
+        origin: usize,
+        dest: usize,
+        seq: u64,
+        prev: RecordId,
+        key: &ed25519_dalek::SigningKey,
+        n: u64,
+        agreement: &str,
+    ) -> VerifiedRecord {
+        let node = self.node(origin);
+        let (from, to) = (self.region(origin), self.region(dest));
+        let agreement = agreement.to_owned();
         let today = interflow_core::time::latest_permitted_date(node.now(), 0);
         let id = NationalId::parse(&synthetic_id(n), today).expect("synthetic id");
         let Some(pb::submission::Payload::Contraception(p)) =
@@ -423,7 +442,7 @@ impl TestCluster {
         };
         NewRecord {
             channel: ChannelId::new(from, to),
-            subject: SubjectRef::derive(&node.pseudonym_keys[&agreement], &id),
+            subject: SubjectRef::derive(&node.fed().pseudonym_keys[&agreement], &id),
             agreement_id: agreement,
             issued_at_ms: node.now(),
             supersedes: None,
@@ -565,4 +584,192 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         .overwrite(true);
     std::fs::create_dir_all(to).expect("create dir");
     fs_extra::dir::copy(from, to, &options).expect("copy dir");
+}
+
+// ---- Branch `fed-dir`: publishing directories and changing a running federation. ----
+
+impl TestCluster {
+    /// The federation directory as generated (serial 1, every node a member).
+    pub fn generated_directory(&self) -> pb::DirectoryBody {
+        use prost::Message as _;
+        let bytes = std::fs::read(self.dir.path().join("federation/directory.pb"))
+            .expect("read the generated directory");
+        let signed = pb::SignedDirectory::decode(bytes.as_slice()).expect("decode directory");
+        pb::DirectoryBody::decode(signed.body.as_slice()).expect("decode directory body")
+    }
+
+    /// Signs `body` with the federation operator's key and writes it as node `i`'s directory
+    /// file (what its config names), as an operator publishing a new directory there would.
+    pub fn publish_directory(&self, i: usize, body: &pb::DirectoryBody) {
+        use prost::Message as _;
+        let operator = interflow_core::keys::load_signing_key(
+            &self.dir.path().join("federation/operator.pem"),
+        )
+        .expect("operator key");
+        let signed = interflow_core::directory::Directory::sign(body, &operator);
+        let path = self.node_dir(i).join("federation/directory.pb");
+        std::fs::write(path, signed.encode_to_vec()).expect("write directory");
+    }
+
+    /// The generated directory with `serial`, listing only the nodes `keep` admits (by index).
+    pub fn directory_with(&self, serial: u64, keep: impl Fn(usize) -> bool) -> pb::DirectoryBody {
+        let mut body = self.generated_directory();
+        body.serial = serial;
+        body.members.retain(|m| {
+            self.fed
+                .nodes
+                .iter()
+                .position(|n| n.region == m.region_code)
+                .is_some_and(&keep)
+        });
+        body
+    }
+
+    /// Removes node `i`'s agreements with node `peer` from its config file (the files stay).
+    pub fn drop_agreements_with(&self, i: usize, peer: usize) {
+        let (a, b) = (&self.fed.nodes[i].region, &self.fed.nodes[peer].region);
+        let path = self.config_path(i);
+        let mut text = std::fs::read_to_string(&path).expect("read config");
+        for id in [format!("agr-{a}-{b}"), format!("agr-{b}-{a}")] {
+            let file = format!("\"agreements/{id}.pb\"");
+            for pattern in [format!("{file}, "), format!(", {file}"), file] {
+                text = text.replace(&pattern, "");
+            }
+        }
+        std::fs::write(&path, text).expect("write config");
+    }
+
+    /// Asks node `i` to reload its config files (`Admin.Reload`).
+    pub async fn reload(&self, i: usize) -> Result<pb::ReloadResponse, tonic::Status> {
+        self.admin(i)
+            .await
+            .reload(pb::ReloadRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.config_path(i)
+            .parent()
+            .expect("node directory")
+            .to_owned()
+    }
+}
+
+impl TestCluster {
+    /// Runs `Admin.Reconcile` at node `i` with every peer and waits for its report.
+    pub async fn reconcile_now(&self, i: usize) -> pb::ReconcileReport {
+        let mut stream = self
+            .admin(i)
+            .await
+            .reconcile(pb::ReconcileRequest {
+                peer: String::new(),
+                recover: false,
+            })
+            .await
+            .expect("reconcile")
+            .into_inner();
+        while let Some(p) = stream.message().await.expect("reconcile progress") {
+            if let Some(pb::reconcile_progress::Event::Report(r)) = p.event {
+                return r;
+            }
+        }
+        panic!("the reconcile stream ended without a report");
+    }
+}
+
+impl TestCluster {
+    /// Generates `n` nodes but runs the first `n - 1` as a federation without the last one:
+    /// their directory (serial 1) lists only them and node `n - 2` has no agreement with node
+    /// `n - 1` in its config. Node `n - 1` is the newcomer, started later with `restart`.
+    pub async fn start_without_newcomer(n: usize) -> TestCluster {
+        use prost::Message as _;
+        let newcomer = n - 1;
+        Self::start_inner(
+            n,
+            newcomer,
+            |i, node_dir, text| {
+                let fed_dir = node_dir.parent().expect("cluster dir").join("federation");
+                let read = std::fs::read(fed_dir.join("directory.pb")).expect("directory");
+                let signed = pb::SignedDirectory::decode(read.as_slice()).expect("decode");
+                let mut body =
+                    pb::DirectoryBody::decode(signed.body.as_slice()).expect("decode body");
+                let newcomer_region = body.members[newcomer].region_code.clone();
+                body.members.retain(|m| m.region_code != newcomer_region);
+                let operator =
+                    interflow_core::keys::load_signing_key(&fed_dir.join("operator.pem"))
+                        .expect("operator key");
+                let signed = interflow_core::directory::Directory::sign(&body, &operator);
+                std::fs::write(
+                    node_dir.join("federation/directory.pb"),
+                    signed.encode_to_vec(),
+                )
+                .expect("write directory");
+                if i + 1 == newcomer {
+                    let mine = node_dir.file_name().expect("region").to_string_lossy();
+                    let file = format!("\"agreements/agr-{mine}-{newcomer_region}.pb\"");
+                    *text = text.replace(&format!(", {file}"), "");
+                }
+            },
+            false,
+            DevOptions::default(),
+        )
+        .await
+    }
+
+    /// Adds back to node `i`'s config its agreement with node `peer` (as generated).
+    pub fn restore_agreement_with(&self, i: usize, peer: usize) {
+        let (a, b) = (&self.fed.nodes[i].region, &self.fed.nodes[peer].region);
+        let path = self.config_path(i);
+        let text = std::fs::read_to_string(&path).expect("read config");
+        let id = if i < peer {
+            format!("agr-{a}-{b}")
+        } else {
+            format!("agr-{b}-{a}")
+        };
+        let text = text.replacen(
+            "agreements = [",
+            &format!("agreements = [\"agreements/{id}.pb\", "),
+            1,
+        );
+        std::fs::write(&path, text).expect("write config");
+    }
+}
+
+// ---- Branch `fed-agree`: agreements installed and terminated at runtime. ----
+
+impl TestCluster {
+    /// A new agreement between nodes `i` and `j` (pregnancy and contraception both ways,
+    /// valid from yesterday for a year), signed by both, and a pseudonym key file for it.
+    pub fn new_agreement(&self, i: usize, j: usize) -> (pb::SignedAgreement, PathBuf) {
+        use interflow_core::agreement::{encode_body, party_signature};
+        let now = self.node(i).now();
+        let body = pb::AgreementBody {
+            agreement_id: format!("agr-new-{}-{}", self.region(i), self.region(j)),
+            party_a: self.region(i).to_string(),
+            party_b: self.region(j).to_string(),
+            kinds: vec![
+                pb::RecordKind::PregnancyStatus as i32,
+                pb::RecordKind::ContraceptionStatus as i32,
+            ],
+            valid_from_ms: now - 86_400_000,
+            valid_until_ms: now + 365 * 86_400_000,
+            legal_basis: pb::LegalBasisKind::StatutoryDuty as i32,
+            statute_reference: "PFPL-2021-art-19".into(),
+            retention_days: 3650,
+            date_precision: pb::DatePrecision::Day as i32,
+            ..Default::default()
+        };
+        let bytes = encode_body(&body);
+        let signed = pb::SignedAgreement {
+            signatures: vec![
+                party_signature(&self.signing_key(i), self.region(i), &bytes),
+                party_signature(&self.signing_key(j), self.region(j), &bytes),
+            ],
+            body: bytes,
+        };
+        let key = self.dir.path().join(format!("{}.key", body.agreement_id));
+        std::fs::write(&key, "5a".repeat(32)).expect("write pseudonym key");
+        (signed, key)
+    }
 }

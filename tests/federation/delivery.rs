@@ -34,7 +34,7 @@ async fn records_flow_both_ways_under_an_agreement_and_not_without_one() {
     let got = c.wait_for_record(1, &id).await;
     assert_eq!(got.channel(), ChannelId::new(a, b));
     // Stored as received, and it verifies under A's directory key.
-    let a_key = b_node.directory.signing_key(a).unwrap();
+    let a_key = b_node.fed().directory.signing_key(a).unwrap();
     assert!(
         DecodedRecord::decode(got.signed().clone())
             .unwrap()

@@ -1,7 +1,9 @@
 //! Multi-node scenarios against real nodes on loopback with real mTLS and sled directories.
 
+mod agreements;
 mod audit;
 mod delivery;
+mod directory;
 mod inbox;
 mod input;
 mod partition;

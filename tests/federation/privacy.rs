@@ -179,7 +179,7 @@ async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
     }
 
     let node = c.node(0).clone();
-    let key = &node.pseudonym_keys[&node.agreements.iter().next().unwrap().id];
+    let key = &node.fed().pseudonym_keys[&node.fed().agreements.iter().next().unwrap().id];
     let today = interflow_core::time::latest_permitted_date(node.now(), 0);
     let mut secrets = vec![sentinel.clone()];
     for id in &ids {
@@ -390,7 +390,7 @@ fn with_month_precision(node_dir: &std::path::Path) {
 async fn under_an_agreement_with_month_precision_records_carry_months_only() {
     let c = TestCluster::start_prepared(2, |_, dir, _| with_month_precision(dir)).await;
     let b = c.region(1);
-    assert!(c.node(0).agreements.iter().all(|a| a.month_dates));
+    assert!(c.node(0).fed().agreements.iter().all(|a| a.month_dates));
     let item = sample_submission(960, b.as_str());
     let submitted_day = match &item.payload {
         Some(pb::submission::Payload::Contraception(p)) => p.observed_on.unwrap().day,
@@ -513,9 +513,9 @@ async fn coverage_answers_and_gauges_carry_counts_only() {
     let mut secrets: Vec<String> = ids.iter().map(|n| synthetic_id(*n)).collect();
     let today = interflow_core::time::latest_permitted_date(c.node(1).now(), 0);
     for i in 0..3 {
-        let node = c.node(i).clone();
-        for a in node.agreements.iter() {
-            let Some(key) = node.pseudonym_keys.get(&a.id) else {
+        let fed = c.node(i).fed();
+        for a in fed.agreements.iter() {
+            let Some(key) = fed.pseudonym_keys.get(&a.id) else {
                 continue;
             };
             for n in &ids {

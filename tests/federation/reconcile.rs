@@ -363,6 +363,7 @@ async fn a_peer_whose_signed_view_goes_backwards_is_an_anomaly_and_the_old_state
             hash: interflow_core::record::RecordId([5; 32]),
         }],
         audit: None,
+        directory_serial: 1,
     };
     let signed = sign_heads(&b_key, &earlier);
     let bytes = prost::Message::encode_to_vec(&signed);
@@ -530,7 +531,7 @@ async fn without_delivery_records_the_peer_pulled_count_as_delivered() {
         .unwrap()
         .expect("the statement is kept");
     let signed = <pb::SignedHeads as prost::Message>::decode(proof.as_slice()).unwrap();
-    let key = c.node(0).directory.signing_key(b).unwrap();
+    let key = c.node(0).fed().directory.signing_key(b).unwrap();
     let heads = interflow_core::statement::verify_heads(&signed, &key).unwrap();
     assert_eq!(heads.head(ch).map(|h| h.seq), Some(5));
     c.shutdown().await;

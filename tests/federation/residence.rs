@@ -427,6 +427,7 @@ async fn a_residence_notice_delivered_from_the_home_bureau_is_rejected_and_not_s
     // had let it through, and delivers it over its own mTLS identity.
     let node = c.node(C).clone();
     let agreement = node
+        .fed()
         .agreements
         .iter()
         .find(|a| a.peer_of(cc) == Some(b))
@@ -437,7 +438,7 @@ async fn a_residence_notice_delivered_from_the_home_bureau_is_rejected_and_not_s
     let id = interflow_core::NationalId::parse(&synthetic_id(P), today).unwrap();
     let record = NewRecord {
         channel: ChannelId::new(cc, b),
-        subject: SubjectRef::derive(&node.pseudonym_keys[&agreement], &id),
+        subject: SubjectRef::derive(&node.fed().pseudonym_keys[&agreement], &id),
         agreement_id: agreement,
         issued_at_ms: node.now(),
         supersedes: None,

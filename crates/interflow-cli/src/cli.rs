@@ -256,6 +256,14 @@ pub enum NodeCommand {
         #[arg(long, value_name = "ORIGIN:DESTINATION")]
         channel: String,
     },
+    /// Re-reads the node's certificates, CRLs, directory and agreements from its config file
+    /// and installs them together, as SIGHUP does. A bad file, or a directory with a lower
+    /// serial than the installed one, keeps the old state and says why (exit 1). Audited.
+    Reload,
+    /// The federation as the node installed it: directory serial, issue and expiry times,
+    /// source (file, a peer, or the data directory), members and agreements, and the last
+    /// reload's outcome. Exits 1 while the directory is expired or the last reload failed.
+    Federation,
     /// The inbox: records that arrived here, read by named consumers with durable cursors
     /// (presents the `inbox` client certificate, `[client] inbox_cert/inbox_key`).
     #[command(subcommand)]

@@ -28,6 +28,8 @@ use serde::Serialize;
 
 use crate::cli::{Cli, Command, ConnArgs, NodeCommand};
 use crate::conn::Connection;
+use crate::offline::OfflineCommand;
+use crate::offline::agreement::AgreementCommand;
 
 /// What a command found, as the exit code tells it: 0 for success, 1 when the command ran but
 /// found a problem (records stuck beyond `--max-age`, rows that failed, an inconsistent log,
@@ -130,17 +132,52 @@ pub async fn run_with(
     ctx: &mut Ctx<'_>,
 ) -> anyhow::Result<Outcome> {
     match command {
+        Command::Offline(OfflineCommand::Agreement(AgreementCommand::Terminate {
+            agreement_id,
+        })) => {
+            let conn = open(args, interflow_tls::Role::Admin, env).await?;
+            emit(
+                ctx,
+                &commands::terminate::terminate(&conn, agreement_id).await?,
+            )
+        }
+        Command::Offline(OfflineCommand::Agreement(AgreementCommand::Install {
+            file,
+            pseudonym_key,
+        })) => {
+            let (signed, _) = offline::agreement::read_signed(file)?;
+            let key = std::path::absolute(pseudonym_key)
+                .with_context(|| format!("resolving `{}`", pseudonym_key.display()))?;
+            let conn = open(args, interflow_tls::Role::Admin, env).await?;
+            emit(
+                ctx,
+                &commands::terminate::install(&conn, signed, &key).await?,
+            )
+        }
+        Command::Offline(OfflineCommand::Agreement(AgreementCommand::List)) => {
+            let conn = open(args, interflow_tls::Role::Admin, env).await?;
+            emit(ctx, &commands::terminate::list(&conn).await?)
+        }
         Command::Offline(c) => offline::run(c, ctx),
         Command::Docs(c) => docs::run(c, ctx),
         Command::Node(c) => {
-            let target = conn::resolve(args, c.role(), env)?;
-            tracing::debug!(addr = %target.addr.value, region = %target.region.value, "connecting");
-            let conn = Connection::open(&target, args.connect_timeout)
-                .await?
-                .with_request_timeout(args.timeout);
+            let conn = open(args, c.role(), env).await?;
             run_connected(c, &conn, ctx).await
         }
     }
+}
+
+/// Opens the connection a node command uses, presenting the certificate of `role`.
+async fn open(
+    args: &ConnArgs,
+    role: interflow_tls::Role,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Connection> {
+    let target = conn::resolve(args, role, env)?;
+    tracing::debug!(addr = %target.addr.value, region = %target.region.value, "connecting");
+    Ok(Connection::open(&target, args.connect_timeout)
+        .await?
+        .with_request_timeout(args.timeout))
 }
 
 /// Runs a command that talks to a node over an open connection. End-to-end tests call this

@@ -102,6 +102,7 @@ mod tests {
             serial: 1,
             issued_at_ms: 0,
             members: vec![m("310115", 1), m("110105", 2)],
+            ..Default::default()
         };
         let op = key(100);
         Directory::verify(&Directory::sign(&body, &op), &op.verifying_key()).unwrap()

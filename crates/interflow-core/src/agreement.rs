@@ -52,6 +52,8 @@ pub struct Agreement {
     pub retention_days: u32,
     /// Month precision for `observed_on` and `since` under this agreement (coarse dates).
     pub month_dates: bool,
+    /// When a party terminated it ([`Agreement::terminate`]); `None` while not terminated.
+    pub terminated_at_ms: Option<UnixMillis>,
     signed: pb::SignedAgreement,
 }
 
@@ -88,6 +90,8 @@ pub enum CoverError {
     NotYetValid { id: String, from: String },
     #[error("agreement `{id}` expired at {until}")]
     Expired { id: String, until: String },
+    #[error("agreement `{id}` was terminated at {at}")]
+    Terminated { id: String, at: String },
     #[error("agreement `{id}` does not cover {kind} records")]
     KindNotCovered { id: String, kind: Kind },
     #[error(
@@ -108,6 +112,7 @@ impl CoverError {
             CoverError::NotYetValid { .. } | CoverError::Expired { .. } => {
                 pb::RejectReason::AgreementNotValid
             }
+            CoverError::Terminated { .. } => pb::RejectReason::AgreementTerminated,
             CoverError::KindNotCovered { .. } => pb::RejectReason::KindNotCovered,
             CoverError::WrongDirection { .. } => pb::RejectReason::WrongDirection,
         }
@@ -131,7 +136,7 @@ fn kind_list(field: &'static str, raw: &[i32]) -> Result<Vec<Kind>, AgreementErr
 }
 
 /// Agreement ids are short ASCII tokens so that they can sit in keys, paths and logs.
-pub(crate) fn check_agreement_id(id: &str) -> Result<(), String> {
+pub fn check_agreement_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 {
         return Err(format!("must be 1 to 64 characters, got {}", id.len()));
     }
@@ -295,6 +300,7 @@ impl Agreement {
             legal_basis,
             retention_days: body.retention_days,
             month_dates,
+            terminated_at_ms: None,
             signed,
         })
     }
@@ -319,6 +325,14 @@ impl Agreement {
             return Err(CoverError::NotYetValid {
                 id: self.id.clone(),
                 from: rfc3339(self.valid_from_ms),
+            });
+        }
+        if let Some(t) = self.terminated_at_ms
+            && at >= t
+        {
+            return Err(CoverError::Terminated {
+                id: self.id.clone(),
+                at: rfc3339(t),
             });
         }
         if at >= self.valid_until_ms {
@@ -382,9 +396,35 @@ impl Agreement {
         }
     }
 
-    /// Whether the agreement is in force at `at`.
+    /// Whether the agreement is in force at `at` (valid and not terminated by then).
     pub fn active_at(&self, at: UnixMillis) -> bool {
-        self.valid_from_ms <= at && at < self.valid_until_ms
+        self.valid_from_ms <= at
+            && at < self.valid_until_ms
+            && self.terminated_at_ms.is_none_or(|t| at < t)
+    }
+
+    /// Records a verified termination; an earlier one already recorded stands (the agreement
+    /// ends at the first notice either party gave).
+    pub fn terminate(&mut self, t: &crate::termination::Termination) {
+        if t.agreement_id == self.id {
+            let at = self
+                .terminated_at_ms
+                .map_or(t.terminated_at_ms, |old| old.min(t.terminated_at_ms));
+            self.terminated_at_ms = Some(at);
+        }
+    }
+
+    /// When `Heads` and `Fetch` stop serving the partner this agreement's channels: the end of
+    /// the grace period after termination (`None` while not terminated).
+    pub fn grace_end_ms(&self, grace_ms: i64) -> Option<UnixMillis> {
+        self.terminated_at_ms.map(|t| t.saturating_add(grace_ms))
+    }
+
+    /// Whether the partner may still recover this agreement's records at `now`: always while
+    /// not terminated, then until the grace period ends. Only records issued while active exist
+    /// on either side, since [`Agreement::covers`] refuses later ones.
+    pub fn serves_partner_at(&self, now: UnixMillis, grace_ms: i64) -> bool {
+        self.grace_end_ms(grace_ms).is_none_or(|end| now < end)
     }
 
     /// The signed document exactly as loaded.
@@ -474,6 +514,53 @@ impl AgreementSet {
         Err(best)
     }
 
+    /// Applies a verified termination to its agreement; false when this set does not have it.
+    pub fn terminate(&mut self, t: &crate::termination::Termination) -> bool {
+        match self.by_id.get_mut(&t.agreement_id) {
+            Some(a) => {
+                a.terminate(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `peer` may still recover its records from `me` at `now`: some agreement between
+    /// them is not terminated, or still inside its grace period.
+    pub fn serves_partner_at(
+        &self,
+        me: RegionCode,
+        peer: RegionCode,
+        now: UnixMillis,
+        grace_ms: i64,
+    ) -> bool {
+        self.by_id
+            .values()
+            .filter(|a| a.peer_of(me) == Some(peer))
+            .any(|a| a.serves_partner_at(now, grace_ms))
+    }
+
+    /// Peers to reconcile with at `now`: those with an agreement in force, and those whose
+    /// agreement was terminated but is still inside its grace period (so either side can
+    /// recover what was issued while it was active).
+    pub fn reconcile_peers(
+        &self,
+        me: RegionCode,
+        now: UnixMillis,
+        grace_ms: i64,
+    ) -> Vec<RegionCode> {
+        let mut peers: Vec<_> = self
+            .by_id
+            .values()
+            .filter(|a| a.valid_from_ms <= now && now < a.valid_until_ms)
+            .filter(|a| a.serves_partner_at(now, grace_ms))
+            .filter_map(|a| a.peer_of(me))
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
     /// Peers with an agreement in force at `at`.
     pub fn active_peers(&self, me: RegionCode, at: UnixMillis) -> Vec<RegionCode> {
         let mut peers: Vec<_> = self
@@ -542,7 +629,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn agreement() -> Agreement {
+    pub(crate) fn agreement() -> Agreement {
         Agreement::verify(signed(&body("310115", "110105"), &key(1), &key(2)), &keys).unwrap()
     }
 

@@ -23,8 +23,9 @@ pub struct Member {
     pub signing_key: VerifyingKey,
     /// URI SAN of its TLS certificate.
     pub tls_identity: String,
-    /// Every record-signing key, key id 0 (`signing_key`, valid from the beginning of time)
-    /// first, then the listed ones in directory order.
+    /// Every record-signing key, key id 0 (`signing_key`, valid from the beginning of time
+    /// unless the directory lists key id 0 with an end or a revocation) first, then the listed
+    /// ones in directory order.
     pub keys: Vec<MemberKey>,
 }
 
@@ -145,6 +146,9 @@ pub enum KeyLookupError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Directory {
     pub serial: u64,
+    pub issued_at_ms: i64,
+    /// After this the directory is expired (`None`: no expiry, as older directories).
+    pub expires_at_ms: Option<i64>,
     members: BTreeMap<RegionCode, Member>,
 }
 
@@ -213,6 +217,20 @@ impl Directory {
             for (k, mk) in m.keys.iter().enumerate() {
                 let key =
                     member_key(mk).map_err(|reason| bad("keys", format!("entry {k}: {reason}")))?;
+                if key.key_id == 0 {
+                    // Key id 0 listed: the window (end, revocation) of `signing_key` itself.
+                    if key.public_key != PublicKey::Ed25519(signing_key) {
+                        return Err(bad(
+                            "keys",
+                            format!("entry {k}: key id 0 must repeat `signing_key`"),
+                        ));
+                    }
+                    if keys[0] != MemberKey::legacy(signing_key) {
+                        return Err(bad("keys", "key id 0 is listed twice".into()));
+                    }
+                    keys[0] = key;
+                    continue;
+                }
                 if keys.iter().any(|x| x.key_id == key.key_id) {
                     return Err(bad(
                         "keys",
@@ -235,6 +253,8 @@ impl Directory {
         }
         Ok(Directory {
             serial: body.serial,
+            issued_at_ms: body.issued_at_ms,
+            expires_at_ms: (body.expires_at_ms != 0).then_some(body.expires_at_ms),
             members,
         })
     }
@@ -247,6 +267,11 @@ impl Directory {
             signature: sign::sign(operator, Domain::Directory, &bytes).to_vec(),
             body: bytes,
         }
+    }
+
+    /// Whether the directory is past its expiry at `now_ms`.
+    pub fn expired_at(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_some_and(|t| now_ms >= t)
     }
 
     pub fn member(&self, region: RegionCode) -> Option<&Member> {
@@ -387,12 +412,9 @@ impl<F: Fn(RegionCode) -> Option<VerifyingKey>> KeySource for F {
     }
 }
 
-/// Decodes and checks one listed key: id ≥ 1, a supported algorithm, a strong public key and a
-/// window that is not empty.
+/// Decodes and checks one listed key: a supported algorithm, a strong public key and a window
+/// that is not empty. Key id 0 may be listed only to end or revoke the legacy `signing_key`.
 fn member_key(mk: &pb::MemberKey) -> Result<MemberKey, String> {
-    if mk.key_id == 0 {
-        return Err("key id 0 is the member's `signing_key`; listed keys start at 1".into());
-    }
     let public_key = if mk.alg == pb::SignatureAlgorithm::Ed25519 as i32 {
         PublicKey::Ed25519(ed25519_key(&mk.public_key)?)
     } else {
@@ -445,7 +467,12 @@ pub fn member_to_pb(m: &Member) -> pb::Member {
         endpoint: m.endpoint.clone(),
         signing_key: m.signing_key.to_bytes().to_vec(),
         tls_identity: m.tls_identity.clone(),
-        keys: m.keys.iter().skip(1).map(member_key_to_pb).collect(),
+        keys: m
+            .keys
+            .iter()
+            .filter(|k| k.key_id != 0 || **k != MemberKey::legacy(m.signing_key))
+            .map(member_key_to_pb)
+            .collect(),
     }
 }
 
@@ -467,7 +494,24 @@ mod tests {
             serial: 1,
             issued_at_ms: 0,
             members: vec![m("310115", 1), m("110105", 2)],
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_directory_expires_at_its_expiry_and_an_older_one_never() {
+        let operator = key(100);
+        let load = |b: &pb::DirectoryBody| {
+            Directory::verify(&Directory::sign(b, &operator), &operator.verifying_key()).unwrap()
+        };
+        let d = load(&body());
+        assert_eq!(d.expires_at_ms, None);
+        assert!(!d.expired_at(i64::MAX));
+        let d = load(&pb::DirectoryBody {
+            expires_at_ms: 1_000,
+            ..body()
+        });
+        assert!(!d.expired_at(999) && d.expired_at(1_000));
     }
 
     #[test]
@@ -522,5 +566,101 @@ mod tests {
         let e = Directory::verify(&Directory::sign(&b, &operator), &operator.verifying_key())
             .unwrap_err();
         assert!(matches!(e, DirectoryError::Duplicate(_)));
+    }
+
+    #[test]
+    fn a_key_is_valid_from_its_start_until_its_end_or_revocation() {
+        use crate::fixtures::{directory, member, member_key};
+        let a = region("310115");
+        let d = directory(vec![member(
+            "310115",
+            1,
+            vec![
+                member_key(1, 3, 1_000, 5_000, 0),
+                member_key(2, 4, 1_000, 0, 3_000),
+            ],
+        )]);
+        let at = |id, t| d.key_for(a, id, t).map(|k| k.key_id);
+        assert_eq!(at(0, i64::MIN), Ok(0));
+        assert_eq!(at(1, 1_000), Ok(1));
+        assert_eq!(at(1, 4_999), Ok(1));
+        let not_valid = |id, t| match d.key_for(a, id, t) {
+            Err(KeyLookupError::NotValid { why, .. }) => Some(why),
+            _ => None,
+        };
+        assert_eq!(not_valid(1, 999), Some(KeyNotValid::NotYet(1_000)));
+        assert_eq!(not_valid(1, 5_000), Some(KeyNotValid::Expired(5_000)));
+        assert_eq!(at(2, 2_999), Ok(2));
+        assert_eq!(not_valid(2, 3_000), Some(KeyNotValid::Revoked(3_000)));
+        assert_eq!(
+            at(7, 2_000),
+            Err(KeyLookupError::UnknownKey {
+                region: a,
+                key_id: 7
+            })
+        );
+        assert_eq!(
+            at(1, 2_000).and(d.key_for(region("110105"), 0, 2_000).map(|k| k.key_id)),
+            Err(KeyLookupError::UnknownMember(region("110105")))
+        );
+        assert_eq!(d.key_id_of(a, &key(4).verifying_key(), 2_000), Some(2));
+        assert_eq!(d.key_id_of(a, &key(4).verifying_key(), 3_000), None);
+    }
+
+    #[test]
+    fn key_id_0_can_be_ended_or_revoked_by_repeating_it() {
+        use crate::fixtures::{directory, member, member_key};
+        let a = region("310115");
+        let d = directory(vec![member(
+            "310115",
+            1,
+            vec![member_key(0, 1, 0, 0, 2_000), member_key(1, 3, 1_000, 0, 0)],
+        )]);
+        assert!(d.key_for(a, 0, 1_999).is_ok());
+        assert!(matches!(
+            d.key_for(a, 0, 2_000),
+            Err(KeyLookupError::NotValid { .. })
+        ));
+        // The wire form keeps the entry, so a re-signed directory says the same.
+        let m = member_to_pb(d.member(a).unwrap());
+        assert_eq!(m.keys.len(), 2);
+    }
+
+    #[test]
+    fn bad_member_keys_are_refused_at_load() {
+        use crate::fixtures::{member, member_key};
+        let operator = key(100);
+        let load = |keys: Vec<pb::MemberKey>| {
+            let body = pb::DirectoryBody {
+                serial: 1,
+                members: vec![member("310115", 1, keys)],
+                ..Default::default()
+            };
+            Directory::verify(
+                &Directory::sign(&body, &operator),
+                &operator.verifying_key(),
+            )
+        };
+        let refused = |keys: Vec<pb::MemberKey>| {
+            matches!(
+                load(keys),
+                Err(DirectoryError::BadMember { field: "keys", .. })
+            )
+        };
+        assert!(load(vec![member_key(1, 3, 0, 0, 0)]).is_ok());
+        assert!(refused(vec![
+            member_key(1, 3, 0, 0, 0),
+            member_key(1, 4, 0, 0, 0)
+        ]));
+        assert!(refused(vec![member_key(1, 3, 5_000, 5_000, 0)]));
+        assert!(refused(vec![member_key(1, 3, 0, 0, -1)]));
+        assert!(refused(vec![member_key(0, 3, 0, 0, 1)]));
+        let mut weak = member_key(1, 3, 0, 0, 0);
+        weak.public_key = [0; 32].to_vec();
+        weak.public_key[0] = 1; // the identity point: small order
+        assert!(refused(vec![weak]));
+        let mut other = member_key(1, 3, 0, 0, 0);
+        other.alg = 99;
+        assert!(refused(vec![other]));
     }
 }

@@ -18,7 +18,9 @@ pub mod pseudonym;
 pub mod record;
 pub mod region;
 pub mod sign;
+pub mod sm2_suite;
 pub mod statement;
+pub mod termination;
 pub mod time;
 
 /// The encoded descriptor set of every `interflow.v1` service, for server reflection.

@@ -9,7 +9,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::canonical::{CanonicalError, decode_canonical};
-use crate::directory::{Directory, KeyLookupError};
+use crate::directory::{Directory, KeyLookupError, KeySource, SignedBy, SignedByError};
 use crate::idempotency::IdempotencyDigest;
 use crate::payload::{Kind, Payload, PayloadError, ValidationRules};
 use crate::pb;
@@ -229,6 +229,12 @@ impl DecodedRecord {
             return Err(RecordError::UnsupportedAlgorithm(signed.alg));
         }
         let body: pb::RecordBody = decode_canonical("RecordBody", &signed.body)?;
+        Self::from_body(signed, body)
+    }
+
+    /// The structural checks of [`Self::decode`] on a body already decoded from (or encoded
+    /// into) `signed.body`.
+    fn from_body(signed: pb::SignedRecord, body: pb::RecordBody) -> Result<Self, RecordError> {
         match (body.version, body.key_id) {
             (BODY_VERSION, 0) => {}
             (BODY_VERSION, _) => return Err(bad("key_id", "is not allowed in a version-1 body")),
@@ -313,12 +319,7 @@ impl DecodedRecord {
     /// Verifies the signature over the body bytes as received under one given key (whatever
     /// key id the body names); [`Self::verify_in`] is the check against the directory.
     pub fn verify(self, origin_key: &VerifyingKey) -> Result<VerifiedRecord, RecordError> {
-        sign::verify(
-            origin_key,
-            Domain::Record,
-            &self.signed.body,
-            &self.signed.signature,
-        )?;
+        self.check_signature(origin_key)?;
         Ok(VerifiedRecord(self))
     }
 
@@ -326,13 +327,30 @@ impl DecodedRecord {
     /// bodies), which must have been valid at its issue time: the one record check of
     /// receive, Fetch, reconciliation and VerifyLog.
     pub fn verify_in(self, directory: &Directory) -> Result<VerifiedRecord, RecordError> {
-        let key = directory.key_for(self.channel.origin, self.key_id(), self.body.issued_at_ms)?;
-        if key.public_key.alg_pb() != self.signed.alg {
-            return Err(RecordError::UnsupportedAlgorithm(self.signed.alg));
-        }
-        key.public_key
-            .verify(Domain::Record, &self.signed.body, &self.signed.signature)?;
+        self.check_signature(directory)?;
         Ok(VerifiedRecord(self))
+    }
+
+    /// The signature check of [`Self::verify_in`] without taking the record: the origin's key
+    /// the body names, valid at `issued_at_ms`, in the envelope's algorithm.
+    pub fn check_signature(&self, keys: &impl KeySource) -> Result<(), RecordError> {
+        let by = SignedBy {
+            signer: self.channel.origin,
+            key_id: self.key_id(),
+            at_ms: self.body.issued_at_ms,
+        };
+        keys.verify_signed(
+            by,
+            self.signed.alg,
+            Domain::Record,
+            &self.signed.body,
+            &self.signed.signature,
+        )
+        .map_err(|e| match e {
+            SignedByError::UnsupportedAlgorithm(a) => RecordError::UnsupportedAlgorithm(a),
+            SignedByError::Key(k) => RecordError::Key(k),
+            SignedByError::Signature(s) => RecordError::Signature(s),
+        })
     }
 
     /// The id of the origin's key that signed the record (0 for version-1 bodies).
@@ -426,6 +444,22 @@ pub fn current_of(records: Vec<DecodedRecord>) -> Option<DecodedRecord> {
         .max_by_key(|r| (r.payload().observed_on(), r.issued_at_ms()))
 }
 
+/// A new record at its channel position whose signature is still to be computed.
+#[derive(Clone, PartialEq, Debug)]
+pub struct UnsignedRecord(DecodedRecord);
+
+impl UnsignedRecord {
+    pub fn id(&self) -> RecordId {
+        self.0.id
+    }
+
+    /// Signs the body bytes as placed with the origin's key.
+    pub fn sign(mut self, key: &SigningKey) -> VerifiedRecord {
+        self.0.signed.signature = sign::sign(key, Domain::Record, &self.0.signed.body).to_vec();
+        VerifiedRecord(self.0)
+    }
+}
+
 /// A record whose signature verified under its origin's key (or that this node sealed).
 #[derive(Clone, PartialEq, Debug)]
 pub struct VerifiedRecord(DecodedRecord);
@@ -501,15 +535,28 @@ impl NewRecord {
         key: impl Into<Sealer<'a>>,
     ) -> Result<VerifiedRecord, RecordError> {
         let key = key.into();
-        let body = self.body_with_key(seq, prev, key.key_id).encode_to_vec();
-        let signature = sign::sign(key.key, Domain::Record, &body).to_vec();
+        Ok(self.place(seq, prev, key.key_id)?.sign(key.key))
+    }
+
+    /// This record at `seq` after `prev`, naming the signer's `key_id` (0: version 1), checked
+    /// and with its id, but not signed yet: a channel's records are placed in seq order (each
+    /// links to the id before it), and their signatures can then be computed in any order, on
+    /// any thread, with the key `key_id` names.
+    pub fn place(
+        &self,
+        seq: u64,
+        prev: RecordId,
+        key_id: u32,
+    ) -> Result<UnsignedRecord, RecordError> {
+        let body = self.body_with_key(seq, prev, key_id);
+        // Encoded once: these bytes are what is signed, stored and sent. Encoding is
+        // canonical, so only the structure is checked, as for a received record.
         let signed = pb::SignedRecord {
             alg: pb::SignatureAlgorithm::Ed25519 as i32,
-            body,
-            signature,
+            body: body.encode_to_vec(),
+            signature: Vec::new(),
         };
-        // Decoding what we just encoded also checks the structure we are about to vouch for.
-        Ok(VerifiedRecord(DecodedRecord::decode(signed)?))
+        Ok(UnsignedRecord(DecodedRecord::from_body(signed, body)?))
     }
 
     /// A stable digest of the content, for intake idempotency (same key, same content): the

@@ -14,6 +14,7 @@ pub enum Domain {
     Heads,
     Agreement,
     Directory,
+    Termination,
 }
 
 impl Domain {
@@ -25,6 +26,7 @@ impl Domain {
             Domain::Heads => b"interflow/heads/v1\0",
             Domain::Agreement => b"interflow/agreement/v1\0",
             Domain::Directory => b"interflow/directory/v1\0",
+            Domain::Termination => b"interflow/termination/v1\0",
         }
     }
 }

@@ -120,6 +120,8 @@ pub struct Heads {
     pub heads: Vec<Head>,
     /// `None` before the signer's first audit entry.
     pub audit: Option<AuditHead>,
+    /// The serial of the signer's installed directory (0 from older signers).
+    pub directory_serial: u64,
 }
 
 impl Heads {
@@ -147,6 +149,7 @@ pub fn sign_heads<'a>(key: impl Into<Sealer<'a>>, h: &Heads) -> pb::SignedHeads 
             .collect(),
         audit_seq: h.audit.map_or(0, |a| a.seq),
         audit_hash: h.audit.map(|a| a.hash.to_vec()).unwrap_or_default(),
+        directory_serial: h.directory_serial,
     }
     .encode_to_vec();
     pb::SignedHeads {
@@ -210,6 +213,7 @@ pub fn verify_heads(s: &pb::SignedHeads, keys: &impl KeySource) -> Result<Heads,
         issued_at_ms: b.issued_at_ms,
         heads,
         audit,
+        directory_serial: b.directory_serial,
     })
 }
 
@@ -248,6 +252,7 @@ mod tests {
                 hash: RecordId([1; 32]),
             }],
             audit: None,
+            directory_serial: 4,
         };
         assert_eq!(
             verify_heads(&sign_heads(&k, &h), &k.verifying_key()),

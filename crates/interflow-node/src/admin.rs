@@ -50,12 +50,12 @@ impl AdminService {
         let today = latest_permitted_date(self.node.now(), 0);
         let id = NationalId::parse(national_id, today)
             .map_err(|e| NodeError::bad_field("national_id", e))?;
-        let refs = self
-            .node
+        let fed = self.node.fed();
+        let refs = fed
             .agreements
             .iter()
             .filter_map(|a| {
-                let key = self.node.pseudonym_keys.get(&a.id)?;
+                let key = fed.pseudonym_keys.get(&a.id)?;
                 Some((
                     a.id.clone(),
                     a.peer_of(self.node.region)?,
@@ -143,9 +143,8 @@ impl AdminService {
     async fn peer_anchors(&self) -> Result<Vec<pb::PeerAnchor>, NodeError> {
         let n = &self.node;
         let me = n.region;
-        let own_key = n.signing_key.verifying_key();
         let mut out = Vec::new();
-        for peer in n.agreements.all_peers(me) {
+        for peer in n.fed().agreements.all_peers(me) {
             let mut a = pb::PeerAnchor {
                 peer: peer.to_string(),
                 ..Default::default()
@@ -175,7 +174,8 @@ impl AdminService {
                 out.push(a);
                 continue;
             };
-            let heads = match verify_heads(&signed, &own_key) {
+            // Signed by whichever of this node's keys was in use then.
+            let heads = match verify_heads(&signed, &n.fed().directory) {
                 Ok(h) if h.signer == me && h.peer == peer => h,
                 Ok(_) => {
                     a.state = pb::AnchorState::BadStatement as i32;
@@ -246,9 +246,10 @@ impl AdminService {
         self.audited(&req, "Admin.ListChannels", vec![]).await?;
         let n = &self.node;
         let mut all = n.store.run(|s| s.channels()).await?;
+        let fed = n.fed();
         let channels = {
             // Channels of every agreement, also those with no record yet.
-            for peer in n.agreements.all_peers(n.region) {
+            for peer in n.fed().agreements.all_peers(n.region) {
                 for c in [
                     ChannelId::new(n.region, peer),
                     ChannelId::new(peer, n.region),
@@ -275,6 +276,14 @@ impl AdminService {
                         acked_seq: st.acked_seq,
                         stopped: st.stopped.is_some(),
                         held: c.origin == n.region && n.holds.is_held(c),
+                        removed: fed
+                            .directory
+                            .member(if c.origin == n.region {
+                                c.destination
+                            } else {
+                                c.origin
+                            })
+                            .is_none(),
                     }
                 })
                 .collect()
@@ -291,7 +300,7 @@ impl AdminService {
         let region = n.region;
         let mut pending = n.store.run(move |s| s.pending(region)).await?;
         let resp = {
-            for peer in n.agreements.all_peers(n.region) {
+            for peer in n.fed().agreements.all_peers(n.region) {
                 let c = ChannelId::new(n.region, peer);
                 if !pending.iter().any(|p| p.channel == c) {
                     pending.push(interflow_store::PendingChannel {
@@ -368,11 +377,7 @@ impl AdminService {
                 record_id: id.0.to_vec(),
             },
             Some(rec) => {
-                let valid = self
-                    .node
-                    .directory
-                    .signing_key(rec.channel().origin)
-                    .is_some_and(|k| rec.clone().verify(&k).is_ok());
+                let valid = rec.check_signature(&self.node.fed().directory).is_ok();
                 pb::GetRecordResponse {
                     record: Some(rec.into_signed()),
                     signature_valid: valid,
@@ -446,6 +451,7 @@ impl AdminService {
         if let Some(p) = only
             && self
                 .node
+                .fed()
                 .agreements
                 .all_peers(self.node.region)
                 .binary_search(&p)
@@ -496,7 +502,10 @@ impl AdminService {
         let r = self
             .node
             .store
-            .run(move |s| s.verify_log(&|r| node.directory.signing_key(r)))
+            .run(move |s| {
+                let fed = node.fed();
+                s.verify_log(&|r| r.check_signature(&fed.directory))
+            })
             .await?;
         let peers = if req_with_peers {
             self.peer_anchors().await?
@@ -608,7 +617,8 @@ impl AdminService {
                         let c = r.channel();
                         let outbound = c.origin == n.region;
                         let acknowledged = outbound && store.channel_state(c)?.acked_seq >= r.seq();
-                        let agreement = n.agreements.get(r.agreement_id());
+                        let fed = n.fed();
+                        let agreement = fed.agreements.get(r.agreement_id());
                         let (legal_basis, statute) = match agreement.map(|a| &a.legal_basis) {
                             Some(LegalBasis::StatutoryDuty { statute }) => {
                                 (pb::LegalBasisKind::StatutoryDuty, statute.clone())
@@ -667,6 +677,62 @@ impl AdminService {
         Ok(Response::new(resp))
     }
 
+    async fn list_agreements_inner(
+        &self,
+        req: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::ListAgreementsResponse>, NodeError> {
+        self.audited(&req, "Admin.ListAgreements", vec![]).await?;
+        let (now, grace) = (self.node.now(), self.node.termination_grace_ms());
+        let agreements = self
+            .node
+            .fed()
+            .agreements
+            .iter()
+            .map(|a| wire::agreement_info(a, now, grace))
+            .collect();
+        Ok(Response::new(pb::ListAgreementsResponse { agreements }))
+    }
+
+    async fn install_agreement_inner(
+        &self,
+        req: Request<pb::InstallAgreementRequest>,
+    ) -> Result<Response<pb::InstallAgreementResponse>, NodeError> {
+        let actor = self.audited(&req, "Admin.InstallAgreement", vec![]).await?;
+        let r = req.into_inner();
+        let signed = r
+            .agreement
+            .ok_or_else(|| NodeError::bad_field("agreement", "is required"))?;
+        let (id, peer, installed_now) = self
+            .node
+            .install_agreement(signed, &r.pseudonym_key_file)
+            .await?;
+        tracing::warn!(agreement = %id, %peer, %actor, installed_now, "agreement installed by an operator");
+        Ok(Response::new(pb::InstallAgreementResponse {
+            agreement_id: id,
+            peer: peer.to_string(),
+            installed_now,
+        }))
+    }
+
+    async fn terminate_agreement_inner(
+        &self,
+        req: Request<pb::TerminateAgreementRequest>,
+    ) -> Result<Response<pb::TerminateAgreementResponse>, NodeError> {
+        let id = req.get_ref().agreement_id.clone();
+        interflow_core::agreement::check_agreement_id(&id)
+            .map_err(|r| NodeError::bad_field("agreement_id", r))?;
+        let actor = self
+            .audited(&req, "Admin.TerminateAgreement", vec![id.clone()])
+            .await?;
+        let (t, partner_has_it) = self.node.terminate_agreement(&id).await?;
+        tracing::warn!(agreement = %id, %actor, partner_has_it, "agreement terminated by an operator");
+        Ok(Response::new(pb::TerminateAgreementResponse {
+            termination: Some(t.signed().clone()),
+            terminated_at_ms: t.terminated_at_ms,
+            partner_has_it,
+        }))
+    }
+
     async fn stats_inner(
         &self,
         req: Request<pb::StatsRequest>,
@@ -692,6 +758,47 @@ impl AdminService {
         self.audited(&req, "Admin.Coverage", vec![]).await?;
         let resp = self.node.coverage().await?;
         Ok(Response::new(resp))
+    }
+
+    async fn federation_inner(
+        &self,
+        req: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::FederationResponse>, NodeError> {
+        self.audited(&req, "Admin.Federation", vec![]).await?;
+        let n = &self.node;
+        let fed = n.fed();
+        let now = n.now();
+        let last = n.last_reload().unwrap_or_default();
+        Ok(Response::new(pb::FederationResponse {
+            directory_serial: fed.directory.serial,
+            directory_issued_at_ms: fed.directory.issued_at_ms,
+            directory_expires_at_ms: fed.directory.expires_at_ms.unwrap_or(0),
+            directory_expired: fed.directory.expired_at(now),
+            directory_source: n.directory_source().1.to_string(),
+            members: u32::try_from(fed.directory.members().count()).unwrap_or(u32::MAX),
+            agreements: u32::try_from(fed.agreements.iter().count()).unwrap_or(u32::MAX),
+            last_reload_at_ms: last.at_ms,
+            last_reload_error: last.error.unwrap_or_default(),
+            rollbacks_refused: n.metrics.directory_rollbacks.get(),
+            now_ms: now,
+        }))
+    }
+
+    async fn reload_inner(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, NodeError> {
+        self.audited(&req, "Admin.Reload", vec![]).await?;
+        let fed = self
+            .node
+            .reload()
+            .await
+            .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+        Ok(Response::new(pb::ReloadResponse {
+            directory_serial: fed.directory.serial,
+            members: u32::try_from(fed.directory.members().count()).unwrap_or(u32::MAX),
+            agreements: u32::try_from(fed.agreements.iter().count()).unwrap_or(u32::MAX),
+        }))
     }
 }
 
@@ -835,6 +942,63 @@ impl pb::admin_server::Admin for AdminService {
         Ok(self
             .node
             .audit_refusal(&caller, "Admin.Coverage", r)
+            .await?)
+    }
+
+    async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.reload_inner(req).await;
+        Ok(self.node.audit_refusal(&caller, "Admin.Reload", r).await?)
+    }
+
+    async fn federation(
+        &self,
+        req: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::FederationResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.federation_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.Federation", r)
+            .await?)
+    }
+
+    async fn list_agreements(
+        &self,
+        req: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::ListAgreementsResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.list_agreements_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.ListAgreements", r)
+            .await?)
+    }
+
+    async fn install_agreement(
+        &self,
+        req: Request<pb::InstallAgreementRequest>,
+    ) -> Result<Response<pb::InstallAgreementResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.install_agreement_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.InstallAgreement", r)
+            .await?)
+    }
+
+    async fn terminate_agreement(
+        &self,
+        req: Request<pb::TerminateAgreementRequest>,
+    ) -> Result<Response<pb::TerminateAgreementResponse>, Status> {
+        let caller = caller_name(&req);
+        let r = self.terminate_agreement_inner(req).await;
+        Ok(self
+            .node
+            .audit_refusal(&caller, "Admin.TerminateAgreement", r)
             .await?)
     }
 }

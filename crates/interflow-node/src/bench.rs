@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use interflow_core::pb;
+use interflow_core::sign::Domain;
+use interflow_core::sm2_suite::Sm2SigningKey;
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -43,13 +45,16 @@ pub struct BenchOptions {
     pub exe: PathBuf,
 }
 
-/// Ed25519 rates of one core of this machine, measured in this run.
+/// Signature rates of one core of this machine, measured in this run: Ed25519 (the default
+/// suite) and SM2 with SM3 (the national suite).
 #[derive(Debug, Clone, Serialize)]
 pub struct Ceilings {
     pub cores: usize,
     pub sign_per_core: f64,
     pub verify_strict_per_core: f64,
     pub batch_verify_per_core: f64,
+    pub sm2_sign_per_core: f64,
+    pub sm2_verify_per_core: f64,
 }
 
 /// One node process over the run: CPU it used (in cores, over the end-to-end time), its
@@ -118,7 +123,8 @@ const CEILING_BATCH: usize = 64;
 /// Bytes signed per ceiling operation: about one record body.
 const CEILING_MSG: usize = 200;
 
-/// Measures this machine's Ed25519 rates on one core: sign, `verify_strict`, batch verify.
+/// Measures this machine's signature rates on one core: Ed25519 sign, `verify_strict` and batch
+/// verify, and SM2 sign and verify.
 pub fn measure_ceilings() -> Ceilings {
     let key = SigningKey::from_bytes(&[7u8; 32]);
     let vk: VerifyingKey = key.verifying_key();
@@ -154,11 +160,25 @@ pub fn measure_ceilings() -> Ceilings {
         std::hint::black_box(ok);
         CEILING_BATCH
     }));
+    let sm2 = Sm2SigningKey::generate();
+    let sm2_vk = sm2.verifying_key();
+    let sm2_sig = sm2.sign(Domain::Record, &msgs[1]);
+    let sm2_sign_per_core = rate(Box::new(|| {
+        std::hint::black_box(sm2.sign(Domain::Record, &msgs[0]));
+        1
+    }));
+    let sm2_verify_per_core = rate(Box::new(|| {
+        let ok = sm2_vk.verify(Domain::Record, &msgs[1], &sm2_sig).is_ok();
+        std::hint::black_box(ok);
+        1
+    }));
     Ceilings {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         sign_per_core,
         verify_strict_per_core,
         batch_verify_per_core,
+        sm2_sign_per_core,
+        sm2_verify_per_core,
     }
 }
 
@@ -584,6 +604,10 @@ pub fn human(r: &BenchReport) -> String {
         c.sign_per_core, c.verify_strict_per_core, c.batch_verify_per_core, c.cores
     ));
     s.push_str(&format!(
+        "  SM2 with SM3 (one core): sign {:.0}/s  verify {:.0}/s\n",
+        c.sm2_sign_per_core, c.sm2_verify_per_core
+    ));
+    s.push_str(&format!(
         "load: {} submitters × {} items per Submit, {}\n",
         r.concurrency,
         r.batch,
@@ -727,6 +751,8 @@ mod tests {
                 sign_per_core: 1.0,
                 verify_strict_per_core: 1.0,
                 batch_verify_per_core: 1.0,
+                sm2_sign_per_core: 1.0,
+                sm2_verify_per_core: 1.0,
             },
             batch: 10,
             concurrency: 1,

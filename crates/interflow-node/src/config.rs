@@ -77,6 +77,8 @@ struct RawConfig {
     reconcile: Reconcile,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    retention: Retention,
     /// Read by `interflowctl --config`; the node ignores it.
     #[serde(default)]
     #[allow(dead_code)]
@@ -120,6 +122,14 @@ struct RawFederation {
     operator_key: PathBuf,
     #[serde(default)]
     agreements: Vec<PathBuf>,
+    /// After an agreement is terminated, `Heads` and `Fetch` serve the partner its records
+    /// issued while active for this many days, then nothing.
+    #[serde(default = "default_termination_grace_days")]
+    termination_grace_days: u32,
+}
+
+fn default_termination_grace_days() -> u32 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,7 +147,13 @@ pub struct Delivery {
     pub enabled: bool,
     pub min_backoff_ms: u64,
     pub max_backoff_ms: u64,
+    /// Records read from the store at a time for sending.
     pub batch: usize,
+    /// Most records sent and not yet receipted: the sender keeps sending while cumulative
+    /// receipts come back, up to this many (and `window_bytes`).
+    pub window_records: usize,
+    /// Most bytes of records sent and not yet receipted (one record always goes out).
+    pub window_bytes: usize,
 }
 
 impl Default for Delivery {
@@ -147,6 +163,26 @@ impl Default for Delivery {
             min_backoff_ms: 200,
             max_backoff_ms: 60_000,
             batch: 256,
+            window_records: 4096,
+            window_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Erasure of records whose agreement this node no longer has.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Records of an agreement known nowhere any more (removed from the config) are erased
+    /// this many days after their issue time, so nothing is kept forever.
+    pub unknown_agreement_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        // The longest retention the dev federation's agreements ask for.
+        Retention {
+            unknown_agreement_days: 3650,
         }
     }
 }
@@ -427,10 +463,13 @@ pub struct Config {
     pub directory: PathBuf,
     pub operator_key: PathBuf,
     pub agreements: Vec<PathBuf>,
+    /// `[federation] termination_grace_days`.
+    pub termination_grace_days: u32,
     pub pseudonym_keys: Vec<(String, PathBuf)>,
     pub delivery: Delivery,
     pub reconcile: Reconcile,
     pub limits: Limits,
+    pub retention: Retention,
 }
 
 /// Key material, directory and agreements, loaded and verified.
@@ -438,6 +477,8 @@ pub struct Config {
 pub struct Material {
     pub signing_key: SigningKey,
     pub directory: Directory,
+    /// The directory as the operator signed it: served to peers and persisted.
+    pub signed_directory: pb::SignedDirectory,
     pub agreements: AgreementSet,
     pub pseudonym_keys: HashMap<String, PseudonymKey>,
 }
@@ -515,6 +556,12 @@ impl Config {
         if d.batch == 0 {
             return Err(invalid("delivery.batch", "must be positive"));
         }
+        if d.window_records == 0 || d.window_bytes == 0 {
+            return Err(invalid(
+                "delivery.window_records",
+                "window_records and window_bytes must be positive",
+            ));
+        }
         if raw.reconcile.interval_secs == 0 {
             return Err(invalid("reconcile.interval_secs", "must be positive"));
         }
@@ -532,6 +579,12 @@ impl Config {
             ));
         }
         raw.limits.check()?;
+        if raw.retention.unknown_agreement_days == 0 {
+            return Err(invalid(
+                "retention.unknown_agreement_days",
+                "must be at least 1",
+            ));
+        }
         let cfg = Config {
             path: path.to_owned(),
             region,
@@ -560,6 +613,7 @@ impl Config {
             directory: abs(&raw.federation.directory),
             operator_key: abs(&raw.federation.operator_key),
             agreements: raw.federation.agreements.iter().map(|p| abs(p)).collect(),
+            termination_grace_days: raw.federation.termination_grace_days,
             pseudonym_keys: raw
                 .pseudonym_keys
                 .iter()
@@ -568,6 +622,7 @@ impl Config {
             delivery: raw.delivery,
             reconcile: raw.reconcile,
             limits: raw.limits,
+            retention: raw.retention,
         };
         cfg.check_files()?;
         Ok(cfg)
@@ -624,11 +679,13 @@ impl Config {
                 format!("region `{}` is not a member of the directory", self.region),
             )
         })?;
-        if me.signing_key != signing_key.verifying_key() {
+        // Whether it is valid now is checked where the clock is (`NodeSigner::find`).
+        let public = interflow_core::directory::PublicKey::Ed25519(signing_key.verifying_key());
+        if !me.keys.iter().any(|k| k.public_key == public) {
             return Err(bad(
                 "keys.signing_key",
                 &self.signing_key,
-                "does not match this region's signing key in the directory".into(),
+                "is not among this region's record-signing keys in the directory".into(),
             ));
         }
         let mut agreements = Vec::new();
@@ -641,7 +698,7 @@ impl Config {
                     format!("not a SignedAgreement: {e}"),
                 )
             })?;
-            let a = Agreement::verify(signed, |r| directory.signing_key(r))
+            let a = Agreement::verify(signed, &directory)
                 .map_err(|e| bad("federation.agreements", p, e.to_string()))?;
             if a.peer_of(self.region).is_none() {
                 return Err(bad(
@@ -672,6 +729,7 @@ impl Config {
         Ok(Material {
             signing_key,
             directory,
+            signed_directory: signed_dir,
             agreements: AgreementSet::new(agreements),
             pseudonym_keys,
         })
@@ -733,6 +791,22 @@ mod tests {
         assert_eq!(cfg.signing_key, dir.path().join("keys/signing.pem"));
         assert_eq!(cfg.local_listen.to_string(), "127.0.0.1:7444");
         assert_eq!(cfg.limits, Limits::default());
+        assert_eq!(cfg.delivery, Delivery::default());
+    }
+
+    #[test]
+    fn an_empty_delivery_window_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path());
+        let path = dir.path().join("interflow.toml");
+        for (from, to) in [
+            ("window_records = 4096", "window_records = 0"),
+            ("window_bytes = 4194304", "window_bytes = 0"),
+        ] {
+            let text = starter("310115".parse().unwrap()).replace(from, to);
+            let err = Config::parse(&path, &text).unwrap_err().to_string();
+            assert!(err.contains("window_records"), "{err}");
+        }
     }
 
     #[test]
@@ -754,6 +828,22 @@ mod tests {
             );
             assert!(!text.contains(&format!("agr-{region}-{region}")), "{text}");
         }
+    }
+
+    #[test]
+    fn records_of_unknown_agreements_have_a_default_retention_that_is_never_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path());
+        let path = dir.path().join("interflow.toml");
+        let text = starter("310115".parse().unwrap());
+        let cfg = Config::parse(&path, &text).unwrap();
+        assert_eq!(cfg.retention.unknown_agreement_days, 3650);
+        let zero = text.replace(
+            "unknown_agreement_days = 3650",
+            "unknown_agreement_days = 0",
+        );
+        let err = Config::parse(&path, &zero).unwrap_err().to_string();
+        assert!(err.contains("unknown_agreement_days"), "{err}");
     }
 
     #[test]

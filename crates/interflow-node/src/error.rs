@@ -19,6 +19,9 @@ pub enum NodeError {
     NotFound(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// The request is well formed but the node's state refuses it (a reload with a bad file).
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("no client certificate identity")]
     Unauthenticated,
     #[error("request rate limit exceeded; slow down and retry")]
@@ -45,6 +48,7 @@ impl From<NodeError> for Status {
             }
             NodeError::NotFound(m) => Status::not_found(m),
             NodeError::PermissionDenied(m) => Status::permission_denied(m),
+            NodeError::FailedPrecondition(m) => Status::failed_precondition(m),
             NodeError::Unauthenticated => Status::unauthenticated(e.to_string()),
             NodeError::RateLimited => Status::resource_exhausted(e.to_string()),
             NodeError::Task(e) => {

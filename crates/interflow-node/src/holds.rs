@@ -43,6 +43,16 @@ impl Holds {
         }
     }
 
+    /// Holds `channel` since `now` (a peer that joined while the node runs), unless it is.
+    pub fn hold(&self, channel: ChannelId, now: UnixMillis) {
+        self.set().entry(channel).or_insert(now);
+    }
+
+    /// Forgets `channel` (its peer left the federation): nothing is issued on it anyway.
+    pub fn remove(&self, channel: ChannelId) {
+        self.set().remove(&channel);
+    }
+
     /// Whether any channel is still held.
     pub fn any(&self) -> bool {
         !self.set().is_empty()
@@ -67,5 +77,15 @@ mod tests {
         h.release(a_to_b());
         assert!(!h.is_held(a_to_b()) && !h.any());
         assert_eq!(h.held_since(a_to_b()), None);
+    }
+
+    #[test]
+    fn a_joining_channel_is_held_and_a_leaving_one_forgotten() {
+        let h = Holds::all([], 1_000);
+        h.hold(a_to_b(), 2_000);
+        h.hold(a_to_b(), 3_000);
+        assert_eq!(h.held_since(a_to_b()), Some(2_000));
+        h.remove(a_to_b());
+        assert!(!h.any());
     }
 }

@@ -253,13 +253,14 @@ impl InboxService {
         let today = latest_permitted_date(node.now(), 0);
         // Each agreement this node is a party to, with its pseudonym key.
         let agreements: Vec<(String, RegionCode, interflow_core::pseudonym::PseudonymKey)> = node
+            .fed()
             .agreements
             .iter()
             .filter_map(|a| {
                 Some((
                     a.id.clone(),
                     a.peer_of(node.region)?,
-                    node.pseudonym_keys.get(&a.id)?.clone(),
+                    node.fed().pseudonym_keys.get(&a.id)?.clone(),
                 ))
             })
             .collect();

@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a node. SIGHUP reloads certificates and CRLs; SIGTERM or Ctrl-C stops cleanly.
+    /// Run a node. SIGHUP reloads certificates, CRLs, directory and agreements; SIGTERM or Ctrl-C stops cleanly.
     Serve {
         #[arg(long, env = "INTERFLOW_CONFIG", default_value = "interflow.toml")]
         config: PathBuf,
@@ -232,9 +232,9 @@ async fn wait_for_signals(running: &interflow_node::Running) -> anyhow::Result<(
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                if let Err(e) = running.reload_tls() {
-                    tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the current certificates");
-                }
+                // Certificates, CRLs, directory and agreements together; a failure is logged
+                // and counted by the node, which keeps its state.
+                let _ = running.node.reload().await;
             }
             _ = term.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),

@@ -79,6 +79,14 @@ pub struct Metrics {
     pub equivocations: Counter,
     /// Times a peer's records had to wait for its record rate.
     pub records_throttled: Counter,
+    /// Reloads (SIGHUP, `Admin.Reload`) that kept the old state because a file was bad.
+    pub reload_failures: Counter,
+    /// Directories refused because their serial was lower than the installed one.
+    pub directory_rollbacks: Counter,
+    /// 1 while the installed directory is past its expiry.
+    pub directory_expired: Gauge,
+    /// The serial of the installed federation directory.
+    pub directory_serial: Gauge,
     /// 1 while the store accepts writes; 0 after a failed durable write (disk full, I/O error)
     /// or when it opened read-only.
     pub store_writable: Gauge,
@@ -127,6 +135,10 @@ impl Metrics {
         let reconcile_runs = Counter::default();
         let equivocations = Counter::default();
         let records_throttled = Counter::default();
+        let reload_failures = Counter::default();
+        let directory_rollbacks = Counter::default();
+        let directory_expired = Gauge::default();
+        let directory_serial = Gauge::default();
         let store_writable = Gauge::default();
         store_writable.set(1);
         let inbox_items = Counter::default();
@@ -252,6 +264,26 @@ impl Metrics {
             records_throttled.clone(),
         );
         registry.register(
+            "reload_failures",
+            "Reloads of certificates, directory and agreements that kept the old state",
+            reload_failures.clone(),
+        );
+        registry.register(
+            "directory_rollbacks",
+            "Directories refused because their serial was lower than the installed one",
+            directory_rollbacks.clone(),
+        );
+        registry.register(
+            "directory_expired",
+            "1 while the installed federation directory is past its expiry",
+            directory_expired.clone(),
+        );
+        registry.register(
+            "directory_serial",
+            "Serial of the installed federation directory",
+            directory_serial.clone(),
+        );
+        registry.register(
             "store_writable",
             "1 while the store accepts writes, 0 while it refuses them",
             store_writable.clone(),
@@ -269,6 +301,10 @@ impl Metrics {
             reconcile_runs,
             equivocations,
             records_throttled,
+            reload_failures,
+            directory_rollbacks,
+            directory_expired,
+            directory_serial,
             store_writable,
             inbox_items,
             consumer_lag_items,

@@ -1,19 +1,16 @@
-//! The shared state of a running node: its identity and keys, the verified directory and
-//! agreements, the store handle, the clock, the held channels, and the wake-ups of its
-//! delivery workers.
+//! The shared state of a running node: its identity and keys, the current federation snapshot
+//! (directory, agreements, pseudonym keys), the store handle, the clock, the held channels, and
+//! the delivery workers with their wake-ups, which follow the snapshot.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use ed25519_dalek::SigningKey;
+use arc_swap::ArcSwap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use interflow_core::RegionCode;
-use interflow_core::accept::AcceptContext;
-use interflow_core::agreement::AgreementSet;
-use interflow_core::directory::Directory;
 use interflow_core::payload::ValidationRules;
-use interflow_core::pseudonym::PseudonymKey;
+use interflow_core::pb;
 use interflow_core::record::ChannelId;
 use interflow_core::time::UnixMillis;
 use interflow_tls::{PeerIdentity, Role};
@@ -27,9 +24,11 @@ use tonic::transport::Channel;
 use crate::config::{Config, Material};
 use crate::delivery::DeliveryError;
 use crate::error::NodeError;
+use crate::federation::Federation;
 use crate::holds::Holds;
 use crate::metrics::Metrics;
 use crate::rejects::RejectLog;
+use crate::signer::NodeSigner;
 use crate::store::StoreHandle;
 
 /// Where the node reads the time. Tests inject a fixed or stepped clock.
@@ -50,16 +49,14 @@ pub struct Node {
     pub region: RegionCode,
     pub config: Config,
     pub store: StoreHandle,
-    pub directory: Directory,
-    pub agreements: AgreementSet,
-    pub pseudonym_keys: HashMap<String, PseudonymKey>,
-    pub signing_key: SigningKey,
-    /// Keys the digests of intake idempotency keys (derived from the signing key).
-    pub digest_key: interflow_core::idempotency::DigestKey,
+    /// The directory, agreements and pseudonym keys; swapped whole at runtime.
+    fed: ArcSwap<Federation>,
+    /// The record-signing key and its key id; replaced by a reload that names a new key file.
+    signer: ArcSwap<NodeSigner>,
     pub clock: Clock,
     pub metrics: Metrics,
-    /// One per peer: wakes its delivery worker when new records are stored for it.
-    pub wake: HashMap<RegionCode, Arc<Notify>>,
+    /// One entry per current peer: its delivery worker and the wake-up for new records.
+    peers: Mutex<HashMap<RegionCode, PeerWorker>>,
     /// Client TLS config for dialling peers, and one lazily connected channel per peer.
     peer_tls: Arc<rustls::ClientConfig>,
     peer_channels: Mutex<HashMap<RegionCode, Channel>>,
@@ -77,6 +74,19 @@ pub struct Node {
     record_rate: DefaultKeyedRateLimiter<RegionCode>,
     /// Rejected inbound records, logged per peer in summaries.
     pub reject_log: RejectLog,
+    /// The listeners' TLS material, set once serving, so a reload re-reads it.
+    server_tls:
+        std::sync::OnceLock<Vec<(&'static str, Arc<interflow_tls::ReloadableServerConfig>)>>,
+    last_reload: Mutex<Option<crate::reload::LastReload>>,
+    /// The installed directory as signed, served to peers, and where it came from.
+    directory_source: Mutex<(pb::SignedDirectory, crate::reload::DirectorySource)>,
+}
+
+/// A peer's delivery worker (if delivery is on) and what wakes it.
+struct PeerWorker {
+    wake: Arc<Notify>,
+    stop: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -88,25 +98,39 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    // One call site (server start), each argument a distinct part of the node.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
         material: Material,
+        source: crate::reload::DirectorySource,
+        signer: NodeSigner,
         store: StoreHandle,
         clock: Clock,
         peer_tls: Arc<rustls::ClientConfig>,
         metrics: Metrics,
     ) -> Arc<Node> {
         let region = config.region;
-        let wake = material
-            .agreements
-            .all_peers(region)
+        let signed_directory = material.signed_directory;
+        let fed = Federation {
+            directory: material.directory,
+            agreements: material.agreements,
+            pseudonym_keys: material.pseudonym_keys,
+        };
+        let peers = fed
+            .peers(region)
             .into_iter()
-            .map(|p| (p, Arc::new(Notify::new())))
+            .map(|p| {
+                let worker = PeerWorker {
+                    wake: Arc::new(Notify::new()),
+                    stop: tokio_util::sync::CancellationToken::new(),
+                    task: None,
+                };
+                (p, worker)
+            })
             .collect();
         let holds = Holds::all(
-            material
-                .agreements
-                .all_peers(region)
+            fed.peers(region)
                 .into_iter()
                 .map(|p| ChannelId::new(region, p)),
             clock(),
@@ -124,14 +148,11 @@ impl Node {
         Arc::new(Node {
             region,
             store,
-            directory: material.directory,
-            agreements: material.agreements,
-            pseudonym_keys: material.pseudonym_keys,
-            digest_key: interflow_core::idempotency::DigestKey::derive(&material.signing_key),
-            signing_key: material.signing_key,
+            fed: ArcSwap::from_pointee(fed),
+            signer: ArcSwap::from_pointee(signer),
             clock,
             metrics,
-            wake,
+            peers: Mutex::new(peers),
             peer_tls,
             peer_channels: Mutex::new(HashMap::new()),
             holds,
@@ -143,12 +164,33 @@ impl Node {
                 Quota::per_second(records_per_sec).allow_burst(records_burst),
             ),
             reject_log,
+            server_tls: std::sync::OnceLock::new(),
+            last_reload: Mutex::new(None),
+            directory_source: Mutex::new((signed_directory, source)),
             config,
         })
     }
 
     pub fn now(&self) -> UnixMillis {
         (self.clock)()
+    }
+
+    /// Erases record bodies past their retention at `now` and answers how many. An agreement
+    /// in force keeps its own retention; one installed at runtime and no longer in force (or
+    /// removed) the retention it was installed with; one known nowhere any more
+    /// `[retention] unknown_agreement_days` — records are never kept forever.
+    pub async fn erase_expired(&self, now: UnixMillis) -> Result<u64, NodeError> {
+        let fed = self.fed();
+        let unknown = self.config.retention.unknown_agreement_days;
+        self.store
+            .run(move |s| {
+                let installed = s.installed_retention_days()?;
+                s.erase_expired(now, &|id| {
+                    let days = fed.agreements.get(id).map(|a| a.retention_days);
+                    Some(days.or(installed.get(id).copied()).unwrap_or(unknown))
+                })
+            })
+            .await
     }
 
     pub fn rules(&self) -> ValidationRules {
@@ -160,12 +202,150 @@ impl Node {
         }
     }
 
-    pub fn accept_context(&self) -> AcceptContext<'_> {
-        AcceptContext {
-            directory: &self.directory,
-            agreements: &self.agreements,
-            rules: self.rules(),
+    /// A consistent snapshot; cheap (arc-swap). Never hold it across a long await.
+    pub fn fed(&self) -> Arc<Federation> {
+        self.fed.load_full()
+    }
+
+    /// The key this node signs with now, and its key id.
+    pub fn signer(&self) -> Arc<NodeSigner> {
+        self.signer.load_full()
+    }
+
+    /// Switches the signing key (a reload that names a new key file).
+    pub fn set_signer(&self, signer: NodeSigner) {
+        self.signer.store(Arc::new(signer));
+    }
+
+    /// Installs a new snapshot atomically: starts delivery workers, holds and wake-ups for new
+    /// peers, stops workers and closes connections of peers no longer covered / removed.
+    pub fn replace_federation(self: &Arc<Self>, new: Federation) {
+        self.metrics
+            .directory_serial
+            .set(i64::try_from(new.directory.serial).unwrap_or(i64::MAX));
+        self.fed.store(Arc::new(new));
+        self.follow_federation();
+    }
+
+    /// Names the listeners' TLS material a reload re-reads (once, at start).
+    pub fn set_server_tls(
+        &self,
+        tls: Vec<(&'static str, Arc<interflow_tls::ReloadableServerConfig>)>,
+    ) {
+        let _ = self.server_tls.set(tls);
+    }
+
+    pub(crate) fn server_tls(
+        &self,
+    ) -> &[(&'static str, Arc<interflow_tls::ReloadableServerConfig>)] {
+        self.server_tls.get().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The installed directory as the operator signed it, and where it came from.
+    pub fn directory_source(&self) -> (pb::SignedDirectory, crate::reload::DirectorySource) {
+        self.directory_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_directory_source(
+        &self,
+        signed: pb::SignedDirectory,
+        source: crate::reload::DirectorySource,
+    ) {
+        *self
+            .directory_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (signed, source);
+    }
+
+    /// The outcome of the latest reload since start, if any.
+    pub fn last_reload(&self) -> Option<crate::reload::LastReload> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_last_reload(&self, r: crate::reload::LastReload) {
+        *self
+            .last_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+    }
+
+    /// Brings the per-peer workers, wake-ups and holds in line with the current snapshot.
+    /// Called at start (once serving) and after every replacement.
+    pub fn follow_federation(self: &Arc<Self>) {
+        let wanted = self.fed().peers(self.region);
+        let mut peers = self.peers_map();
+        let gone: Vec<RegionCode> = peers
+            .keys()
+            .filter(|p| !wanted.contains(p))
+            .copied()
+            .collect();
+        for p in gone {
+            if let Some(w) = peers.remove(&p) {
+                w.stop.cancel();
+            }
+            self.holds.remove(ChannelId::new(self.region, p));
+            self.drop_peer_channel(p);
+            tracing::info!(peer = %p, "peer no longer in the federation; its delivery worker stopped");
         }
+        for p in wanted {
+            let is_new = !peers.contains_key(&p);
+            let w = peers.entry(p).or_insert_with(|| PeerWorker {
+                wake: Arc::new(Notify::new()),
+                stop: tokio_util::sync::CancellationToken::new(),
+                task: None,
+            });
+            if is_new {
+                // A new partner's channel is held until its head was compared, like any other.
+                self.holds.hold(ChannelId::new(self.region, p), self.now());
+                tracing::info!(peer = %p, "new peer in the federation");
+            }
+            if w.task.is_none() && self.config.delivery.enabled && !self.stopping.is_cancelled() {
+                // A child of `stopping`, so the node's stop ends every worker.
+                w.stop = self.stopping.child_token();
+                w.task = Some(tokio::spawn(crate::delivery::run(
+                    self.clone(),
+                    p,
+                    w.wake.clone(),
+                    w.stop.clone(),
+                )));
+            }
+        }
+    }
+
+    /// The current peers (those with a wake-up), sorted.
+    pub fn current_peers(&self) -> Vec<RegionCode> {
+        let mut v: Vec<_> = self.peers_map().keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// The running delivery workers, taken for the node's stop to wait on.
+    pub fn take_delivery_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.peers_map()
+            .values_mut()
+            .filter_map(|w| w.task.take())
+            .collect()
+    }
+
+    fn peers_map(&self) -> std::sync::MutexGuard<'_, HashMap<RegionCode, PeerWorker>> {
+        // Every change to the map is one call, so it stays consistent after a panic.
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets the client channel to `peer`, closing its connection once no call uses it.
+    fn drop_peer_channel(&self, peer: RegionCode) {
+        self.peer_channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&peer);
     }
 
     /// Per-identity rate limit; excess is answered RESOURCE_EXHAUSTED.
@@ -200,7 +380,7 @@ impl Node {
     pub fn peer_of<T>(&self, req: &tonic::Request<T>) -> Result<RegionCode, NodeError> {
         match interflow_tls::peer_identity(req) {
             Some(PeerIdentity::Region(r)) => {
-                if self.directory.member(r).is_none() {
+                if self.fed().directory.member(r).is_none() {
                     return Err(NodeError::PermissionDenied(format!(
                         "region `{r}` is not a member of the federation directory"
                     )));
@@ -279,8 +459,10 @@ impl Node {
             Some(c) => c.clone(),
             None => {
                 let member = self
+                    .fed()
                     .directory
                     .member(peer)
+                    .cloned()
                     .ok_or(DeliveryError::NotMember(peer))?;
                 let name = interflow_tls::peer_server_name(peer);
                 let c = interflow_tls::connect_lazy(
@@ -305,8 +487,8 @@ impl Node {
 
     /// Wakes the delivery worker of `peer`.
     pub fn wake_delivery(&self, peer: RegionCode) {
-        if let Some(n) = self.wake.get(&peer) {
-            n.notify_one();
+        if let Some(w) = self.peers_map().get(&peer) {
+            w.wake.notify_one();
         }
     }
 

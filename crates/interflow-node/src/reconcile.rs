@@ -38,7 +38,7 @@ pub async fn start_run(
     recover: bool,
 ) -> Result<mpsc::Receiver<Result<pb::ReconcileProgress, Status>>, Status> {
     if let Some(p) = only
-        && !node.agreements.all_peers(node.region).contains(&p)
+        && !node.fed().agreements.all_peers(node.region).contains(&p)
     {
         return Err(NodeError::bad_field("peer", format!("no agreement with `{p}`")).into());
     }
@@ -66,10 +66,16 @@ pub async fn run(
     let timer = std::time::Instant::now();
     let started = node.now();
     let mut channels = Vec::new();
-    for peer in node.agreements.active_peers(node.region, started) {
+    let peers =
+        node.fed()
+            .agreements
+            .reconcile_peers(node.region, started, node.termination_grace_ms());
+    for peer in peers {
         if only.is_some_and(|o| o != peer) {
             continue;
         }
+        // A termination the partner could not be given yet is retried with every run.
+        node.resend_terminations(peer).await;
         if let Some(tx) = progress {
             let _ = tx
                 .send(Ok(pb::ReconcileProgress {
@@ -175,10 +181,14 @@ async fn compare(
         Ok(Err(s)) => return unreachable(rin, rout, s.message()),
         Err(_) => return unreachable(rin, rout, "heads timed out"),
     };
-    let Some(key) = node.directory.signing_key(peer) else {
+    if node.fed().directory.member(peer).is_none() {
         return;
-    };
-    let heads = match signed.as_ref().map(|s| verify_heads(s, &key)) {
+    }
+    // Under the peer's key the statement names, valid at its issue time.
+    let heads = match signed
+        .as_ref()
+        .map(|s| verify_heads(s, &node.fed().directory))
+    {
         Some(Ok(h)) if h.signer == peer && h.peer == node.region => h,
         _ => {
             tracing::warn!(%peer, "reconciliation: heads statement does not verify");
@@ -187,6 +197,13 @@ async fn compare(
             return;
         }
     };
+    // The peer runs a newer directory: fetch it from the peer and install it (the operator's
+    // signature is what counts, not the peer's word).
+    if heads.directory_serial > node.fed().directory.serial
+        && let Err(e) = node.learn_directory(peer).await
+    {
+        tracing::warn!(%peer, error = %e, "cannot install the peer's newer directory");
+    }
     let peer_in = heads
         .head(inbound)
         .map(|h| (h.seq, h.hash))
@@ -204,7 +221,7 @@ async fn compare(
     let kept = node.store.run(move |s| s.checkpoint(peer)).await;
     if let Ok(Some(prev)) = kept
         && let Ok(prev) = pb::SignedHeads::decode(prev.as_slice())
-        && let Ok(prev) = verify_heads(&prev, &key)
+        && let Ok(prev) = verify_heads(&prev, &node.fed().directory)
     {
         for (c, now, r) in [
             (inbound, peer_in, &mut *rin),
@@ -360,7 +377,8 @@ async fn fetch_range(
         // Verify on the blocking pool (CPU), then apply through the store handle.
         let (verified, bad) = match node
             .cpu(move |n| {
-                let ctx = n.accept_context();
+                let fed = n.fed();
+                let ctx = fed.accept_context(n.rules());
                 let mut verified = Vec::with_capacity(page.len());
                 for s in page {
                     match ctx.accept(s, channel) {

@@ -288,7 +288,7 @@ impl crate::node::Node {
         let now = self.now();
         let c = self
             .store
-            .run(move |s| coverage(s, node.region, &node.agreements, now))
+            .run(move |s| coverage(s, node.region, &node.fed().agreements, now))
             .await?;
         self.metrics.set_coverage(&c);
         Ok(c)

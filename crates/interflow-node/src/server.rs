@@ -25,6 +25,7 @@ use crate::inbox::InboxService;
 use crate::intake::IntakeService;
 use crate::metrics::{CertificateLabel, Metrics};
 use crate::node::{Clock, Node};
+use crate::signer::NodeSigner;
 use crate::store::StoreHandle;
 
 /// How long a stop may take in all: open streams, workers, store release.
@@ -214,6 +215,10 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory `{}`", data_dir.display()))?;
+    // A directory installed at runtime is kept in the data directory: no rollback on restart.
+    let (material, directory_source) = crate::reload::with_persisted_directory(&config, material)
+        .map_err(anyhow::Error::msg)
+        .context("reading the persisted directory")?;
     // The metrics exist before the store, so its fsyncs are timed from the first commit.
     let peers = material.agreements.all_peers(config.region);
     let metrics = Metrics::new(config.region, &peers);
@@ -247,9 +252,18 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     )
     .context("peer client TLS")?;
     let limits = config.limits.clone();
+    let signer = NodeSigner::find(
+        config.region,
+        material.signing_key.clone(),
+        &material.directory,
+        clock(),
+    )
+    .context("finding this node's key id in the directory")?;
     let node = Node::new(
         config,
         material,
+        directory_source,
+        signer,
         StoreHandle::new(store),
         clock,
         client_tls,
@@ -263,7 +277,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             s.digest_legacy_intake_keys(&|k| {
                 interflow_core::idempotency::IdempotencyKey::parse(k)
                     .ok()
-                    .map(|key| key.digest(&n.digest_key))
+                    .map(|key| key.digest(n.signer().digest_key()))
             })
         })
         .await;
@@ -291,7 +305,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         }
     }
     // Pending per peer from the store, not 0, until a delivery worker (if any) takes over.
-    for peer in node.wake.keys().copied() {
+    for peer in node.current_peers() {
         let channel = ChannelId::new(node.region, peer);
         if let Ok(st) = node.store.run(move |s| s.channel_state(channel)).await {
             node.metrics
@@ -313,7 +327,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let exchange = pb::exchange_server::ExchangeServer::new(ExchangeService { node: node.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let intake = pb::intake_server::IntakeServer::new(IntakeService { node: node.clone() })
+    let intake = pb::intake_server::IntakeServer::new(IntakeService::new(node.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let admin = pb::admin_server::AdminServer::new(AdminService { node: node.clone() })
@@ -390,14 +404,22 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     };
     let workers_token = shutdown.child_token();
     let mut workers = Vec::new();
-    let delivering = node.config.delivery.enabled;
-    for peer in node.wake.keys().copied().filter(|_| delivering) {
-        workers.push(tokio::spawn(crate::delivery::run(
-            node.clone(),
-            peer,
-            workers_token.clone(),
-        )));
-    }
+    // Agreements installed and terminated at runtime apply on top of the configured ones.
+    node.apply_installed_agreements()
+        .await
+        .context("applying the installed agreements")?;
+    node.apply_kept_terminations()
+        .await
+        .context("applying the kept agreement terminations")?;
+    // Delivery workers follow the federation snapshot: one per current peer from now on.
+    node.follow_federation();
+    node.set_server_tls(vec![
+        ("peer", peer_tls.clone()),
+        ("local", local_tls.clone()),
+    ]);
+    node.metrics
+        .directory_serial
+        .set(i64::try_from(node.fed().directory.serial).unwrap_or(i64::MAX));
     workers.push(tokio::spawn(watch_store(
         node.clone(),
         health,
@@ -441,17 +463,11 @@ const STORE_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often record bodies past their agreement's retention period are erased.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Erases record bodies whose agreement retention has passed: at start, then every hour.
+/// Erases record bodies whose agreement retention has passed (see [`Node::erase_expired`]):
+/// at start, then every hour.
 async fn enforce_retention(node: Arc<Node>, shutdown: CancellationToken) {
     loop {
-        let n = node.clone();
-        let now = node.now();
-        let result = node
-            .store
-            .run(move |s| {
-                s.erase_expired(now, &|id| n.agreements.get(id).map(|a| a.retention_days))
-            })
-            .await;
+        let result = node.erase_expired(node.now()).await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "retention erasure failed; will retry");
         }
@@ -508,8 +524,8 @@ async fn watch_store(node: Arc<Node>, health: Health, shutdown: CancellationToke
         let writable = node.store.write_refusal().is_none();
         node.metrics.store_writable.set(i64::from(writable));
         health.set(writable).await;
-        for peer in node.wake.keys() {
-            let held = node.holds.is_held(ChannelId::new(node.region, *peer));
+        for peer in node.current_peers() {
+            let held = node.holds.is_held(ChannelId::new(node.region, peer));
             node.metrics
                 .channel_held
                 .get_or_create(&crate::metrics::PeerLabel {
@@ -518,6 +534,8 @@ async fn watch_store(node: Arc<Node>, health: Health, shutdown: CancellationToke
                 .set(i64::from(held));
         }
         refresh_certificate_expiry(&node).await;
+        let expired = node.fed().directory.expired_at(node.now());
+        node.metrics.directory_expired.set(i64::from(expired));
         // Inbox consumer lag gauges stay fresh for alerting even when nobody asks.
         if let Err(e) = crate::inbox::consumers(&node).await {
             tracing::debug!(error = %e, "cannot refresh inbox consumer lag");
@@ -586,7 +604,11 @@ impl Running {
                 abort.abort();
             }
         }
-        for w in self.workers {
+        for w in self
+            .workers
+            .into_iter()
+            .chain(self.node.take_delivery_workers())
+        {
             let _ = w.await;
         }
         // Blocking store calls hold the node a moment longer; the store (and its file lock)

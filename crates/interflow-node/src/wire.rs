@@ -82,3 +82,31 @@ pub fn signed_record(
         })
     })
 }
+
+/// An agreement as `Admin.ListAgreements` shows it at `now`.
+pub fn agreement_info(
+    a: &interflow_core::agreement::Agreement,
+    now: interflow_core::time::UnixMillis,
+    grace_ms: i64,
+) -> pb::AgreementInfo {
+    let state = if a.terminated_at_ms.is_some_and(|t| t <= now) {
+        pb::AgreementState::Terminated
+    } else if now < a.valid_from_ms {
+        pb::AgreementState::NotYetValid
+    } else if now >= a.valid_until_ms {
+        pb::AgreementState::Expired
+    } else {
+        pb::AgreementState::Active
+    };
+    pb::AgreementInfo {
+        agreement_id: a.id.clone(),
+        party_a: a.party_a.to_string(),
+        party_b: a.party_b.to_string(),
+        state: state as i32,
+        valid_from_ms: a.valid_from_ms,
+        valid_until_ms: a.valid_until_ms,
+        terminated_at_ms: a.terminated_at_ms.unwrap_or(0),
+        grace_end_ms: a.grace_end_ms(grace_ms).unwrap_or(0),
+        retention_days: a.retention_days,
+    }
+}

@@ -42,6 +42,8 @@ fn one_second_bench_reports_every_record_receipted() {
     assert!(lat["p50"].as_f64().unwrap() > 0.0, "{r}");
     assert!(lat["p50"].as_f64() <= lat["p99"].as_f64(), "{r}");
     assert!(r["ceilings"]["batch_verify_per_core"].as_f64().unwrap() > 0.0);
+    assert!(r["ceilings"]["sm2_sign_per_core"].as_f64().unwrap() > 0.0);
+    assert!(r["ceilings"]["sm2_verify_per_core"].as_f64().unwrap() > 0.0);
     let nodes = r["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 2);
     for n in nodes {

@@ -155,6 +155,8 @@ pub enum IntegrityProblem {
     },
     #[error("head is seq `{found}` but the state says `{recorded}`")]
     Head { found: u64, recorded: u64 },
+    #[error("the record at head seq `{seq}` is not the one the state names")]
+    HeadRecord { seq: u64 },
     #[error("a stored record cannot be read: {0}")]
     Unreadable(String),
 }
@@ -173,6 +175,7 @@ pub enum Place {
     Evidence { channel: ChannelId, seq: u64 },
     Checkpoint(RegionCode),
     Report,
+    Agreements,
     Audit { index: u64 },
     AuditHead,
     Inbox,
@@ -196,6 +199,7 @@ impl fmt::Display for Place {
             }
             Place::Checkpoint(peer) => write!(f, "the checkpoint of `{peer}`"),
             Place::Report => f.write_str("the reconciliation reports"),
+            Place::Agreements => f.write_str("the installed agreements and terminations"),
             Place::Audit { index } => write!(f, "audit entry `{index}`"),
             Place::AuditHead => f.write_str("the audit head"),
             Place::Inbox => f.write_str("the inbox"),

@@ -24,6 +24,8 @@ pub const RUN: u8 = b'p';
 pub const AUDIT: u8 = b'a';
 pub const INBOX: u8 = b'n';
 pub const CURSOR: u8 = b'u';
+pub const AGREEMENT: u8 = b'g';
+pub const TERMINATION: u8 = b't';
 
 pub const META_SCHEMA: &[u8] = b"mschema";
 pub const META_AUDIT_HEAD: &[u8] = b"maudit_head";
@@ -140,6 +142,15 @@ pub fn heads_ack(c: ChannelId) -> Vec<u8> {
 
 pub fn checkpoint(peer: RegionCode) -> Vec<u8> {
     with_prefix(CHECKPOINT, &[peer.as_bytes()])
+}
+
+pub fn agreement(id: &str) -> Vec<u8> {
+    with_prefix(AGREEMENT, &[id.as_bytes()])
+}
+
+/// Agreement ids are ASCII tokens without a fixed length; the region (6 digits) ends the key.
+pub fn termination(agreement_id: &str, by: RegionCode) -> Vec<u8> {
+    with_prefix(TERMINATION, &[agreement_id.as_bytes(), by.as_bytes()])
 }
 
 pub fn run(id: u64) -> Vec<u8> {

@@ -39,6 +39,8 @@
 //! | `n` | inbox position(8, BE) | channel(12) seq(8) arrived-at ms(8): inbound records in arrival order |
 //! | `u` | consumer name | cursor position(8, BE) acked-at ms(8) |
 //! | `a` | index(8, BE) | audit entry: `0x03` + postcard (with purpose, case, detail, refusal); older entries keep their bytes (`0x02` + postcard without those) (protobuf layout, frozen in `audit`) so the hash chain over them still verifies |
+//! | `g` | agreement id | an agreement installed at runtime: `0x02` + postcard (retention days, `SignedAgreement` bytes, path of its pseudonym key file) |
+//! | `t` | agreement id, region(6) of the terminating party | `SignedTermination` bytes, kept as evidence |
 //! | `m` | name | metadata: schema version, audit head, whether older records were indexed into the inbox |
 //!
 //! Outside sled, in the data directory: `keyring` (the data keys, one per agreement and
@@ -56,6 +58,7 @@
 //! coverage counts) the node derives from a subject's records (`s`) and the inbox's arrival
 //! times (`n`); nothing of it is stored.
 
+mod agreements;
 mod anchor;
 mod audit;
 mod engine;
@@ -82,11 +85,12 @@ use parking_lot::{Mutex, RwLock};
 
 use engine::{DurableHeads, Engine, Poison};
 
+pub use agreements::{InstalledAgreement, StoredTermination};
 pub use audit::{AuditChainAt, AuditEntry, AuditNote, AuditPage};
 pub use error::{DecodeError, DurableStep, IntegrityProblem, Place, ReadOnlyReason, StoreError};
 pub use inbound::{ApplyError, ApplyOutcome, Evidence};
 pub use inbox::{Arrival, CONSUMER_RULE, Cursor, InboxEntry, InboxPage, valid_consumer};
-pub use outbound::{AppendOutcome, HeadsAck};
+pub use outbound::{AppendOutcome, GroupAudit, HeadsAck, OutboundGroup};
 pub use read::{Stats, StoredRecord};
 pub use reconcile::{Anomaly, ChannelRun, PRUNE_CHUNK, ReportRetention, RunReport};
 pub use retention::{ErasedRecord, Stored};
@@ -141,6 +145,9 @@ pub struct Store {
     engine: RwLock<Option<Arc<Engine>>>,
     /// One writer at a time: read state, build one batch, apply, make durable.
     write: Mutex<()>,
+    /// One outbound append at a time (taken before `write`): records are placed and signed
+    /// without the writer lock, and must not be placed twice at the same seq.
+    sequencer: Mutex<()>,
     poisoned: RwLock<Option<Poison>>,
     /// Heads that are on stable storage. Nothing beyond them is served to peers, so a record
     /// that a crash could still take away never leaves the node.
@@ -165,6 +172,7 @@ impl Store {
             opts,
             engine: RwLock::new(Some(Arc::new(engine))),
             write: Mutex::new(()),
+            sequencer: Mutex::new(()),
             poisoned: RwLock::new(None),
             durable: RwLock::new(durable),
             anchored: Mutex::new(None),

@@ -1,12 +1,10 @@
 //! Re-checking what is stored: the integrity figures on open, and `verify_log`, which walks
 //! every chain, every index entry and the audit chain and reports the first inconsistency per
-//! channel. Signatures are re-checked when the caller supplies the origins' keys.
+//! channel. Signatures are re-checked by the caller's check (the store holds no keys).
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::VerifyingKey;
-use interflow_core::RegionCode;
-use interflow_core::record::{ChannelId, RecordId};
+use interflow_core::record::{ChannelId, DecodedRecord, RecordError, RecordId};
 
 use crate::audit::{AuditEntry, decode_head, entry_hash};
 use crate::error::IntegrityProblem;
@@ -35,6 +33,38 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+}
+
+/// The check on open: the channel's last stored record is the head its durable figures name
+/// (seq and id). Reads one record, so a store opens in time independent of its size; a lost or
+/// damaged tail shows here, the heads anchor catches a consistent loss of records and state
+/// together, and [`check_channel_integrity`] (run by `verify_log`) walks every record.
+pub(crate) fn check_channel_head(
+    db: &sled::Db,
+    c: ChannelId,
+    st: &ChannelState,
+) -> std::result::Result<(), IntegrityProblem> {
+    let unreadable = |e: &dyn std::fmt::Display| IntegrityProblem::Unreadable(e.to_string());
+    let Some(kv) = db.scan_prefix(keys::records_of(c)).next_back() else {
+        return match st.head_seq {
+            0 => Ok(()),
+            recorded => Err(IntegrityProblem::Head { found: 0, recorded }),
+        };
+    };
+    let (k, v) = kv.map_err(|e| unreadable(&e))?;
+    let (_, seq) = keys::parse_location(k.get(1..).unwrap_or_default())
+        .ok_or_else(|| unreadable(&"bad record key"))?;
+    let (id, _) = entry_facts(c, seq, &v).map_err(|e| unreadable(&e))?;
+    if seq != st.head_seq {
+        return Err(IntegrityProblem::Head {
+            found: seq,
+            recorded: st.head_seq,
+        });
+    }
+    if id != st.head {
+        return Err(IntegrityProblem::HeadRecord { seq });
+    }
+    Ok(())
 }
 
 /// Walks a channel's records and compares them with its stored figures.
@@ -79,11 +109,12 @@ pub(crate) fn check_channel_integrity(
 }
 
 impl Store {
-    /// Re-checks every chain link, every index entry and the audit chain, and — when
-    /// `key_of` gives the origin's key — every signature.
+    /// Re-checks every chain link, every index entry and the audit chain, and every
+    /// signature with `check_signature` (the node's: the origin's key the record names in the
+    /// directory, valid at its issue time; the store has no keys of its own).
     pub fn verify_log(
         &self,
-        key_of: &dyn Fn(RegionCode) -> Option<VerifyingKey>,
+        check_signature: &dyn Fn(&DecodedRecord) -> std::result::Result<(), RecordError>,
     ) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut first: BTreeMap<ChannelId, Problem> = BTreeMap::new();
@@ -131,21 +162,8 @@ impl Store {
                 {
                     note(c, seq, "subject index entry missing".into());
                 }
-                match key_of(c.origin) {
-                    Some(key) => {
-                        if rec.clone().verify(&key).is_err() {
-                            note(
-                                c,
-                                seq,
-                                "signature does not verify under the origin's key".into(),
-                            );
-                        }
-                    }
-                    None => note(
-                        c,
-                        seq,
-                        format!("no signing key known for origin `{}`", c.origin),
-                    ),
+                if let Err(e) = check_signature(&rec) {
+                    note(c, seq, format!("signature does not verify: {e}"));
                 }
             }
             if let Err(problem) = check_channel_integrity(&self.db()?.db, c, &st) {

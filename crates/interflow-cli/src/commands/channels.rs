@@ -29,6 +29,8 @@ pub struct ChannelRow {
     pub stopped: bool,
     /// Outbound: new records wait until heads were compared with the peer after start.
     pub held: bool,
+    /// The peer left the federation directory: nothing more is exchanged; records are kept.
+    pub removed: bool,
 }
 
 pub async fn channels(conn: &Connection) -> anyhow::Result<ChannelsReport> {
@@ -51,6 +53,7 @@ pub async fn channels(conn: &Connection) -> anyhow::Result<ChannelsReport> {
                 pending: outbound.then(|| c.head_seq.saturating_sub(c.acked_seq)),
                 stopped: c.stopped,
                 held: c.held,
+                removed: c.removed,
                 origin: c.origin,
                 destination: c.destination,
             }
@@ -85,7 +88,9 @@ impl Report for ChannelsReport {
                 opt(c.acked_seq),
                 opt(c.pending),
                 c.head_hash.get(..12).unwrap_or("").to_owned(),
-                if c.stopped {
+                if c.removed {
+                    "removed (peer left the directory; records kept)".into()
+                } else if c.stopped {
                     "STOPPED (equivocation)".into()
                 } else if c.held {
                     "held (heads not yet compared)".into()
@@ -127,6 +132,7 @@ mod tests {
             pending: None,
             stopped,
             held: false,
+            removed: false,
         };
         let text = ChannelsReport {
             channels: vec![row(true)],

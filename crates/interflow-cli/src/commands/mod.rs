@@ -7,14 +7,17 @@ pub mod audit;
 pub mod channels;
 pub mod coverage;
 pub mod disclosure;
+pub mod federation;
 pub mod inbox;
 pub mod lookup;
 pub mod pending;
 pub mod reconcile;
 pub mod record;
+pub mod reload;
 pub mod resume;
 pub mod stats;
 pub mod submit;
+pub mod terminate;
 pub mod verify;
 
 use std::io::BufRead;
@@ -76,6 +79,8 @@ pub async fn run(
         NodeCommand::Inbox(c) => inbox::run(c, conn, ctx).await,
         NodeCommand::Verify { with_peers } => emit(ctx, &verify::verify(conn, *with_peers).await?),
         NodeCommand::Resume { channel } => emit(ctx, &resume::resume(conn, channel).await?),
+        NodeCommand::Reload => emit(ctx, &reload::reload(conn).await?),
+        NodeCommand::Federation => emit(ctx, &federation::federation(conn).await?),
         NodeCommand::Audit {
             since,
             limit,

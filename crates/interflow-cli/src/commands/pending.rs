@@ -33,6 +33,8 @@ pub struct PendingReport {
     pub worklist: Vec<WorklistRow>,
     /// Worklist rows whose oldest unanswered arrival is older than `max_age_secs`.
     pub late_worklists: usize,
+    /// Set when the node's federation directory is expired (a failure, whatever the ages).
+    pub directory_alarm: Option<String>,
 }
 
 /// Unanswered arrivals from one peer under one agreement.
@@ -127,6 +129,7 @@ pub fn build(resp: pb::ListPendingResponse, max_age: Duration) -> PendingReport 
         channels,
         worklist: Vec::new(),
         late_worklists: 0,
+        directory_alarm: None,
     }
 }
 
@@ -180,11 +183,46 @@ pub async fn fetch(conn: &Connection, max_age: Duration) -> anyhow::Result<Pendi
             conn.admin().coverage(pb::CoverageRequest {}),
         )
         .await?;
-    Ok(with_worklist(build(resp, max_age), coverage, max_age))
+    let fed = conn
+        .unary(
+            "Admin.Federation",
+            conn.admin().federation(pb::FederationRequest {}),
+        )
+        .await?;
+    Ok(with_directory(
+        with_worklist(build(resp, max_age), coverage, max_age),
+        &fed,
+    ))
+}
+
+/// An expired federation directory fails the check, with a line saying why.
+pub fn with_directory(mut report: PendingReport, fed: &pb::FederationResponse) -> PendingReport {
+    if fed.directory_expired {
+        report.directory_alarm = Some(format!(
+            "ALARM: the federation directory (serial {}) expired at {}; no new member is admitted until the operator publishes a fresh one (`interflowctl federation`)",
+            fed.directory_serial,
+            human::instant(fed.directory_expires_at_ms)
+        ));
+        report.ok = false;
+    }
+    report
 }
 
 impl Report for PendingReport {
     fn human(&self) -> String {
+        match &self.directory_alarm {
+            Some(alarm) => format!("{alarm}\n{}", self.human_channels()),
+            None => self.human_channels(),
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome::problem_if(!self.ok)
+    }
+}
+
+impl PendingReport {
+    fn human_channels(&self) -> String {
         let max = human::format_age(Duration::from_secs(self.max_age_secs));
         let worklist: String = self
             .worklist
@@ -296,10 +334,6 @@ impl Report for PendingReport {
             self.now
         )
     }
-
-    fn outcome(&self) -> Outcome {
-        Outcome::problem_if(!self.ok)
-    }
 }
 
 #[cfg(test)]
@@ -307,6 +341,31 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_780_272_000_000;
+
+    #[test]
+    fn an_expired_directory_fails_the_check_and_says_why() {
+        let empty = || build(pb::ListPendingResponse::default(), Duration::from_secs(60));
+        let fine = with_directory(empty(), &pb::FederationResponse::default());
+        assert_eq!(fine.outcome().exit_code(), 0);
+        assert!(!fine.human().contains("ALARM"));
+        let expired = with_directory(
+            empty(),
+            &pb::FederationResponse {
+                directory_serial: 7,
+                directory_expired: true,
+                directory_expires_at_ms: NOW,
+                ..Default::default()
+            },
+        );
+        assert_eq!(expired.outcome().exit_code(), 1);
+        assert!(
+            expired
+                .human()
+                .starts_with("ALARM: the federation directory (serial 7) expired"),
+            "{}",
+            expired.human()
+        );
+    }
 
     fn chan(dest: &str, count: u64, oldest_ago_secs: Option<i64>) -> pb::PendingChannel {
         pb::PendingChannel {

@@ -55,6 +55,30 @@ pub enum AgreementCommand {
         #[arg(long, value_name = "CODE=PEM")]
         verify_with: Vec<String>,
     },
+    /// Installs an agreement signed by both parties at the node, without a restart (talks to
+    /// the node, admin role): the node checks both signatures against the directory, keeps it
+    /// and puts it in force at once. Run it at both parties' nodes.
+    Install {
+        /// The signed agreement file (binary protobuf `SignedAgreement`).
+        file: PathBuf,
+        /// The agreement's pseudonym key file on the node's host (64 hex characters, mode
+        /// 0600), as `[[pseudonym_keys]] key_file`; a relative path is taken from here.
+        #[arg(long, value_name = "KEY_FILE")]
+        pseudonym_key: PathBuf,
+    },
+    /// The agreements in force at the node (configured and installed): parties, state
+    /// (active, terminated, expired, not yet valid), validity, when terminated and when the
+    /// grace period ends (talks to the node, admin role).
+    List,
+    /// Terminates an agreement this node is a party to, now (talks to the node, admin role):
+    /// the node signs a termination, keeps it, refuses new records under the agreement and
+    /// sends the notice to the partner. Run it again if the partner was unreachable: the kept
+    /// notice is resent. The partner may recover what was issued before for
+    /// `[federation] termination_grace_days`.
+    Terminate {
+        /// The agreement id, e.g. `agr-310115-110105`.
+        agreement_id: String,
+    },
 }
 
 /// The TOML an agreement is authored in.
@@ -369,7 +393,7 @@ pub fn view(
             .is_ok_and(|r| keys_of.contains_key(&r))
     });
     let (verified, verify_error) = if both_keys {
-        match agreement::Agreement::verify(signed.clone(), |r| keys_of.get(&r).copied()) {
+        match agreement::Agreement::verify(signed.clone(), &|r| keys_of.get(&r).copied()) {
             Ok(_) => (Some(true), None),
             Err(e) => (Some(false), Some(e.to_string())),
         }
@@ -560,6 +584,12 @@ pub fn run(cmd: &AgreementCommand, ctx: &mut Ctx<'_>) -> anyhow::Result<Outcome>
             let keys_of = parse_verify_with(verify_with)?;
             let (signed, body) = read_signed(file)?;
             emit(ctx, &view(file, &signed, &body, &keys_of))
+        }
+        // Dispatched to the node before offline commands run (`crate::run_with`).
+        AgreementCommand::Terminate { .. }
+        | AgreementCommand::Install { .. }
+        | AgreementCommand::List => {
+            bail!("`agreement terminate` and `agreement install` talk to a node")
         }
     }
 }

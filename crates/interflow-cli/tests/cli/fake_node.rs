@@ -72,6 +72,7 @@ impl Admin for FakeAdmin {
                     acked_seq: 7,
                     stopped: false,
                     held: false,
+                    removed: false,
                 },
                 pb::ChannelInfo {
                     origin: "110105".into(),
@@ -82,6 +83,7 @@ impl Admin for FakeAdmin {
                     acked_seq: 0,
                     stopped: true,
                     held: false,
+                    removed: false,
                 },
             ],
         }))
@@ -212,6 +214,27 @@ impl Admin for FakeAdmin {
         Ok(Response::new(pb::CoverageResponse::default()))
     }
 
+    async fn list_agreements(
+        &self,
+        _: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::ListAgreementsResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn install_agreement(
+        &self,
+        _: Request<pb::InstallAgreementRequest>,
+    ) -> Result<Response<pb::InstallAgreementResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn terminate_agreement(
+        &self,
+        _: Request<pb::TerminateAgreementRequest>,
+    ) -> Result<Response<pb::TerminateAgreementResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
     async fn disclosure(
         &self,
         _: Request<pb::DisclosureRequest>,
@@ -224,6 +247,25 @@ impl Admin for FakeAdmin {
         _: Request<pb::ResumeChannelRequest>,
     ) -> Result<Response<pb::ResumeChannelResponse>, Status> {
         Err(unused("ResumeChannel"))
+    }
+
+    async fn reload(
+        &self,
+        _: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        Err(unused("Reload"))
+    }
+
+    /// A directory without expiry: `pending` raises no directory alarm.
+    async fn federation(
+        &self,
+        _: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::FederationResponse>, Status> {
+        Ok(Response::new(pb::FederationResponse {
+            directory_serial: 1,
+            directory_source: "file".into(),
+            ..Default::default()
+        }))
     }
 }
 

@@ -3,6 +3,7 @@
 //! against a fake node only for states a real node shows after a staged failure (`fake_node`:
 //! canned `Admin` answers behind real mutual TLS, certificates made by `interflowctl certs`).
 
+mod agreements;
 mod connection;
 mod dev_hints;
 mod docs;

@@ -279,7 +279,8 @@ fn agreement_signed_by_both_parties_verifies_and_shows() {
     let ka = keys::load_verifying_key(&d("a.pub.pem")).unwrap();
     let kb = keys::load_verifying_key(&d("b.pub.pem")).unwrap();
     let a: RegionCode = "310115".parse().unwrap();
-    let verified = Agreement::verify(signed, |r| if r == a { Some(ka) } else { Some(kb) }).unwrap();
+    let verified =
+        Agreement::verify(signed, &|r| if r == a { Some(ka) } else { Some(kb) }).unwrap();
     assert_eq!(verified.id, "agr-310115-110105");
 
     let (code, stdout, stderr) = run(&["--json", "agreement", "show", p(&agr)]);
@@ -414,7 +415,7 @@ fn directory_signed_by_the_operator_verifies_as_a_node_checks_it() {
     }
     std::fs::write(
         d.join("members.toml"),
-        "serial = 3\n\n\
+        "serial = 3\nvalid_days = 7\n\n\
          [[member]]\nregion = \"310115\"\nname = \"Pudong\"\nendpoint = \"pudong.example:7443\"\nsigning_key = \"a.pub.pem\"\n\n\
          [[member]]\nregion = \"110105\"\nname = \"Chaoyang\"\nendpoint = \"chaoyang.example:7443\"\nsigning_key = \"b.pub.pem\"\n",
     )
@@ -438,6 +439,9 @@ fn directory_signed_by_the_operator_verifies_as_a_node_checks_it() {
     let operator = interflow_core::keys::load_verifying_key(&d.join("operator.pub.pem")).unwrap();
     let directory = interflow_core::directory::Directory::verify(&signed, &operator).unwrap();
     assert_eq!(directory.serial, 3);
+    // `valid_days`: it expires a week after signing.
+    let week = directory.expires_at_ms.unwrap() - directory.issued_at_ms;
+    assert_eq!(week, 7 * 86_400_000);
     let a = interflow_core::keys::load_verifying_key(&d.join("a.pub.pem")).unwrap();
     assert_eq!(directory.signing_key("310115".parse().unwrap()), Some(a));
 

@@ -1,0 +1,295 @@
+//! Reloading at runtime (SIGHUP, `Admin.Reload`): the config file is read again and its
+//! certificates, CRLs, directory and agreements are installed together. Everything is loaded
+//! and checked before anything is installed, so a bad file keeps the old state; a directory
+//! with a lower serial than the installed one is a rollback and is refused.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use interflow_core::RegionCode;
+use interflow_core::directory::Directory;
+use interflow_core::pb;
+use interflow_tls::ReloadableServerConfig;
+use prost::Message as _;
+
+use crate::config::{Config, ConfigError, Material};
+use crate::federation::Federation;
+use crate::node::Node;
+use crate::signer::NodeSigner;
+
+/// Why a reload kept the old state.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error(
+        "the config file now names region `{found}` but this node runs as `{running}`; a region change needs a restart"
+    )]
+    Region { running: String, found: String },
+    #[error(
+        "the directory's serial {offered} is lower than the installed serial {installed}: a rollback is refused; publish a directory with a higher serial"
+    )]
+    Rollback { offered: u64, installed: u64 },
+    #[error("reloading the {listener} listener's TLS files: {reason}")]
+    Tls {
+        listener: &'static str,
+        reason: String,
+    },
+    #[error("the reload task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the directory with serial {serial} expired at {expired}; publish a fresh one")]
+    Expired { serial: u64, expired: String },
+    #[error("the directory from `{peer}`: {reason}")]
+    FromPeer { peer: RegionCode, reason: String },
+    #[error("persisting the installed directory in the data directory: {0}")]
+    Persist(std::io::Error),
+    #[error("{0}")]
+    Signer(#[from] crate::signer::NotListed),
+}
+
+/// The installed directory's copy in the data directory, so a restart does not roll back to
+/// an older directory file named in the config.
+const PERSISTED_DIRECTORY: &str = "directory.pb";
+
+/// Where the directory in force came from, for `interflowctl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectorySource {
+    /// The file the config names.
+    File,
+    /// Learnt from this peer at runtime.
+    Peer(RegionCode),
+    /// The copy kept in the data directory, newer than the file at start.
+    Persisted,
+}
+
+impl std::fmt::Display for DirectorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirectorySource::File => f.write_str("file"),
+            DirectorySource::Peer(p) => write!(f, "peer {p}"),
+            DirectorySource::Persisted => f.write_str("data directory"),
+        }
+    }
+}
+
+/// The material to start with: the config file's directory, or the copy persisted in the
+/// data directory if that one (checked against the operator key) has a higher serial. A
+/// persisted copy that does not verify is ignored with a warning.
+pub fn with_persisted_directory(
+    config: &Config,
+    mut material: Material,
+) -> Result<(Material, DirectorySource), String> {
+    let path = config.data_dir.join(PERSISTED_DIRECTORY);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok((material, DirectorySource::File));
+    };
+    let operator = interflow_core::keys::load_verifying_key(&config.operator_key)
+        .map_err(|e| e.to_string())?;
+    let persisted = pb::SignedDirectory::decode(bytes.as_slice())
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            Directory::verify(&s, &operator)
+                .map(|d| (d, s))
+                .map_err(|e| e.to_string())
+        });
+    match persisted {
+        Ok((d, s)) if d.serial > material.directory.serial => {
+            tracing::info!(
+                serial = d.serial,
+                file_serial = material.directory.serial,
+                "starting with the newer directory installed earlier"
+            );
+            material.directory = d;
+            material.signed_directory = s;
+            Ok((material, DirectorySource::Persisted))
+        }
+        Ok(_) => Ok((material, DirectorySource::File)),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring the persisted directory");
+            Ok((material, DirectorySource::File))
+        }
+    }
+}
+
+/// Writes `signed` to the data directory atomically (temp file, fsync, rename).
+fn persist_directory(data_dir: &Path, signed: &pb::SignedDirectory) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = data_dir.join(format!("{PERSISTED_DIRECTORY}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&signed.encode_to_vec())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, data_dir.join(PERSISTED_DIRECTORY))?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+/// The outcome of the latest reload, for `interflowctl` and monitoring.
+#[derive(Debug, Clone, Default)]
+pub struct LastReload {
+    pub at_ms: i64,
+    /// Why it kept the old state; `None` after a reload that installed.
+    pub error: Option<String>,
+}
+
+impl Node {
+    /// Reloads TLS material, directory and agreements from the config file, or nothing.
+    pub async fn reload(self: &Arc<Self>) -> Result<Arc<Federation>, ReloadError> {
+        let result = self.try_reload().await;
+        let error = match &result {
+            Ok(fed) => {
+                tracing::info!(
+                    directory_serial = fed.directory.serial,
+                    agreements = fed.agreements.iter().count(),
+                    "certificates, directory and agreements reloaded"
+                );
+                None
+            }
+            Err(e) => {
+                self.metrics.reload_failures.inc();
+                tracing::error!(error = %e, "reload failed; keeping the current certificates, directory and agreements");
+                Some(e.to_string())
+            }
+        };
+        self.set_last_reload(LastReload {
+            at_ms: self.now(),
+            error,
+        });
+        result
+    }
+
+    async fn try_reload(self: &Arc<Self>) -> Result<Arc<Federation>, ReloadError> {
+        let path = self.config.path.clone();
+        let (region, mut material): (_, Material) = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&path)?;
+            Ok::<_, ConfigError>((config.region, config.load_material()?))
+        })
+        .await??;
+        if region != self.region {
+            return Err(ReloadError::Region {
+                running: self.region.to_string(),
+                found: region.to_string(),
+            });
+        }
+        let current = self.fed();
+        let installed = current.directory.serial;
+        let (signed, source) = self.directory_source();
+        let learnt = source != DirectorySource::File;
+        if material.directory.serial < installed && learnt {
+            // The file lags behind a directory learnt from peers: keep the newer one.
+            tracing::info!(
+                file_serial = material.directory.serial,
+                installed,
+                "the config file's directory is older than the installed one; keeping it"
+            );
+            material.directory = current.directory.clone();
+            material.signed_directory = signed;
+        } else if material.directory.serial < installed {
+            self.metrics.directory_rollbacks.inc();
+            return Err(ReloadError::Rollback {
+                offered: material.directory.serial,
+                installed,
+            });
+        }
+        let newer = material.directory.serial > installed;
+        if newer {
+            self.check_not_expired(&material.directory)?;
+        }
+        // The key file may be a new one (a rotation): it must be listed and valid now.
+        let signer = NodeSigner::find(
+            self.region,
+            material.signing_key,
+            &material.directory,
+            self.now(),
+        )?;
+        for (listener, tls) in self.server_tls() {
+            reload_tls(listener, tls)?;
+        }
+        if newer {
+            self.persist(&material.signed_directory).await?;
+            self.set_directory_source(material.signed_directory, DirectorySource::File);
+        }
+        self.replace_federation(Federation {
+            directory: material.directory,
+            agreements: material.agreements,
+            pseudonym_keys: material.pseudonym_keys,
+        });
+        let key_id = signer.key_id();
+        if key_id != self.signer().key_id() {
+            tracing::info!(key_id, "signing with another record-signing key");
+        }
+        self.set_signer(signer);
+        Ok(self.fed())
+    }
+
+    fn check_not_expired(&self, d: &Directory) -> Result<(), ReloadError> {
+        match d.expires_at_ms {
+            Some(t) if d.expired_at(self.now()) => Err(ReloadError::Expired {
+                serial: d.serial,
+                expired: interflow_core::time::rfc3339(t),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn persist(&self, signed: &pb::SignedDirectory) -> Result<(), ReloadError> {
+        let (dir, signed) = (self.config.data_dir.clone(), signed.clone());
+        tokio::task::spawn_blocking(move || persist_directory(&dir, &signed))
+            .await?
+            .map_err(ReloadError::Persist)
+    }
+
+    /// Fetches `peer`'s directory (it announced `serial` in its signed heads) and installs it
+    /// if it is operator-signed, newer than the installed one and not expired.
+    pub async fn learn_directory(self: &Arc<Self>, peer: RegionCode) -> Result<u64, ReloadError> {
+        let from_peer = |reason: String| ReloadError::FromPeer { peer, reason };
+        let mut client = self
+            .exchange_client(peer)
+            .map_err(|e| from_peer(e.to_string()))?;
+        let signed = tokio::time::timeout(
+            self.config.limits.request_timeout(),
+            client.directory(pb::DirectoryRequest {}),
+        )
+        .await
+        .map_err(|_| from_peer("timed out".into()))?
+        .map_err(|s| from_peer(s.message().to_owned()))?
+        .into_inner()
+        .directory
+        .ok_or_else(|| from_peer("the answer carries no directory".into()))?;
+        let path = self.config.operator_key.clone();
+        let operator =
+            tokio::task::spawn_blocking(move || interflow_core::keys::load_verifying_key(&path))
+                .await?
+                .map_err(|e| from_peer(format!("cannot read the operator key: {e}")))?;
+        let directory =
+            Directory::verify(&signed, &operator).map_err(|e| from_peer(e.to_string()))?;
+        let installed = self.fed().directory.serial;
+        if directory.serial < installed {
+            self.metrics.directory_rollbacks.inc();
+            return Err(ReloadError::Rollback {
+                offered: directory.serial,
+                installed,
+            });
+        }
+        if directory.serial == installed {
+            return Ok(installed);
+        }
+        self.check_not_expired(&directory)?;
+        self.persist(&signed).await?;
+        let old = self.fed();
+        let serial = directory.serial;
+        self.set_directory_source(signed, DirectorySource::Peer(peer));
+        self.replace_federation(Federation {
+            directory,
+            agreements: old.agreements.clone(),
+            pseudonym_keys: old.pseudonym_keys.clone(),
+        });
+        tracing::info!(%peer, serial, "installed a newer directory learnt from a peer");
+        Ok(serial)
+    }
+}
+
+fn reload_tls(listener: &'static str, tls: &ReloadableServerConfig) -> Result<(), ReloadError> {
+    tls.reload().map_err(|e| ReloadError::Tls {
+        listener,
+        reason: format!("{e:#}"),
+    })
+}
