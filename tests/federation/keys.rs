@@ -106,6 +106,8 @@ async fn a_rotated_key_signs_on_and_a_revoked_one_is_refused_after_its_revocatio
         },
     )
     .await;
+    // The node must not outlive the cluster's shutdown.
+    drop(b_node);
 
     // Head statements signed with the new key verify at B (no anomaly), and both logs,
     // Fetch from either node and each node's directory agree on both records.
