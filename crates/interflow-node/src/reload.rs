@@ -283,6 +283,20 @@ impl Node {
             pseudonym_keys: old.pseudonym_keys.clone(),
         });
         tracing::info!(%peer, serial, "installed a newer directory learnt from a peer");
+        let signer = self.signer();
+        if self
+            .fed()
+            .directory
+            .key_id_of(self.region, &signer.verifying_key(), self.now())
+            != Some(signer.key_id())
+        {
+            // Peers refuse what this node signs from now on: the operator must act.
+            tracing::error!(
+                serial,
+                key_id = signer.key_id(),
+                "the installed directory no longer lists this node's signing key as valid; rotate to a listed key and reload"
+            );
+        }
         Ok(serial)
     }
 }

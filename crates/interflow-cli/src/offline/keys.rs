@@ -210,4 +210,40 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
     }
+
+    #[test]
+    fn rotate_writes_a_new_key_and_the_members_file_entry_that_lists_it() {
+        let dir = tempfile::tempdir().unwrap();
+        run(&KeysCommand::Gen {
+            out: dir.path().join("signing.pem"),
+            force: false,
+        })
+        .unwrap();
+        let rotate = KeysCommand::Rotate {
+            out: dir.path().join("signing-1.pem"),
+            key_id: 1,
+            valid_from: Some("2026-12-05T08:00:00Z".into()),
+        };
+        let w = run(&rotate).unwrap();
+        let new = keys::load_signing_key(&dir.path().join("signing-1.pem")).unwrap();
+        // Never over an existing key, not even with the same arguments.
+        assert!(run(&rotate).unwrap_err().to_string().contains("exists"));
+
+        let note = w.note.unwrap();
+        let entry = &note[note.find("[[member.key]]").unwrap()..];
+        let members = format!(
+            "serial = 2\n[[member]]\nregion = \"310115\"\nname = \"Pudong\"\nendpoint = \"127.0.0.1:7000\"\nsigning_key = \"signing.pub.pem\"\n{entry}"
+        );
+        let body = crate::offline::directory::body_from_toml(&members, dir.path(), 0).unwrap();
+        let operator = keys::generate_signing_key();
+        let d = interflow_core::directory::Directory::verify(
+            &interflow_core::directory::Directory::sign(&body, &operator),
+            &operator.verifying_key(),
+        )
+        .unwrap();
+        let region = "310115".parse().unwrap();
+        let from = parse_time("t", "2026-12-05T08:00:00Z").unwrap();
+        assert_eq!(d.key_id_of(region, &new.verifying_key(), from), Some(1));
+        assert_eq!(d.key_id_of(region, &new.verifying_key(), from - 1), None);
+    }
 }
