@@ -318,7 +318,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let exchange = pb::exchange_server::ExchangeServer::new(ExchangeService { node: node.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let intake = pb::intake_server::IntakeServer::new(IntakeService { node: node.clone() })
+    let intake = pb::intake_server::IntakeServer::new(IntakeService::new(node.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let admin = pb::admin_server::AdminServer::new(AdminService { node: node.clone() })

@@ -235,3 +235,15 @@ fn the_idempotency_digest_travels_signed_and_leaves_the_content_hash_alone() {
         })
     ));
 }
+
+#[test]
+fn a_placed_record_signed_later_is_what_decoding_its_bytes_gives() {
+    let k = key(1);
+    let placed = sample(0).place(3, RecordId([7; 32])).unwrap();
+    let id = placed.id();
+    let rec = placed.sign(&k);
+    assert_eq!(rec.id(), id);
+    let again = DecodedRecord::from_bytes(&rec.to_bytes()).unwrap();
+    assert_eq!(&again, &*rec);
+    again.verify(&k.verifying_key()).unwrap();
+}
