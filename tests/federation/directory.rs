@@ -3,7 +3,7 @@
 
 use interflow_core::pb;
 use interflow_node::dev::sample_submission;
-use interflow_tests::TestCluster;
+use interflow_tests::{TestCluster, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_member_is_refused_at_once_while_the_others_keep_exchanging() {
@@ -243,5 +243,36 @@ async fn a_fourth_member_joins_a_running_federation_without_restarts() {
     c.wait_for_record(3, &id).await;
     let id = c.submit_one(3, sample_submission(2, c2.as_str())).await;
     c.wait_for_record(2, &id).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_file_replaced_in_place_is_installed_without_a_signal() {
+    let c = TestCluster::start_edited(2, |i, text| {
+        if i == 0 {
+            *text = text.replace("watch_interval_ms = 0", "watch_interval_ms = 50");
+        }
+    })
+    .await;
+    let wait = std::time::Duration::from_secs(20);
+    c.publish_directory(0, &c.directory_with(2, |_| true));
+    eventually(
+        wait,
+        "the watched directory file to be installed",
+        || async { (c.node(0).fed().directory.serial == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(c.node(0).metrics.reload_failures.get(), 0);
+
+    // A rollback written to the file is refused like one sent with SIGHUP, and says why.
+    c.publish_directory(0, &c.directory_with(1, |_| true));
+    let error = eventually(wait, "the rolled-back file to be refused", || async {
+        c.node(0).last_reload().and_then(|r| r.error)
+    })
+    .await;
+    assert!(error.contains("rollback"), "{error}");
+    assert_eq!(c.node(0).fed().directory.serial, 2);
+    // Node 1 does not watch: it learns serial 2 from node 0 as before.
+    assert_eq!(c.node(1).fed().directory.serial, 1);
     c.shutdown().await;
 }
