@@ -107,6 +107,18 @@ async fn a_rolled_back_or_bad_directory_is_refused_and_the_installed_one_kept() 
     let last = c.node(0).last_reload().expect("a reload happened");
     assert!(last.error.is_some_and(|e| e.contains("SignedDirectory")));
     assert_eq!(c.node(0).metrics.reload_failures.get(), 2);
+    // `interflowctl channels` says so too.
+    let channels = c
+        .admin(0)
+        .await
+        .list_channels(pb::ListChannelsRequest {})
+        .await
+        .expect("list channels")
+        .into_inner();
+    assert!(
+        channels.last_reload_error.contains("SignedDirectory"),
+        "{channels:?}"
+    );
 
     // The node still works under the installed directory.
     let id = c
