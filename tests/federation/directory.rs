@@ -214,6 +214,21 @@ async fn an_expired_directory_alarms_while_the_members_go_on_exchanging() {
         },
     )
     .await;
+    // It admits no new member: no agreement is put in force on its word.
+    let (agreement, key) = c.new_agreement(0, 1);
+    let agreement_id = format!("agr-new-{}-{}", c.region(0), c.region(1));
+    let refused = c
+        .admin(0)
+        .await
+        .install_agreement(pb::InstallAgreementRequest {
+            agreement: Some(agreement),
+            pseudonym_key_file: key.display().to_string(),
+        })
+        .await
+        .expect_err("no agreement installs under an expired directory");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("expired"), "{refused:?}");
+    assert!(c.node(0).fed().agreements.get(&agreement_id).is_none());
     // The existing members go on.
     let id = c
         .submit_one(0, sample_submission(1, c.region(1).as_str()))
