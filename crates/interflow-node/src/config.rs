@@ -126,10 +126,18 @@ struct RawFederation {
     /// issued while active for this many days, then nothing.
     #[serde(default = "default_termination_grace_days")]
     termination_grace_days: u32,
+    /// How often the files a reload reads are checked for changes (a change reloads, as
+    /// SIGHUP does); 0 turns the check off.
+    #[serde(default = "default_watch_interval_ms")]
+    watch_interval_ms: u64,
 }
 
 fn default_termination_grace_days() -> u32 {
     30
+}
+
+fn default_watch_interval_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -465,6 +473,8 @@ pub struct Config {
     pub agreements: Vec<PathBuf>,
     /// `[federation] termination_grace_days`.
     pub termination_grace_days: u32,
+    /// `[federation] watch_interval_ms`: `None` when 0 (no watching, SIGHUP only).
+    pub watch_interval: Option<std::time::Duration>,
     pub pseudonym_keys: Vec<(String, PathBuf)>,
     pub delivery: Delivery,
     pub reconcile: Reconcile,
@@ -504,6 +514,24 @@ fn must_exist(key: impl Into<String>, p: &Path) -> Result<(), ConfigError> {
 }
 
 impl Config {
+    /// The files a reload reads: the config file itself and every file it names for
+    /// certificates, CRLs, the directory, agreements and keys.
+    pub fn reload_inputs(&self) -> Vec<PathBuf> {
+        let mut files = vec![
+            self.path.clone(),
+            self.signing_key.clone(),
+            self.directory.clone(),
+            self.operator_key.clone(),
+        ];
+        for t in [&self.peer_tls, &self.local_tls] {
+            files.extend([t.ca.clone(), t.cert.clone(), t.key.clone()]);
+            files.extend(t.crls.iter().cloned());
+        }
+        files.extend(self.agreements.iter().cloned());
+        files.extend(self.pseudonym_keys.iter().map(|(_, p)| p.clone()));
+        files
+    }
+
     /// Reads and validates a config file; every named file must exist.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -614,6 +642,8 @@ impl Config {
             operator_key: abs(&raw.federation.operator_key),
             agreements: raw.federation.agreements.iter().map(|p| abs(p)).collect(),
             termination_grace_days: raw.federation.termination_grace_days,
+            watch_interval: (raw.federation.watch_interval_ms > 0)
+                .then(|| std::time::Duration::from_millis(raw.federation.watch_interval_ms)),
             pseudonym_keys: raw
                 .pseudonym_keys
                 .iter()

@@ -437,6 +437,13 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         node.clone(),
         workers_token.clone(),
     )));
+    if let Some(interval) = node.config.watch_interval {
+        workers.push(tokio::spawn(crate::reload::watch_files(
+            node.clone(),
+            interval,
+            workers_token.clone(),
+        )));
+    }
     workers.push(tokio::spawn(crate::reconcile::schedule(
         node.clone(),
         workers_token,

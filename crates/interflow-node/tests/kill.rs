@@ -58,6 +58,35 @@ async fn local(n: &DevNode, admin: bool) -> Option<Channel> {
     .ok()
 }
 
+/// Items `range` of the sample submissions, addressed to `dest`.
+fn submission(range: std::ops::Range<u64>, dest: &DevNode) -> pb::SubmitRequest {
+    let items: Vec<_> = range.map(|n| sample_submission(n, &dest.region)).collect();
+    pb::SubmitRequest { items }
+}
+
+/// A's intake once its channel to B accepts records (held until heads were compared): items
+/// 0..10 are submitted to B on the way.
+async fn released_intake(a: &DevNode, b: &DevNode) -> pb::intake_client::IntakeClient<Channel> {
+    let intake = eventually(Duration::from_secs(30), "A's intake", || async {
+        local(a, false).await
+    })
+    .await;
+    let intake = pb::intake_client::IntakeClient::new(intake);
+    eventually(Duration::from_secs(30), "A's channel to B released", || {
+        let mut intake = intake.clone();
+        let req = submission(0..10, b);
+        async move {
+            let r = intake.submit(req).await.ok()?.into_inner();
+            r.results
+                .iter()
+                .all(|r| matches!(r.outcome, Some(pb::submit_result::Outcome::RecordId(_))))
+                .then_some(())
+        }
+    })
+    .await;
+    intake
+}
+
 async fn stats(n: &DevNode) -> Option<pb::StatsResponse> {
     let ch = local(n, true).await?;
     let r = pb::admin_client::AdminClient::new(ch)
@@ -175,27 +204,8 @@ async fn a_stopped_receiver_times_out_the_sender_which_retries_and_converges() {
     let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
     let _na = serve(&a.config);
     let nb = serve(&b.config);
-    let intake = eventually(Duration::from_secs(30), "A's intake", || async {
-        local(a, false).await
-    })
-    .await;
-    let mut intake = pb::intake_client::IntakeClient::new(intake);
-    let submit = |range: std::ops::Range<u64>| {
-        let items: Vec<_> = range.map(|n| sample_submission(n, &b.region)).collect();
-        pb::SubmitRequest { items }
-    };
-    eventually(Duration::from_secs(30), "A's channel to B released", || {
-        let mut intake = intake.clone();
-        let req = submit(0..10);
-        async move {
-            let r = intake.submit(req).await.ok()?.into_inner();
-            r.results
-                .iter()
-                .all(|r| matches!(r.outcome, Some(pb::submit_result::Outcome::RecordId(_))))
-                .then_some(())
-        }
-    })
-    .await;
+    let mut intake = released_intake(a, b).await;
+    let submit = |range: std::ops::Range<u64>| submission(range, b);
     eventually(Duration::from_secs(30), "first records at B", || async {
         stats(b)
             .await
@@ -262,27 +272,8 @@ async fn sigkilled_receiver_with_a_window_in_flight_ends_with_every_record_exact
     let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
     let _na = serve(&a.config);
     let mut nb = serve(&b.config);
-    let intake = eventually(Duration::from_secs(30), "A's intake", || async {
-        local(a, false).await
-    })
-    .await;
-    let mut intake = pb::intake_client::IntakeClient::new(intake);
-    let submit = |range: std::ops::Range<u64>| {
-        let items: Vec<_> = range.map(|n| sample_submission(n, &b.region)).collect();
-        pb::SubmitRequest { items }
-    };
-    eventually(Duration::from_secs(30), "A's channel to B released", || {
-        let mut intake = intake.clone();
-        let req = submit(0..10);
-        async move {
-            let r = intake.submit(req).await.ok()?.into_inner();
-            r.results
-                .iter()
-                .all(|r| matches!(r.outcome, Some(pb::submit_result::Outcome::RecordId(_))))
-                .then_some(())
-        }
-    })
-    .await;
+    let mut intake = released_intake(a, b).await;
+    let submit = |range: std::ops::Range<u64>| submission(range, b);
     eventually(
         Duration::from_secs(30),
         "A's first records receipted",
