@@ -398,13 +398,13 @@ impl TestCluster {
     /// A record on `origin → dest` at `seq` after `prev`, sealed with `key` — the origin's own
     /// key to build an equivocation, another key to build a forgery. `n` picks the synthetic
     /// person and payload.
-    pub fn crafted_record(
+    pub fn crafted_record<'k>(
         &self,
         origin: usize,
         dest: usize,
         seq: u64,
         prev: RecordId,
-        key: &ed25519_dalek::SigningKey,
+        key: impl Into<interflow_core::record::Sealer<'k>>,
         n: u64,
     ) -> VerifiedRecord {
         let node = self.node(origin);
@@ -422,13 +422,13 @@ impl TestCluster {
     /// Like [`Self::crafted_record`], under the named agreement whether or not it covers the
     /// exchange now (issued now).
     #[allow(clippy::too_many_arguments)]
-    pub fn crafted_record_under(
+    pub fn crafted_record_under<'k>(
         &self,
         origin: usize,
         dest: usize,
         seq: u64,
         prev: RecordId,
-        key: &ed25519_dalek::SigningKey,
+        key: impl Into<interflow_core::record::Sealer<'k>>,
         n: u64,
         agreement: &str,
     ) -> VerifiedRecord {
@@ -774,4 +774,71 @@ impl TestCluster {
         std::fs::write(&key, "5a".repeat(32)).expect("write pseudonym key");
         (signed, key)
     }
+}
+
+// Branch `keys`: record-signing key rotation.
+impl TestCluster {
+    /// Writes a new record-signing key for node `i` as `keys/signing-{key_id}.pem` in its
+    /// directory (as `interflowctl keys rotate` would) and returns it with its directory entry,
+    /// valid from `valid_from_ms`.
+    pub fn new_signing_key(
+        &self,
+        i: usize,
+        key_id: u32,
+        valid_from_ms: i64,
+    ) -> (ed25519_dalek::SigningKey, pb::MemberKey) {
+        let key = interflow_core::keys::generate_signing_key();
+        let path = self.node_dir(i).join(format!("keys/signing-{key_id}.pem"));
+        interflow_core::keys::save_signing_key(&path, &key).expect("write signing key");
+        let entry = pb::MemberKey {
+            key_id,
+            alg: pb::SignatureAlgorithm::Ed25519 as i32,
+            public_key: key.verifying_key().to_bytes().to_vec(),
+            valid_from_ms,
+            valid_until_ms: 0,
+            revoked_at_ms: 0,
+        };
+        (key, entry)
+    }
+
+    /// `body` with `key` listed (or replaced, by key id) in node `i`'s entry.
+    pub fn with_member_key(
+        &self,
+        mut body: pb::DirectoryBody,
+        i: usize,
+        key: pb::MemberKey,
+    ) -> pb::DirectoryBody {
+        let region = self.region(i).to_string();
+        let m = body
+            .members
+            .iter_mut()
+            .find(|m| m.region_code == region)
+            .expect("node in the directory");
+        m.keys.retain(|k| k.key_id != key.key_id);
+        m.keys.push(key);
+        body
+    }
+
+    /// Points node `i`'s config at `keys/signing-{key_id}.pem` (a reload switches to it).
+    pub fn use_signing_key(&self, i: usize, key_id: u32) {
+        let path = self.config_path(i);
+        let text = std::fs::read_to_string(&path).expect("read config");
+        let line = config_with_signing_key(&text, &format!("keys/signing-{key_id}.pem"));
+        std::fs::write(&path, line).expect("write config");
+    }
+}
+
+/// The config text with its `signing_key = "..."` line naming `file`.
+fn config_with_signing_key(text: &str, file: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.trim_start().starts_with("signing_key") {
+                format!("signing_key = \"{file}\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }

@@ -6,6 +6,7 @@ mod delivery;
 mod directory;
 mod inbox;
 mod input;
+mod keys;
 mod partition;
 mod privacy;
 mod reconcile;

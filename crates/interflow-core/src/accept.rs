@@ -12,8 +12,6 @@ use crate::record::{ChannelId, DecodedRecord, RecordError, VerifiedRecord};
 pub enum AcceptError {
     #[error(transparent)]
     Record(#[from] RecordError),
-    #[error("origin `{0}` is not a member of the federation directory")]
-    UnknownOrigin(String),
     #[error("record of channel `{got}` arrived on channel `{expected}`")]
     WrongChannel { expected: ChannelId, got: ChannelId },
     #[error(transparent)]
@@ -28,7 +26,6 @@ impl AcceptError {
     pub fn reject_reason(&self) -> pb::RejectReason {
         match self {
             AcceptError::Record(e) => e.reject_reason(),
-            AcceptError::UnknownOrigin(_) => pb::RejectReason::UnknownOrigin,
             AcceptError::WrongChannel { expected, got } if expected.origin != got.origin => {
                 pb::RejectReason::OriginNotSender
             }
@@ -62,11 +59,7 @@ impl AcceptContext<'_> {
         if got != expected {
             return Err(AcceptError::WrongChannel { expected, got });
         }
-        let key = self
-            .directory
-            .signing_key(got.origin)
-            .ok_or_else(|| AcceptError::UnknownOrigin(got.origin.to_string()))?;
-        let verified = decoded.verify(&key)?;
+        let verified = decoded.verify_in(self.directory)?;
         self.agreements.check(
             verified.agreement_id(),
             got.origin,
@@ -103,6 +96,7 @@ mod tests {
             endpoint: "127.0.0.1:1".into(),
             signing_key: key(seed).verifying_key().to_bytes().to_vec(),
             tls_identity: format!("urn:interflow:region:{code}"),
+            keys: vec![],
         };
         let body = pb::DirectoryBody {
             serial: 1,
@@ -118,7 +112,7 @@ mod tests {
         let dir = directory();
         let a = Agreement::verify(
             agr::signed(&agr::body("310115", "110105"), &key(1), &key(2)),
-            |r| dir.signing_key(r),
+            &dir,
         )
         .unwrap();
         let set = AgreementSet::new([a]);
@@ -142,8 +136,7 @@ mod tests {
         let dir = directory();
         let mut body = agr::body("310115", "110105");
         body.date_precision = pb::DatePrecision::Month as i32;
-        let a = Agreement::verify(agr::signed(&body, &key(1), &key(2)), |r| dir.signing_key(r))
-            .unwrap();
+        let a = Agreement::verify(agr::signed(&body, &key(1), &key(2)), &dir).unwrap();
         assert!(a.month_dates);
         let set = AgreementSet::new([a]);
         let ctx = AcceptContext {

@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
 use prost::Message;
 
 use crate::canonical::{CanonicalError, decode_canonical};
+use crate::directory::{KeyLookupError, KeySource, SignedBy, SignedByError};
 use crate::payload::Kind;
 use crate::pb;
+use crate::record::Sealer;
 use crate::region::RegionCode;
-use crate::sign::{self, Domain, SignatureError};
+use crate::sign::{self, Domain};
 use crate::time::{UnixMillis, rfc3339};
 
 /// The legal ground an agreement rests on.
@@ -69,7 +70,7 @@ pub enum AgreementError {
     BadSignature {
         id: String,
         party: RegionCode,
-        source: SignatureError,
+        source: SignedByError,
     },
     #[error("agreement `{id}` is signed by `{region}`, which is not a party")]
     StrangerSignature { id: String, region: String },
@@ -157,10 +158,11 @@ fn bad(field: &'static str, reason: impl Into<String>) -> AgreementError {
 
 impl Agreement {
     /// Decodes and checks an agreement: canonical body, sane fields, and a valid signature by
-    /// each party under the key `key_of` returns for it (the directory's signing key).
+    /// each party under the key `keys` has for it (the directory: the key id its signature
+    /// names, valid at `valid_from_ms`).
     pub fn verify(
         signed: pb::SignedAgreement,
-        key_of: impl Fn(RegionCode) -> Option<VerifyingKey>,
+        keys: &impl KeySource,
     ) -> Result<Agreement, AgreementError> {
         let body: pb::AgreementBody = decode_canonical("AgreementBody", &signed.body)?;
         check_agreement_id(&body.agreement_id).map_err(|r| bad("agreement_id", r))?;
@@ -259,24 +261,31 @@ impl Agreement {
                     id: id.clone(),
                     party,
                 })?;
-            let key = key_of(party).ok_or_else(|| AgreementError::UnknownParty {
-                id: id.clone(),
-                party,
-            })?;
-            if sig.alg != pb::SignatureAlgorithm::Ed25519 as i32 {
-                return Err(AgreementError::BadSignature {
-                    id,
-                    party,
-                    source: SignatureError::Invalid,
-                });
-            }
-            sign::verify(&key, Domain::Agreement, &signed.body, &sig.signature).map_err(
-                |source| AgreementError::BadSignature {
+            // A party signs once, at the start of validity: its key must be valid then.
+            keys.verify_signed(
+                SignedBy {
+                    signer: party,
+                    key_id: sig.key_id,
+                    at_ms: body.valid_from_ms,
+                },
+                sig.alg,
+                Domain::Agreement,
+                &signed.body,
+                &sig.signature,
+            )
+            .map_err(|source| match source {
+                SignedByError::Key(KeyLookupError::UnknownMember(_)) => {
+                    AgreementError::UnknownParty {
+                        id: id.clone(),
+                        party,
+                    }
+                }
+                source => AgreementError::BadSignature {
                     id: id.clone(),
                     party,
                     source,
                 },
-            )?;
+            })?;
         }
         Ok(Agreement {
             id,
@@ -429,12 +438,18 @@ pub fn encode_body(body: &pb::AgreementBody) -> Vec<u8> {
     body.encode_to_vec()
 }
 
-/// A party's signature over agreement body bytes.
-pub fn party_signature(key: &SigningKey, region: RegionCode, body: &[u8]) -> pb::PartySignature {
+/// A party's signature over agreement body bytes, naming its key id.
+pub fn party_signature<'a>(
+    key: impl Into<Sealer<'a>>,
+    region: RegionCode,
+    body: &[u8],
+) -> pb::PartySignature {
+    let key = key.into();
     pb::PartySignature {
         region: region.to_string(),
         alg: pb::SignatureAlgorithm::Ed25519 as i32,
-        signature: sign::sign(key, Domain::Agreement, body).to_vec(),
+        signature: sign::sign(key.key, Domain::Agreement, body).to_vec(),
+        key_id: key.key_id,
     }
 }
 
@@ -571,6 +586,8 @@ impl AgreementSet {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use ed25519_dalek::{SigningKey, VerifyingKey};
+
     use crate::record::tests::{NOW, key, region};
 
     pub(crate) fn body(a: &str, b: &str) -> pb::AgreementBody {
@@ -613,7 +630,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn agreement() -> Agreement {
-        Agreement::verify(signed(&body("310115", "110105"), &key(1), &key(2)), keys).unwrap()
+        Agreement::verify(signed(&body("310115", "110105"), &key(1), &key(2)), &keys).unwrap()
     }
 
     #[test]
@@ -663,7 +680,7 @@ pub(crate) mod tests {
         let mut b = body("310115", "110105");
         b.kinds_a_to_b = vec![pb::RecordKind::Residence as i32];
         b.status_follows_residence = true;
-        let a = Agreement::verify(signed(&b, &key(1), &key(2)), keys).unwrap();
+        let a = Agreement::verify(signed(&b, &key(1), &key(2)), &keys).unwrap();
         assert_eq!(a.residence_home(), Some(y));
         assert!(a.status_follows_residence);
         assert_eq!(a.covers(x, y, Kind::Residence, NOW), Ok(()));
@@ -674,15 +691,15 @@ pub(crate) mod tests {
         // Residence both ways, or in both directions, is refused.
         let mut both = body("310115", "110105");
         both.kinds.push(pb::RecordKind::Residence as i32);
-        let e = Agreement::verify(signed(&both, &key(1), &key(2)), keys).unwrap_err();
+        let e = Agreement::verify(signed(&both, &key(1), &key(2)), &keys).unwrap_err();
         assert!(e.to_string().contains("kinds"), "{e}");
         let mut twice = b.clone();
         twice.kinds_b_to_a = vec![pb::RecordKind::Residence as i32];
-        assert!(Agreement::verify(signed(&twice, &key(1), &key(2)), keys).is_err());
+        assert!(Agreement::verify(signed(&twice, &key(1), &key(2)), &keys).is_err());
         // The option needs residence somewhere.
         let mut option = body("310115", "110105");
         option.status_follows_residence = true;
-        let e = Agreement::verify(signed(&option, &key(1), &key(2)), keys).unwrap_err();
+        let e = Agreement::verify(signed(&option, &key(1), &key(2)), &keys).unwrap_err();
         assert!(e.to_string().contains("status_follows_residence"), "{e}");
     }
 
@@ -692,20 +709,20 @@ pub(crate) mod tests {
         let mut s = signed(&b, &key(1), &key(2));
         s.signatures.pop();
         assert!(matches!(
-            Agreement::verify(s, keys),
+            Agreement::verify(s, &keys),
             Err(AgreementError::MissingSignature { .. })
         ));
         // Party B's signature made with another key.
         let s = signed(&b, &key(1), &key(3));
         assert!(matches!(
-            Agreement::verify(s, keys),
+            Agreement::verify(s, &keys),
             Err(AgreementError::BadSignature { .. })
         ));
         let mut s = signed(&b, &key(1), &key(2));
         s.signatures
             .push(party_signature(&key(3), region("440305"), &s.body));
         assert!(matches!(
-            Agreement::verify(s, keys),
+            Agreement::verify(s, &keys),
             Err(AgreementError::StrangerSignature { .. })
         ));
     }
@@ -715,14 +732,14 @@ pub(crate) mod tests {
         let mut b = body("310115", "110105");
         b.legal_basis = pb::LegalBasisKind::StatutoryDuty as i32;
         b.statute_reference.clear();
-        let e = Agreement::verify(signed(&b, &key(1), &key(2)), keys).unwrap_err();
+        let e = Agreement::verify(signed(&b, &key(1), &key(2)), &keys).unwrap_err();
         assert!(e.to_string().contains("statute_reference"), "{e}");
         let mut b = body("310115", "110105");
         b.kinds = vec![0];
-        let e = Agreement::verify(signed(&b, &key(1), &key(2)), keys).unwrap_err();
+        let e = Agreement::verify(signed(&b, &key(1), &key(2)), &keys).unwrap_err();
         assert!(e.to_string().contains("kinds"), "{e}");
         let mut b = body("310115", "110105");
         b.valid_until_ms = b.valid_from_ms;
-        assert!(Agreement::verify(signed(&b, &key(1), &key(2)), keys).is_err());
+        assert!(Agreement::verify(signed(&b, &key(1), &key(2)), &keys).is_err());
     }
 }

@@ -77,3 +77,39 @@ pub fn idempotency(key: &str) -> crate::idempotency::IdempotencyDigest {
         .expect("fixture idempotency key")
         .digest(&node)
 }
+
+/// A directory member `code` whose key id 0 is [`key`]`(seed)`, listing `keys` besides.
+pub fn member(code: &str, seed: u8, keys: Vec<pb::MemberKey>) -> pb::Member {
+    pb::Member {
+        region_code: code.into(),
+        name: format!("bureau {code}"),
+        endpoint: "127.0.0.1:7000".into(),
+        signing_key: key(seed).verifying_key().to_bytes().to_vec(),
+        tls_identity: format!("urn:interflow:region:{code}"),
+        keys,
+    }
+}
+
+/// A listed Ed25519 key `key_id` = [`key`]`(seed)` valid in `[from, until)` (0: open).
+pub fn member_key(key_id: u32, seed: u8, from: i64, until: i64, revoked: i64) -> pb::MemberKey {
+    pb::MemberKey {
+        key_id,
+        alg: pb::SignatureAlgorithm::Ed25519 as i32,
+        public_key: key(seed).verifying_key().to_bytes().to_vec(),
+        valid_from_ms: from,
+        valid_until_ms: until,
+        revoked_at_ms: revoked,
+    }
+}
+
+/// The verified directory of `members`, signed by the operator key [`key`]`(99)`.
+pub fn directory(members: Vec<pb::Member>) -> crate::directory::Directory {
+    let body = pb::DirectoryBody {
+        serial: 1,
+        members,
+        ..Default::default()
+    };
+    let signed = crate::directory::Directory::sign(&body, &key(99));
+    crate::directory::Directory::verify(&signed, &key(99).verifying_key())
+        .expect("fixture directory")
+}

@@ -9,6 +9,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::canonical::{CanonicalError, decode_canonical};
+use crate::directory::{Directory, KeyLookupError, KeySource, SignedBy, SignedByError};
 use crate::idempotency::IdempotencyDigest;
 use crate::payload::{Kind, Payload, PayloadError, ValidationRules};
 use crate::pb;
@@ -17,8 +18,33 @@ use crate::region::RegionCode;
 use crate::sign::{self, Domain, SignatureError};
 use crate::time::UnixMillis;
 
-/// Body format version this build writes and reads.
+/// Body format version of records signed with key id 0 (no `key_id` in the body).
 pub const BODY_VERSION: u32 = 1;
+/// Body format version of records that name their signing key (`key_id` ≥ 1).
+pub const BODY_VERSION_KEY_ID: u32 = 2;
+
+/// A record-signing key with the id the signer's directory entry lists it under (0: the
+/// legacy `signing_key`). A bare `&SigningKey` is key id 0.
+#[derive(Clone, Copy)]
+pub struct Sealer<'a> {
+    pub key: &'a SigningKey,
+    pub key_id: u32,
+}
+
+impl fmt::Debug for Sealer<'_> {
+    // Never the key material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealer")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> From<&'a SigningKey> for Sealer<'a> {
+    fn from(key: &'a SigningKey) -> Self {
+        Sealer { key, key_id: 0 }
+    }
+}
 
 /// SHA-256 of a record body; also the `prev_hash` link of the next record.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -121,7 +147,7 @@ pub enum RecordError {
     UnsupportedAlgorithm(i32),
     #[error(transparent)]
     Body(#[from] CanonicalError),
-    #[error("record body version `{0}` is not supported; this node reads version 1")]
+    #[error("record body version `{0}` is not supported; this node reads versions 1 and 2")]
     UnsupportedVersion(u32),
     #[error("field `{field}` is invalid: {reason}")]
     BadField { field: &'static str, reason: String },
@@ -133,6 +159,8 @@ pub enum RecordError {
     FromTheFuture { issued_at_ms: i64 },
     #[error("record signature: {0}")]
     Signature(#[from] SignatureError),
+    #[error("record signing key: {0}")]
+    Key(#[from] KeyLookupError),
 }
 
 impl RecordError {
@@ -149,6 +177,9 @@ impl RecordError {
             RecordError::Payload(_) => R::InvalidPayload,
             RecordError::FromTheFuture { .. } => R::FromTheFuture,
             RecordError::Signature(_) => R::BadSignature,
+            RecordError::Key(KeyLookupError::UnknownMember(_)) => R::UnknownOrigin,
+            RecordError::Key(KeyLookupError::UnknownKey { .. }) => R::UnknownKey,
+            RecordError::Key(KeyLookupError::NotValid { .. }) => R::KeyNotValid,
         }
     }
 }
@@ -204,8 +235,14 @@ impl DecodedRecord {
     /// The structural checks of [`Self::decode`] on a body already decoded from (or encoded
     /// into) `signed.body`.
     fn from_body(signed: pb::SignedRecord, body: pb::RecordBody) -> Result<Self, RecordError> {
-        if body.version != BODY_VERSION {
-            return Err(RecordError::UnsupportedVersion(body.version));
+        match (body.version, body.key_id) {
+            (BODY_VERSION, 0) => {}
+            (BODY_VERSION, _) => return Err(bad("key_id", "is not allowed in a version-1 body")),
+            (BODY_VERSION_KEY_ID, 0) => {
+                return Err(bad("key_id", "must be at least 1 in a version-2 body"));
+            }
+            (BODY_VERSION_KEY_ID, _) => {}
+            (v, _) => return Err(RecordError::UnsupportedVersion(v)),
         }
         let channel = ChannelId::new(
             region("origin", &body.origin)?,
@@ -279,15 +316,46 @@ impl DecodedRecord {
         self.signed.encode_to_vec()
     }
 
-    /// Verifies the signature over the body bytes as received.
+    /// Verifies the signature over the body bytes as received under one given key (whatever
+    /// key id the body names); [`Self::verify_in`] is the check against the directory.
     pub fn verify(self, origin_key: &VerifyingKey) -> Result<VerifiedRecord, RecordError> {
-        sign::verify(
-            origin_key,
+        self.check_signature(origin_key)?;
+        Ok(VerifiedRecord(self))
+    }
+
+    /// Verifies the record under the key of its origin it names (key id 0 for version-1
+    /// bodies), which must have been valid at its issue time: the one record check of
+    /// receive, Fetch, reconciliation and VerifyLog.
+    pub fn verify_in(self, directory: &Directory) -> Result<VerifiedRecord, RecordError> {
+        self.check_signature(directory)?;
+        Ok(VerifiedRecord(self))
+    }
+
+    /// The signature check of [`Self::verify_in`] without taking the record: the origin's key
+    /// the body names, valid at `issued_at_ms`, in the envelope's algorithm.
+    pub fn check_signature(&self, keys: &impl KeySource) -> Result<(), RecordError> {
+        let by = SignedBy {
+            signer: self.channel.origin,
+            key_id: self.key_id(),
+            at_ms: self.body.issued_at_ms,
+        };
+        keys.verify_signed(
+            by,
+            self.signed.alg,
             Domain::Record,
             &self.signed.body,
             &self.signed.signature,
-        )?;
-        Ok(VerifiedRecord(self))
+        )
+        .map_err(|e| match e {
+            SignedByError::UnsupportedAlgorithm(a) => RecordError::UnsupportedAlgorithm(a),
+            SignedByError::Key(k) => RecordError::Key(k),
+            SignedByError::Signature(s) => RecordError::Signature(s),
+        })
+    }
+
+    /// The id of the origin's key that signed the record (0 for version-1 bodies).
+    pub fn key_id(&self) -> u32 {
+        self.body.key_id
     }
 
     /// Checks what needs the clock, against `rules.now_ms`: the issue time and the payload's
@@ -354,6 +422,9 @@ impl DecodedRecord {
 }
 
 fn content_hash_of(mut body: pb::RecordBody) -> [u8; 32] {
+    // The signing key is not content: a resubmission after a rotation is still a duplicate.
+    body.version = BODY_VERSION;
+    body.key_id = 0;
     body.seq = 0;
     body.prev_hash = RecordId::ZERO.0.to_vec();
     body.issued_at_ms = 0;
@@ -431,8 +502,18 @@ impl fmt::Debug for NewRecord {
 impl NewRecord {
     /// The body this record gets at `seq`, linked to `prev`.
     pub fn body(&self, seq: u64, prev: RecordId) -> pb::RecordBody {
+        self.body_with_key(seq, prev, 0)
+    }
+
+    /// The body, naming `key_id` (version 2) unless it is 0 (version 1, as before key ids).
+    fn body_with_key(&self, seq: u64, prev: RecordId, key_id: u32) -> pb::RecordBody {
         pb::RecordBody {
-            version: BODY_VERSION,
+            version: if key_id == 0 {
+                BODY_VERSION
+            } else {
+                BODY_VERSION_KEY_ID
+            },
+            key_id,
             origin: self.channel.origin.to_string(),
             destination: self.channel.destination.to_string(),
             seq,
@@ -446,21 +527,28 @@ impl NewRecord {
         }
     }
 
-    /// Signs this record at `seq` after `prev` with the origin's key.
-    pub fn seal(
+    /// Signs this record at `seq` after `prev` with the origin's key, naming its key id.
+    pub fn seal<'a>(
         &self,
         seq: u64,
         prev: RecordId,
-        key: &SigningKey,
+        key: impl Into<Sealer<'a>>,
     ) -> Result<VerifiedRecord, RecordError> {
-        Ok(self.place(seq, prev)?.sign(key))
+        let key = key.into();
+        Ok(self.place(seq, prev, key.key_id)?.sign(key.key))
     }
 
-    /// This record at `seq` after `prev`, checked and with its id, but not signed yet: a
-    /// channel's records are placed in seq order (each links to the id before it), and their
-    /// signatures can then be computed in any order, on any thread.
-    pub fn place(&self, seq: u64, prev: RecordId) -> Result<UnsignedRecord, RecordError> {
-        let body = self.body(seq, prev);
+    /// This record at `seq` after `prev`, naming the signer's `key_id` (0: version 1), checked
+    /// and with its id, but not signed yet: a channel's records are placed in seq order (each
+    /// links to the id before it), and their signatures can then be computed in any order, on
+    /// any thread, with the key `key_id` names.
+    pub fn place(
+        &self,
+        seq: u64,
+        prev: RecordId,
+        key_id: u32,
+    ) -> Result<UnsignedRecord, RecordError> {
+        let body = self.body_with_key(seq, prev, key_id);
         // Encoded once: these bytes are what is signed, stored and sent. Encoding is
         // canonical, so only the structure is checked, as for a received record.
         let signed = pb::SignedRecord {

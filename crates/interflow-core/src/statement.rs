@@ -1,14 +1,14 @@
 //! Signed statements between peers: delivery receipts (the destination's proof that it stored
 //! a channel up to a seq) and head statements (a peer's signed checkpoint of its channel heads).
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
 use prost::Message;
 
 use crate::canonical::{CanonicalError, decode_canonical};
+use crate::directory::{KeySource, SignedBy, SignedByError};
 use crate::pb;
-use crate::record::{ChannelId, RecordId};
+use crate::record::{ChannelId, RecordId, Sealer};
 use crate::region::RegionCode;
-use crate::sign::{self, Domain, SignatureError};
+use crate::sign::{self, Domain};
 use crate::time::UnixMillis;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum StatementError {
     #[error(transparent)]
     Body(#[from] CanonicalError),
     #[error("statement signature: {0}")]
-    Signature(#[from] SignatureError),
+    Signature(#[from] SignedByError),
     #[error("statement field `{field}` is invalid: {reason}")]
     BadField { field: &'static str, reason: String },
 }
@@ -49,7 +49,8 @@ pub struct Receipt {
 }
 
 /// Signs a receipt as the destination of `channel`.
-pub fn sign_receipt(key: &SigningKey, r: &Receipt) -> pb::SignedReceipt {
+pub fn sign_receipt<'a>(key: impl Into<Sealer<'a>>, r: &Receipt) -> pb::SignedReceipt {
+    let key = key.into();
     let body = pb::ReceiptBody {
         origin: r.channel.origin.to_string(),
         destination: r.channel.destination.to_string(),
@@ -60,26 +61,34 @@ pub fn sign_receipt(key: &SigningKey, r: &Receipt) -> pb::SignedReceipt {
     .encode_to_vec();
     pb::SignedReceipt {
         alg: pb::SignatureAlgorithm::Ed25519 as i32,
-        signature: sign::sign(key, Domain::Receipt, &body).to_vec(),
+        signature: sign::sign(key.key, Domain::Receipt, &body).to_vec(),
         body,
+        key_id: key.key_id,
     }
 }
 
-/// Verifies a receipt under the destination's key.
+/// Verifies a receipt under the destination's key it names, valid at its issue time. The
+/// body is decoded first (canonically) to learn the signer and the time; nothing of it is
+/// trusted before the signature verifies.
 pub fn verify_receipt(
     s: &pb::SignedReceipt,
-    destination_key: &VerifyingKey,
+    keys: &impl KeySource,
 ) -> Result<Receipt, StatementError> {
-    if s.alg != pb::SignatureAlgorithm::Ed25519 as i32 {
-        return Err(StatementError::UnsupportedAlgorithm(s.alg));
-    }
-    sign::verify(destination_key, Domain::Receipt, &s.body, &s.signature)?;
     let b: pb::ReceiptBody = decode_canonical("ReceiptBody", &s.body)?;
+    let destination = region("destination", &b.destination)?;
+    keys.verify_signed(
+        SignedBy {
+            signer: destination,
+            key_id: s.key_id,
+            at_ms: b.issued_at_ms,
+        },
+        s.alg,
+        Domain::Receipt,
+        &s.body,
+        &s.signature,
+    )?;
     Ok(Receipt {
-        channel: ChannelId::new(
-            region("origin", &b.origin)?,
-            region("destination", &b.destination)?,
-        ),
+        channel: ChannelId::new(region("origin", &b.origin)?, destination),
         acked_seq: b.acked_seq,
         head_hash: hash("head_hash", &b.head_hash)?,
         issued_at_ms: b.issued_at_ms,
@@ -122,7 +131,8 @@ impl Heads {
 }
 
 /// Signs a head statement.
-pub fn sign_heads(key: &SigningKey, h: &Heads) -> pb::SignedHeads {
+pub fn sign_heads<'a>(key: impl Into<Sealer<'a>>, h: &Heads) -> pb::SignedHeads {
+    let key = key.into();
     let body = pb::HeadsBody {
         signer: h.signer.to_string(),
         peer: h.peer.to_string(),
@@ -144,23 +154,28 @@ pub fn sign_heads(key: &SigningKey, h: &Heads) -> pb::SignedHeads {
     .encode_to_vec();
     pb::SignedHeads {
         alg: pb::SignatureAlgorithm::Ed25519 as i32,
-        signature: sign::sign(key, Domain::Heads, &body).to_vec(),
+        signature: sign::sign(key.key, Domain::Heads, &body).to_vec(),
         body,
+        key_id: key.key_id,
     }
 }
 
-/// Verifies a head statement under the signer's key. Every listed channel must be between
-/// the signer and its peer.
-pub fn verify_heads(
-    s: &pb::SignedHeads,
-    signer_key: &VerifyingKey,
-) -> Result<Heads, StatementError> {
-    if s.alg != pb::SignatureAlgorithm::Ed25519 as i32 {
-        return Err(StatementError::UnsupportedAlgorithm(s.alg));
-    }
-    sign::verify(signer_key, Domain::Heads, &s.body, &s.signature)?;
+/// Verifies a head statement under the signer's key it names, valid at its issue time. Every
+/// listed channel must be between the signer and its peer.
+pub fn verify_heads(s: &pb::SignedHeads, keys: &impl KeySource) -> Result<Heads, StatementError> {
     let b: pb::HeadsBody = decode_canonical("HeadsBody", &s.body)?;
     let signer = region("signer", &b.signer)?;
+    keys.verify_signed(
+        SignedBy {
+            signer,
+            key_id: s.key_id,
+            at_ms: b.issued_at_ms,
+        },
+        s.alg,
+        Domain::Heads,
+        &s.body,
+        &s.signature,
+    )?;
     let peer = region("peer", &b.peer)?;
     let mut heads = Vec::with_capacity(b.heads.len());
     for h in &b.heads {

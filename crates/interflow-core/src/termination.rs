@@ -3,14 +3,15 @@
 //! what a terminated agreement still permits is decided by [`crate::agreement::Agreement`]
 //! (`covers`, `serves_partner_at`) with the time passed in.
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
 use prost::Message;
 
 use crate::agreement::{Agreement, AgreementSet, check_agreement_id};
 use crate::canonical::{CanonicalError, decode_canonical};
+use crate::directory::{KeyLookupError, KeySource, SignedBy, SignedByError};
 use crate::pb;
+use crate::record::Sealer;
 use crate::region::RegionCode;
-use crate::sign::{self, Domain, SignatureError};
+use crate::sign::{self, Domain};
 use crate::time::UnixMillis;
 
 /// A verified termination.
@@ -41,7 +42,7 @@ pub enum TerminationError {
     BadSignature {
         id: String,
         by: RegionCode,
-        source: SignatureError,
+        source: SignedByError,
     },
 }
 
@@ -53,9 +54,10 @@ fn bad(field: &'static str, reason: impl Into<String>) -> TerminationError {
 }
 
 impl Termination {
-    /// Signs a termination of `agreement_id` by `by` at `at` with `by`'s record-signing key.
-    pub fn sign(
-        key: &SigningKey,
+    /// Signs a termination of `agreement_id` by `by` at `at` with `by`'s record-signing key,
+    /// naming its key id.
+    pub fn sign<'a>(
+        key: impl Into<Sealer<'a>>,
         agreement_id: &str,
         by: RegionCode,
         at: UnixMillis,
@@ -66,19 +68,21 @@ impl Termination {
             terminated_at_ms: at,
         }
         .encode_to_vec();
+        let key = key.into();
         pb::SignedTermination {
             alg: pb::SignatureAlgorithm::Ed25519 as i32,
-            signature: sign::sign(key, Domain::Termination, &body).to_vec(),
+            signature: sign::sign(key.key, Domain::Termination, &body).to_vec(),
             body,
+            key_id: key.key_id,
         }
     }
 
     /// Checks a termination of `agreement`: canonical body, signed by a party of it under the
-    /// key `key_of` returns for that party (the directory's record-signing key).
+    /// key its envelope names in `keys` (the directory), valid at `terminated_at_ms`.
     pub fn verify(
         signed: pb::SignedTermination,
         agreement: &Agreement,
-        key_of: impl Fn(RegionCode) -> Option<VerifyingKey>,
+        keys: &impl KeySource,
     ) -> Result<Termination, TerminationError> {
         let body: pb::TerminationBody = decode_canonical("TerminationBody", &signed.body)?;
         check_agreement_id(&body.agreement_id).map_err(|r| bad("agreement_id", r))?;
@@ -101,16 +105,26 @@ impl Termination {
         if body.terminated_at_ms <= 0 {
             return Err(bad("terminated_at_ms", "must be a positive Unix time"));
         }
-        let key = key_of(by).ok_or(TerminationError::UnknownSigner { by })?;
-        let checked = if signed.alg == pb::SignatureAlgorithm::Ed25519 as i32 {
-            sign::verify(&key, Domain::Termination, &signed.body, &signed.signature)
-        } else {
-            Err(SignatureError::Invalid)
-        };
-        checked.map_err(|source| TerminationError::BadSignature {
-            id: body.agreement_id.clone(),
-            by,
-            source,
+        keys.verify_signed(
+            SignedBy {
+                signer: by,
+                key_id: signed.key_id,
+                at_ms: body.terminated_at_ms,
+            },
+            signed.alg,
+            Domain::Termination,
+            &signed.body,
+            &signed.signature,
+        )
+        .map_err(|source| match source {
+            SignedByError::Key(KeyLookupError::UnknownMember(_)) => {
+                TerminationError::UnknownSigner { by }
+            }
+            source => TerminationError::BadSignature {
+                id: body.agreement_id.clone(),
+                by,
+                source,
+            },
         })?;
         Ok(Termination {
             agreement_id: body.agreement_id,
@@ -124,7 +138,7 @@ impl Termination {
     pub fn verify_in(
         signed: pb::SignedTermination,
         set: &AgreementSet,
-        key_of: impl Fn(RegionCode) -> Option<VerifyingKey>,
+        keys: &impl KeySource,
     ) -> Result<Termination, TerminationError> {
         let body: pb::TerminationBody = decode_canonical("TerminationBody", &signed.body)?;
         let agreement = set
@@ -132,7 +146,7 @@ impl Termination {
             .ok_or(TerminationError::UnknownAgreement {
                 id: body.agreement_id,
             })?;
-        Self::verify(signed, agreement, key_of)
+        Self::verify(signed, agreement, keys)
     }
 
     /// The signed notice exactly as received or made.
@@ -143,6 +157,8 @@ impl Termination {
 
 #[cfg(test)]
 mod tests {
+    use ed25519_dalek::VerifyingKey;
+
     use super::*;
     use crate::agreement::tests::agreement as verified;
     use crate::record::tests::{NOW, key, region};
@@ -161,7 +177,7 @@ mod tests {
         let t = Termination::verify(
             Termination::sign(&key(2), &a.id, region("110105"), NOW),
             &a,
-            keys,
+            &keys,
         )
         .unwrap();
         assert_eq!(t.by, region("110105"));
@@ -174,24 +190,24 @@ mod tests {
         let a = verified();
         let stranger = Termination::sign(&key(3), &a.id, region("440305"), NOW);
         assert!(matches!(
-            Termination::verify(stranger, &a, keys),
+            Termination::verify(stranger, &a, &keys),
             Err(TerminationError::NotAParty { .. })
         ));
         let forged = Termination::sign(&key(1), &a.id, region("110105"), NOW);
         assert!(matches!(
-            Termination::verify(forged, &a, keys),
+            Termination::verify(forged, &a, &keys),
             Err(TerminationError::BadSignature { .. })
         ));
         let other = Termination::sign(&key(1), "agr-other", region("310115"), NOW);
         assert!(matches!(
-            Termination::verify(other, &a, keys),
+            Termination::verify(other, &a, &keys),
             Err(TerminationError::WrongAgreement { .. })
         ));
         // An agreement signature is not a termination signature (domain separation).
         let mut cross = Termination::sign(&key(1), &a.id, region("310115"), NOW);
         cross.signature = sign::sign(&key(1), Domain::Agreement, &cross.body).to_vec();
         assert!(matches!(
-            Termination::verify(cross, &a, keys),
+            Termination::verify(cross, &a, &keys),
             Err(TerminationError::BadSignature { .. })
         ));
     }
@@ -202,7 +218,7 @@ mod tests {
         let mut a = verified();
         let (x, y) = (region("310115"), region("110105"));
         let at = NOW - 1000;
-        let t = Termination::verify(Termination::sign(&key(1), &a.id, x, at), &a, keys).unwrap();
+        let t = Termination::verify(Termination::sign(&key(1), &a.id, x, at), &a, &keys).unwrap();
         a.terminate(&t);
         // Issued while active: still covered (so the partner can recover and verify it).
         assert!(a.covers(x, y, Kind::Contraception, at - 1).is_ok());
@@ -218,7 +234,7 @@ mod tests {
         assert!(!a.serves_partner_at(at + grace, grace));
         // A later notice by the other party does not move the end.
         let later =
-            Termination::verify(Termination::sign(&key(2), &a.id, y, NOW), &a, keys).unwrap();
+            Termination::verify(Termination::sign(&key(2), &a.id, y, NOW), &a, &keys).unwrap();
         a.terminate(&later);
         assert_eq!(a.terminated_at_ms, Some(at));
         assert!(verified().serves_partner_at(i64::MAX, grace));

@@ -143,7 +143,6 @@ impl AdminService {
     async fn peer_anchors(&self) -> Result<Vec<pb::PeerAnchor>, NodeError> {
         let n = &self.node;
         let me = n.region;
-        let own_key = n.signing_key.verifying_key();
         let mut out = Vec::new();
         for peer in n.fed().agreements.all_peers(me) {
             let mut a = pb::PeerAnchor {
@@ -175,7 +174,8 @@ impl AdminService {
                 out.push(a);
                 continue;
             };
-            let heads = match verify_heads(&signed, &own_key) {
+            // Signed by whichever of this node's keys was in use then.
+            let heads = match verify_heads(&signed, &n.fed().directory) {
                 Ok(h) if h.signer == me && h.peer == peer => h,
                 Ok(_) => {
                     a.state = pb::AnchorState::BadStatement as i32;
@@ -385,12 +385,7 @@ impl AdminService {
                 record_id: id.0.to_vec(),
             },
             Some(rec) => {
-                let valid = self
-                    .node
-                    .fed()
-                    .directory
-                    .signing_key(rec.channel().origin)
-                    .is_some_and(|k| rec.clone().verify(&k).is_ok());
+                let valid = rec.check_signature(&self.node.fed().directory).is_ok();
                 pb::GetRecordResponse {
                     record: Some(rec.into_signed()),
                     signature_valid: valid,
@@ -515,7 +510,10 @@ impl AdminService {
         let r = self
             .node
             .store
-            .run(move |s| s.verify_log(&|r| node.fed().directory.signing_key(r)))
+            .run(move |s| {
+                let fed = node.fed();
+                s.verify_log(&|r| r.check_signature(&fed.directory))
+            })
             .await?;
         let peers = if req_with_peers {
             self.peer_anchors().await?

@@ -709,11 +709,13 @@ impl Config {
                 format!("region `{}` is not a member of the directory", self.region),
             )
         })?;
-        if me.signing_key != signing_key.verifying_key() {
+        // Whether it is valid now is checked where the clock is (`NodeSigner::find`).
+        let public = interflow_core::directory::PublicKey::Ed25519(signing_key.verifying_key());
+        if !me.keys.iter().any(|k| k.public_key == public) {
             return Err(bad(
                 "keys.signing_key",
                 &self.signing_key,
-                "does not match this region's signing key in the directory".into(),
+                "is not among this region's record-signing keys in the directory".into(),
             ));
         }
         let mut agreements = Vec::new();
@@ -726,7 +728,7 @@ impl Config {
                     format!("not a SignedAgreement: {e}"),
                 )
             })?;
-            let a = Agreement::verify(signed, |r| directory.signing_key(r))
+            let a = Agreement::verify(signed, &directory)
                 .map_err(|e| bad("federation.agreements", p, e.to_string()))?;
             if a.peer_of(self.region).is_none() {
                 return Err(bad(

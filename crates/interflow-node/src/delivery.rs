@@ -221,11 +221,9 @@ impl Window {
 /// the head it last saw.
 async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), DeliveryError> {
     let channel = ChannelId::new(node.region, peer);
-    let peer_key = node
-        .fed()
-        .directory
-        .signing_key(peer)
-        .ok_or(DeliveryError::NoKey(peer))?;
+    if node.fed().directory.member(peer).is_none() {
+        return Err(DeliveryError::NoKey(peer));
+    }
     let mut client = node.exchange_client(peer)?;
     let cfg = &node.config.delivery;
     let (batch, window_records, window_bytes) = (cfg.batch, cfg.window_records, cfg.window_bytes);
@@ -282,7 +280,7 @@ async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), Delivery
                         secs,
                     })??
                     .ok_or(DeliveryError::Closed)?;
-                let Some(now_acked) = take_ack(node, &peer_key, channel, acked, ack).await? else {
+                let Some(now_acked) = take_ack(node, channel, acked, ack).await? else {
                     continue;
                 };
                 node.metrics
@@ -322,14 +320,14 @@ async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), Delivery
 /// proof; returns the new acknowledged seq, or `None` if it acknowledges nothing new.
 async fn take_ack(
     node: &Arc<Node>,
-    peer_key: &ed25519_dalek::VerifyingKey,
     channel: ChannelId,
     acked: u64,
     ack: pb::DeliveryAck,
 ) -> Result<Option<u64>, DeliveryError> {
     match ack.result {
         Some(pb::delivery_ack::Result::Receipt(signed)) => {
-            let r = verify_receipt(&signed, peer_key)?;
+            // The peer's key the receipt names, valid at its issue time.
+            let r = verify_receipt(&signed, &node.fed().directory)?;
             if r.channel != channel {
                 return Err(DeliveryError::WrongChannel(r.channel));
             }

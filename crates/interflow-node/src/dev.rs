@@ -189,6 +189,7 @@ pub fn generate_with_options(
             endpoint: endpoints[i].to_string(),
             signing_key: key.verifying_key().to_bytes().to_vec(),
             tls_identity: tls_identity_for(region),
+            keys: vec![],
         });
         signing.push(key);
         nodes.push(DevNode {

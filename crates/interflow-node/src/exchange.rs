@@ -220,7 +220,7 @@ impl Node {
         };
         pb::DeliveryAck {
             result: Some(pb::delivery_ack::Result::Receipt(sign_receipt(
-                &self.signing_key,
+                self.signer().sealer(),
                 &r,
             ))),
         }
@@ -248,7 +248,7 @@ impl Node {
         })
         .collect();
         sign_heads(
-            &self.signing_key,
+            self.signer().sealer(),
             &Heads {
                 signer: self.region,
                 peer,

@@ -25,7 +25,7 @@ impl Node {
         key_file: &str,
     ) -> Result<(Agreement, interflow_core::pseudonym::PseudonymKey), NodeError> {
         let fed = self.fed();
-        let a = Agreement::verify(signed, |r| fed.directory.signing_key(r))
+        let a = Agreement::verify(signed, &fed.directory)
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         if a.peer_of(self.region).is_none() {
             return Err(NodeError::PermissionDenied(format!(

@@ -114,7 +114,7 @@ async fn run_group(node: &Arc<Node>, jobs: Vec<Job>) {
                     }
                 })
                 .collect();
-            let result = store.append_outbound_groups(&n.signing_key, groups);
+            let result = store.append_outbound_groups(n.signer().sealer(), groups);
             Ok((jobs, result))
         })
         .await;
@@ -311,7 +311,7 @@ impl Node {
             subject,
             issued_at_ms: now,
             supersedes,
-            idempotency: Some(idempotency_key.digest(&self.digest_key)),
+            idempotency: Some(idempotency_key.digest(self.signer().digest_key())),
             payload,
         })
     }

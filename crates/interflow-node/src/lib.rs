@@ -28,6 +28,7 @@ pub mod rejects;
 pub mod reload;
 pub mod residence;
 pub mod server;
+pub mod signer;
 pub mod store;
 pub mod termination;
 pub mod wire;

@@ -7,7 +7,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use ed25519_dalek::SigningKey;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use interflow_core::RegionCode;
 use interflow_core::payload::ValidationRules;
@@ -29,6 +28,7 @@ use crate::federation::Federation;
 use crate::holds::Holds;
 use crate::metrics::Metrics;
 use crate::rejects::RejectLog;
+use crate::signer::NodeSigner;
 use crate::store::StoreHandle;
 
 /// Where the node reads the time. Tests inject a fixed or stepped clock.
@@ -51,9 +51,8 @@ pub struct Node {
     pub store: StoreHandle,
     /// The directory, agreements and pseudonym keys; swapped whole at runtime.
     fed: ArcSwap<Federation>,
-    pub signing_key: SigningKey,
-    /// Keys the digests of intake idempotency keys (derived from the signing key).
-    pub digest_key: interflow_core::idempotency::DigestKey,
+    /// The record-signing key and its key id; replaced by a reload that names a new key file.
+    signer: ArcSwap<NodeSigner>,
     pub clock: Clock,
     pub metrics: Metrics,
     /// One entry per current peer: its delivery worker and the wake-up for new records.
@@ -99,10 +98,13 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    // One call site (server start), each argument a distinct part of the node.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
         material: Material,
         source: crate::reload::DirectorySource,
+        signer: NodeSigner,
         store: StoreHandle,
         clock: Clock,
         peer_tls: Arc<rustls::ClientConfig>,
@@ -147,8 +149,7 @@ impl Node {
             region,
             store,
             fed: ArcSwap::from_pointee(fed),
-            digest_key: interflow_core::idempotency::DigestKey::derive(&material.signing_key),
-            signing_key: material.signing_key,
+            signer: ArcSwap::from_pointee(signer),
             clock,
             metrics,
             peers: Mutex::new(peers),
@@ -204,6 +205,16 @@ impl Node {
     /// A consistent snapshot; cheap (arc-swap). Never hold it across a long await.
     pub fn fed(&self) -> Arc<Federation> {
         self.fed.load_full()
+    }
+
+    /// The key this node signs with now, and its key id.
+    pub fn signer(&self) -> Arc<NodeSigner> {
+        self.signer.load_full()
+    }
+
+    /// Switches the signing key (a reload that names a new key file).
+    pub fn set_signer(&self, signer: NodeSigner) {
+        self.signer.store(Arc::new(signer));
     }
 
     /// Installs a new snapshot atomically: starts delivery workers, holds and wake-ups for new

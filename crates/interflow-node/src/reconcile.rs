@@ -181,10 +181,14 @@ async fn compare(
         Ok(Err(s)) => return unreachable(rin, rout, s.message()),
         Err(_) => return unreachable(rin, rout, "heads timed out"),
     };
-    let Some(key) = node.fed().directory.signing_key(peer) else {
+    if node.fed().directory.member(peer).is_none() {
         return;
-    };
-    let heads = match signed.as_ref().map(|s| verify_heads(s, &key)) {
+    }
+    // Under the peer's key the statement names, valid at its issue time.
+    let heads = match signed
+        .as_ref()
+        .map(|s| verify_heads(s, &node.fed().directory))
+    {
         Some(Ok(h)) if h.signer == peer && h.peer == node.region => h,
         _ => {
             tracing::warn!(%peer, "reconciliation: heads statement does not verify");
@@ -217,7 +221,7 @@ async fn compare(
     let kept = node.store.run(move |s| s.checkpoint(peer)).await;
     if let Ok(Some(prev)) = kept
         && let Ok(prev) = pb::SignedHeads::decode(prev.as_slice())
-        && let Ok(prev) = verify_heads(&prev, &key)
+        && let Ok(prev) = verify_heads(&prev, &node.fed().directory)
     {
         for (c, now, r) in [
             (inbound, peer_in, &mut *rin),

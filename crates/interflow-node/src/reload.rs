@@ -15,6 +15,7 @@ use prost::Message as _;
 use crate::config::{Config, ConfigError, Material};
 use crate::federation::Federation;
 use crate::node::Node;
+use crate::signer::NodeSigner;
 
 /// Why a reload kept the old state.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,8 @@ pub enum ReloadError {
     FromPeer { peer: RegionCode, reason: String },
     #[error("persisting the installed directory in the data directory: {0}")]
     Persist(std::io::Error),
+    #[error("{0}")]
+    Signer(#[from] crate::signer::NotListed),
 }
 
 /// The installed directory's copy in the data directory, so a restart does not roll back to
@@ -190,6 +193,13 @@ impl Node {
         if newer {
             self.check_not_expired(&material.directory)?;
         }
+        // The key file may be a new one (a rotation): it must be listed and valid now.
+        let signer = NodeSigner::find(
+            self.region,
+            material.signing_key,
+            &material.directory,
+            self.now(),
+        )?;
         for (listener, tls) in self.server_tls() {
             reload_tls(listener, tls)?;
         }
@@ -202,6 +212,11 @@ impl Node {
             agreements: material.agreements,
             pseudonym_keys: material.pseudonym_keys,
         });
+        let key_id = signer.key_id();
+        if key_id != self.signer().key_id() {
+            tracing::info!(key_id, "signing with another record-signing key");
+        }
+        self.set_signer(signer);
         Ok(self.fed())
     }
 
@@ -268,6 +283,20 @@ impl Node {
             pseudonym_keys: old.pseudonym_keys.clone(),
         });
         tracing::info!(%peer, serial, "installed a newer directory learnt from a peer");
+        let signer = self.signer();
+        if self
+            .fed()
+            .directory
+            .key_id_of(self.region, &signer.verifying_key(), self.now())
+            != Some(signer.key_id())
+        {
+            // Peers refuse what this node signs from now on: the operator must act.
+            tracing::error!(
+                serial,
+                key_id = signer.key_id(),
+                "the installed directory no longer lists this node's signing key as valid; rotate to a listed key and reload"
+            );
+        }
         Ok(serial)
     }
 }

@@ -25,6 +25,7 @@ use crate::inbox::InboxService;
 use crate::intake::IntakeService;
 use crate::metrics::{CertificateLabel, Metrics};
 use crate::node::{Clock, Node};
+use crate::signer::NodeSigner;
 use crate::store::StoreHandle;
 
 /// How long a stop may take in all: open streams, workers, store release.
@@ -251,10 +252,18 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     )
     .context("peer client TLS")?;
     let limits = config.limits.clone();
+    let signer = NodeSigner::find(
+        config.region,
+        material.signing_key.clone(),
+        &material.directory,
+        clock(),
+    )
+    .context("finding this node's key id in the directory")?;
     let node = Node::new(
         config,
         material,
         directory_source,
+        signer,
         StoreHandle::new(store),
         clock,
         client_tls,
@@ -268,7 +277,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
             s.digest_legacy_intake_keys(&|k| {
                 interflow_core::idempotency::IdempotencyKey::parse(k)
                     .ok()
-                    .map(|key| key.digest(&n.digest_key))
+                    .map(|key| key.digest(n.signer().digest_key()))
             })
         })
         .await;

@@ -65,8 +65,7 @@ impl Node {
         signed: pb::SignedTermination,
     ) -> Result<Termination, NodeError> {
         let fed = self.fed();
-        let t = Termination::verify_in(signed, &fed.agreements, |r| fed.directory.signing_key(r))
-            .map_err(refused)?;
+        let t = Termination::verify_in(signed, &fed.agreements, &fed.directory).map_err(refused)?;
         let stored = StoredTermination {
             agreement_id: t.agreement_id.clone(),
             by: t.by,
@@ -122,7 +121,7 @@ impl Node {
         let signed = match kept {
             Some(k) => pb::SignedTermination::decode(k.signed.as_slice())
                 .map_err(|e| NodeError::InvalidArgument(format!("kept termination: {e}")))?,
-            None => Termination::sign(&self.signing_key, agreement_id, me, self.now()),
+            None => Termination::sign(self.signer().sealer(), agreement_id, me, self.now()),
         };
         let t = self.keep_termination(signed).await?;
         let partner_has_it = match self.send_termination(peer, t.signed().clone()).await {
@@ -188,8 +187,7 @@ impl Node {
             let signed = pb::SignedTermination::decode(k.signed.as_slice())
                 .map_err(|e| NodeError::InvalidArgument(format!("kept termination: {e}")))?;
             let fed = self.fed();
-            match Termination::verify_in(signed, &fed.agreements, |r| fed.directory.signing_key(r))
-            {
+            match Termination::verify_in(signed, &fed.agreements, &fed.directory) {
                 Ok(t) => self.apply_termination(&t),
                 // An agreement no longer configured: nothing to apply; the notice stays.
                 Err(TerminationError::UnknownAgreement { .. }) => {}

@@ -9,7 +9,7 @@ use ed25519_dalek::SigningKey;
 use interflow_core::RegionCode;
 use interflow_core::idempotency::IdempotencyDigest;
 use interflow_core::record::{
-    ChannelId, NewRecord, RecordError, RecordId, UnsignedRecord, VerifiedRecord,
+    ChannelId, NewRecord, RecordError, RecordId, Sealer, UnsignedRecord, VerifiedRecord,
 };
 use interflow_core::statement::Receipt;
 use interflow_core::time::UnixMillis;
@@ -135,9 +135,9 @@ impl Store {
     /// of its channel and links to the previous one. A record's idempotency digest makes a
     /// resubmission return the first record's id; a digest reused with other content
     /// conflicts; a record without one is always stored.
-    pub fn append_outbound(
+    pub fn append_outbound<'k>(
         &self,
-        key: &SigningKey,
+        key: impl Into<Sealer<'k>>,
         items: &[NewRecord],
     ) -> Result<Vec<AppendOutcome>> {
         let group = OutboundGroup { items, audit: None };
@@ -150,16 +150,17 @@ impl Store {
     /// [`Self::append_outbound`] does for one. Records are placed (seq, link, id) in order
     /// first, then signed on every core without the writer lock, so receipts and inbound
     /// records are not held up by signing; only the commit takes the lock. A failed commit
-    /// fails every group. One group commit runs at a time.
-    pub fn append_outbound_groups(
+    /// fails every group. One group commit runs at a time. The records name `key`'s key id.
+    pub fn append_outbound_groups<'k>(
         &self,
-        key: &SigningKey,
+        key: impl Into<Sealer<'k>>,
         groups: Vec<OutboundGroup<'_>>,
     ) -> Result<Vec<Vec<AppendOutcome>>> {
+        let key = key.into();
         let _seq = self.sequencer.lock();
         self.check_writable()?;
-        let mut plan = self.plan_outbound(&groups)?;
-        let mut signed = sign_all(key, std::mem::take(&mut plan.placed));
+        let mut plan = self.plan_outbound(&groups, key.key_id)?;
+        let mut signed = sign_all(key.key, std::mem::take(&mut plan.placed));
         let _w = self.write.lock();
         self.check_writable()?;
         let mut states = BTreeMap::new();
@@ -174,8 +175,8 @@ impl Store {
         if states.len() != plan.from.len() {
             // Another writer (this node's own feed recovered from a peer) moved a channel
             // while the records were signed: place them again, now under the lock.
-            plan = self.plan_outbound(&groups)?;
-            signed = sign_all(key, std::mem::take(&mut plan.placed));
+            plan = self.plan_outbound(&groups, key.key_id)?;
+            signed = sign_all(key.key, std::mem::take(&mut plan.placed));
             for c in plan.from.keys() {
                 states.insert(*c, self.channel_state(*c)?);
             }
@@ -227,8 +228,8 @@ impl Store {
 
     /// Places every new record of `groups` in order: idempotency first (a key seen before,
     /// in the store or earlier in these groups, gives its record), then the next seq of its
-    /// channel, linked to the one before. Reads only; signs nothing.
-    fn plan_outbound(&self, groups: &[OutboundGroup<'_>]) -> Result<Plan> {
+    /// channel, linked to the one before, naming `key_id`. Reads only; signs nothing.
+    fn plan_outbound(&self, groups: &[OutboundGroup<'_>], key_id: u32) -> Result<Plan> {
         let mut heads: BTreeMap<ChannelId, (u64, RecordId)> = BTreeMap::new();
         let mut from = BTreeMap::new();
         let mut seen: HashMap<IdempotencyDigest, (RecordId, [u8; 32])> = HashMap::new();
@@ -262,7 +263,7 @@ impl Store {
                         e.insert((st.head_seq, st.head))
                     }
                 };
-                let rec = match item.place(head.0 + 1, head.1) {
+                let rec = match item.place(head.0 + 1, head.1, key_id) {
                     Ok(r) => r,
                     Err(e) => {
                         out.push(AppendOutcome::Invalid(e));

@@ -1,12 +1,10 @@
 //! Re-checking what is stored: the integrity figures on open, and `verify_log`, which walks
 //! every chain, every index entry and the audit chain and reports the first inconsistency per
-//! channel. Signatures are re-checked when the caller supplies the origins' keys.
+//! channel. Signatures are re-checked by the caller's check (the store holds no keys).
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::VerifyingKey;
-use interflow_core::RegionCode;
-use interflow_core::record::{ChannelId, RecordId};
+use interflow_core::record::{ChannelId, DecodedRecord, RecordError, RecordId};
 
 use crate::audit::{AuditEntry, decode_head, entry_hash};
 use crate::error::IntegrityProblem;
@@ -111,11 +109,12 @@ pub(crate) fn check_channel_integrity(
 }
 
 impl Store {
-    /// Re-checks every chain link, every index entry and the audit chain, and — when
-    /// `key_of` gives the origin's key — every signature.
+    /// Re-checks every chain link, every index entry and the audit chain, and every
+    /// signature with `check_signature` (the node's: the origin's key the record names in the
+    /// directory, valid at its issue time; the store has no keys of its own).
     pub fn verify_log(
         &self,
-        key_of: &dyn Fn(RegionCode) -> Option<VerifyingKey>,
+        check_signature: &dyn Fn(&DecodedRecord) -> std::result::Result<(), RecordError>,
     ) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut first: BTreeMap<ChannelId, Problem> = BTreeMap::new();
@@ -163,21 +162,8 @@ impl Store {
                 {
                     note(c, seq, "subject index entry missing".into());
                 }
-                match key_of(c.origin) {
-                    Some(key) => {
-                        if rec.clone().verify(&key).is_err() {
-                            note(
-                                c,
-                                seq,
-                                "signature does not verify under the origin's key".into(),
-                            );
-                        }
-                    }
-                    None => note(
-                        c,
-                        seq,
-                        format!("no signing key known for origin `{}`", c.origin),
-                    ),
+                if let Err(e) = check_signature(&rec) {
+                    note(c, seq, format!("signature does not verify: {e}"));
                 }
             }
             if let Err(problem) = check_channel_integrity(&self.db()?.db, c, &st) {

@@ -117,10 +117,20 @@ fn write_golden() {
     }
 }
 
-/// Origin 310115 signs with key 1, 110105 with key 2.
-fn key_of(r: interflow_core::RegionCode) -> Option<ed25519_dalek::VerifyingKey> {
-    let seed = if r == fixtures::a_to_b().origin { 1 } else { 2 };
-    Some(fixtures::key(seed).verifying_key())
+/// Origin 310115 signs with key 1, 110105 with key 2, as key id 0 of a directory that lists
+/// further keys: records written before keys had ids (version-1 bodies) verify under key id 0.
+fn key_of(
+    r: &interflow_core::record::DecodedRecord,
+) -> Result<(), interflow_core::record::RecordError> {
+    static DIRECTORY: std::sync::OnceLock<interflow_core::directory::Directory> =
+        std::sync::OnceLock::new();
+    let d = DIRECTORY.get_or_init(|| {
+        fixtures::directory(vec![
+            fixtures::member("310115", 1, vec![fixtures::member_key(1, 3, 0, 0, 0)]),
+            fixtures::member("110105", 2, vec![fixtures::member_key(1, 4, 0, 0, 0)]),
+        ])
+    });
+    r.check_signature(d)
 }
 
 /// Opens a copy of a golden directory and checks the state every rich one holds.
@@ -316,7 +326,7 @@ fn a_version_1_data_directory_opens_and_verifies() {
     );
     assert_eq!(s.audit_entries(0, 10).unwrap().len(), 1);
     let vk = fixtures::key(1).verifying_key();
-    let report = s.verify_log(&|_| Some(vk)).unwrap();
+    let report = s.verify_log(&|r| r.check_signature(&vk)).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     // Its idempotency keys were stored in the clear: the node digests them at start, and a
     // resubmission is still recognised afterwards.
@@ -336,7 +346,7 @@ fn a_version_1_data_directory_opens_and_verifies() {
     assert_eq!(s.index_inbox(me).unwrap(), 20);
     assert_eq!(s.index_inbox(me).unwrap(), 0);
     assert_eq!(s.inbox_head().unwrap(), 20);
-    assert!(s.verify_log(&|_| Some(vk)).unwrap().ok());
+    assert!(s.verify_log(&|r| r.check_signature(&vk)).unwrap().ok());
 }
 
 /// `golden/v1-rich` was written by the last schema-1 build with every kind of state: an audit
@@ -364,7 +374,7 @@ fn a_version_1_store_migrates_and_its_audit_chain_still_verifies() {
     .unwrap();
     assert_eq!(s.audit_entries(0, 10).unwrap().len(), 4);
     assert_eq!(s.reports(10).unwrap().len(), 2);
-    assert!(s.verify_log(&|_| Some(vk)).unwrap().ok());
+    assert!(s.verify_log(&|r| r.check_signature(&vk)).unwrap().ok());
 }
 
 /// Residence notices came after schema 2 without a new schema: a v2 directory written before

@@ -393,7 +393,7 @@ pub fn view(
             .is_ok_and(|r| keys_of.contains_key(&r))
     });
     let (verified, verify_error) = if both_keys {
-        match agreement::Agreement::verify(signed.clone(), |r| keys_of.get(&r).copied()) {
+        match agreement::Agreement::verify(signed.clone(), &|r| keys_of.get(&r).copied()) {
             Ok(_) => (Some(true), None),
             Err(e) => (Some(false), Some(e.to_string())),
         }

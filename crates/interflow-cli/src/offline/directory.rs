@@ -20,7 +20,10 @@ pub enum DirectoryCommand {
     /// The file holds `serial = N`, optionally `valid_days = D` (the directory expires D days
     /// after signing), and one `[[member]]` per bureau with `region`, `name`,
     /// `endpoint` (`host:port` of its peer listener) and `signing_key` (path of its public
-    /// record-signing key, relative to the file). Give every node the output and the
+    /// record-signing key, relative to the file: key id 0), and optionally `[[member.key]]`
+    /// entries for rotated keys (`id`, `signing_key`, `valid_from`, `valid_until`,
+    /// `revoked_at`; times RFC 3339), as `keys rotate` prints them; the directory is checked
+    /// as nodes check it before it is written. Give every node the output and the
     /// operator's public key (`federation.directory`, `federation.operator_key`).
     Sign {
         /// The members file (TOML).
@@ -65,8 +68,52 @@ struct MemberEntry {
     name: String,
     /// `host:port` of the member's peer listener.
     endpoint: String,
-    /// The member's record-signing public key (PEM), relative to the members file.
+    /// The member's record-signing public key (PEM), relative to the members file: key id 0.
     signing_key: String,
+    /// Further record-signing keys (rotation), as `interflowctl keys rotate` prints them.
+    #[serde(default, rename = "key")]
+    keys: Vec<KeyEntry>,
+}
+
+/// One `[[member.key]]`: a record-signing key with its id and validity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    /// ≥ 1; or 0 to give the member's `signing_key` an end or a revocation time.
+    id: u32,
+    /// The public key (PEM), relative to the members file.
+    signing_key: String,
+    /// RFC 3339; absent: from the beginning of time.
+    #[serde(default)]
+    valid_from: Option<String>,
+    /// RFC 3339; absent: open.
+    #[serde(default)]
+    valid_until: Option<String>,
+    /// RFC 3339; records issued at or after it do not verify under the key.
+    #[serde(default)]
+    revoked_at: Option<String>,
+}
+
+impl KeyEntry {
+    fn to_pb(&self, base: &Path) -> anyhow::Result<pb::MemberKey> {
+        let time = |what: &str, t: &Option<String>| {
+            t.as_deref()
+                .map_or(Ok(0), |s| crate::offline::keys::parse_time(what, s))
+        };
+        let key = keys::load_verifying_key(&base.join(&self.signing_key))
+            .with_context(|| format!("key id {}", self.id))?;
+        Ok(pb::MemberKey {
+            key_id: self.id,
+            alg: pb::SignatureAlgorithm::Ed25519 as i32,
+            public_key: key.to_bytes().to_vec(),
+            valid_from_ms: match &self.valid_from {
+                Some(s) => crate::offline::keys::parse_time("valid_from", s)?,
+                None => i64::MIN,
+            },
+            valid_until_ms: time("valid_until", &self.valid_until)?,
+            revoked_at_ms: time("revoked_at", &self.revoked_at)?,
+        })
+    }
 }
 
 /// Builds the directory body from a members TOML file.
@@ -87,12 +134,19 @@ pub fn body_from_toml(text: &str, base: &Path, now_ms: i64) -> anyhow::Result<pb
             "{}: `endpoint` is empty",
             at()
         );
+        let keys = m
+            .keys
+            .iter()
+            .map(|k| k.to_pb(base))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .with_context(at)?;
         members.push(pb::Member {
             region_code: region.to_string(),
             name: m.name.clone(),
             endpoint: m.endpoint.clone(),
             signing_key: key.to_bytes().to_vec(),
             tls_identity: tls_identity_for(region),
+            keys,
         });
     }
     Ok(pb::DirectoryBody {

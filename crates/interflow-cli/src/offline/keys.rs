@@ -22,6 +22,22 @@ pub enum KeysCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Rotation: a new Ed25519 record-signing key under key id `--key-id`, never replacing a
+    /// file, and the `[[member.key]]` entry for the federation operator's members file
+    /// (`directory sign`). Switch the node to it (`[keys] signing_key`, then reload) only once
+    /// the directory that lists it is installed at the node.
+    Rotate {
+        /// Private key file to create (PKCS#8 PEM, mode 0600; `<stem>.pub.pem` beside it).
+        #[arg(long)]
+        out: PathBuf,
+        /// The new key's id in this member's directory entry: higher than every id it lists.
+        #[arg(long)]
+        key_id: u32,
+        /// Start of the key's validity (RFC 3339, e.g. `2026-12-05T08:00:00Z`); default now.
+        /// Records issued before it do not verify under the key.
+        #[arg(long)]
+        valid_from: Option<String>,
+    },
     /// A new 32-byte agreement pseudonym key as 64 hex digits (mode 0600). Give the same file
     /// to the other party over a secure channel.
     Pseudonym {
@@ -43,8 +59,60 @@ pub fn public_key_path(private: &Path) -> PathBuf {
     private.with_file_name(format!("{stem}.pub.pem"))
 }
 
+/// Parses an RFC 3339 time into Unix milliseconds.
+pub fn parse_time(what: &str, s: &str) -> anyhow::Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .with_context(|| {
+            format!("`{what}` `{s}` is not an RFC 3339 time like `2026-12-05T08:00:00Z`")
+        })
+}
+
+/// The members-file entry that lists a rotated key.
+fn member_key_entry(key_id: u32, public: &Path, valid_from_ms: i64) -> String {
+    let file = public
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(
+        "[[member.key]]\nid = {key_id}\n# the public key file, relative to the members file\nsigning_key = \"{file}\"\nvalid_from = \"{}\"\n",
+        interflow_core::time::rfc3339(valid_from_ms)
+    )
+}
+
 pub fn run(cmd: &KeysCommand) -> anyhow::Result<Written> {
     match cmd {
+        KeysCommand::Rotate {
+            out,
+            key_id,
+            valid_from,
+        } => {
+            anyhow::ensure!(
+                *key_id >= 1,
+                "`--key-id` must be at least 1 (key id 0 is the member's first `signing_key`)"
+            );
+            let valid_from_ms = match valid_from {
+                Some(s) => parse_time("--valid-from", s)?,
+                None => crate::human::now_ms(),
+            };
+            let public = public_key_path(out);
+            // A rotation never replaces a key: the old one signs until the switch.
+            refuse_overwrite(&[out, &public], false)?;
+            ensure_parent(out)?;
+            let key = keys::generate_signing_key();
+            keys::save_signing_key(out, &key).context("writing the signing key")?;
+            keys::save_verifying_key(&public, &key.verifying_key())
+                .context("writing the public key")?;
+            Ok(Written {
+                what: format!("an Ed25519 record-signing key for key id {key_id}"),
+                files: vec![out.display().to_string(), public.display().to_string()],
+                fingerprint: Some(hex::encode(key.verifying_key().to_bytes())),
+                note: Some(format!(
+                    "give the public key to the federation operator with this entry for your `[[member]]` in the members file; once the signed directory is installed at your node, set `[keys] signing_key` to the new file and reload:\n{}",
+                    member_key_entry(*key_id, &public, valid_from_ms)
+                )),
+            })
+        }
         KeysCommand::Gen { out, force } => {
             let public = public_key_path(out);
             refuse_overwrite(&[out, &public], *force)?;
@@ -141,5 +209,41 @@ mod tests {
             let mode = std::fs::metadata(&psk).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn rotate_writes_a_new_key_and_the_members_file_entry_that_lists_it() {
+        let dir = tempfile::tempdir().unwrap();
+        run(&KeysCommand::Gen {
+            out: dir.path().join("signing.pem"),
+            force: false,
+        })
+        .unwrap();
+        let rotate = KeysCommand::Rotate {
+            out: dir.path().join("signing-1.pem"),
+            key_id: 1,
+            valid_from: Some("2026-12-05T08:00:00Z".into()),
+        };
+        let w = run(&rotate).unwrap();
+        let new = keys::load_signing_key(&dir.path().join("signing-1.pem")).unwrap();
+        // Never over an existing key, not even with the same arguments.
+        assert!(run(&rotate).unwrap_err().to_string().contains("exists"));
+
+        let note = w.note.unwrap();
+        let entry = &note[note.find("[[member.key]]").unwrap()..];
+        let members = format!(
+            "serial = 2\n[[member]]\nregion = \"310115\"\nname = \"Pudong\"\nendpoint = \"127.0.0.1:7000\"\nsigning_key = \"signing.pub.pem\"\n{entry}"
+        );
+        let body = crate::offline::directory::body_from_toml(&members, dir.path(), 0).unwrap();
+        let operator = keys::generate_signing_key();
+        let d = interflow_core::directory::Directory::verify(
+            &interflow_core::directory::Directory::sign(&body, &operator),
+            &operator.verifying_key(),
+        )
+        .unwrap();
+        let region = "310115".parse().unwrap();
+        let from = parse_time("t", "2026-12-05T08:00:00Z").unwrap();
+        assert_eq!(d.key_id_of(region, &new.verifying_key(), from), Some(1));
+        assert_eq!(d.key_id_of(region, &new.verifying_key(), from - 1), None);
     }
 }

@@ -279,7 +279,8 @@ fn agreement_signed_by_both_parties_verifies_and_shows() {
     let ka = keys::load_verifying_key(&d("a.pub.pem")).unwrap();
     let kb = keys::load_verifying_key(&d("b.pub.pem")).unwrap();
     let a: RegionCode = "310115".parse().unwrap();
-    let verified = Agreement::verify(signed, |r| if r == a { Some(ka) } else { Some(kb) }).unwrap();
+    let verified =
+        Agreement::verify(signed, &|r| if r == a { Some(ka) } else { Some(kb) }).unwrap();
     assert_eq!(verified.id, "agr-310115-110105");
 
     let (code, stdout, stderr) = run(&["--json", "agreement", "show", p(&agr)]);

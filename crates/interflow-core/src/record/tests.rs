@@ -239,11 +239,139 @@ fn the_idempotency_digest_travels_signed_and_leaves_the_content_hash_alone() {
 #[test]
 fn a_placed_record_signed_later_is_what_decoding_its_bytes_gives() {
     let k = key(1);
-    let placed = sample(0).place(3, RecordId([7; 32])).unwrap();
+    let placed = sample(0).place(3, RecordId([7; 32]), 0).unwrap();
     let id = placed.id();
     let rec = placed.sign(&k);
     assert_eq!(rec.id(), id);
     let again = DecodedRecord::from_bytes(&rec.to_bytes()).unwrap();
     assert_eq!(&again, &*rec);
     again.verify(&k.verifying_key()).unwrap();
+}
+
+/// 310115's key id 0 is key(1); key id 1 (key(3)) is valid from NOW − 1 h, revoked at NOW;
+/// key id 2 (key(4)) is valid from NOW − 1 h on.
+fn rotated_directory() -> Directory {
+    use crate::fixtures::{directory, member, member_key};
+    let hour = 3_600_000;
+    directory(vec![
+        member(
+            "310115",
+            1,
+            vec![
+                member_key(1, 3, NOW - hour, 0, NOW),
+                member_key(2, 4, NOW - hour, 0, 0),
+            ],
+        ),
+        member("110105", 2, vec![]),
+    ])
+}
+
+fn issued(age_ms: i64) -> NewRecord {
+    crate::fixtures::sample_record(age_ms)
+}
+
+#[test]
+fn a_version_1_body_verifies_under_key_id_0() {
+    let dir = rotated_directory();
+    let rec = issued(1).seal(1, RecordId::ZERO, &key(1)).unwrap();
+    assert_eq!(rec.body().version, BODY_VERSION);
+    assert_eq!(rec.key_id(), 0);
+    assert!(rec.into_decoded().verify_in(&dir).is_ok());
+    // A version-1 body signed by another key of the origin names no key id: key id 0 fails.
+    let other = issued(1).seal(1, RecordId::ZERO, &key(4)).unwrap();
+    assert_eq!(
+        other
+            .into_decoded()
+            .verify_in(&dir)
+            .unwrap_err()
+            .reject_reason(),
+        pb::RejectReason::BadSignature
+    );
+}
+
+#[test]
+fn a_record_verifies_only_under_the_key_it_names_inside_its_window() {
+    let dir = rotated_directory();
+    let sealer = |k, key_id| Sealer { key: k, key_id };
+    let (k3, k4) = (key(3), key(4));
+    let v2 = issued(1).seal(1, RecordId::ZERO, sealer(&k4, 2)).unwrap();
+    assert_eq!((v2.body().version, v2.key_id()), (BODY_VERSION_KEY_ID, 2));
+    assert!(v2.into_decoded().verify_in(&dir).is_ok());
+
+    let reason = |r: NewRecord, s: Sealer<'_>| {
+        let d = r.seal(1, RecordId::ZERO, s).unwrap().into_decoded();
+        d.verify_in(&dir).map(|_| ()).map_err(|e| e.reject_reason())
+    };
+    // Issued before its revocation time: still valid.
+    assert_eq!(reason(issued(1), sealer(&k3, 1)), Ok(()));
+    // At and after the revocation time, and before the window opens: not valid.
+    assert_eq!(
+        reason(issued(0), sealer(&k3, 1)),
+        Err(pb::RejectReason::KeyNotValid)
+    );
+    assert_eq!(
+        reason(issued(2 * 3_600_000), sealer(&k4, 2)),
+        Err(pb::RejectReason::KeyNotValid)
+    );
+    // A key id the origin does not list, and another key than the one named.
+    assert_eq!(
+        reason(issued(1), sealer(&k4, 9)),
+        Err(pb::RejectReason::UnknownKey)
+    );
+    assert_eq!(
+        reason(issued(1), sealer(&k3, 2)),
+        Err(pb::RejectReason::BadSignature)
+    );
+}
+
+#[test]
+fn key_id_and_version_must_agree() {
+    let k = key(1);
+    let mut body = issued(1).body(1, RecordId::ZERO);
+    body.key_id = 3;
+    let v1_with_id = pb::SignedRecord {
+        alg: pb::SignatureAlgorithm::Ed25519 as i32,
+        signature: sign::sign(&k, Domain::Record, &body.encode_to_vec()).to_vec(),
+        body: body.encode_to_vec(),
+    };
+    assert!(matches!(
+        DecodedRecord::decode(v1_with_id),
+        Err(RecordError::BadField {
+            field: "key_id",
+            ..
+        })
+    ));
+    let mut body = issued(1).body(1, RecordId::ZERO);
+    body.version = BODY_VERSION_KEY_ID;
+    let v2_without_id = pb::SignedRecord {
+        alg: pb::SignatureAlgorithm::Ed25519 as i32,
+        signature: sign::sign(&k, Domain::Record, &body.encode_to_vec()).to_vec(),
+        body: body.encode_to_vec(),
+    };
+    assert!(matches!(
+        DecodedRecord::decode(v2_without_id),
+        Err(RecordError::BadField {
+            field: "key_id",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_signing_key_is_not_content() {
+    let r = issued(1);
+    let before = r.seal(1, RecordId::ZERO, &key(1)).unwrap();
+    let k4 = key(4);
+    let after = r
+        .seal(
+            1,
+            RecordId::ZERO,
+            Sealer {
+                key: &k4,
+                key_id: 2,
+            },
+        )
+        .unwrap();
+    assert_ne!(before.id(), after.id());
+    assert_eq!(r.content_hash(), content_hash_of(after.body().clone()));
 }

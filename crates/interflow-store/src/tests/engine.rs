@@ -38,7 +38,9 @@ fn open_reads_only_the_head_record_and_verify_log_walks_the_rest() {
     let s = open(dir.path());
     assert!(s.write_refusal().is_none());
     // ... and the full check still names the gap.
-    let report = s.verify_log(&|_| Some(key().verifying_key())).unwrap();
+    let report = s
+        .verify_log(&|r| r.check_signature(&key().verifying_key()))
+        .unwrap();
     assert!(!report.ok());
     assert!(
         report
@@ -202,7 +204,11 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_after_a_reopen() {
     };
     assert_eq!(s.get(again).unwrap().unwrap().seq(), 2);
     assert_eq!(s.head(a_to_b()).0, 2);
-    assert!(s.verify_log(&|_| Some(key().verifying_key())).unwrap().ok());
+    assert!(
+        s.verify_log(&|r| r.check_signature(&key().verifying_key()))
+            .unwrap()
+            .ok()
+    );
 }
 
 #[test]

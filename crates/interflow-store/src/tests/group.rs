@@ -43,7 +43,11 @@ fn groups_and_their_audit_entries_share_one_fsync_and_chain_in_order() {
     assert_eq!((out[0].len(), out[1].len()), (100, 3));
     assert_eq!(s.head(a_to_b()).0, 103);
     // Signed on several threads, the records still link in seq order.
-    assert!(s.verify_log(&|_| Some(key().verifying_key())).unwrap().ok());
+    assert!(
+        s.verify_log(&|r| r.check_signature(&key().verifying_key()))
+            .unwrap()
+            .ok()
+    );
     let entries = s.audit_entries(0, 10).unwrap();
     let got: Vec<_> = entries
         .iter()

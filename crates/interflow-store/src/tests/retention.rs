@@ -41,7 +41,9 @@ fn retention_erases_bodies_but_keeps_ids_links_and_a_verifiable_log() {
     }
     assert_eq!(s.head(a_to_b()), (3, recs[2].id()));
     // The log still verifies: chain links and indexes over the stubs.
-    let report = s.verify_log(&|_| Some(key().verifying_key())).unwrap();
+    let report = s
+        .verify_log(&|r| r.check_signature(&key().verifying_key()))
+        .unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     // Re-delivery of an erased record is still recognised as a duplicate, not equivocation.
     assert_eq!(
@@ -57,7 +59,11 @@ fn retention_erases_bodies_but_keeps_ids_links_and_a_verifiable_log() {
         s.write_refusal().is_none(),
         "integrity figures still match after erasure"
     );
-    assert!(s.verify_log(&|_| Some(key().verifying_key())).unwrap().ok());
+    assert!(
+        s.verify_log(&|r| r.check_signature(&key().verifying_key()))
+            .unwrap()
+            .ok()
+    );
 }
 
 #[test]
@@ -76,7 +82,11 @@ fn erasure_works_in_chunks_each_its_own_durable_batch() {
     // released between them, so intake and delivery are never held up by a whole pass.
     assert_eq!(syncs.load(Ordering::SeqCst) - before, 3);
     assert!(s.records_from(a_to_b(), 1, 10).unwrap().is_empty());
-    assert!(s.verify_log(&|_| Some(key().verifying_key())).unwrap().ok());
+    assert!(
+        s.verify_log(&|r| r.check_signature(&key().verifying_key()))
+            .unwrap()
+            .ok()
+    );
 }
 
 #[test]

@@ -59,7 +59,7 @@ fn toml_becomes_a_body_that_two_parties_sign_and_a_node_accepts() {
             None
         }
     };
-    let verified = agreement::Agreement::verify(second.clone(), keys_of).unwrap();
+    let verified = agreement::Agreement::verify(second.clone(), &keys_of).unwrap();
     assert_eq!(verified.id, "agr-310115-110105");
     assert_eq!(verified.retention_days, 3650);
 
