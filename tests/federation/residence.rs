@@ -438,7 +438,8 @@ async fn a_residence_notice_delivered_from_the_home_bureau_is_rejected_and_not_s
     let id = interflow_core::NationalId::parse(&synthetic_id(P), today).unwrap();
     let record = NewRecord {
         channel: ChannelId::new(cc, b),
-        subject: SubjectRef::derive(&node.fed().pseudonym_keys[&agreement], &id),
+        subject: SubjectRef::derive(node.fed().pseudonym_keys[&agreement].newest().1, &id),
+        pseudonym_epoch: node.fed().pseudonym_keys[&agreement].newest().0,
         agreement_id: agreement,
         issued_at_ms: node.now(),
         supersedes: None,

@@ -102,7 +102,7 @@ impl Node {
         if agreement.month_dates {
             payload.coarsen_dates();
         }
-        let key = fed.pseudonym_keys.get(&agreement.id).ok_or_else(|| {
+        let keys = fed.pseudonym_keys.get(&agreement.id).ok_or_else(|| {
             tracing::error!(agreement = %agreement.id, "no pseudonym key for agreement");
             error(
                 Code::NoAgreement,
@@ -110,7 +110,10 @@ impl Node {
                 "this node has no pseudonym key for the agreement",
             )
         })?;
-        let subject = SubjectRef::derive(key, &id);
+        // Her refs under every epoch kept, oldest first; a new record uses the newest.
+        let refs: Vec<SubjectRef> = keys.refs(&id).into_iter().map(|(_, r)| r).collect();
+        let (mut epoch, newest) = keys.newest();
+        let mut subject = SubjectRef::derive(newest, &id);
         // Status follows residence: this node is the home bureau, so a new status goes to the
         // destination only while its latest residence notice for her is ARRIVED (no notice at
         // all counts as not resident). A retraction withdraws an error and is always allowed.
@@ -119,7 +122,7 @@ impl Node {
             && agreement.status_follows_residence
             && agreement.residence_home() == Some(self.region)
         {
-            let records = store.subject_records(&subject).map_err(|e| {
+            let records = crate::person::records_of(store, &refs).map_err(|e| {
                 tracing::error!(error = %e, "reading residence notices");
                 error(
                     Code::NotResident,
@@ -150,17 +153,21 @@ impl Node {
             ));
         }
         if let Some(target) = supersedes {
-            let ok = match store.get(target) {
-                Ok(Some(r)) => {
-                    r.channel() == channel && r.subject() == &subject && r.kind() == kind
+            let found = match store.get(target) {
+                Ok(Some(r)) if r.channel() == channel && r.kind() == kind => {
+                    keys.epoch_of(&id, r.subject()).map(|e| (e, *r.subject()))
                 }
-                Ok(None) => false,
+                Ok(_) => None,
                 Err(e) => {
                     tracing::error!(error = %e, "reading superseded record");
-                    false
+                    None
                 }
             };
-            if !ok {
+            // A correction or retraction keeps the epoch of the record it supersedes, so a
+            // record and its corrections stay under one ref (the receiver links them by ref).
+            if let Some((e, s)) = found {
+                (epoch, subject) = (e, s);
+            } else {
                 return Err(error(
                     Code::InvalidSupersedes,
                     "supersedes",
@@ -173,6 +180,7 @@ impl Node {
             channel,
             agreement_id: agreement.id.clone(),
             subject,
+            pseudonym_epoch: epoch,
             issued_at_ms: now,
             supersedes,
             idempotency: Some(idempotency_key.digest(&self.digest_key)),
