@@ -123,6 +123,12 @@ async fn one_search_finds_records_made_before_and_after_a_pseudonym_key_rotation
     let mut fix = status(&c, ALICE, "alice-fix", Condom, 9);
     fix.supersedes = r1.clone();
     let r3 = c.submit_one(0, fix).await;
+    // A resubmission of Alice's first status (a retry across the rotation) is recognised as
+    // the record it first made, not answered as an idempotency conflict.
+    assert_eq!(
+        c.submit_one(0, status(&c, ALICE, "alice-1", Iud, 9)).await,
+        r1
+    );
     let new = c.wait_for_record(1, &r2).await;
     let corrected = c.wait_for_record(1, &r3).await;
     assert_eq!(new.pseudonym_epoch().get(), 2);

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use interflow_core::agreement::CoverError;
-use interflow_core::idempotency::IdempotencyKey;
+use interflow_core::idempotency::{IdempotencyDigest, IdempotencyKey};
 use interflow_core::payload::{Payload, ResidenceEvent};
 use interflow_core::pb;
 use interflow_core::pseudonym::SubjectRef;
-use interflow_core::record::{ChannelId, NewRecord, RecordId};
+use interflow_core::record::{ChannelId, DecodedRecord, NewRecord, RecordId};
 use interflow_core::time::latest_permitted_date;
 use interflow_core::{NationalId, RegionCode};
 use interflow_store::{AppendOutcome, Store};
@@ -35,6 +35,21 @@ fn error(code: Code, field: &str, reason: impl Into<String>) -> pb::SubmitResult
             reason: reason.into(),
         })),
         duplicate: false,
+    }
+}
+
+/// The record first submitted under an idempotency digest, if it is still readable.
+fn first_submission(store: &Store, digest: &IdempotencyDigest) -> Option<DecodedRecord> {
+    let read = store
+        .submitted_under(digest)
+        .and_then(|id| id.map(|id| store.get(id)).transpose());
+    match read {
+        Ok(r) => r.flatten(),
+        Err(e) => {
+            // The append that follows reads the same entry and reports the failure.
+            tracing::error!(error = %e, "reading an earlier submission");
+            None
+        }
     }
 }
 
@@ -152,6 +167,16 @@ impl Node {
                 ),
             ));
         }
+        let digest = idempotency_key.digest(&self.digest_key);
+        // After a rotation, a resubmission of a record made under an older epoch keeps that
+        // epoch, so it is recognised as the same record, not an idempotency conflict. (Only
+        // agreements with several epochs pay for the extra read.)
+        if keys.epochs().nth(1).is_some()
+            && let Some(prior) = first_submission(store, &digest)
+            && let Some(e) = keys.epoch_of(&id, prior.subject())
+        {
+            (epoch, subject) = (e, *prior.subject());
+        }
         if let Some(target) = supersedes {
             let found = match store.get(target) {
                 Ok(Some(r)) if r.channel() == channel && r.kind() == kind => {
@@ -183,7 +208,7 @@ impl Node {
             pseudonym_epoch: epoch,
             issued_at_ms: now,
             supersedes,
-            idempotency: Some(idempotency_key.digest(&self.digest_key)),
+            idempotency: Some(digest),
             payload,
         })
     }
