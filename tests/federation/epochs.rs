@@ -184,5 +184,43 @@ async fn one_search_finds_records_made_before_and_after_a_pseudonym_key_rotation
     let order: Vec<RecordId> = pulled.items.iter().map(|it| id(&it.record_id)).collect();
     assert_eq!(order, vec![id(&r1), id(&rb), id(&r2), id(&r3)]);
     assert!(pulled.items.iter().all(|it| it.payload.is_some()));
+
+    // Node 0 drops epoch 1 while records made under it are inside retention: the reload is
+    // refused and says why, and both epochs stay in force.
+    let config = c.config_path(0);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let first = format!(
+        "\n[[pseudonym_keys]]\nagreement = \"{agreement}\"\nkey_file = \"agreements/{agreement}.key\"\n"
+    );
+    assert!(text.contains(&first), "{text}");
+    std::fs::write(&config, text.replace(&first, "")).unwrap();
+    let refused = c.reload(0).await.unwrap_err();
+    assert!(
+        refused
+            .message()
+            .contains(&format!("pseudonym epoch 1 of agreement `{agreement}` is no longer listed, but records made under it are inside retention")),
+        "{}",
+        refused.message()
+    );
+    let epochs = |c: &TestCluster| -> Vec<u32> {
+        c.node(0).fed().pseudonym_keys[&agreement]
+            .epochs()
+            .map(Epoch::get)
+            .collect()
+    };
+    assert_eq!(epochs(&c), vec![1, 2]);
+    // Once retention has erased them, the key can go.
+    let days = c
+        .node(0)
+        .fed()
+        .agreements
+        .get(&agreement)
+        .unwrap()
+        .retention_days;
+    assert!(c.erase_as_if_after(0, i64::from(days) + 1).await >= 4);
+    c.reload(0)
+        .await
+        .expect("epoch 1 dropped after its records' retention");
+    assert_eq!(epochs(&c), vec![2]);
     c.shutdown().await;
 }
