@@ -224,3 +224,57 @@ async fn one_search_finds_records_made_before_and_after_a_pseudonym_key_rotation
     assert_eq!(epochs(&c), vec![2]);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_follows_residence_across_a_pseudonym_key_rotation() {
+    use crate::residence::{refused, residence, stored, submit_one};
+    // Node 1 is the home bureau of node 2, where she lives (as in `residence`).
+    let (home, lives) = (1, 2);
+    let c = TestCluster::start_residence(3).await;
+    let (h, l) = (c.region(home), c.region(lives));
+    let agreement = c
+        .node(home)
+        .fed()
+        .agreements
+        .iter()
+        .find(|a| a.peer_of(h) == Some(l))
+        .unwrap()
+        .id
+        .clone();
+
+    // Her arrival is registered under epoch 1; then both parties rotate the key.
+    let arrived = stored(
+        &submit_one(
+            &c,
+            lives,
+            residence(ALICE, "arr", h.as_str(), pb::ResidenceEvent::Arrived),
+        )
+        .await,
+    );
+    c.wait_for_record(home, &arrived).await;
+    let key = PseudonymKey::from_bytes([0x6a; 32]);
+    for i in [home, lives] {
+        add_epoch(&c, i, &agreement, 2, &key).await;
+    }
+
+    // The home bureau finds the epoch-1 arrival, so its status (made under epoch 2) goes.
+    let status = stored(&submit_one(&c, home, sample_submission(ALICE, l.as_str())).await);
+    let sent = c.wait_for_record(lives, &status).await;
+    assert_eq!(sent.pseudonym_epoch().get(), 2);
+
+    // Her departure, registered under epoch 2, stops the next status.
+    let departed = stored(
+        &submit_one(
+            &c,
+            lives,
+            residence(ALICE, "dep", h.as_str(), pb::ResidenceEvent::Departed),
+        )
+        .await,
+    );
+    c.wait_for_record(home, &departed).await;
+    let mut next = sample_submission(ALICE, l.as_str());
+    next.idempotency_key = "after-departure".into();
+    let (code, _) = refused(&submit_one(&c, home, next).await);
+    assert_eq!(code, pb::SubmitErrorCode::NotResident);
+    c.shutdown().await;
+}
