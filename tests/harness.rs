@@ -134,6 +134,8 @@ impl TestCluster {
         for (i, node) in fed.nodes.iter().enumerate() {
             let mut text = std::fs::read_to_string(&node.config).expect("read config");
             let node_dir = node.config.parent().expect("node dir");
+            // Tests reload explicitly; a test that wants the file watch sets its interval.
+            text = text.replace("watch_interval_ms = 2000", "watch_interval_ms = 0");
             prepare(i, node_dir, &mut text);
             std::fs::write(&node.config, text).expect("write config");
         }

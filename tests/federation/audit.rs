@@ -334,3 +334,55 @@ async fn a_rewritten_audit_entry_verifies_locally_but_not_against_the_peer() {
     assert!(v.peers[0].problem.contains("rewritten"), "{v:?}");
     c.shutdown().await;
 }
+
+/// Concurrent Submit calls share durable commits (perf-intake): the same idempotency key from
+/// many callers at once still gives one record, and each call still writes exactly one audit
+/// entry, chained in order with its counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submits_with_one_key_store_one_record_and_one_audit_entry_each() {
+    let c = TestCluster::start(2).await;
+    let b = c.region(1);
+    let before = audit_entries(&c, 0).await.len();
+    let calls = (0..8).map(|i| {
+        let mut intake_item = sample_submission(7000 + i, b.as_str());
+        intake_item.idempotency_key = format!("own-{i}");
+        let shared = sample_submission(7777, b.as_str());
+        let c = &c;
+        async move {
+            c.intake(0)
+                .await
+                .submit(pb::SubmitRequest {
+                    items: vec![shared, intake_item],
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let ids: Vec<_> = answers
+        .iter()
+        .map(|r| match &r.results[0].outcome {
+            Some(pb::submit_result::Outcome::RecordId(id)) => id.clone(),
+            other => panic!("not stored: {other:?}"),
+        })
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "one record for one key");
+    let fresh = answers.iter().filter(|r| !r.results[0].duplicate).count();
+    assert_eq!(fresh, 1, "exactly one call stored it: {answers:?}");
+    let submits = of(&audit_entries(&c, 0).await, before, "Intake.Submit");
+    assert_eq!(submits.len(), 8, "one entry per call: {submits:?}");
+    let mut details: Vec<_> = submits.iter().map(|e| e.detail.as_str()).collect();
+    details.sort();
+    let mut want = vec!["items:2 stored:1 duplicate:1 refused:0"; 7];
+    want.push("items:2 stored:2 duplicate:0 refused:0");
+    assert_eq!(details, want);
+    let v = c
+        .admin(0)
+        .await
+        .verify_log(pb::VerifyLogRequest { with_peers: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok, "the audit chain and the log verify: {v:?}");
+}

@@ -3,7 +3,7 @@
 
 use interflow_core::pb;
 use interflow_node::dev::sample_submission;
-use interflow_tests::TestCluster;
+use interflow_tests::{TestCluster, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_member_is_refused_at_once_while_the_others_keep_exchanging() {
@@ -107,6 +107,18 @@ async fn a_rolled_back_or_bad_directory_is_refused_and_the_installed_one_kept() 
     let last = c.node(0).last_reload().expect("a reload happened");
     assert!(last.error.is_some_and(|e| e.contains("SignedDirectory")));
     assert_eq!(c.node(0).metrics.reload_failures.get(), 2);
+    // `interflowctl channels` says so too.
+    let channels = c
+        .admin(0)
+        .await
+        .list_channels(pb::ListChannelsRequest {})
+        .await
+        .expect("list channels")
+        .into_inner();
+    assert!(
+        channels.last_reload_error.contains("SignedDirectory"),
+        "{channels:?}"
+    );
 
     // The node still works under the installed directory.
     let id = c
@@ -202,6 +214,21 @@ async fn an_expired_directory_alarms_while_the_members_go_on_exchanging() {
         },
     )
     .await;
+    // It admits no new member: no agreement is put in force on its word.
+    let (agreement, key) = c.new_agreement(0, 1);
+    let agreement_id = format!("agr-new-{}-{}", c.region(0), c.region(1));
+    let refused = c
+        .admin(0)
+        .await
+        .install_agreement(pb::InstallAgreementRequest {
+            agreement: Some(agreement),
+            pseudonym_key_file: key.display().to_string(),
+        })
+        .await
+        .expect_err("no agreement installs under an expired directory");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("expired"), "{refused:?}");
+    assert!(c.node(0).fed().agreements.get(&agreement_id).is_none());
     // The existing members go on.
     let id = c
         .submit_one(0, sample_submission(1, c.region(1).as_str()))
@@ -243,5 +270,36 @@ async fn a_fourth_member_joins_a_running_federation_without_restarts() {
     c.wait_for_record(3, &id).await;
     let id = c.submit_one(3, sample_submission(2, c2.as_str())).await;
     c.wait_for_record(2, &id).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_file_replaced_in_place_is_installed_without_a_signal() {
+    let c = TestCluster::start_edited(2, |i, text| {
+        if i == 0 {
+            *text = text.replace("watch_interval_ms = 0", "watch_interval_ms = 50");
+        }
+    })
+    .await;
+    let wait = std::time::Duration::from_secs(20);
+    c.publish_directory(0, &c.directory_with(2, |_| true));
+    eventually(
+        wait,
+        "the watched directory file to be installed",
+        || async { (c.node(0).fed().directory.serial == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(c.node(0).metrics.reload_failures.get(), 0);
+
+    // A rollback written to the file is refused like one sent with SIGHUP, and says why.
+    c.publish_directory(0, &c.directory_with(1, |_| true));
+    let error = eventually(wait, "the rolled-back file to be refused", || async {
+        c.node(0).last_reload().and_then(|r| r.error)
+    })
+    .await;
+    assert!(error.contains("rollback"), "{error}");
+    assert_eq!(c.node(0).fed().directory.serial, 2);
+    // Node 1 does not watch: it learns serial 2 from node 0 as before.
+    assert_eq!(c.node(1).fed().directory.serial, 1);
     c.shutdown().await;
 }

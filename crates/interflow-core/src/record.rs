@@ -198,6 +198,12 @@ impl DecodedRecord {
             return Err(RecordError::UnsupportedAlgorithm(signed.alg));
         }
         let body: pb::RecordBody = decode_canonical("RecordBody", &signed.body)?;
+        Self::from_body(signed, body)
+    }
+
+    /// The structural checks of [`Self::decode`] on a body already decoded from (or encoded
+    /// into) `signed.body`.
+    fn from_body(signed: pb::SignedRecord, body: pb::RecordBody) -> Result<Self, RecordError> {
         if body.version != BODY_VERSION {
             return Err(RecordError::UnsupportedVersion(body.version));
         }
@@ -374,6 +380,22 @@ pub fn current_of(records: Vec<DecodedRecord>) -> Option<DecodedRecord> {
         .max_by_key(|r| (r.payload().observed_on(), r.issued_at_ms()))
 }
 
+/// A new record at its channel position whose signature is still to be computed.
+#[derive(Clone, PartialEq, Debug)]
+pub struct UnsignedRecord(DecodedRecord);
+
+impl UnsignedRecord {
+    pub fn id(&self) -> RecordId {
+        self.0.id
+    }
+
+    /// Signs the body bytes as placed with the origin's key.
+    pub fn sign(mut self, key: &SigningKey) -> VerifiedRecord {
+        self.0.signed.signature = sign::sign(key, Domain::Record, &self.0.signed.body).to_vec();
+        VerifiedRecord(self.0)
+    }
+}
+
 /// A record whose signature verified under its origin's key (or that this node sealed).
 #[derive(Clone, PartialEq, Debug)]
 pub struct VerifiedRecord(DecodedRecord);
@@ -441,15 +463,22 @@ impl NewRecord {
         prev: RecordId,
         key: &SigningKey,
     ) -> Result<VerifiedRecord, RecordError> {
-        let body = self.body(seq, prev).encode_to_vec();
-        let signature = sign::sign(key, Domain::Record, &body).to_vec();
+        Ok(self.place(seq, prev)?.sign(key))
+    }
+
+    /// This record at `seq` after `prev`, checked and with its id, but not signed yet: a
+    /// channel's records are placed in seq order (each links to the id before it), and their
+    /// signatures can then be computed in any order, on any thread.
+    pub fn place(&self, seq: u64, prev: RecordId) -> Result<UnsignedRecord, RecordError> {
+        let body = self.body(seq, prev);
+        // Encoded once: these bytes are what is signed, stored and sent. Encoding is
+        // canonical, so only the structure is checked, as for a received record.
         let signed = pb::SignedRecord {
             alg: pb::SignatureAlgorithm::Ed25519 as i32,
-            body,
-            signature,
+            body: body.encode_to_vec(),
+            signature: Vec::new(),
         };
-        // Decoding what we just encoded also checks the structure we are about to vouch for.
-        Ok(VerifiedRecord(DecodedRecord::decode(signed)?))
+        Ok(UnsignedRecord(DecodedRecord::from_body(signed, body)?))
     }
 
     /// A stable digest of the content, for intake idempotency (same key, same content): the

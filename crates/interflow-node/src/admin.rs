@@ -282,7 +282,15 @@ impl AdminService {
                 })
                 .collect()
         };
-        Ok(Response::new(pb::ListChannelsResponse { channels }))
+        let last_reload_error = self
+            .node
+            .last_reload()
+            .and_then(|r| r.error)
+            .unwrap_or_default();
+        Ok(Response::new(pb::ListChannelsResponse {
+            channels,
+            last_reload_error,
+        }))
     }
 
     async fn list_pending_inner(

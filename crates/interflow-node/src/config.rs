@@ -126,10 +126,18 @@ struct RawFederation {
     /// issued while active for this many days, then nothing.
     #[serde(default = "default_termination_grace_days")]
     termination_grace_days: u32,
+    /// How often the files a reload reads are checked for changes (a change reloads, as
+    /// SIGHUP does); 0 turns the check off.
+    #[serde(default = "default_watch_interval_ms")]
+    watch_interval_ms: u64,
 }
 
 fn default_termination_grace_days() -> u32 {
     30
+}
+
+fn default_watch_interval_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,7 +170,13 @@ pub struct Delivery {
     pub enabled: bool,
     pub min_backoff_ms: u64,
     pub max_backoff_ms: u64,
+    /// Records read from the store at a time for sending.
     pub batch: usize,
+    /// Most records sent and not yet receipted: the sender keeps sending while cumulative
+    /// receipts come back, up to this many (and `window_bytes`).
+    pub window_records: usize,
+    /// Most bytes of records sent and not yet receipted (one record always goes out).
+    pub window_bytes: usize,
 }
 
 impl Default for Delivery {
@@ -172,6 +186,8 @@ impl Default for Delivery {
             min_backoff_ms: 200,
             max_backoff_ms: 60_000,
             batch: 256,
+            window_records: 4096,
+            window_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -472,6 +488,8 @@ pub struct Config {
     pub agreements: Vec<PathBuf>,
     /// `[federation] termination_grace_days`.
     pub termination_grace_days: u32,
+    /// `[federation] watch_interval_ms`: `None` when 0 (no watching, SIGHUP only).
+    pub watch_interval: Option<std::time::Duration>,
     pub pseudonym_keys: Vec<PseudonymKeyFile>,
     pub delivery: Delivery,
     pub reconcile: Reconcile,
@@ -544,6 +562,24 @@ fn pseudonym_key_files(
 }
 
 impl Config {
+    /// The files a reload reads: the config file itself and every file it names for
+    /// certificates, CRLs, the directory, agreements and keys.
+    pub fn reload_inputs(&self) -> Vec<PathBuf> {
+        let mut files = vec![
+            self.path.clone(),
+            self.signing_key.clone(),
+            self.directory.clone(),
+            self.operator_key.clone(),
+        ];
+        for t in [&self.peer_tls, &self.local_tls] {
+            files.extend([t.ca.clone(), t.cert.clone(), t.key.clone()]);
+            files.extend(t.crls.iter().cloned());
+        }
+        files.extend(self.agreements.iter().cloned());
+        files.extend(self.pseudonym_keys.iter().map(|k| k.path.clone()));
+        files
+    }
+
     /// Reads and validates a config file; every named file must exist.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -595,6 +631,12 @@ impl Config {
         }
         if d.batch == 0 {
             return Err(invalid("delivery.batch", "must be positive"));
+        }
+        if d.window_records == 0 || d.window_bytes == 0 {
+            return Err(invalid(
+                "delivery.window_records",
+                "window_records and window_bytes must be positive",
+            ));
         }
         if raw.reconcile.interval_secs == 0 {
             return Err(invalid("reconcile.interval_secs", "must be positive"));
@@ -648,6 +690,8 @@ impl Config {
             operator_key: abs(&raw.federation.operator_key),
             agreements: raw.federation.agreements.iter().map(|p| abs(p)).collect(),
             termination_grace_days: raw.federation.termination_grace_days,
+            watch_interval: (raw.federation.watch_interval_ms > 0)
+                .then(|| std::time::Duration::from_millis(raw.federation.watch_interval_ms)),
             pseudonym_keys: pseudonym_key_files(&raw.pseudonym_keys, abs)?,
             delivery: raw.delivery,
             reconcile: raw.reconcile,
@@ -829,6 +873,22 @@ mod tests {
         assert_eq!(cfg.signing_key, dir.path().join("keys/signing.pem"));
         assert_eq!(cfg.local_listen.to_string(), "127.0.0.1:7444");
         assert_eq!(cfg.limits, Limits::default());
+        assert_eq!(cfg.delivery, Delivery::default());
+    }
+
+    #[test]
+    fn an_empty_delivery_window_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path());
+        let path = dir.path().join("interflow.toml");
+        for (from, to) in [
+            ("window_records = 4096", "window_records = 0"),
+            ("window_bytes = 4194304", "window_bytes = 0"),
+        ] {
+            let text = starter("310115".parse().unwrap()).replace(from, to);
+            let err = Config::parse(&path, &text).unwrap_err().to_string();
+            assert!(err.contains("window_records"), "{err}");
+        }
     }
 
     #[test]

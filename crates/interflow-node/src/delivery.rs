@@ -4,15 +4,16 @@
 //! retry state (with a [`DeliveryError`] that says what to do, or what an attempt still in
 //! progress waits on, and since when) is what `Admin.ListPending` shows.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use interflow_core::RegionCode;
 use interflow_core::pb;
 use interflow_core::record::ChannelId;
 use interflow_core::statement::{StatementError, verify_receipt};
-use interflow_store::{DeliveryState, StoreError};
+use interflow_store::{DeliveryState, StoreError, StoredRecord};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -183,7 +184,41 @@ pub async fn run(
     }
 }
 
-/// Streams everything pending to `peer` and waits for the receipts.
+/// What is sent and not yet covered by a receipt: bounded by `[delivery] window_records` and
+/// `window_bytes`, so records keep flowing while receipts come back without the sender (or the
+/// receiver's stream buffers) holding more than the window.
+#[derive(Debug, Default)]
+struct Window {
+    /// `(seq, bytes)` of each record in flight, in seq order.
+    sent: VecDeque<(u64, usize)>,
+    bytes: usize,
+}
+
+impl Window {
+    fn has_room(&self, records: usize, bytes: usize) -> bool {
+        // One record always fits, so a record larger than `window_bytes` still goes out.
+        self.sent.is_empty() || (self.sent.len() < records && self.bytes < bytes)
+    }
+
+    fn push(&mut self, seq: u64, len: usize) {
+        self.sent.push_back((seq, len));
+        self.bytes += len;
+    }
+
+    /// Forgets every record a cumulative receipt up to `acked` covers.
+    fn ack(&mut self, acked: u64) {
+        while let Some(&(seq, len)) = self.sent.front() {
+            if seq > acked {
+                break;
+            }
+            self.sent.pop_front();
+            self.bytes -= len;
+        }
+    }
+}
+
+/// Streams everything pending to `peer` within the window and returns once receipts cover
+/// the head it last saw.
 async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), DeliveryError> {
     let channel = ChannelId::new(node.region, peer);
     let peer_key = node
@@ -192,7 +227,8 @@ async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), Delivery
         .signing_key(peer)
         .ok_or(DeliveryError::NoKey(peer))?;
     let mut client = node.exchange_client(peer)?;
-    let batch = node.config.delivery.batch;
+    let cfg = &node.config.delivery;
+    let (batch, window_records, window_bytes) = (cfg.batch, cfg.window_records, cfg.window_bytes);
     let timeout = node.config.limits.request_timeout();
     let secs = timeout.as_secs();
     let (tx, rx) = mpsc::channel::<pb::SignedRecord>(batch);
@@ -209,78 +245,114 @@ async fn deliver_once(node: &Arc<Node>, peer: RegionCode) -> Result<(), Delivery
         .run(move |s| s.channel_state(channel))
         .await?
         .acked_seq;
+    let label = PeerLabel {
+        peer: peer.to_string(),
+    };
+    let mut window = Window::default();
+    // Read from the store `batch` at a time, sent one by one as the window allows.
+    let mut queue: VecDeque<StoredRecord> = VecDeque::new();
+    let mut next = acked + 1;
+    // When the oldest record in flight was sent, for the round-trip figure.
+    let mut sent_at: VecDeque<(u64, Instant)> = VecDeque::new();
     loop {
         let (head, _) = node.store.head(channel);
         node.metrics
             .pending
-            .get_or_create(&PeerLabel {
-                peer: peer.to_string(),
-            })
+            .get_or_create(&label)
             .set(i64::try_from(head.saturating_sub(acked)).unwrap_or(i64::MAX));
-        if acked >= head {
+        if queue.is_empty() && next <= head && window.has_room(window_records, window_bytes) {
+            let from = next;
+            queue = node
+                .store
+                .run(move |s| s.records_from(channel, from, batch))
+                .await?
+                .into();
+        }
+        if queue.is_empty() && window.sent.is_empty() {
             return Ok(());
         }
-        let from = acked + 1;
-        let recs = node
-            .store
-            .run(move |s| s.records_from(channel, from, batch))
-            .await?;
-        let Some(last) = recs.last().map(|r| r.seq) else {
-            return Ok(());
-        };
-        let sent = std::time::Instant::now();
-        for r in recs {
-            tx.send(wire::signed_record(channel, r.seq, &r.bytes)?)
-                .await
-                .map_err(|_| DeliveryError::Closed)?;
-        }
-        while acked < last {
-            let ack = tokio::time::timeout(timeout, acks.message())
-                .await
-                .map_err(|_| DeliveryError::Timeout {
-                    what: "with an acknowledgement",
-                    secs,
-                })??
-                .ok_or(DeliveryError::Closed)?;
-            match ack.result {
-                Some(pb::delivery_ack::Result::Receipt(signed)) => {
-                    let r = verify_receipt(&signed, &peer_key)?;
-                    if r.channel != channel {
-                        return Err(DeliveryError::WrongChannel(r.channel));
+        let can_send = !queue.is_empty() && window.has_room(window_records, window_bytes);
+        tokio::select! {
+            // Receipts first: they free the window.
+            biased;
+            ack = tokio::time::timeout(timeout, acks.message()), if !window.sent.is_empty() => {
+                let ack = ack
+                    .map_err(|_| DeliveryError::Timeout {
+                        what: "with an acknowledgement",
+                        secs,
+                    })??
+                    .ok_or(DeliveryError::Closed)?;
+                let Some(now_acked) = take_ack(node, &peer_key, channel, acked, ack).await? else {
+                    continue;
+                };
+                node.metrics
+                    .delivered
+                    .get_or_create(&label)
+                    .inc_by(now_acked - acked);
+                acked = now_acked;
+                window.ack(acked);
+                while let Some(&(seq, at)) = sent_at.front() {
+                    if seq > acked {
+                        break;
                     }
-                    if r.acked_seq > acked {
-                        let rc = r.clone();
-                        let bytes = signed.encode_to_vec();
-                        node.store
-                            .run(move |s| s.record_receipt(&rc, &bytes))
-                            .await?;
-                        node.metrics
-                            .delivered
-                            .get_or_create(&PeerLabel {
-                                peer: peer.to_string(),
-                            })
-                            .inc_by(r.acked_seq - acked);
-                        acked = r.acked_seq;
-                    }
+                    sent_at.pop_front();
+                    node.metrics
+                        .deliver_round_trip_seconds
+                        .get_or_create(&label)
+                        .observe(at.elapsed().as_secs_f64());
                 }
-                Some(pb::delivery_ack::Result::Rejection(rej)) => {
-                    let reason = pb::RejectReason::try_from(rej.reason)
-                        .map(|r| r.as_str_name())
-                        .unwrap_or("UNKNOWN");
-                    return Err(DeliveryError::Rejected {
-                        seq: rej.seq,
-                        reason,
-                    });
+            }
+            permit = tx.reserve(), if can_send => {
+                let permit = permit.map_err(|_| DeliveryError::Closed)?;
+                let Some(r) = queue.pop_front() else { continue };
+                permit.send(wire::signed_record(channel, r.seq, &r.bytes)?);
+                // One sample per `batch` records keeps the figure comparable with earlier
+                // (stop-and-wait) releases and the bookkeeping small.
+                if sent_at.back().is_none_or(|&(s, _)| s + batch as u64 <= r.seq) {
+                    sent_at.push_back((r.seq, Instant::now()));
                 }
-                None => return Err(DeliveryError::EmptyAck),
+                window.push(r.seq, r.bytes.len());
+                next = r.seq + 1;
             }
         }
-        node.metrics
-            .deliver_round_trip_seconds
-            .get_or_create(&PeerLabel {
-                peer: peer.to_string(),
+    }
+}
+
+/// Checks one acknowledgement and keeps a receipt that acknowledges more than `acked` as the
+/// proof; returns the new acknowledged seq, or `None` if it acknowledges nothing new.
+async fn take_ack(
+    node: &Arc<Node>,
+    peer_key: &ed25519_dalek::VerifyingKey,
+    channel: ChannelId,
+    acked: u64,
+    ack: pb::DeliveryAck,
+) -> Result<Option<u64>, DeliveryError> {
+    match ack.result {
+        Some(pb::delivery_ack::Result::Receipt(signed)) => {
+            let r = verify_receipt(&signed, peer_key)?;
+            if r.channel != channel {
+                return Err(DeliveryError::WrongChannel(r.channel));
+            }
+            if r.acked_seq <= acked {
+                return Ok(None);
+            }
+            let seq = r.acked_seq;
+            let bytes = signed.encode_to_vec();
+            node.store
+                .run(move |s| s.record_receipt(&r, &bytes))
+                .await?;
+            Ok(Some(seq))
+        }
+        Some(pb::delivery_ack::Result::Rejection(rej)) => {
+            let reason = pb::RejectReason::try_from(rej.reason)
+                .map(|r| r.as_str_name())
+                .unwrap_or("UNKNOWN");
+            Err(DeliveryError::Rejected {
+                seq: rej.seq,
+                reason,
             })
-            .observe(sent.elapsed().as_secs_f64());
+        }
+        None => Err(DeliveryError::EmptyAck),
     }
 }
 

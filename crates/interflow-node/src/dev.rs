@@ -322,6 +322,7 @@ local_key = "tls/local-server.key"
 directory = "federation/directory.pb"
 operator_key = "federation/operator.pub.pem"
 agreements = [{list}]
+watch_interval_ms = 2000
 {keys}
 [delivery]
 min_backoff_ms = 100

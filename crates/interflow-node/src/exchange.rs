@@ -54,38 +54,126 @@ fn claimed_seq(body: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// A received batch after the signature checks.
+struct Checked {
+    verified: Vec<VerifiedRecord>,
+    acks: Vec<pb::DeliveryAck>,
+}
+
+/// How the inbound stream ended after a batch: cleanly (`None`) or with a status.
+type End = Option<Status>;
+
+/// Group commit: the next record, then whatever has already arrived after it, up to a batch;
+/// with how the stream ended if it did.
+async fn next_batch(
+    inbound: &mut Streaming<pb::SignedRecord>,
+) -> (Vec<pb::SignedRecord>, Option<End>) {
+    let first = match inbound.next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return (Vec::new(), Some(Some(e))),
+        None => return (Vec::new(), Some(None)),
+    };
+    let mut bytes = record_bytes(&first);
+    let mut batch = vec![first];
+    while batch.len() < DELIVER_BATCH && bytes < DELIVER_BATCH_BYTES {
+        match inbound.next().now_or_never() {
+            Some(Some(Ok(r))) => {
+                bytes += record_bytes(&r);
+                batch.push(r);
+            }
+            Some(Some(Err(e))) => return (batch, Some(Some(e))),
+            Some(None) => return (batch, Some(None)),
+            None => break,
+        }
+    }
+    (batch, None)
+}
+
+/// Fewest records worth a task of their own on the blocking pool.
+const MIN_VERIFY_CHUNK: usize = 32;
+
+/// The cores this process may use, read once.
+fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Splits `batch` into at most `cpus` chunks of at least [`MIN_VERIFY_CHUNK`] records, in order.
+fn verify_chunks(mut batch: Vec<pb::SignedRecord>, cpus: usize) -> Vec<Vec<pb::SignedRecord>> {
+    let n = (batch.len() / MIN_VERIFY_CHUNK).clamp(1, cpus.max(1));
+    let size = batch.len().div_ceil(n);
+    let mut chunks = Vec::with_capacity(n);
+    while batch.len() > size {
+        let rest = batch.split_off(size);
+        chunks.push(batch);
+        batch = rest;
+    }
+    chunks.push(batch);
+    chunks
+}
+
 impl Node {
-    /// Verifies and durably applies one batch received on `channel`; returns the acks to send.
-    pub(crate) async fn receive_batch(
+    /// Checks each record of a chunk with the acceptance rule; the rejected ones are noted and
+    /// answered with their rejection.
+    fn verify_chunk(
+        &self,
+        channel: ChannelId,
+        chunk: Vec<pb::SignedRecord>,
+    ) -> (Vec<VerifiedRecord>, Vec<pb::DeliveryAck>) {
+        let mut acks = Vec::new();
+        let mut verified = Vec::with_capacity(chunk.len());
+        let fed = self.fed();
+        let ctx = fed.accept_context(self.rules());
+        for signed in chunk {
+            // Kept for a rejection only; an accepted record carries its own seq and id.
+            let body = signed.body.clone();
+            match ctx.accept(signed, channel) {
+                Ok(v) => verified.push(v),
+                Err(e) => {
+                    let seq = claimed_seq(&body);
+                    let id = RecordId::of_body(&body);
+                    let reason = e.reject_reason();
+                    self.metrics.reject(reason);
+                    self.reject_log
+                        .note(channel.origin, seq, reason.as_str_name());
+                    acks.push(rejection(seq, reason, Some(id)));
+                }
+            }
+        }
+        (verified, acks)
+    }
+
+    /// Verifies one batch received on `channel`: the records that pass, in order, and the
+    /// rejections of those that do not.
+    async fn verify_batch(
         self: &Arc<Self>,
         channel: ChannelId,
         batch: Vec<pb::SignedRecord>,
+    ) -> Result<Checked, NodeError> {
+        // Signature checks are CPU work: off the async threads, like the store calls, and
+        // spread over the cores in chunks (each record still checked with `verify_strict`).
+        let chunks = verify_chunks(batch, cpus());
+        let checks = chunks
+            .into_iter()
+            .map(|chunk| self.cpu(move |n| n.verify_chunk(channel, chunk)));
+        let mut verified: Vec<VerifiedRecord> = Vec::new();
+        let mut acks = Vec::new();
+        // In chunk order, so records and rejections keep the order they arrived in.
+        for r in futures::future::join_all(checks).await {
+            let (v, a) = r?;
+            verified.extend(v);
+            acks.extend(a);
+        }
+        Ok(Checked { verified, acks })
+    }
+
+    /// Durably applies what [`Node::verify_batch`] passed; returns the acks to send: its
+    /// rejections, those of the store, and a receipt for the new durable head.
+    async fn apply_batch(
+        self: &Arc<Self>,
+        channel: ChannelId,
+        Checked { verified, mut acks }: Checked,
     ) -> Result<Vec<pb::DeliveryAck>, NodeError> {
-        // Signature checks are CPU work: off the async threads, like the store calls.
-        let (verified, mut acks) = self
-            .cpu(move |n| {
-                let mut acks = Vec::new();
-                let mut verified: Vec<VerifiedRecord> = Vec::with_capacity(batch.len());
-                let fed = n.fed();
-                let ctx = fed.accept_context(n.rules());
-                for signed in batch {
-                    // Kept for a rejection only; an accepted record carries its own seq and id.
-                    let body = signed.body.clone();
-                    match ctx.accept(signed, channel) {
-                        Ok(v) => verified.push(v),
-                        Err(e) => {
-                            let seq = claimed_seq(&body);
-                            let id = RecordId::of_body(&body);
-                            let reason = e.reject_reason();
-                            n.metrics.reject(reason);
-                            n.reject_log.note(channel.origin, seq, reason.as_str_name());
-                            acks.push(rejection(seq, reason, Some(id)));
-                        }
-                    }
-                }
-                (verified, acks)
-            })
-            .await?;
         if verified.is_empty() {
             return Ok(acks);
         }
@@ -202,35 +290,36 @@ impl pb::exchange_server::Exchange for ExchangeService {
                     let _ = tx.send(Err(status)).await;
                 }
             };
-            loop {
-                // Group commit: take what has already arrived, up to a batch, then one write.
-                let first = match inbound.next().await {
-                    Some(Ok(r)) => r,
-                    Some(Err(e)) => return fail(e).await,
-                    None => return,
-                };
-                let mut bytes = record_bytes(&first);
-                let mut batch = vec![first];
-                let mut after: Option<Option<Status>> = None;
-                while batch.len() < DELIVER_BATCH && bytes < DELIVER_BATCH_BYTES {
-                    match inbound.next().now_or_never() {
-                        Some(Some(Ok(r))) => {
-                            bytes += record_bytes(&r);
-                            batch.push(r);
-                        }
-                        Some(Some(Err(e))) => {
-                            after = Some(Some(e));
-                            break;
-                        }
-                        Some(None) => {
-                            after = Some(None);
-                            break;
-                        }
-                        None => break,
+            // Two stages, so the next batch is verified while this one is written: the reader
+            // checks signatures, the writer applies and answers in order. One checked batch
+            // waits between them at most, so memory stays bounded by three batches.
+            let (stage_tx, mut stage_rx) =
+                mpsc::channel::<(Result<Checked, NodeError>, Option<End>)>(1);
+            let reader = node.clone();
+            tokio::spawn(async move {
+                loop {
+                    let (batch, end) = next_batch(&mut inbound).await;
+                    let checked = if batch.is_empty() {
+                        Ok(Checked {
+                            verified: Vec::new(),
+                            acks: Vec::new(),
+                        })
+                    } else {
+                        reader.throttle_records(peer, batch.len()).await;
+                        reader.verify_batch(channel, batch).await
+                    };
+                    let stop = end.is_some() || checked.is_err();
+                    if stage_tx.send((checked, end)).await.is_err() || stop {
+                        return;
                     }
                 }
-                node.throttle_records(peer, batch.len()).await;
-                match node.receive_batch(channel, batch).await {
+            });
+            while let Some((checked, end)) = stage_rx.recv().await {
+                let acks = match checked {
+                    Ok(c) => node.apply_batch(channel, c).await,
+                    Err(e) => Err(e),
+                };
+                match acks {
                     Ok(acks) => {
                         for a in acks {
                             if tx.send(Ok(a)).await.is_err() {
@@ -243,7 +332,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
                         return;
                     }
                 }
-                match after {
+                match end {
                     Some(Some(e)) => return fail(e).await,
                     Some(None) => return,
                     None => {}
@@ -406,5 +495,29 @@ impl ExchangeService {
             .iter()
             .map(|r| wire::signed_record(channel, r.seq, &r.bytes).map_err(Status::from))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered(n: usize) -> Vec<pb::SignedRecord> {
+        (0..n)
+            .map(|i| pb::SignedRecord {
+                body: i.to_le_bytes().to_vec(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn verify_chunks_keep_every_record_in_order_and_stay_within_the_cores() {
+        for (len, cpus, want) in [(0, 4, 1), (10, 4, 1), (64, 2, 2), (512, 2, 2), (500, 3, 3)] {
+            let chunks = verify_chunks(numbered(len), cpus);
+            assert_eq!(chunks.len(), want, "{len} records on {cpus} cores");
+            let flat: Vec<_> = chunks.into_iter().flatten().collect();
+            assert_eq!(flat, numbered(len));
+        }
     }
 }

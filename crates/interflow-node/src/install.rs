@@ -73,6 +73,20 @@ impl Node {
         signed: pb::SignedAgreement,
         key_file: &str,
     ) -> Result<(String, RegionCode, bool), NodeError> {
+        // An expired directory admits no new member: nothing new is put in force on its word
+        // until the operator installs a fresh one (the members in force go on exchanging).
+        let fed = self.fed();
+        if let Some(t) = fed
+            .directory
+            .expires_at_ms
+            .filter(|_| fed.directory.expired_at(self.now()))
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "the installed directory (serial {}) expired at {}; install a fresh directory (interflowctl reload after publishing it), then install the agreement",
+                fed.directory.serial,
+                interflow_core::time::rfc3339(t)
+            )));
+        }
         let bytes = signed.encode_to_vec();
         let (a, key) = self.check_installable(signed, key_file)?;
         let (id, peer) = (a.id.clone(), a.peer_of(self.region).unwrap_or(a.party_b));

@@ -12,8 +12,9 @@ use interflow_core::pseudonym::SubjectRef;
 use interflow_core::record::{ChannelId, DecodedRecord, NewRecord, RecordId};
 use interflow_core::time::latest_permitted_date;
 use interflow_core::{NationalId, RegionCode};
-use interflow_store::{AppendOutcome, Store};
+use interflow_store::{AppendOutcome, AuditNote, GroupAudit, OutboundGroup, Store};
 use interflow_tls::Role;
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
@@ -23,6 +24,141 @@ use crate::residence::latest_event;
 #[derive(Debug, Clone)]
 pub struct IntakeService {
     pub node: Arc<Node>,
+    commits: Arc<GroupCommit>,
+}
+
+impl IntakeService {
+    pub fn new(node: Arc<Node>) -> Self {
+        IntakeService {
+            node,
+            commits: Arc::default(),
+        }
+    }
+}
+
+/// One Submit call's valid records waiting for the group commit, and where its outcome goes.
+struct Job {
+    records: Vec<NewRecord>,
+    /// Items in the call, refused ones included (the audit entry counts them).
+    items: usize,
+    caller: String,
+    at_ms: i64,
+    done: oneshot::Sender<Result<Vec<AppendOutcome>, Status>>,
+}
+
+/// Group commit of concurrent Submit calls: each call queues its records, and whichever call
+/// gets the commit turn takes everything queued so far into one store call (one flush and
+/// fsync, the audit entries of every call in the same batch). While one group is durably
+/// committed the next one gathers. No background task: the calls themselves take turns.
+#[derive(Debug, Default)]
+struct GroupCommit {
+    queued: std::sync::Mutex<Vec<Job>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupCommit {
+    /// The queue; a poisoned one still holds valid jobs.
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
+        self.queued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a call's records and waits until a group holding them was committed durably.
+    async fn commit(&self, node: &Arc<Node>, job: Job) -> Result<Vec<AppendOutcome>, Status> {
+        let (tx, mut rx) = oneshot::channel();
+        self.queue().push(Job { done: tx, ..job });
+        {
+            let _turn = self.turn.lock().await;
+            // The previous turn took this call along: answer it rather than lead a group.
+            if let Ok(done) = rx.try_recv() {
+                return done;
+            }
+            let jobs = std::mem::take(&mut *self.queue());
+            // Empty when an earlier turn took this call's records with its group.
+            if !jobs.is_empty() {
+                run_group(node, jobs).await;
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Status::internal("internal error")))
+    }
+}
+
+/// Commits one group in one store call and answers every call in it.
+async fn run_group(node: &Arc<Node>, jobs: Vec<Job>) {
+    let n = node.clone();
+    let result = node
+        .store
+        .call(move |store| {
+            let groups = jobs
+                .iter()
+                .map(|j| {
+                    let items = j.items;
+                    OutboundGroup {
+                        items: &j.records,
+                        audit: Some(GroupAudit {
+                            at_ms: j.at_ms,
+                            actor: j.caller.clone(),
+                            action: "Intake.Submit".into(),
+                            note: Box::new(move |outcomes| submit_note(items, outcomes)),
+                        }),
+                    }
+                })
+                .collect();
+            let result = store.append_outbound_groups(&n.signing_key, groups);
+            Ok((jobs, result))
+        })
+        .await;
+    let (jobs, result) = match result {
+        Ok(r) => r,
+        // The store call did not run to its end (a panic): every call of the group is lost.
+        Err(e) => {
+            tracing::error!(error = %e, "group commit failed");
+            return;
+        }
+    };
+    match result {
+        Ok(outcomes) => {
+            for (job, out) in jobs.into_iter().zip(outcomes) {
+                let _ = job.done.send(Ok(out));
+            }
+        }
+        Err(e) => {
+            // A failed commit fails every call of the group, none is acknowledged.
+            let status = Status::from(NodeError::from(e));
+            for job in jobs {
+                let _ = job.done.send(Err(status.clone()));
+            }
+        }
+    }
+}
+
+/// The audit note of one Submit call: the counts, never the contents (no refs, no ids).
+fn submit_note(items: usize, outcomes: &[AppendOutcome]) -> AuditNote {
+    let stored = outcomes
+        .iter()
+        .filter(|o| matches!(o, AppendOutcome::Stored(_)))
+        .count();
+    let duplicate = outcomes
+        .iter()
+        .filter(|o| matches!(o, AppendOutcome::Duplicate(_)))
+        .count();
+    AuditNote {
+        detail: format!(
+            "items:{items} stored:{stored} duplicate:{duplicate} refused:{}",
+            items - stored - duplicate
+        ),
+        ..Default::default()
+    }
 }
 
 type Code = pb::SubmitErrorCode;
@@ -213,43 +349,72 @@ impl Node {
         })
     }
 
-    /// Validates, then appends every valid item in one durable batch (on the blocking pool:
-    /// validation reads the store for `supersedes`, and sealing signs).
-    pub async fn submit(
+    /// Validates every item (on the blocking pool: validation reads the store for
+    /// `supersedes` and residence), giving the refusals in place and the records to seal.
+    async fn prepare_all(
         self: &Arc<Self>,
         items: Vec<pb::Submission>,
-    ) -> Result<Vec<pb::SubmitResult>, NodeError> {
+    ) -> Result<Prepared, NodeError> {
         let node = self.clone();
         self.store
-            .call(move |store| node.submit_blocking(store, items))
+            .call(move |store| {
+                let mut p = Prepared::default();
+                for item in items {
+                    match node.prepare(store, item) {
+                        Ok(r) => {
+                            p.slots.push(p.results.len());
+                            p.results.push(None);
+                            p.records.push(r);
+                        }
+                        Err(e) => p.results.push(Some(e)),
+                    }
+                }
+                Ok(p)
+            })
             .await
     }
+}
 
-    fn submit_blocking(
+/// The validated items of one Submit call.
+#[derive(Debug, Default)]
+struct Prepared {
+    /// One per item: the refusal, or `None` for a record to seal.
+    results: Vec<Option<pb::SubmitResult>>,
+    /// Where each record's outcome goes in `results`.
+    slots: Vec<usize>,
+    records: Vec<NewRecord>,
+}
+
+impl IntakeService {
+    /// Validates, then seals and appends every valid item with the group commit; the call's
+    /// audit entry is written in the same durable batch.
+    async fn submit_audited(
         &self,
-        store: &Store,
+        caller: String,
         items: Vec<pb::Submission>,
-    ) -> Result<Vec<pb::SubmitResult>, NodeError> {
-        let mut results: Vec<Option<pb::SubmitResult>> = Vec::with_capacity(items.len());
-        let mut valid = Vec::new();
-        let mut slots = Vec::new();
-        for item in items {
-            match self.prepare(store, item) {
-                Ok(s) => {
-                    slots.push(results.len());
-                    results.push(None);
-                    valid.push(s);
-                }
-                Err(e) => results.push(Some(e)),
-            }
-        }
-        let outcomes = store.append_outbound(&self.signing_key, &valid)?;
+    ) -> Result<Vec<pb::SubmitResult>, Status> {
+        let node = &self.node;
+        let total = items.len();
+        let Prepared {
+            mut results,
+            slots,
+            records,
+        } = node.prepare_all(items).await?;
+        let destinations: Vec<RegionCode> = records.iter().map(|r| r.channel.destination).collect();
+        let job = Job {
+            records,
+            items: total,
+            caller,
+            at_ms: node.now(),
+            done: oneshot::channel().0,
+        };
+        let outcomes = self.commits.commit(node, job).await?;
         let mut woken = Vec::new();
-        for ((slot, sub), out) in slots.into_iter().zip(&valid).zip(outcomes) {
+        for ((slot, destination), out) in slots.into_iter().zip(destinations).zip(outcomes) {
             let r = match out {
                 AppendOutcome::Stored(id) => {
-                    self.metrics.submitted.inc();
-                    woken.push(sub.channel.destination);
+                    node.metrics.submitted.inc();
+                    woken.push(destination);
                     pb::SubmitResult {
                         outcome: Some(pb::submit_result::Outcome::RecordId(id.0.to_vec())),
                         duplicate: false,
@@ -271,7 +436,7 @@ impl Node {
         woken.sort();
         woken.dedup();
         for d in woken {
-            self.wake_delivery(d);
+            node.wake_delivery(d);
         }
         Ok(results.into_iter().map(|r| r.unwrap_or_default()).collect())
     }
@@ -310,33 +475,12 @@ impl pb::intake_server::Intake for IntakeService {
             return Err(status);
         }
         let started = std::time::Instant::now();
-        let results = self.node.submit(items).await;
+        let results = self.submit_audited(caller, items).await;
         self.node
             .metrics
             .submit_seconds
             .observe(started.elapsed().as_secs_f64());
         let results = results?;
-        // One entry per call: the counts, never the contents (no refs, no record ids).
-        let stored = results
-            .iter()
-            .filter(|r| {
-                !r.duplicate && matches!(r.outcome, Some(pb::submit_result::Outcome::RecordId(_)))
-            })
-            .count();
-        let duplicate = results.iter().filter(|r| r.duplicate).count();
-        let note = interflow_store::AuditNote {
-            detail: format!(
-                "items:{} stored:{stored} duplicate:{duplicate} refused:{}",
-                results.len(),
-                results.len() - stored - duplicate
-            ),
-            ..Default::default()
-        };
-        let now = self.node.now();
-        self.node
-            .store
-            .run(move |s| s.audit_noted(now, &caller, "Intake.Submit", vec![], note))
-            .await?;
         let mut resp = Response::new(pb::SubmitResponse { results });
         resp.metadata_mut()
             .insert(interflow_core::MAX_SUBMIT_BATCH_HEADER, limit);

@@ -349,3 +349,71 @@ fn reload_tls(listener: &'static str, tls: &ReloadableServerConfig) -> Result<()
         reason: format!("{e:#}"),
     })
 }
+
+/// What the files a reload reads hold now: SHA-256 over each path and its content (or that it
+/// is missing). Contents, not modification times, so a file replaced within the same second,
+/// or by a Kubernetes ConfigMap's symlink swap, is still seen.
+fn fingerprint(files: &[std::path::PathBuf]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        match std::fs::read(f) {
+            Ok(bytes) => {
+                h.update((bytes.len() as u64).to_be_bytes());
+                h.update(&bytes);
+            }
+            Err(e) => h.update(format!("unreadable: {}", e.kind())),
+        }
+    }
+    h.finalize().into()
+}
+
+/// Reloads when a file a reload reads changes (`[federation] watch_interval_ms`), so an
+/// operator who publishes a new directory or agreement file need not also send SIGHUP. A file
+/// caught half-written fails to load and keeps the old state; the next change (its last write)
+/// reloads again.
+pub async fn watch_files(
+    node: Arc<Node>,
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let files = node.config.reload_inputs();
+    let read = |files: Vec<std::path::PathBuf>| async move {
+        tokio::task::spawn_blocking(move || fingerprint(&files))
+            .await
+            .ok()
+    };
+    let mut seen = read(files.clone()).await;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = read(files.clone()).await;
+        if now != seen {
+            seen = now;
+            tracing::info!("a file the configuration names changed; reloading");
+            // The outcome is logged, counted and kept for `interflowctl federation`.
+            let _ = node.reload().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    #[test]
+    fn fingerprint_changes_with_content_and_not_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("directory.pb");
+        std::fs::write(&f, b"serial 1").unwrap();
+        let files = vec![f.clone(), dir.path().join("missing.pb")];
+        let first = fingerprint(&files);
+        assert_eq!(first, fingerprint(&files));
+        std::fs::write(&f, b"serial 2").unwrap();
+        assert_ne!(first, fingerprint(&files));
+    }
+}

@@ -318,7 +318,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let exchange = pb::exchange_server::ExchangeServer::new(ExchangeService { node: node.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let intake = pb::intake_server::IntakeServer::new(IntakeService { node: node.clone() })
+    let intake = pb::intake_server::IntakeServer::new(IntakeService::new(node.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let admin = pb::admin_server::AdminServer::new(AdminService { node: node.clone() })
@@ -428,6 +428,13 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
         node.clone(),
         workers_token.clone(),
     )));
+    if let Some(interval) = node.config.watch_interval {
+        workers.push(tokio::spawn(crate::reload::watch_files(
+            node.clone(),
+            interval,
+            workers_token.clone(),
+        )));
+    }
     workers.push(tokio::spawn(crate::reconcile::schedule(
         node.clone(),
         workers_token,

@@ -58,6 +58,35 @@ async fn local(n: &DevNode, admin: bool) -> Option<Channel> {
     .ok()
 }
 
+/// Items `range` of the sample submissions, addressed to `dest`.
+fn submission(range: std::ops::Range<u64>, dest: &DevNode) -> pb::SubmitRequest {
+    let items: Vec<_> = range.map(|n| sample_submission(n, &dest.region)).collect();
+    pb::SubmitRequest { items }
+}
+
+/// A's intake once its channel to B accepts records (held until heads were compared): items
+/// 0..10 are submitted to B on the way.
+async fn released_intake(a: &DevNode, b: &DevNode) -> pb::intake_client::IntakeClient<Channel> {
+    let intake = eventually(Duration::from_secs(30), "A's intake", || async {
+        local(a, false).await
+    })
+    .await;
+    let intake = pb::intake_client::IntakeClient::new(intake);
+    eventually(Duration::from_secs(30), "A's channel to B released", || {
+        let mut intake = intake.clone();
+        let req = submission(0..10, b);
+        async move {
+            let r = intake.submit(req).await.ok()?.into_inner();
+            r.results
+                .iter()
+                .all(|r| matches!(r.outcome, Some(pb::submit_result::Outcome::RecordId(_))))
+                .then_some(())
+        }
+    })
+    .await;
+    intake
+}
+
 async fn stats(n: &DevNode) -> Option<pb::StatsResponse> {
     let ch = local(n, true).await?;
     let r = pb::admin_client::AdminClient::new(ch)
@@ -175,27 +204,8 @@ async fn a_stopped_receiver_times_out_the_sender_which_retries_and_converges() {
     let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
     let _na = serve(&a.config);
     let nb = serve(&b.config);
-    let intake = eventually(Duration::from_secs(30), "A's intake", || async {
-        local(a, false).await
-    })
-    .await;
-    let mut intake = pb::intake_client::IntakeClient::new(intake);
-    let submit = |range: std::ops::Range<u64>| {
-        let items: Vec<_> = range.map(|n| sample_submission(n, &b.region)).collect();
-        pb::SubmitRequest { items }
-    };
-    eventually(Duration::from_secs(30), "A's channel to B released", || {
-        let mut intake = intake.clone();
-        let req = submit(0..10);
-        async move {
-            let r = intake.submit(req).await.ok()?.into_inner();
-            r.results
-                .iter()
-                .all(|r| matches!(r.outcome, Some(pb::submit_result::Outcome::RecordId(_))))
-                .then_some(())
-        }
-    })
-    .await;
+    let mut intake = released_intake(a, b).await;
+    let submit = |range: std::ops::Range<u64>| submission(range, b);
     eventually(Duration::from_secs(30), "first records at B", || async {
         stats(b)
             .await
@@ -238,4 +248,82 @@ async fn a_stopped_receiver_times_out_the_sender_which_retries_and_converges() {
     )
     .await;
     assert_eq!(done.equivocations, 0);
+}
+
+/// A's pending state towards `dest`, as `Admin.ListPending` shows it.
+async fn pending_to(a: &DevNode, dest: &str) -> Option<pb::PendingChannel> {
+    let ch = local(a, true).await?;
+    let r = pb::admin_client::AdminClient::new(ch)
+        .list_pending(pb::ListPendingRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    r.channels.into_iter().find(|p| p.destination == dest)
+}
+
+/// The delivery window: A has streamed records to a frozen B (sent, never receipted) and is
+/// waiting on it when B is SIGKILLed. After B restarts, A resends from B's durable head:
+/// every record is at B exactly once, with no gap, and A has nothing pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_receiver_with_a_window_in_flight_ends_with_every_record_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addrs: Vec<_> = (0..2).map(|_| (free_addr(), free_addr())).collect();
+    let fed = generate(tmp.path(), &addrs, interflow_node::system_clock()()).unwrap();
+    let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
+    let _na = serve(&a.config);
+    let mut nb = serve(&b.config);
+    let mut intake = released_intake(a, b).await;
+    let submit = |range: std::ops::Range<u64>| submission(range, b);
+    eventually(
+        Duration::from_secs(30),
+        "A's first records receipted",
+        || async {
+            pending_to(a, &b.region)
+                .await
+                .filter(|p| p.acked_seq == 10)
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    // Freeze B, so what A streams next stays in flight, unreceipted, until B dies.
+    signal(&nb.0, "-STOP");
+    let r = intake.submit(submit(10..1010)).await.unwrap().into_inner();
+    assert_eq!(r.results.len(), 1000);
+    eventually(
+        Duration::from_secs(30),
+        "A streaming to B and waiting for receipts",
+        || async {
+            pending_to(a, &b.region)
+                .await
+                .filter(|p| p.pending_count == 1000 && p.last_error.starts_with("waiting for"))
+                .map(|_| ())
+        },
+    )
+    .await;
+    nb.0.kill().unwrap(); // SIGKILL, while stopped
+    nb.0.wait().unwrap();
+    nb = serve(&b.config);
+
+    let done = eventually(
+        Duration::from_secs(60),
+        "convergence after restart",
+        || async {
+            let sb = stats(b).await?;
+            let p = pending_to(a, &b.region).await?;
+            (sb.records_inbound == 1010 && p.pending_count == 0 && p.acked_seq == 1010)
+                .then_some(sb)
+        },
+    )
+    .await;
+    assert_eq!(done.equivocations, 0);
+    let ch = local(b, true).await.unwrap();
+    let verify = pb::admin_client::AdminClient::new(ch)
+        .verify_log(pb::VerifyLogRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verify.ok, "{:?}", verify.problems);
+    assert_eq!(verify.records_checked, 1010);
+    drop(nb);
 }

@@ -153,6 +153,36 @@ pub struct AuditPage {
 }
 
 /// The audit head: index of the last entry and the hash of its bytes.
+/// Puts the audit entry after `head` (`None`: the first) and the new head into `batch`;
+/// returns the new head. The caller holds the write lock and commits the batch.
+pub(crate) fn stage_audit(
+    batch: &mut sled::Batch,
+    head: Option<(u64, [u8; 32])>,
+    at_ms: UnixMillis,
+    actor: &str,
+    action: &str,
+    subjects: Vec<String>,
+    note: AuditNote,
+) -> (u64, [u8; 32]) {
+    let (index, prev_hash) = head.map_or((1, [0u8; 32]), |(i, h)| (i + 1, h));
+    let entry = AuditEntry {
+        index,
+        at_ms,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subjects,
+        prev_hash,
+        note,
+    };
+    let bytes = entry.encode();
+    let hash = entry_hash(&bytes);
+    let mut stored_head = index.to_be_bytes().to_vec();
+    stored_head.extend_from_slice(&hash);
+    batch.insert(keys::audit(index), bytes);
+    batch.insert(keys::META_AUDIT_HEAD, stored_head);
+    (index, hash)
+}
+
 pub(crate) fn decode_head(v: &[u8]) -> Result<(u64, [u8; 32])> {
     let (idx, hash) = v
         .split_first_chunk::<8>()
@@ -187,33 +217,21 @@ impl Store {
     ) -> Result<u64> {
         let _w = self.write.lock();
         self.check_writable()?;
-        let (index, prev_hash) = match self.db()?.get(keys::META_AUDIT_HEAD)? {
-            Some(v) => {
-                let (idx, h) = decode_head(&v)?;
-                (idx + 1, h)
-            }
-            None => (1, [0u8; 32]),
-        };
-        let entry = AuditEntry {
-            index,
-            at_ms,
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            subjects,
-            prev_hash,
-            note,
-        };
-        let bytes = entry.encode();
-        let hash = entry_hash(&bytes);
-        let mut head = index.to_be_bytes().to_vec();
-        head.extend_from_slice(&hash);
         let mut batch = sled::Batch::default();
-        batch.insert(keys::audit(index), bytes);
-        batch.insert(keys::META_AUDIT_HEAD, head);
+        let head = self.stored_audit_head()?;
+        let (index, hash) = stage_audit(&mut batch, head, at_ms, actor, action, subjects, note);
         self.commit(batch)?;
         // Only a durable head is ever signed to a peer.
         *self.audit_head.write() = Some((index, hash));
         Ok(index)
+    }
+
+    /// The audit head as stored (callers hold the write lock, so it is also the durable one).
+    pub(crate) fn stored_audit_head(&self) -> Result<Option<(u64, [u8; 32])>> {
+        self.db()?
+            .get(keys::META_AUDIT_HEAD)?
+            .map(|v| decode_head(&v))
+            .transpose()
     }
 
     /// The durable audit head: index of the last entry and the SHA-256 of its stored bytes;

@@ -198,7 +198,7 @@ impl Engine {
                 .ok_or_else(|| corrupt(Place::ChannelKey, "is not a channel"))?;
             let st = ChannelState::decode(c, &v)?;
             durable.insert(c, (st.head_seq, st.head));
-            if let Err(problem) = verify::check_channel_integrity(&engine.db, c, &st) {
+            if let Err(problem) = verify::check_channel_head(&engine.db, c, &st) {
                 tracing::error!(channel = %c, %problem, "store integrity check failed; opening read-only");
                 engine.read_only = Some(Arc::new(ReadOnlyReason::Integrity {
                     channel: c,
@@ -217,7 +217,8 @@ impl Engine {
 
 impl Store {
     /// Opens (or creates) the store in `dir`, checks the schema version (migrating an older
-    /// one in place) and the integrity figures of every channel. A mismatch opens the store
+    /// one in place) and that each channel's last record is the head its durable figures name
+    /// (the full walk is `verify_log`), then the heads anchor. A mismatch opens the store
     /// read-only, with the reason.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
         let (mut engine, durable) = Engine::open(dir, &opts)?;

@@ -155,6 +155,8 @@ pub enum IntegrityProblem {
     },
     #[error("head is seq `{found}` but the state says `{recorded}`")]
     Head { found: u64, recorded: u64 },
+    #[error("the record at head seq `{seq}` is not the one the state names")]
+    HeadRecord { seq: u64 },
     #[error("a stored record cannot be read: {0}")]
     Unreadable(String),
 }

@@ -90,7 +90,7 @@ pub use audit::{AuditChainAt, AuditEntry, AuditNote, AuditPage};
 pub use error::{DecodeError, DurableStep, IntegrityProblem, Place, ReadOnlyReason, StoreError};
 pub use inbound::{ApplyError, ApplyOutcome, Evidence};
 pub use inbox::{Arrival, CONSUMER_RULE, Cursor, InboxEntry, InboxPage, valid_consumer};
-pub use outbound::{AppendOutcome, HeadsAck};
+pub use outbound::{AppendOutcome, GroupAudit, HeadsAck, OutboundGroup};
 pub use read::{Stats, StoredRecord};
 pub use reconcile::{Anomaly, ChannelRun, PRUNE_CHUNK, ReportRetention, RunReport};
 pub use retention::{ErasedRecord, Stored};
@@ -145,6 +145,9 @@ pub struct Store {
     engine: RwLock<Option<Arc<Engine>>>,
     /// One writer at a time: read state, build one batch, apply, make durable.
     write: Mutex<()>,
+    /// One outbound append at a time (taken before `write`): records are placed and signed
+    /// without the writer lock, and must not be placed twice at the same seq.
+    sequencer: Mutex<()>,
     poisoned: RwLock<Option<Poison>>,
     /// Heads that are on stable storage. Nothing beyond them is served to peers, so a record
     /// that a crash could still take away never leaves the node.
@@ -169,6 +172,7 @@ impl Store {
             opts,
             engine: RwLock::new(Some(Arc::new(engine))),
             write: Mutex::new(()),
+            sequencer: Mutex::new(()),
             poisoned: RwLock::new(None),
             durable: RwLock::new(durable),
             anchored: Mutex::new(None),

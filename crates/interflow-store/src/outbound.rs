@@ -2,18 +2,22 @@
 //! seq, chain link, one durable batch), delivery receipts that advance the acknowledged seq,
 //! the delivery advice, and what is pending per outbound channel.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::SigningKey;
 use interflow_core::RegionCode;
 use interflow_core::idempotency::IdempotencyDigest;
-use interflow_core::record::{ChannelId, NewRecord, RecordError, RecordId};
+use interflow_core::record::{
+    ChannelId, NewRecord, RecordError, RecordId, UnsignedRecord, VerifiedRecord,
+};
 use interflow_core::statement::Receipt;
+use interflow_core::time::UnixMillis;
 
 use crate::engine::id_at;
 use crate::error::{Place, StoreError, corrupt};
-use crate::state::{ChannelState, DeliveryState, PendingChannel};
-use crate::{Result, Store, keys};
+use crate::state::{DeliveryState, PendingChannel};
+use crate::{AuditNote, Result, Store, audit, keys};
 
 /// What a peer's signed head statement did to an outbound channel's acknowledged seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,87 @@ pub(crate) fn intake_value(id: RecordId, content_hash: &[u8; 32]) -> Vec<u8> {
     v
 }
 
+/// One caller's share of a group commit: its records, and the audit entry that reports them
+/// (written in the same durable batch, so a Submit costs no second fsync).
+pub struct OutboundGroup<'a> {
+    pub items: &'a [NewRecord],
+    pub audit: Option<GroupAudit>,
+}
+
+/// Makes a group's audit note from what happened to its items.
+pub type NoteFn = Box<dyn FnOnce(&[AppendOutcome]) -> AuditNote + Send>;
+
+/// The audit entry of one group; its note is made from what happened to the group's items.
+pub struct GroupAudit {
+    pub at_ms: UnixMillis,
+    pub actor: String,
+    pub action: String,
+    pub note: NoteFn,
+}
+
+impl std::fmt::Debug for OutboundGroup<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundGroup")
+            .field("items", &self.items.len())
+            .field("audit", &self.audit)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for GroupAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupAudit")
+            .field("actor", &self.actor)
+            .field("action", &self.action)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A placed record and the idempotency entry (digest, content hash) it writes.
+type Placed<R> = (R, Option<(IdempotencyDigest, [u8; 32])>);
+
+/// Records placed in seq order, and the heads their channels were placed after.
+struct Plan {
+    outcomes: Vec<Vec<AppendOutcome>>,
+    placed: Vec<Placed<UnsignedRecord>>,
+    from: BTreeMap<ChannelId, (u64, RecordId)>,
+}
+
+/// Below this many records one thread signs them: starting threads costs more.
+const PARALLEL_SIGN_MIN: usize = 64;
+
+/// Signs placed records on every core, keeping their order.
+fn sign_all(key: &SigningKey, placed: Vec<Placed<UnsignedRecord>>) -> Vec<Placed<VerifiedRecord>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || placed.len() < PARALLEL_SIGN_MIN {
+        return placed.into_iter().map(|(r, i)| (r.sign(key), i)).collect();
+    }
+    let chunk = placed.len().div_ceil(threads);
+    let mut placed = placed.into_iter();
+    let chunks: Vec<Vec<_>> = std::iter::from_fn(|| {
+        let c: Vec<_> = placed.by_ref().take(chunk).collect();
+        (!c.is_empty()).then_some(c)
+    })
+    .collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    c.into_iter()
+                        .map(|(r, i)| (r.sign(key), i))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A signing thread only panics on a bug; carry the panic to the caller.
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 impl Store {
     /// Seals and appends a batch of new records in one durable write: each gets the next seq
     /// of its channel and links to the previous one. A record's idempotency digest makes a
@@ -55,58 +140,150 @@ impl Store {
         key: &SigningKey,
         items: &[NewRecord],
     ) -> Result<Vec<AppendOutcome>> {
+        let group = OutboundGroup { items, audit: None };
+        let mut out = self.append_outbound_groups(key, vec![group])?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// The group commit: appends the records of several callers' groups, in order, and their
+    /// audit entries in one durable write (one flush and fsync for all), as
+    /// [`Self::append_outbound`] does for one. Records are placed (seq, link, id) in order
+    /// first, then signed on every core without the writer lock, so receipts and inbound
+    /// records are not held up by signing; only the commit takes the lock. A failed commit
+    /// fails every group. One group commit runs at a time.
+    pub fn append_outbound_groups(
+        &self,
+        key: &SigningKey,
+        groups: Vec<OutboundGroup<'_>>,
+    ) -> Result<Vec<Vec<AppendOutcome>>> {
+        let _seq = self.sequencer.lock();
+        self.check_writable()?;
+        let mut plan = self.plan_outbound(&groups)?;
+        let mut signed = sign_all(key, std::mem::take(&mut plan.placed));
         let _w = self.write.lock();
         self.check_writable()?;
-        let mut batch = sled::Batch::default();
-        let mut states: BTreeMap<ChannelId, ChannelState> = BTreeMap::new();
-        let mut seen: HashMap<IdempotencyDigest, (RecordId, [u8; 32])> = HashMap::new();
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            let hash = item.content_hash();
-            let prior = match item.idempotency {
-                None => None,
-                Some(d) => match seen.get(&d) {
-                    Some(p) => Some(*p),
-                    None => self.intake_entry(&d)?,
-                },
-            };
-            if let Some((rid, h)) = prior {
-                out.push(if h == hash {
-                    AppendOutcome::Duplicate(rid)
-                } else {
-                    AppendOutcome::Conflict
-                });
-                continue;
+        let mut states = BTreeMap::new();
+        for (c, from) in &plan.from {
+            let st = self.channel_state(*c)?;
+            if (st.head_seq, st.head) != *from {
+                states.clear();
+                break;
             }
-            let c = item.channel;
-            let st = match states.entry(c) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.channel_state(c)?),
-            };
-            let rec = match item.seal(st.head_seq + 1, st.head, key) {
-                Ok(r) => r,
-                Err(e) => {
-                    out.push(AppendOutcome::Invalid(e));
-                    continue;
-                }
-            };
-            keys::stage_record(&mut batch, &self.db()?.vault, &rec)?;
-            st.advance(rec.seq(), rec.id());
-            if let Some(d) = item.idempotency {
-                batch.insert(keys::intake(&d), intake_value(rec.id(), &hash));
-                seen.insert(d, (rec.id(), hash));
-            }
-            out.push(AppendOutcome::Stored(rec.id()));
+            states.insert(*c, st);
         }
-        if states.is_empty() {
-            return Ok(out);
+        if states.len() != plan.from.len() {
+            // Another writer (this node's own feed recovered from a peer) moved a channel
+            // while the records were signed: place them again, now under the lock.
+            plan = self.plan_outbound(&groups)?;
+            signed = sign_all(key, std::mem::take(&mut plan.placed));
+            for c in plan.from.keys() {
+                states.insert(*c, self.channel_state(*c)?);
+            }
+        }
+        let mut batch = sled::Batch::default();
+        let vault = &self.db()?.vault;
+        for (rec, idem) in &signed {
+            keys::stage_record(&mut batch, vault, rec)?;
+            if let Some(st) = states.get_mut(&rec.channel()) {
+                st.advance(rec.seq(), rec.id());
+            }
+            if let Some((d, hash)) = idem {
+                batch.insert(keys::intake(d), intake_value(rec.id(), hash));
+            }
         }
         for (c, st) in &states {
             batch.insert(keys::channel(*c), st.encode());
         }
+        let mut audit_head = None;
+        for (g, outcomes) in groups.into_iter().zip(&plan.outcomes) {
+            if let Some(a) = g.audit {
+                let head = match audit_head {
+                    Some(h) => Some(h),
+                    None => self.stored_audit_head()?,
+                };
+                let note = (a.note)(outcomes);
+                audit_head = Some(audit::stage_audit(
+                    &mut batch,
+                    head,
+                    a.at_ms,
+                    &a.actor,
+                    &a.action,
+                    vec![],
+                    note,
+                ));
+            }
+        }
+        if states.is_empty() && audit_head.is_none() {
+            return Ok(plan.outcomes);
+        }
         self.commit(batch)?;
         self.publish_heads(&states);
-        Ok(out)
+        if audit_head.is_some() {
+            // Only a durable head is ever signed to a peer.
+            *self.audit_head.write() = audit_head;
+        }
+        Ok(plan.outcomes)
+    }
+
+    /// Places every new record of `groups` in order: idempotency first (a key seen before,
+    /// in the store or earlier in these groups, gives its record), then the next seq of its
+    /// channel, linked to the one before. Reads only; signs nothing.
+    fn plan_outbound(&self, groups: &[OutboundGroup<'_>]) -> Result<Plan> {
+        let mut heads: BTreeMap<ChannelId, (u64, RecordId)> = BTreeMap::new();
+        let mut from = BTreeMap::new();
+        let mut seen: HashMap<IdempotencyDigest, (RecordId, [u8; 32])> = HashMap::new();
+        let mut placed = Vec::new();
+        let mut outcomes = Vec::with_capacity(groups.len());
+        for g in groups {
+            let mut out = Vec::with_capacity(g.items.len());
+            for item in g.items {
+                let hash = item.content_hash();
+                let prior = match item.idempotency {
+                    None => None,
+                    Some(d) => match seen.get(&d) {
+                        Some(p) => Some(*p),
+                        None => self.intake_entry(&d)?,
+                    },
+                };
+                if let Some((rid, h)) = prior {
+                    out.push(if h == hash {
+                        AppendOutcome::Duplicate(rid)
+                    } else {
+                        AppendOutcome::Conflict
+                    });
+                    continue;
+                }
+                let c = item.channel;
+                let head = match heads.entry(c) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let st = self.channel_state(c)?;
+                        from.insert(c, (st.head_seq, st.head));
+                        e.insert((st.head_seq, st.head))
+                    }
+                };
+                let rec = match item.place(head.0 + 1, head.1) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        out.push(AppendOutcome::Invalid(e));
+                        continue;
+                    }
+                };
+                *head = (head.0 + 1, rec.id());
+                let idem = item.idempotency.map(|d| (d, hash));
+                if let Some(d) = item.idempotency {
+                    seen.insert(d, (rec.id(), hash));
+                }
+                out.push(AppendOutcome::Stored(rec.id()));
+                placed.push((rec, idem));
+            }
+            outcomes.push(out);
+        }
+        Ok(Plan {
+            outcomes,
+            placed,
+            from,
+        })
     }
 
     /// The record first submitted under idempotency digest `digest`, if any.
@@ -134,6 +311,7 @@ impl Store {
         &self,
         digest: &dyn Fn(&str) -> Option<IdempotencyDigest>,
     ) -> Result<u64> {
+        let _seq = self.sequencer.lock();
         let _w = self.write.lock();
         let mut converted = 0u64;
         loop {

@@ -37,6 +37,38 @@ impl VerifyReport {
     }
 }
 
+/// The check on open: the channel's last stored record is the head its durable figures name
+/// (seq and id). Reads one record, so a store opens in time independent of its size; a lost or
+/// damaged tail shows here, the heads anchor catches a consistent loss of records and state
+/// together, and [`check_channel_integrity`] (run by `verify_log`) walks every record.
+pub(crate) fn check_channel_head(
+    db: &sled::Db,
+    c: ChannelId,
+    st: &ChannelState,
+) -> std::result::Result<(), IntegrityProblem> {
+    let unreadable = |e: &dyn std::fmt::Display| IntegrityProblem::Unreadable(e.to_string());
+    let Some(kv) = db.scan_prefix(keys::records_of(c)).next_back() else {
+        return match st.head_seq {
+            0 => Ok(()),
+            recorded => Err(IntegrityProblem::Head { found: 0, recorded }),
+        };
+    };
+    let (k, v) = kv.map_err(|e| unreadable(&e))?;
+    let (_, seq) = keys::parse_location(k.get(1..).unwrap_or_default())
+        .ok_or_else(|| unreadable(&"bad record key"))?;
+    let (id, _) = entry_facts(c, seq, &v).map_err(|e| unreadable(&e))?;
+    if seq != st.head_seq {
+        return Err(IntegrityProblem::Head {
+            found: seq,
+            recorded: st.head_seq,
+        });
+    }
+    if id != st.head {
+        return Err(IntegrityProblem::HeadRecord { seq });
+    }
+    Ok(())
+}
+
 /// Walks a channel's records and compares them with its stored figures.
 pub(crate) fn check_channel_integrity(
     db: &sled::Db,

@@ -14,7 +14,7 @@ use interflow_core::fixtures;
 use interflow_core::payload::ContraceptionMethod;
 use interflow_core::record::NewRecord;
 use interflow_core::record::{ChannelId, RecordId};
-use interflow_store::{AppendOutcome, Store, StoreOptions};
+use interflow_store::{AppendOutcome, OutboundGroup, Store, StoreOptions};
 
 const CHILD_DIR: &str = "INTERFLOW_TEST_CHILD_DIR";
 const CHILD_MODE: &str = "INTERFLOW_TEST_CHILD_MODE";
@@ -48,7 +48,11 @@ fn child_process_entry() {
         StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
     )
     .unwrap();
-    let one_batch = std::env::var(CHILD_MODE).as_deref() == Ok("one-batch");
+    let mode = std::env::var(CHILD_MODE).unwrap_or_default();
+    if mode == "concurrent" {
+        return concurrent_submitters(&store);
+    }
+    let one_batch = mode == "one-batch";
     let start = Instant::now();
     let mut n = store.head(channel()).0;
     let mut batch = 1u64;
@@ -68,6 +72,33 @@ fn child_process_entry() {
         }
         batch = batch % 17 + 1;
     }
+}
+
+/// Four threads append at once, each two groups per call (as concurrent Submit calls do), a
+/// few rounds; each prints `begin` before a call and `acked` for its records after it.
+fn concurrent_submitters(store: &Store) {
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            s.spawn(move || {
+                for round in 0..3u64 {
+                    let base = 1000 * (t + 1) + 100 * round;
+                    let a: Vec<_> = (0..5).map(|i| submission(base + i)).collect();
+                    let b: Vec<_> = (5..8).map(|i| submission(base + i)).collect();
+                    let groups = [&a, &b]
+                        .map(|items| OutboundGroup { items, audit: None })
+                        .into();
+                    println!("begin");
+                    let out = store.append_outbound_groups(&key(), groups).unwrap();
+                    for o in out.iter().flatten() {
+                        match o {
+                            AppendOutcome::Stored(id) => println!("acked {id}"),
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
 }
 
 struct KillOnDrop(Child);
@@ -184,6 +215,18 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_record() {
 
 #[test]
 fn an_fsync_of_the_data_file_precedes_the_acknowledgement() {
+    acks_follow_an_fsync_begun_after_their_call("one-batch");
+}
+
+#[test]
+fn concurrent_submitters_are_acknowledged_only_after_an_fsync_that_covers_them() {
+    acks_follow_an_fsync_begun_after_their_call("concurrent");
+}
+
+/// Runs the child in `mode` under strace and checks, per thread, that each `acked` line comes
+/// after an fsync of the data file that returned after that thread's `begin`: no record is
+/// acknowledged on the strength of an fsync that ran before it was written.
+fn acks_follow_an_fsync_begun_after_their_call(mode: &str) {
     let strace = ["/usr/bin/strace", "/bin/strace"]
         .into_iter()
         .find(|p| Path::new(p).exists());
@@ -213,7 +256,7 @@ fn an_fsync_of_the_data_file_precedes_the_acknowledgement() {
         "-o".into(),
         log.display().to_string(),
     ];
-    let status = child(&data, "one-batch", Some(wrapper))
+    let status = child(&data, mode, Some(wrapper))
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -227,10 +270,14 @@ fn an_fsync_of_the_data_file_precedes_the_acknowledgement() {
     }
     let db_path = format!("{}/db\"", data.display());
     let mut db_fds = Vec::new();
-    let mut begun = false;
-    let mut synced = false;
-    let mut acked = false;
-    for line in joined_calls(&trace) {
+    // Per thread: where its latest `begin` started; where the latest returned sync started.
+    let mut begun: std::collections::HashMap<String, usize> = Default::default();
+    let mut synced: Option<usize> = None;
+    let mut acked = 0;
+    // Calls in the order they finished, each with where it started: a sync counts for a
+    // thread's acknowledgement only if it started after the thread's `begin`.
+    for (n, line) in joined_calls_with_start(&trace) {
+        let tid = line.split_once(' ').map_or("", |(t, _)| t).to_owned();
         // The store's own sync handle is the read-only one; sled's fd gets fsyncs of its own
         // at times (e.g. on open), which must not count.
         if line.contains("openat(") && line.contains(&db_path) && line.contains("O_RDONLY") {
@@ -241,13 +288,10 @@ fn an_fsync_of_the_data_file_precedes_the_acknowledgement() {
             db_fds.extend(fd);
         }
         if line.contains("write(1, \"begin") {
-            begun = true;
+            begun.insert(tid.clone(), n);
         }
         // A sync counts once it has returned: `fsync(4) = 0`.
-        if begun
-            && (line.contains("fsync(") || line.contains("fdatasync("))
-            && line.ends_with("= 0")
-        {
+        if (line.contains("fsync(") || line.contains("fdatasync(")) && line.ends_with("= 0") {
             let fd = line
                 .split_once("sync(")
                 .map(|(_, rest)| {
@@ -257,35 +301,48 @@ fn an_fsync_of_the_data_file_precedes_the_acknowledgement() {
                 })
                 .and_then(|d| d.parse::<i32>().ok());
             if fd.is_some_and(|fd| db_fds.contains(&fd)) {
-                synced = true;
+                synced = Some(n);
             }
         }
         if line.contains("write(1, \"acked") {
+            let began = begun.get(&tid).copied();
             assert!(
-                synced,
-                "an acknowledgement was written before any fsync of the data file:\n{trace}"
+                began.is_some() && synced > began,
+                "thread {tid} acknowledged a record before an fsync of the data file that followed its call:\n{trace}"
             );
-            acked = true;
+            acked += 1;
         }
     }
-    assert!(acked, "the traced child acknowledged nothing:\n{trace}");
+    assert!(acked > 0, "the traced child acknowledged nothing:\n{trace}");
+    if mode == "concurrent" {
+        assert_eq!(acked, 4 * 3 * 8, "every record acknowledged once");
+    }
 }
 
 /// strace's lines with each call whole: under load, threads interleave and strace splits a
 /// call into `pid call(args <unfinished ...>` and, later, `pid <... call resumed>rest`. The
 /// pieces are joined (in the order the calls finish), so no call is seen half.
 fn joined_calls(trace: &str) -> Vec<String> {
-    let mut open: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    joined_calls_with_start(trace)
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect()
+}
+
+/// As [`joined_calls`], each call with the line number where it started.
+fn joined_calls_with_start(trace: &str) -> Vec<(usize, String)> {
+    let mut open: std::collections::HashMap<&str, (usize, String)> =
+        std::collections::HashMap::new();
     let mut out = Vec::new();
-    for line in trace.lines() {
+    for (n, line) in trace.lines().enumerate() {
         let (pid, rest) = line.split_once(' ').unwrap_or(("", line));
         if let Some(start) = rest.strip_suffix("<unfinished ...>") {
-            open.insert(pid, format!("{pid} {}", start.trim_end()));
+            open.insert(pid, (n, format!("{pid} {}", start.trim_end())));
         } else if let Some((_, tail)) = rest.split_once(" resumed>") {
-            let head = open.remove(pid).unwrap_or_else(|| format!("{pid} "));
-            out.push(format!("{head}{tail}"));
+            let (at, head) = open.remove(pid).unwrap_or_else(|| (n, format!("{pid} ")));
+            out.push((at, format!("{head}{tail}")));
         } else {
-            out.push(line.to_owned());
+            out.push((n, line.to_owned()));
         }
     }
     out

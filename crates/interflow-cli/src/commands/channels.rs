@@ -11,6 +11,8 @@ use crate::{Outcome, Report};
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChannelsReport {
     pub channels: Vec<ChannelRow>,
+    /// Why the node's last reload kept its old state (`None`: it installed, or none happened).
+    pub last_reload_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -62,13 +64,20 @@ pub async fn channels(conn: &Connection) -> anyhow::Result<ChannelsReport> {
     channels.sort_by(|a, b| {
         (a.direction, &a.origin, &a.destination).cmp(&(b.direction, &b.origin, &b.destination))
     });
-    Ok(ChannelsReport { channels })
+    let last_reload_error = Some(resp.last_reload_error).filter(|e| !e.is_empty());
+    Ok(ChannelsReport {
+        channels,
+        last_reload_error,
+    })
 }
 
 impl Report for ChannelsReport {
     fn human(&self) -> String {
+        let reload = self.last_reload_error.as_ref().map_or_else(String::new, |e| {
+            format!("the last reload kept the old state: {e}\n(fix the file and reload again; `interflowctl federation` shows the installed state)\n")
+        });
         if self.channels.is_empty() {
-            return "no channels yet\n".into();
+            return format!("no channels yet\n{reload}");
         }
         let mut t = human::table(&[
             "CHANNEL",
@@ -108,6 +117,7 @@ impl Report for ChannelsReport {
                 super::resume::channel_arg(&c.origin, &c.destination)
             ));
         }
+        s.push_str(&reload);
         s
     }
 
@@ -136,6 +146,7 @@ mod tests {
         };
         let text = ChannelsReport {
             channels: vec![row(true)],
+            last_reload_error: None,
         }
         .human();
         assert!(
@@ -144,8 +155,23 @@ mod tests {
         );
         let text = ChannelsReport {
             channels: vec![row(false)],
+            last_reload_error: None,
         }
         .human();
         assert!(!text.contains("resume"), "{text}");
+        assert!(!text.contains("reload"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_reload_is_shown_under_the_channels() {
+        let text = ChannelsReport {
+            channels: vec![],
+            last_reload_error: Some("directory: not a SignedDirectory".into()),
+        }
+        .human();
+        assert!(
+            text.contains("the last reload kept the old state: directory: not a SignedDirectory"),
+            "{text}"
+        );
     }
 }

@@ -86,6 +86,7 @@ impl Admin for FakeAdmin {
                     removed: false,
                 },
             ],
+            last_reload_error: String::new(),
         }))
     }
 

@@ -274,3 +274,15 @@ fn an_explicit_epoch_one_is_refused() {
         })
     ));
 }
+
+#[test]
+fn a_placed_record_signed_later_is_what_decoding_its_bytes_gives() {
+    let k = key(1);
+    let placed = sample(0).place(3, RecordId([7; 32])).unwrap();
+    let id = placed.id();
+    let rec = placed.sign(&k);
+    assert_eq!(rec.id(), id);
+    let again = DecodedRecord::from_bytes(&rec.to_bytes()).unwrap();
+    assert_eq!(&again, &*rec);
+    again.verify(&k.verifying_key()).unwrap();
+}

@@ -25,6 +25,51 @@ fn integrity_mismatch_on_open_makes_the_store_read_only() {
 }
 
 #[test]
+fn open_reads_only_the_head_record_and_verify_log_walks_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.apply(&chain(3)).unwrap();
+        // A record inside the chain vanishes: open does not walk the chain, so it opens
+        // writable in time independent of the store's size ...
+        s.db().unwrap().remove(keys::record(a_to_b(), 2)).unwrap();
+        s.db().unwrap().flush().unwrap();
+    }
+    let s = open(dir.path());
+    assert!(s.write_refusal().is_none());
+    // ... and the full check still names the gap.
+    let report = s.verify_log(&|_| Some(key().verifying_key())).unwrap();
+    assert!(!report.ok());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.channel == Some(a_to_b()) && p.seq <= 3),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn a_head_record_replaced_behind_the_state_makes_the_store_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.apply(&chain(3)).unwrap();
+        let db = s.db().unwrap();
+        let second = db.get(keys::record(a_to_b(), 2)).unwrap().unwrap();
+        db.insert(keys::record(a_to_b(), 3), second).unwrap();
+        db.flush().unwrap();
+    }
+    let s = open(dir.path());
+    let refusal = s
+        .write_refusal()
+        .expect("store should be read-only")
+        .to_string();
+    assert!(refusal.contains("head seq `3`"), "{refusal}");
+}
+
+#[test]
 fn a_newer_schema_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     {

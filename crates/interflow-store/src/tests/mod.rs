@@ -4,6 +4,7 @@
 
 mod agreements;
 mod engine;
+mod group;
 mod inbox;
 mod retention;
 mod seal;
