@@ -154,7 +154,10 @@ async fn a_terminated_agreement_refuses_new_records_on_both_sides_and_serves_wha
         resp.termination.map(|t| prost::Message::encode_to_vec(&t))
     );
 
-    // Both intakes refuse new records under it.
+    // Both intakes refuse new records under it, also after a reload (SIGHUP) re-read the
+    // config file that still lists the agreement.
+    c.reload(0).await.expect("reload at node 0");
+    c.reload(1).await.expect("reload at node 1");
     assert_eq!(
         submit_code(&c, 0, 1, 42).await,
         pb::SubmitErrorCode::NoAgreement
@@ -306,6 +309,9 @@ async fn an_agreement_installed_at_runtime_on_both_nodes_carries_records_at_once
                 .installed_now
         );
     }
+    assert!(c.node(0).fed().peers(a).contains(&z));
+    // A reload (SIGHUP) re-reads the config file, which does not list it: it stays in force.
+    c.reload(0).await.expect("reload at node 0");
     assert!(c.node(0).fed().peers(a).contains(&z));
     // Its kept copy is what a restart puts in force again.
     let kept = c.node(0).store.run(|s| s.agreements()).await.unwrap();

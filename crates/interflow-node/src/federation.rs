@@ -14,6 +14,7 @@ use interflow_core::payload::ValidationRules;
 use interflow_core::pseudonym::EpochKeys;
 
 /// One consistent view of the federation.
+#[derive(Clone)]
 pub struct Federation {
     pub directory: Directory,
     pub agreements: AgreementSet,

@@ -61,6 +61,8 @@ pub enum ReloadError {
     },
     #[error("checking the records of a dropped pseudonym epoch: {0}")]
     Store(String),
+    #[error("reading the agreements installed and terminated at runtime: {0}")]
+    KeptState(String),
 }
 
 /// The installed directory's copy in the data directory, so a restart does not roll back to
@@ -225,11 +227,15 @@ impl Node {
             self.persist(&material.signed_directory).await?;
             self.set_directory_source(material.signed_directory, DirectorySource::File);
         }
-        self.replace_federation(Federation {
-            directory: material.directory,
-            agreements: material.agreements,
-            pseudonym_keys: material.pseudonym_keys,
-        });
+        let fed = self
+            .with_kept_state(Federation {
+                directory: material.directory,
+                agreements: material.agreements,
+                pseudonym_keys: material.pseudonym_keys,
+            })
+            .await
+            .map_err(|e| ReloadError::KeptState(e.to_string()))?;
+        self.replace_federation(fed);
         let key_id = signer.key_id();
         if key_id != self.signer().key_id() {
             tracing::info!(key_id, "signing with another record-signing key");

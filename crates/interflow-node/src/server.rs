@@ -405,12 +405,12 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let workers_token = shutdown.child_token();
     let mut workers = Vec::new();
     // Agreements installed and terminated at runtime apply on top of the configured ones.
-    node.apply_installed_agreements()
+    let configured = crate::federation::Federation::clone(&node.fed());
+    let full = node
+        .with_kept_state(configured)
         .await
-        .context("applying the installed agreements")?;
-    node.apply_kept_terminations()
-        .await
-        .context("applying the kept agreement terminations")?;
+        .context("applying the installed agreements and kept terminations")?;
+    node.replace_federation(full);
     // Delivery workers follow the federation snapshot: one per current peer from now on.
     node.follow_federation();
     node.set_server_tls(vec![

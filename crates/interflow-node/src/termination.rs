@@ -179,22 +179,4 @@ impl Node {
             }
         }
     }
-
-    /// At start: the kept terminations applied on top of the configured agreements.
-    pub async fn apply_kept_terminations(self: &Arc<Self>) -> Result<(), NodeError> {
-        let kept = self.store.run(|s| s.terminations()).await?;
-        for k in kept {
-            let signed = pb::SignedTermination::decode(k.signed.as_slice())
-                .map_err(|e| NodeError::InvalidArgument(format!("kept termination: {e}")))?;
-            let fed = self.fed();
-            match Termination::verify_in(signed, &fed.agreements, &fed.directory) {
-                Ok(t) => self.apply_termination(&t),
-                // An agreement no longer configured: nothing to apply; the notice stays.
-                Err(TerminationError::UnknownAgreement { .. }) => {}
-                Err(e) => tracing::warn!(agreement = %k.agreement_id, error = %e,
-                    "a kept termination does not verify against the current directory"),
-            }
-        }
-        Ok(())
-    }
 }
