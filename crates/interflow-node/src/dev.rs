@@ -242,6 +242,7 @@ pub fn generate_with_options(
             kinds_a_to_b: residence_kinds(options, i % 2 == 0),
             kinds_b_to_a: residence_kinds(options, i % 2 == 1),
             status_follows_residence: options.residence,
+            required_signature_algorithm: 0,
         });
         let signed = pb::SignedAgreement {
             signatures: vec![

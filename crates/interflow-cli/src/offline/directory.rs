@@ -100,12 +100,13 @@ impl KeyEntry {
             t.as_deref()
                 .map_or(Ok(0), |s| crate::offline::keys::parse_time(what, s))
         };
-        let key = keys::load_verifying_key(&base.join(&self.signing_key))
+        // The suite is the one the PEM names (Ed25519 or SM2).
+        let key = keys::load_public_key(&base.join(&self.signing_key))
             .with_context(|| format!("key id {}", self.id))?;
         Ok(pb::MemberKey {
             key_id: self.id,
-            alg: pb::SignatureAlgorithm::Ed25519 as i32,
-            public_key: key.to_bytes().to_vec(),
+            alg: key.alg_pb(),
+            public_key: key.to_bytes(),
             valid_from_ms: match &self.valid_from {
                 Some(s) => crate::offline::keys::parse_time("valid_from", s)?,
                 None => i64::MIN,
