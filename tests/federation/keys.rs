@@ -295,3 +295,90 @@ async fn a_mixed_federation_exchanges_with_sm2_on_one_side_and_ed25519_on_the_ot
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agreement_that_requires_sm2_carries_only_sm2_records() {
+    use interflow_core::agreement::{encode_body, party_signature};
+    use prost::Message as _;
+    // Nodes 0 and 2 have no agreement with each other; node 0 signs with SM2 (key id 1).
+    let c = TestCluster::start(3).await;
+    let (a, z) = (c.region(0), c.region(2));
+    let sm2 = c.switch_to_sm2(0, 2).await;
+    let (signed, key) = c.new_agreement(0, 2);
+    let mut body = pb::AgreementBody::decode(signed.body.as_slice()).unwrap();
+    body.required_signature_algorithm = pb::SignatureAlgorithm::Sm2Sm3 as i32;
+    let bytes = encode_body(&body);
+    // Both parties sign with their key id 0 (Ed25519), valid at `valid_from_ms`.
+    let agreement = pb::SignedAgreement {
+        signatures: vec![
+            party_signature(&c.signing_key(0), a, &bytes),
+            party_signature(&c.signing_key(2), z, &bytes),
+        ],
+        body: bytes,
+    };
+    for i in [0, 2] {
+        c.admin(i)
+            .await
+            .install_agreement(pb::InstallAgreementRequest {
+                agreement: Some(agreement.clone()),
+                pseudonym_key_file: key.to_string_lossy().into_owned(),
+            })
+            .await
+            .unwrap();
+    }
+    interflow_node::reconcile::run(c.node(0), Some(z), false, None).await;
+    interflow_node::reconcile::run(c.node(2), Some(a), false, None).await;
+    c.wait_released(0).await;
+
+    // A's SM2 records flow; Z, signing with Ed25519, is refused at its own intake.
+    let rid = c.submit_one(0, sample_submission(1, z.as_str())).await;
+    let got = c.wait_for_record(2, &rid).await;
+    assert_eq!(got.signed().alg, pb::SignatureAlgorithm::Sm2Sm3 as i32);
+    let resp = c
+        .intake(2)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(2, a.as_str())],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let err = match &resp.results[0].outcome {
+        Some(pb::submit_result::Outcome::Error(e)) => e.clone(),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(err.code(), pb::SubmitErrorCode::NoAgreement);
+    assert!(err.reason.contains("requires"), "{err:?}");
+
+    // An Ed25519 record from A under it (key id 0, still valid) is refused at Z.
+    let head = RecordId::try_from(rid.as_slice()).unwrap();
+    let id = body.agreement_id.clone();
+    let ed = c
+        .crafted_record_under(0, 2, 2, head, &c.signing_key(0), 7, &id)
+        .into_decoded()
+        .into_signed();
+    assert_eq!(
+        rejection(deliver_one(&c, 0, 2, ed).await),
+        pb::RejectReason::WrongSignatureAlgorithm
+    );
+    let sm2_rec = c
+        .crafted_record_under(
+            0,
+            2,
+            2,
+            head,
+            Sealer {
+                key: (&sm2).into(),
+                key_id: 1,
+            },
+            7,
+            &id,
+        )
+        .into_decoded()
+        .into_signed();
+    assert!(matches!(
+        deliver_one(&c, 0, 2, sm2_rec).await.result,
+        Some(pb::delivery_ack::Result::Receipt(_))
+    ));
+    c.shutdown().await;
+}

@@ -4,7 +4,7 @@
 //! the key), by matching the key's public half against this region's keys in the directory.
 
 use interflow_core::RegionCode;
-use interflow_core::directory::{Directory, PublicKey};
+use interflow_core::directory::{Directory, PublicKey, SignatureAlgorithm};
 use interflow_core::idempotency::DigestKey;
 use interflow_core::keys::RecordSigningKey;
 use interflow_core::record::Sealer;
@@ -69,6 +69,11 @@ impl NodeSigner {
 
     pub fn key_id(&self) -> u32 {
         self.key_id
+    }
+
+    /// The suite this node signs in.
+    pub fn alg(&self) -> SignatureAlgorithm {
+        self.key.seal_key().alg()
     }
 
     pub fn public_key(&self) -> PublicKey {
