@@ -87,7 +87,17 @@ impl TestCluster {
     /// Like `start`, with residence notices and status follows residence in every agreement:
     /// odd-indexed nodes are the home bureaus of their neighbours (see [`DevOptions`]).
     pub async fn start_residence(n: usize) -> TestCluster {
-        Self::start_inner(n, n, |_, _, _| {}, false, DevOptions { residence: true }).await
+        Self::start_inner(
+            n,
+            n,
+            |_, _, _| {},
+            false,
+            DevOptions {
+                residence: true,
+                ..DevOptions::default()
+            },
+        )
+        .await
     }
 
     /// Like `start`, with every node's published endpoint a [`Proxy`] in front of its peer
@@ -820,6 +830,15 @@ impl TestCluster {
             revoked_at_ms: 0,
         };
         (key, entry)
+    }
+
+    /// `n` nodes generated with SM2 record-signing keys (key id 1; `interflow dev --sm2`).
+    pub async fn start_sm2(n: usize) -> TestCluster {
+        let options = DevOptions {
+            sm2: true,
+            ..DevOptions::default()
+        };
+        Self::start_inner(n, n, |_, _, _| {}, false, options).await
     }
 
     /// Makes node `i` sign with a new SM2 key (key id 1): the directory with `serial` lists it

@@ -382,3 +382,25 @@ async fn an_agreement_that_requires_sm2_carries_only_sm2_records() {
     ));
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federation_generated_with_sm2_keys_signs_everything_in_sm2() {
+    let c = TestCluster::start_sm2(2).await;
+    let (a, b) = (c.region(0), c.region(1));
+    for (i, to) in [(0, b), (1, a)] {
+        assert_eq!(c.node(i).signer().key_id(), 1);
+        let rid = c
+            .submit_one(i, sample_submission(i as u64, to.as_str()))
+            .await;
+        let got = c.wait_for_record(1 - i, &rid).await;
+        assert_eq!(got.signed().alg, pb::SignatureAlgorithm::Sm2Sm3 as i32);
+    }
+    for i in [0, 1] {
+        let report = c.reconcile_now(i).await;
+        for ch in &report.channels {
+            assert!(ch.anomalies.is_empty(), "node {i}: {:?}", ch.anomalies);
+        }
+        verify_log_clean(&c, i).await;
+    }
+    c.shutdown().await;
+}
