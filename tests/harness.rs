@@ -454,7 +454,8 @@ impl TestCluster {
         };
         NewRecord {
             channel: ChannelId::new(from, to),
-            subject: SubjectRef::derive(&node.fed().pseudonym_keys[&agreement], &id),
+            subject: SubjectRef::derive(node.fed().pseudonym_keys[&agreement].newest().1, &id),
+            pseudonym_epoch: node.fed().pseudonym_keys[&agreement].newest().0,
             agreement_id: agreement,
             issued_at_ms: node.now(),
             supersedes: None,

@@ -4,6 +4,7 @@ mod agreements;
 mod audit;
 mod delivery;
 mod directory;
+mod epochs;
 mod inbox;
 mod input;
 mod keys;

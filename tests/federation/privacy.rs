@@ -179,7 +179,10 @@ async fn national_ids_and_subject_refs_never_reach_logs_or_errors() {
     }
 
     let node = c.node(0).clone();
-    let key = &node.fed().pseudonym_keys[&node.fed().agreements.iter().next().unwrap().id];
+    let fed = node.fed();
+    let key = fed.pseudonym_keys[&fed.agreements.iter().next().unwrap().id]
+        .newest()
+        .1;
     let today = interflow_core::time::latest_permitted_date(node.now(), 0);
     let mut secrets = vec![sentinel.clone()];
     for id in &ids {
@@ -515,14 +518,15 @@ async fn coverage_answers_and_gauges_carry_counts_only() {
     for i in 0..3 {
         let fed = c.node(i).fed();
         for a in fed.agreements.iter() {
-            let Some(key) = fed.pseudonym_keys.get(&a.id) else {
+            let Some(keys) = fed.pseudonym_keys.get(&a.id) else {
                 continue;
             };
             for n in &ids {
                 let id = interflow_core::NationalId::parse(&synthetic_id(*n), today).unwrap();
-                let r = SubjectRef::derive(key, &id);
-                secrets.push(hex::encode(r.as_bytes()));
-                secrets.push(hex::encode(&r.as_bytes()[..8]));
+                for (_, r) in keys.refs(&id) {
+                    secrets.push(hex::encode(r.as_bytes()));
+                    secrets.push(hex::encode(&r.as_bytes()[..8]));
+                }
             }
         }
     }

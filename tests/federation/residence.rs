@@ -16,7 +16,12 @@ const B: usize = 2;
 /// The person of the scenario: synthetic ID 1.
 const P: u64 = 1;
 
-fn residence(n: u64, key: &str, dest: &str, event: pb::ResidenceEvent) -> pb::Submission {
+pub(crate) fn residence(
+    n: u64,
+    key: &str,
+    dest: &str,
+    event: pb::ResidenceEvent,
+) -> pb::Submission {
     pb::Submission {
         idempotency_key: format!("res-{key}"),
         destination: dest.into(),
@@ -32,7 +37,11 @@ fn residence(n: u64, key: &str, dest: &str, event: pb::ResidenceEvent) -> pb::Su
     }
 }
 
-async fn submit_one(c: &TestCluster, from: usize, item: pb::Submission) -> pb::SubmitResult {
+pub(crate) async fn submit_one(
+    c: &TestCluster,
+    from: usize,
+    item: pb::Submission,
+) -> pb::SubmitResult {
     let mut r = c
         .intake(from)
         .await
@@ -44,14 +53,14 @@ async fn submit_one(c: &TestCluster, from: usize, item: pb::Submission) -> pb::S
     r.pop().expect("one result")
 }
 
-fn stored(r: &pb::SubmitResult) -> Vec<u8> {
+pub(crate) fn stored(r: &pb::SubmitResult) -> Vec<u8> {
     match &r.outcome {
         Some(pb::submit_result::Outcome::RecordId(id)) => id.clone(),
         other => panic!("not stored: {other:?}"),
     }
 }
 
-fn refused(r: &pb::SubmitResult) -> (pb::SubmitErrorCode, String) {
+pub(crate) fn refused(r: &pb::SubmitResult) -> (pb::SubmitErrorCode, String) {
     match &r.outcome {
         Some(pb::submit_result::Outcome::Error(e)) => (
             pb::SubmitErrorCode::try_from(e.code).expect("known code"),
@@ -438,7 +447,8 @@ async fn a_residence_notice_delivered_from_the_home_bureau_is_rejected_and_not_s
     let id = interflow_core::NationalId::parse(&synthetic_id(P), today).unwrap();
     let record = NewRecord {
         channel: ChannelId::new(cc, b),
-        subject: SubjectRef::derive(&node.fed().pseudonym_keys[&agreement], &id),
+        subject: SubjectRef::derive(node.fed().pseudonym_keys[&agreement].newest().1, &id),
+        pseudonym_epoch: node.fed().pseudonym_keys[&agreement].newest().0,
         agreement_id: agreement,
         issued_at_ms: node.now(),
         supersedes: None,

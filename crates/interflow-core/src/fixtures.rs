@@ -63,6 +63,7 @@ pub fn sample_record(age_ms: i64) -> NewRecord {
         channel: a_to_b(),
         agreement_id: "agr-310115-110105".into(),
         subject: subject(),
+        pseudonym_epoch: crate::pseudonym::Epoch::FIRST,
         issued_at_ms: NOW - age_ms,
         supersedes: None,
         idempotency: None,

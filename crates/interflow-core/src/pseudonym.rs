@@ -1,9 +1,14 @@
 //! Pseudonymous subjects: an agreement's secret pseudonym key and the `SubjectRef` it derives
 //! from a national ID, `HMAC-SHA256(key, normalized ID)`. Refs differ between agreements, so a
-//! leaked log names no one and cannot be joined across agreements. This module owns the
-//! derivation and keeps keys and refs out of logs; it does not load, store or distribute keys.
+//! leaked log names no one and cannot be joined across agreements. An agreement's key is
+//! rotated by *epoch* (1, 2, …): new records use the newest epoch and say which one in their
+//! body, and a search by national ID computes her ref under every epoch still kept
+//! ([`EpochKeys`]). This module owns the derivation and keeps keys and refs out of logs; it
+//! does not load, store or distribute keys.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::num::NonZeroU32;
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
@@ -134,6 +139,140 @@ impl fmt::Display for SubjectRef {
 impl fmt::Debug for SubjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
+    }
+}
+
+/// The generation of an agreement's pseudonym key a subject ref was made under: 1 for the key
+/// an agreement starts with, one more for each rotation. In a record body epoch 1 is written as
+/// `0` (absent), so bodies made before epochs existed read as epoch 1 and keep their bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Epoch(NonZeroU32);
+
+/// An epoch number that cannot be one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EpochError {
+    #[error("pseudonym epoch `0` does not exist; epochs count from 1")]
+    Zero,
+    /// Epoch 1 has one encoding only, so a body has one meaning per byte string.
+    #[error("pseudonym epoch 1 is written as `0` (left out) in a record body")]
+    ExplicitFirst,
+}
+
+impl Epoch {
+    pub const FIRST: Epoch = Epoch(NonZeroU32::MIN);
+
+    pub fn new(n: u32) -> Result<Self, EpochError> {
+        NonZeroU32::new(n).map(Epoch).ok_or(EpochError::Zero)
+    }
+
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+
+    /// The epoch a record body's `pseudonym_epoch` field names.
+    pub fn from_wire(n: u32) -> Result<Self, EpochError> {
+        match n {
+            0 => Ok(Self::FIRST),
+            1 => Err(EpochError::ExplicitFirst),
+            n => Self::new(n),
+        }
+    }
+
+    /// The value of a record body's `pseudonym_epoch` field: `0` for epoch 1.
+    pub fn to_wire(self) -> u32 {
+        if self == Self::FIRST { 0 } else { self.get() }
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a set of epoch keys cannot be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EpochKeysError {
+    #[error("pseudonym epoch {0} is listed twice; give each key of an agreement its own epoch")]
+    Duplicate(Epoch),
+    #[error("no pseudonym key given")]
+    Empty,
+}
+
+/// The pseudonym keys of one agreement by epoch; never empty. New refs are made under the
+/// newest; a search by national ID uses every one ([`Self::refs`]). An old epoch is dropped
+/// (left out of the config) once no record made under it is inside retention.
+#[derive(Clone)]
+pub struct EpochKeys(BTreeMap<Epoch, PseudonymKey>);
+
+impl EpochKeys {
+    /// An agreement with one key, at epoch 1.
+    pub fn first(key: PseudonymKey) -> Self {
+        Self(BTreeMap::from([(Epoch::FIRST, key)]))
+    }
+
+    /// The keys of one agreement; each epoch at most once.
+    pub fn new(
+        keys: impl IntoIterator<Item = (Epoch, PseudonymKey)>,
+    ) -> Result<Self, EpochKeysError> {
+        let mut map = BTreeMap::new();
+        for (epoch, key) in keys {
+            if map.insert(epoch, key).is_some() {
+                return Err(EpochKeysError::Duplicate(epoch));
+            }
+        }
+        if map.is_empty() {
+            return Err(EpochKeysError::Empty);
+        }
+        Ok(Self(map))
+    }
+
+    /// The epoch new records are made under, with its key.
+    pub fn newest(&self) -> (Epoch, &PseudonymKey) {
+        // Never empty (checked in every constructor), so this falls back only in theory.
+        self.0
+            .last_key_value()
+            .map(|(e, k)| (*e, k))
+            .unwrap_or_else(|| unreachable!("EpochKeys is never empty"))
+    }
+
+    /// Adds `key` at `epoch` unless that epoch has a key already (which is kept).
+    pub fn add_if_absent(&mut self, epoch: Epoch, key: PseudonymKey) {
+        self.0.entry(epoch).or_insert(key);
+    }
+
+    pub fn get(&self, epoch: Epoch) -> Option<&PseudonymKey> {
+        self.0.get(&epoch)
+    }
+
+    /// The epochs kept, oldest first.
+    pub fn epochs(&self) -> impl Iterator<Item = Epoch> + '_ {
+        self.0.keys().copied()
+    }
+
+    /// The person's ref under every epoch kept, oldest first: what a search by national ID
+    /// looks for.
+    pub fn refs(&self, id: &NationalId) -> Vec<(Epoch, SubjectRef)> {
+        self.0
+            .iter()
+            .map(|(e, k)| (*e, SubjectRef::derive(k, id)))
+            .collect()
+    }
+
+    /// The epoch whose key makes `subject` for `id`, if one kept does.
+    pub fn epoch_of(&self, id: &NationalId, subject: &SubjectRef) -> Option<Epoch> {
+        self.refs(id)
+            .into_iter()
+            .find_map(|(e, r)| (&r == subject).then_some(e))
+    }
+}
+
+impl fmt::Debug for EpochKeys {
+    // Only the epochs: the keys are secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EpochKeys")
+            .field(&self.epochs().map(Epoch::get).collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -279,6 +418,73 @@ mod tests {
         assert_eq!(
             SubjectRef::try_from(&bytes[..0]),
             Err(SubjectRefLengthError { len: 0 })
+        );
+    }
+
+    fn epoch(n: u32) -> Epoch {
+        Epoch::new(n).expect("not zero")
+    }
+
+    #[test]
+    fn epochs_count_from_one_and_epoch_one_is_absent_on_the_wire() {
+        assert_eq!(Epoch::new(0), Err(EpochError::Zero));
+        assert_eq!(Epoch::from_wire(0), Ok(Epoch::FIRST));
+        assert_eq!(Epoch::from_wire(1), Err(EpochError::ExplicitFirst));
+        assert_eq!(Epoch::from_wire(7), Ok(epoch(7)));
+        assert_eq!(Epoch::FIRST.to_wire(), 0);
+        assert_eq!(epoch(2).to_wire(), 2);
+        for n in [0, 2, 3, u32::MAX] {
+            assert_eq!(Epoch::from_wire(n).map(Epoch::to_wire), Ok(n));
+        }
+    }
+
+    #[test]
+    fn new_refs_use_the_newest_epoch_and_searches_use_every_one() {
+        let keys = EpochKeys::new([
+            (epoch(3), key(3)),
+            (Epoch::FIRST, key(1)),
+            (epoch(2), key(2)),
+        ])
+        .expect("distinct epochs");
+        let (newest, k) = keys.newest();
+        assert_eq!(newest, epoch(3));
+        let nid = id("11010519491231002X");
+        assert_eq!(
+            SubjectRef::derive(k, &nid),
+            SubjectRef::derive(&key(3), &nid)
+        );
+        let refs = keys.refs(&nid);
+        assert_eq!(
+            refs,
+            vec![
+                (Epoch::FIRST, SubjectRef::derive(&key(1), &nid)),
+                (epoch(2), SubjectRef::derive(&key(2), &nid)),
+                (epoch(3), SubjectRef::derive(&key(3), &nid)),
+            ]
+        );
+        assert_eq!(keys.epoch_of(&nid, &refs[1].1), Some(epoch(2)));
+        let other = SubjectRef::derive(&key(9), &nid);
+        assert_eq!(keys.epoch_of(&nid, &other), None);
+        assert_eq!(format!("{keys:?}"), "EpochKeys([1, 2, 3])");
+    }
+
+    #[test]
+    fn an_agreement_without_rotation_has_epoch_one_only() {
+        let keys = EpochKeys::first(key(1));
+        assert_eq!(keys.newest().0, Epoch::FIRST);
+        assert_eq!(keys.epochs().collect::<Vec<_>>(), vec![Epoch::FIRST]);
+    }
+
+    #[test]
+    fn duplicate_epochs_and_no_keys_are_refused() {
+        assert_eq!(
+            EpochKeys::new([(epoch(2), key(1)), (epoch(2), key(2))]).map(|_| ()),
+            Err(EpochKeysError::Duplicate(epoch(2)))
+        );
+        assert_eq!(EpochKeys::new([]).map(|_| ()), Err(EpochKeysError::Empty));
+        assert_eq!(
+            EpochKeysError::Duplicate(epoch(2)).to_string(),
+            "pseudonym epoch 2 is listed twice; give each key of an agreement its own epoch"
         );
     }
 }

@@ -15,7 +15,7 @@ use crate::directory::{
 use crate::idempotency::IdempotencyDigest;
 use crate::payload::{Kind, Payload, PayloadError, ValidationRules};
 use crate::pb;
-use crate::pseudonym::SubjectRef;
+use crate::pseudonym::{Epoch, SubjectRef};
 use crate::region::RegionCode;
 use crate::sign::{self, Domain, SignatureError};
 use crate::sm2_suite::Sm2SigningKey;
@@ -333,6 +333,8 @@ impl DecodedRecord {
             .map_err(|reason| bad("agreement_id", reason))?;
         let subject = SubjectRef::try_from(body.subject_ref.as_slice())
             .map_err(|e| bad("subject_ref", e.to_string()))?;
+        Epoch::from_wire(body.pseudonym_epoch)
+            .map_err(|e| bad("pseudonym_epoch", e.to_string()))?;
         let supersedes = match body.supersedes.len() {
             0 => None,
             _ => Some(
@@ -459,6 +461,11 @@ impl DecodedRecord {
     pub fn subject(&self) -> &SubjectRef {
         &self.subject
     }
+    /// The epoch of the agreement's pseudonym key the subject ref was made under.
+    pub fn pseudonym_epoch(&self) -> Epoch {
+        // Checked in `decode`.
+        Epoch::from_wire(self.body.pseudonym_epoch).unwrap_or(Epoch::FIRST)
+    }
     pub fn issued_at_ms(&self) -> UnixMillis {
         self.body.issued_at_ms
     }
@@ -552,6 +559,8 @@ pub struct NewRecord {
     pub channel: ChannelId,
     pub agreement_id: String,
     pub subject: SubjectRef,
+    /// The epoch of the agreement's pseudonym key `subject` was made under.
+    pub pseudonym_epoch: Epoch,
     pub issued_at_ms: UnixMillis,
     pub supersedes: Option<RecordId>,
     /// The keyed digest of the submitter's idempotency key, carried in the signed body.
@@ -593,6 +602,7 @@ impl NewRecord {
             supersedes: self.supersedes.map(|r| r.0.to_vec()).unwrap_or_default(),
             idempotency_digest: self.idempotency.map(|d| d.0.to_vec()).unwrap_or_default(),
             payload: Some(pb::record_body::Payload::from(&self.payload)),
+            pseudonym_epoch: self.pseudonym_epoch.to_wire(),
         }
     }
 

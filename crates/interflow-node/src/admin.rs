@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::audited::{caller_name, read_note};
 use crate::error::NodeError;
 use crate::node::Node;
+use crate::person::{PersonRefs, person_refs, records_of};
 use crate::wire;
 
 #[derive(Debug, Clone)]
@@ -34,9 +35,6 @@ fn subject_digest(s: &SubjectRef) -> String {
     format!("ref:{}", hex::encode(&s.as_bytes()[..8]))
 }
 
-/// A person's subject ref under one agreement.
-type PersonRef = (String, interflow_core::RegionCode, SubjectRef);
-
 /// The fewest hex digits of a record id `Admin.GetRecord` looks up by prefix.
 const MIN_ID_PREFIX: usize = 8;
 
@@ -44,26 +42,22 @@ const MIN_ID_PREFIX: usize = 8;
 const MAX_PREFIX_MATCHES: usize = 100;
 
 impl AdminService {
-    /// Validates a national ID and computes the person's ref under each agreement (refs differ
-    /// between agreements by design). Returns the masked ID; the ID itself goes no further.
-    fn person(&self, national_id: &str) -> Result<(String, Vec<PersonRef>), NodeError> {
+    /// Validates a national ID and computes the person's ref under each agreement and each
+    /// pseudonym epoch kept (refs differ between agreements and epochs by design). Returns the
+    /// masked ID and the digests of every ref for the audit entry; the ID goes no further.
+    fn person(
+        &self,
+        national_id: &str,
+    ) -> Result<(String, Vec<PersonRefs>, Vec<String>), NodeError> {
         let today = latest_permitted_date(self.node.now(), 0);
         let id = NationalId::parse(national_id, today)
             .map_err(|e| NodeError::bad_field("national_id", e))?;
-        let fed = self.node.fed();
-        let refs = fed
-            .agreements
+        let refs = person_refs(&self.node.fed(), self.node.region, &id);
+        let digests = refs
             .iter()
-            .filter_map(|a| {
-                let key = fed.pseudonym_keys.get(&a.id)?;
-                Some((
-                    a.id.clone(),
-                    a.peer_of(self.node.region)?,
-                    SubjectRef::derive(key, &id),
-                ))
-            })
+            .flat_map(|p| p.refs.iter().map(subject_digest))
             .collect();
-        Ok((id.masked(), refs))
+        Ok((id.masked(), refs, digests))
     }
 
     /// The one stored record id that starts with the hex digits `prefix` (at least
@@ -402,22 +396,23 @@ impl AdminService {
         req: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::LookupResponse>, NodeError> {
         let note = read_note(req.get_ref().purpose, &req.get_ref().case_ref)?;
-        let (masked, refs) = self.person(&req.get_ref().national_id)?;
-        self.audited_why(
-            &req,
-            "Admin.Lookup",
-            refs.iter().map(|(_, _, r)| subject_digest(r)).collect(),
-            note,
-        )
-        .await?;
+        let (masked, refs, digests) = self.person(&req.get_ref().national_id)?;
+        self.audited_why(&req, "Admin.Lookup", digests, note)
+            .await?;
         let resp = self
             .node
             .store
             .call(move |store| {
                 let mut current = Vec::new();
                 let mut timeline = Vec::new();
-                for (agreement, peer, subject) in refs {
-                    let records = store.subject_records(&subject)?;
+                for PersonRefs {
+                    agreement,
+                    peer,
+                    refs,
+                } in refs
+                {
+                    // Her records under every epoch: a status is current across a rotation.
+                    let records = records_of(store, &refs)?;
                     for kind in Kind::ALL {
                         // A status that crossed our DEPARTED notice is kept but never current.
                         if let Some(r) = crate::residence::current_excluding_after_departure(
@@ -609,8 +604,7 @@ impl AdminService {
         req: Request<pb::DisclosureRequest>,
     ) -> Result<Response<pb::DisclosureResponse>, NodeError> {
         let note = read_note(req.get_ref().purpose, &req.get_ref().case_ref)?;
-        let (masked, refs) = self.person(&req.get_ref().national_id)?;
-        let digests: Vec<String> = refs.iter().map(|(_, _, r)| subject_digest(r)).collect();
+        let (masked, refs, digests) = self.person(&req.get_ref().national_id)?;
         self.audited_why(&req, "Admin.Disclosure", digests.clone(), note)
             .await?;
         let n = self.node.clone();
@@ -620,8 +614,8 @@ impl AdminService {
             .call(move |store| {
                 let mut exchanges = Vec::new();
                 let mut record_ids = std::collections::HashSet::new();
-                for (_, _, subject) in &refs {
-                    for r in store.subject_records(subject)? {
+                for p in &refs {
+                    for r in records_of(store, &p.refs)? {
                         let c = r.channel();
                         let outbound = c.origin == n.region;
                         let acknowledged = outbound && store.channel_state(c)?.acked_seq >= r.seq();

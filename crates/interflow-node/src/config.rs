@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use interflow_core::agreement::{Agreement, AgreementSet};
 use interflow_core::directory::Directory;
-use interflow_core::pseudonym::PseudonymKey;
+use interflow_core::pseudonym::{Epoch, EpochKeys, PseudonymKey};
 use interflow_core::{RegionCode, keys, pb};
 use prost::Message;
 use serde::Deserialize;
@@ -143,7 +143,22 @@ fn default_watch_interval_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 struct RawPseudonymKey {
     agreement: String,
+    /// The key's epoch: 1 for the key an agreement starts with, one more per rotation.
+    #[serde(default = "first_epoch")]
+    epoch: u32,
     key_file: PathBuf,
+}
+
+fn first_epoch() -> u32 {
+    1
+}
+
+/// One `[[pseudonym_keys]]` entry: the key file of one epoch of one agreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PseudonymKeyFile {
+    pub agreement: String,
+    pub epoch: Epoch,
+    pub path: PathBuf,
 }
 
 /// Delivery worker tuning.
@@ -474,7 +489,7 @@ pub struct Config {
     pub termination_grace_days: u32,
     /// `[federation] watch_interval_ms`: `None` when 0 (no watching, SIGHUP only).
     pub watch_interval: Option<std::time::Duration>,
-    pub pseudonym_keys: Vec<(String, PathBuf)>,
+    pub pseudonym_keys: Vec<PseudonymKeyFile>,
     pub delivery: Delivery,
     pub reconcile: Reconcile,
     pub limits: Limits,
@@ -489,7 +504,7 @@ pub struct Material {
     /// The directory as the operator signed it: served to peers and persisted.
     pub signed_directory: pb::SignedDirectory,
     pub agreements: AgreementSet,
-    pub pseudonym_keys: HashMap<String, PseudonymKey>,
+    pub pseudonym_keys: HashMap<String, EpochKeys>,
 }
 
 fn addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -512,6 +527,39 @@ fn must_exist(key: impl Into<String>, p: &Path) -> Result<(), ConfigError> {
     }
 }
 
+/// The `[[pseudonym_keys]]` entries with absolute paths: epochs count from 1 and an agreement
+/// lists each epoch once.
+fn pseudonym_key_files(
+    raw: &[RawPseudonymKey],
+    abs: impl Fn(&Path) -> PathBuf,
+) -> Result<Vec<PseudonymKeyFile>, ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    raw.iter()
+        .map(|k| {
+            let epoch = Epoch::new(k.epoch).map_err(|e| {
+                invalid(
+                    "pseudonym_keys.epoch",
+                    format!("agreement `{}`: {e}", k.agreement),
+                )
+            })?;
+            if !seen.insert((k.agreement.as_str(), epoch)) {
+                return Err(invalid(
+                    "pseudonym_keys.epoch",
+                    format!(
+                        "agreement `{}` lists epoch {epoch} twice; give each key of an agreement its own epoch (a rotation adds the next one)",
+                        k.agreement
+                    ),
+                ));
+            }
+            Ok(PseudonymKeyFile {
+                agreement: k.agreement.clone(),
+                epoch,
+                path: abs(&k.key_file),
+            })
+        })
+        .collect()
+}
+
 impl Config {
     /// The files a reload reads: the config file itself and every file it names for
     /// certificates, CRLs, the directory, agreements and keys.
@@ -527,7 +575,7 @@ impl Config {
             files.extend(t.crls.iter().cloned());
         }
         files.extend(self.agreements.iter().cloned());
-        files.extend(self.pseudonym_keys.iter().map(|(_, p)| p.clone()));
+        files.extend(self.pseudonym_keys.iter().map(|k| k.path.clone()));
         files
     }
 
@@ -643,11 +691,7 @@ impl Config {
             termination_grace_days: raw.federation.termination_grace_days,
             watch_interval: (raw.federation.watch_interval_ms > 0)
                 .then(|| std::time::Duration::from_millis(raw.federation.watch_interval_ms)),
-            pseudonym_keys: raw
-                .pseudonym_keys
-                .iter()
-                .map(|k| (k.agreement.clone(), abs(&k.key_file)))
-                .collect(),
+            pseudonym_keys: pseudonym_key_files(&raw.pseudonym_keys, abs)?,
             delivery: raw.delivery,
             reconcile: raw.reconcile,
             limits: raw.limits,
@@ -672,8 +716,8 @@ impl Config {
         for a in &self.agreements {
             must_exist("federation.agreements", a)?;
         }
-        for (_, p) in &self.pseudonym_keys {
-            must_exist("pseudonym_keys.key_file", p)?;
+        for k in &self.pseudonym_keys {
+            must_exist("pseudonym_keys.key_file", &k.path)?;
         }
         Ok(())
     }
@@ -738,11 +782,21 @@ impl Config {
             }
             agreements.push(a);
         }
+        let mut by_agreement: HashMap<String, Vec<(Epoch, PseudonymKey)>> = HashMap::new();
+        for k in &self.pseudonym_keys {
+            let key = keys::load_pseudonym_key(&k.path)
+                .map_err(|e| bad("pseudonym_keys.key_file", &k.path, e.to_string()))?;
+            by_agreement
+                .entry(k.agreement.clone())
+                .or_default()
+                .push((k.epoch, key));
+        }
         let mut pseudonym_keys = HashMap::new();
-        for (id, p) in &self.pseudonym_keys {
-            let k = keys::load_pseudonym_key(p)
-                .map_err(|e| bad("pseudonym_keys.key_file", p, e.to_string()))?;
-            pseudonym_keys.insert(id.clone(), k);
+        for (id, keys) in by_agreement {
+            // Distinct epochs were checked when parsing, so this cannot fail here.
+            let keys = EpochKeys::new(keys)
+                .map_err(|e| invalid("pseudonym_keys", format!("agreement `{id}`: {e}")))?;
+            pseudonym_keys.insert(id, keys);
         }
         for a in &agreements {
             if !pseudonym_keys.contains_key(&a.id) {
@@ -896,6 +950,70 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("version"), "{err}");
+    }
+
+    /// The starter with `extra` `[[pseudonym_keys]]` entries for its agreement (key files made).
+    fn with_epochs(dir: &Path, extra: &[&str]) -> Result<Config, ConfigError> {
+        write_files(dir);
+        let mut text = starter("310115".parse().unwrap());
+        for (i, e) in extra.iter().enumerate() {
+            let file = format!("agreements/epoch-{i}.key");
+            std::fs::write(dir.join(&file), "x").unwrap();
+            text.push_str(&format!(
+                "\n[[pseudonym_keys]]\nagreement = \"agr-310115-110105\"\n{e}\nkey_file = \"{file}\"\n"
+            ));
+        }
+        Config::parse(&dir.join("interflow.toml"), &text)
+    }
+
+    #[test]
+    fn pseudonym_keys_have_epochs_that_default_to_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = with_epochs(dir.path(), &[]).unwrap();
+        assert_eq!(one.pseudonym_keys.len(), 1);
+        assert_eq!(one.pseudonym_keys[0].epoch, Epoch::FIRST);
+        // An entry written before epochs existed (no `epoch`) is epoch 1.
+        let text = starter("310115".parse().unwrap()).replace("epoch = 1\n", "");
+        assert!(!text.contains("epoch ="), "{text}");
+        let old = Config::parse(&dir.path().join("interflow.toml"), &text).unwrap();
+        assert_eq!(old.pseudonym_keys, one.pseudonym_keys);
+        let rotated = with_epochs(dir.path(), &["epoch = 3", "epoch = 2"]).unwrap();
+        let epochs: Vec<u32> = rotated
+            .pseudonym_keys
+            .iter()
+            .map(|k| k.epoch.get())
+            .collect();
+        assert_eq!(epochs, vec![1, 3, 2]);
+        assert_eq!(
+            rotated.pseudonym_keys[1].path,
+            dir.path().join("agreements/epoch-0.key")
+        );
+    }
+
+    #[test]
+    fn a_duplicate_epoch_or_epoch_zero_is_refused_with_the_agreement_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = with_epochs(dir.path(), &["epoch = 2", "epoch = 2"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config key `pseudonym_keys.epoch`: agreement `agr-310115-110105` lists epoch 2 twice; give each key of an agreement its own epoch (a rotation adds the next one)"
+        );
+        // A second entry without `epoch` is epoch 1 again.
+        let err = with_epochs(dir.path(), &[""]).unwrap_err().to_string();
+        assert!(err.contains("lists epoch 1 twice"), "{err}");
+        let err = with_epochs(dir.path(), &["epoch = 0"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config key `pseudonym_keys.epoch`: agreement `agr-310115-110105`: pseudonym epoch `0` does not exist; epochs count from 1"
+        );
+        // The same epoch under two agreements is fine.
+        let mut text = starter("310115".parse().unwrap());
+        text.push_str("\n[[pseudonym_keys]]\nagreement = \"agr-other\"\nkey_file = \"agreements/agr-310115-110105.key\"\n");
+        Config::parse(&dir.path().join("interflow.toml"), &text).unwrap();
     }
 
     #[test]

@@ -11,24 +11,25 @@ use interflow_core::accept::AcceptContext;
 use interflow_core::agreement::AgreementSet;
 use interflow_core::directory::Directory;
 use interflow_core::payload::ValidationRules;
-use interflow_core::pseudonym::PseudonymKey;
+use interflow_core::pseudonym::EpochKeys;
 
 /// One consistent view of the federation.
 pub struct Federation {
     pub directory: Directory,
     pub agreements: AgreementSet,
-    pub pseudonym_keys: HashMap<String, PseudonymKey>,
+    /// Each agreement's pseudonym keys by epoch (new records use the newest).
+    pub pseudonym_keys: HashMap<String, EpochKeys>,
 }
 
 impl std::fmt::Debug for Federation {
-    // Pseudonym keys are secrets: only their agreement ids are shown.
+    // Pseudonym keys are secrets: only their agreement ids and epochs are shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Federation")
             .field("directory", &self.directory)
             .field("agreements", &self.agreements)
             .field(
                 "pseudonym_keys",
-                &self.pseudonym_keys.keys().collect::<Vec<_>>(),
+                &self.pseudonym_keys.iter().collect::<Vec<_>>(),
             )
             .finish()
     }

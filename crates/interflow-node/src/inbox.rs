@@ -10,7 +10,6 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use interflow_core::payload::Kind;
 use interflow_core::pb;
-use interflow_core::pseudonym::SubjectRef;
 use interflow_core::record::{ChannelId, DecodedRecord};
 use interflow_core::time::latest_permitted_date;
 use interflow_core::{NationalId, RegionCode};
@@ -23,6 +22,7 @@ use crate::audited::{caller_name, read_note};
 use crate::error::NodeError;
 use crate::metrics::ConsumerLabel;
 use crate::node::Node;
+use crate::person::{PersonRefs, person_refs, records_of};
 use crate::residence;
 
 /// Items per Pull by default, and at most.
@@ -251,25 +251,15 @@ impl InboxService {
         let mut stream = req.into_inner();
         let node = &self.node;
         let today = latest_permitted_date(node.now(), 0);
-        // Each agreement this node is a party to, with its pseudonym key.
-        let agreements: Vec<(String, RegionCode, interflow_core::pseudonym::PseudonymKey)> = node
-            .fed()
-            .agreements
-            .iter()
-            .filter_map(|a| {
-                Some((
-                    a.id.clone(),
-                    a.peer_of(node.region)?,
-                    node.fed().pseudonym_keys.get(&a.id)?.clone(),
-                ))
-            })
-            .collect();
+        // One snapshot for the whole call: every ID is computed under the same agreements
+        // and pseudonym epochs.
+        let fed = node.fed();
         let mut purpose = None;
         let mut received = 0u32;
         let mut invalid = Vec::new();
-        // (index, agreement, peer, ref): the IDs themselves are dropped as soon as they are
-        // computed to refs.
-        let mut refs: Vec<(u32, String, RegionCode, SubjectRef)> = Vec::new();
+        // (index, her refs under one agreement and every epoch): the IDs themselves are
+        // dropped as soon as they are computed to refs.
+        let mut refs: Vec<(u32, PersonRefs)> = Vec::new();
         while let Some(msg) = stream.next().await {
             let msg = msg.map_err(|s| {
                 NodeError::InvalidArgument(format!("the request stream failed: {}", s.message()))
@@ -295,9 +285,9 @@ impl InboxService {
                 received += 1;
                 match NationalId::parse(&id, today) {
                     Ok(nid) => refs.extend(
-                        agreements
-                            .iter()
-                            .map(|(a, p, k)| (index, a.clone(), *p, SubjectRef::derive(k, &nid))),
+                        person_refs(&fed, node.region, &nid)
+                            .into_iter()
+                            .map(|p| (index, p)),
                     ),
                     Err(_) => invalid.push(index),
                 }
@@ -314,10 +304,18 @@ impl InboxService {
             .store
             .call(move |s| {
                 let mut out: Vec<pb::MatchResult> = Vec::new();
-                for (index, agreement, peer, subject) in refs {
-                    // All of the subject's records, ours too: a status after our DEPARTED
-                    // notice is never current.
-                    let all = s.subject_records(&subject)?;
+                for (
+                    index,
+                    PersonRefs {
+                        agreement,
+                        peer,
+                        refs,
+                    },
+                ) in refs
+                {
+                    // All of her records under every epoch, ours too: a status after our
+                    // DEPARTED notice is never current.
+                    let all = records_of(s, &refs)?;
                     let inbound = ChannelId::new(peer, me);
                     if !all.iter().any(|r| r.channel() == inbound) {
                         continue;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use interflow_core::RegionCode;
 use interflow_core::agreement::{Agreement, AgreementSet};
+use interflow_core::pseudonym::{Epoch, EpochKeys};
 use interflow_core::{keys, pb};
 use interflow_store::InstalledAgreement;
 use prost::Message;
@@ -38,11 +39,17 @@ impl Node {
         Ok((a, key))
     }
 
-    /// Puts `a` in force with its pseudonym key (a new partner gets a delivery worker).
+    /// Puts `a` in force with its pseudonym key as epoch 1 (a new partner gets a delivery
+    /// worker). Later epochs the config file lists for the agreement (a rotation) stay.
     fn put_in_force(self: &Arc<Self>, a: Agreement, key: interflow_core::pseudonym::PseudonymKey) {
         let cur = self.fed();
         let mut pseudonym_keys = cur.pseudonym_keys.clone();
-        pseudonym_keys.insert(a.id.clone(), key);
+        match pseudonym_keys.get_mut(&a.id) {
+            Some(keys) => keys.add_if_absent(Epoch::FIRST, key),
+            None => {
+                pseudonym_keys.insert(a.id.clone(), EpochKeys::first(key));
+            }
+        }
         let id = a.id.clone();
         let agreements = AgreementSet::new(
             cur.agreements

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use interflow_core::agreement::CoverError;
-use interflow_core::idempotency::IdempotencyKey;
+use interflow_core::idempotency::{IdempotencyDigest, IdempotencyKey};
 use interflow_core::payload::{Payload, ResidenceEvent};
 use interflow_core::pb;
 use interflow_core::pseudonym::SubjectRef;
-use interflow_core::record::{ChannelId, NewRecord, RecordId};
+use interflow_core::record::{ChannelId, DecodedRecord, NewRecord, RecordId};
 use interflow_core::time::latest_permitted_date;
 use interflow_core::{NationalId, RegionCode};
 use interflow_store::{AppendOutcome, AuditNote, GroupAudit, OutboundGroup, Store};
@@ -174,6 +174,21 @@ fn error(code: Code, field: &str, reason: impl Into<String>) -> pb::SubmitResult
     }
 }
 
+/// The record first submitted under an idempotency digest, if it is still readable.
+fn first_submission(store: &Store, digest: &IdempotencyDigest) -> Option<DecodedRecord> {
+    let read = store
+        .submitted_under(digest)
+        .and_then(|id| id.map(|id| store.get(id)).transpose());
+    match read {
+        Ok(r) => r.flatten(),
+        Err(e) => {
+            // The append that follows reads the same entry and reports the failure.
+            tracing::error!(error = %e, "reading an earlier submission");
+            None
+        }
+    }
+}
+
 impl Node {
     /// Turns one submission into a record to seal, or the precise reason it cannot be.
     fn prepare(&self, store: &Store, item: pb::Submission) -> Result<NewRecord, pb::SubmitResult> {
@@ -252,7 +267,7 @@ impl Node {
         if agreement.month_dates {
             payload.coarsen_dates();
         }
-        let key = fed.pseudonym_keys.get(&agreement.id).ok_or_else(|| {
+        let keys = fed.pseudonym_keys.get(&agreement.id).ok_or_else(|| {
             tracing::error!(agreement = %agreement.id, "no pseudonym key for agreement");
             error(
                 Code::NoAgreement,
@@ -260,7 +275,10 @@ impl Node {
                 "this node has no pseudonym key for the agreement",
             )
         })?;
-        let subject = SubjectRef::derive(key, &id);
+        // Her refs under every epoch kept, oldest first; a new record uses the newest.
+        let refs: Vec<SubjectRef> = keys.refs(&id).into_iter().map(|(_, r)| r).collect();
+        let (mut epoch, newest) = keys.newest();
+        let mut subject = SubjectRef::derive(newest, &id);
         // Status follows residence: this node is the home bureau, so a new status goes to the
         // destination only while its latest residence notice for her is ARRIVED (no notice at
         // all counts as not resident). A retraction withdraws an error and is always allowed.
@@ -269,7 +287,7 @@ impl Node {
             && agreement.status_follows_residence
             && agreement.residence_home() == Some(self.region)
         {
-            let records = store.subject_records(&subject).map_err(|e| {
+            let records = crate::person::records_of(store, &refs).map_err(|e| {
                 tracing::error!(error = %e, "reading residence notices");
                 error(
                     Code::NotResident,
@@ -299,18 +317,32 @@ impl Node {
                 ),
             ));
         }
+        let digest = idempotency_key.digest(self.signer().digest_key());
+        // After a rotation, a resubmission of a record made under an older epoch keeps that
+        // epoch, so it is recognised as the same record, not an idempotency conflict. (Only
+        // agreements with several epochs pay for the extra read.)
+        if keys.epochs().nth(1).is_some()
+            && let Some(prior) = first_submission(store, &digest)
+            && let Some(e) = keys.epoch_of(&id, prior.subject())
+        {
+            (epoch, subject) = (e, *prior.subject());
+        }
         if let Some(target) = supersedes {
-            let ok = match store.get(target) {
-                Ok(Some(r)) => {
-                    r.channel() == channel && r.subject() == &subject && r.kind() == kind
+            let found = match store.get(target) {
+                Ok(Some(r)) if r.channel() == channel && r.kind() == kind => {
+                    keys.epoch_of(&id, r.subject()).map(|e| (e, *r.subject()))
                 }
-                Ok(None) => false,
+                Ok(_) => None,
                 Err(e) => {
                     tracing::error!(error = %e, "reading superseded record");
-                    false
+                    None
                 }
             };
-            if !ok {
+            // A correction or retraction keeps the epoch of the record it supersedes, so a
+            // record and its corrections stay under one ref (the receiver links them by ref).
+            if let Some((e, s)) = found {
+                (epoch, subject) = (e, s);
+            } else {
                 return Err(error(
                     Code::InvalidSupersedes,
                     "supersedes",
@@ -323,9 +355,10 @@ impl Node {
             channel,
             agreement_id: agreement.id.clone(),
             subject,
+            pseudonym_epoch: epoch,
             issued_at_ms: now,
             supersedes,
-            idempotency: Some(idempotency_key.digest(self.signer().digest_key())),
+            idempotency: Some(digest),
             payload,
         })
     }

@@ -22,6 +22,7 @@ pub mod install;
 pub mod intake;
 pub mod metrics;
 pub mod node;
+pub mod person;
 pub mod process;
 pub mod reconcile;
 pub mod rejects;

@@ -1,14 +1,19 @@
 //! Reloading at runtime (SIGHUP, `Admin.Reload`): the config file is read again and its
 //! certificates, CRLs, directory and agreements are installed together. Everything is loaded
 //! and checked before anything is installed, so a bad file keeps the old state; a directory
-//! with a lower serial than the installed one is a rollback and is refused.
+//! with a lower serial than the installed one is a rollback and is refused, and so is a config
+//! that drops a pseudonym epoch whose records are still inside retention.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use interflow_core::RegionCode;
 use interflow_core::directory::Directory;
 use interflow_core::pb;
+use interflow_core::pseudonym::{Epoch, EpochKeys};
+use interflow_core::record::ChannelId;
+use interflow_core::time::rfc3339;
 use interflow_tls::ReloadableServerConfig;
 use prost::Message as _;
 
@@ -45,6 +50,17 @@ pub enum ReloadError {
     Persist(std::io::Error),
     #[error("{0}")]
     Signer(#[from] crate::signer::NotListed),
+    #[error(
+        "pseudonym epoch {epoch} of agreement `{agreement}` is no longer listed, but records made under it are inside retention (the newest issued {newest}, kept until {until}); keep its `[[pseudonym_keys]]` entry until then"
+    )]
+    EpochInUse {
+        agreement: String,
+        epoch: Epoch,
+        newest: String,
+        until: String,
+    },
+    #[error("checking the records of a dropped pseudonym epoch: {0}")]
+    Store(String),
 }
 
 /// The installed directory's copy in the data directory, so a restart does not roll back to
@@ -200,6 +216,8 @@ impl Node {
             &material.directory,
             self.now(),
         )?;
+        self.check_dropped_epochs(&current, &material.pseudonym_keys)
+            .await?;
         for (listener, tls) in self.server_tls() {
             reload_tls(listener, tls)?;
         }
@@ -220,11 +238,64 @@ impl Node {
         Ok(self.fed())
     }
 
+    /// Refuses a config that drops a pseudonym epoch of an agreement in force while records
+    /// made under it are inside retention: searches by national ID would stop finding them.
+    /// An agreement dropped altogether is not checked (its records follow the retention of
+    /// agreements known nowhere).
+    async fn check_dropped_epochs(
+        &self,
+        current: &Federation,
+        next: &HashMap<String, EpochKeys>,
+    ) -> Result<(), ReloadError> {
+        let me = self.region;
+        let dropped: Vec<(String, RegionCode, Epoch, u32)> = current
+            .agreements
+            .iter()
+            .filter_map(|a| {
+                let (was, now) = (current.pseudonym_keys.get(&a.id)?, next.get(&a.id)?);
+                let peer = a.peer_of(me)?;
+                Some(
+                    was.epochs()
+                        .filter(|e| now.get(*e).is_none())
+                        .map(|e| (a.id.clone(), peer, e, a.retention_days))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .flatten()
+            .collect();
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let found = self
+            .store
+            .call(move |s| {
+                for (agreement, peer, epoch, days) in dropped {
+                    for c in [ChannelId::new(me, peer), ChannelId::new(peer, me)] {
+                        if let Some(t) = s.newest_under_epoch(c, &agreement, epoch)? {
+                            return Ok(Some((agreement, epoch, t, days)));
+                        }
+                    }
+                }
+                Ok(None)
+            })
+            .await
+            .map_err(|e| ReloadError::Store(e.to_string()))?;
+        match found {
+            None => Ok(()),
+            Some((agreement, epoch, newest, days)) => Err(ReloadError::EpochInUse {
+                agreement,
+                epoch,
+                newest: rfc3339(newest),
+                until: rfc3339(newest.saturating_add(i64::from(days) * 86_400_000)),
+            }),
+        }
+    }
+
     fn check_not_expired(&self, d: &Directory) -> Result<(), ReloadError> {
         match d.expires_at_ms {
             Some(t) if d.expired_at(self.now()) => Err(ReloadError::Expired {
                 serial: d.serial,
-                expired: interflow_core::time::rfc3339(t),
+                expired: rfc3339(t),
             }),
             _ => Ok(()),
         }

@@ -287,6 +287,11 @@ impl Store {
         })
     }
 
+    /// The record first submitted under idempotency digest `digest`, if any.
+    pub fn submitted_under(&self, digest: &IdempotencyDigest) -> Result<Option<RecordId>> {
+        Ok(self.intake_entry(digest)?.map(|(id, _)| id))
+    }
+
     fn intake_entry(&self, digest: &IdempotencyDigest) -> Result<Option<(RecordId, [u8; 32])>> {
         let Some(v) = self.db()?.get(keys::intake(digest))? else {
             return Ok(None);

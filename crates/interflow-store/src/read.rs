@@ -5,8 +5,9 @@
 
 use interflow_core::RegionCode;
 use interflow_core::payload::Kind;
-use interflow_core::pseudonym::SubjectRef;
+use interflow_core::pseudonym::{Epoch, SubjectRef};
 use interflow_core::record::{ChannelId, DecodedRecord, RecordId};
+use interflow_core::time::UnixMillis;
 
 use crate::engine::decode_record_key;
 use crate::error::{Place, corrupt, undecodable};
@@ -45,6 +46,29 @@ impl Store {
     /// The record at `(channel, seq)`; `None` when absent or erased.
     pub fn record_at(&self, c: ChannelId, seq: u64) -> Result<Option<DecodedRecord>> {
         Ok(self.entry_at(c, seq)?.and_then(Stored::record))
+    }
+
+    /// The newest issue time among the records of `agreement` on `c` still readable (not
+    /// erased by retention) whose subject ref was made under pseudonym `epoch`; `None` when
+    /// there is none. Reads the whole channel: for the rare check before an epoch's key is
+    /// dropped, not for a request path.
+    pub fn newest_under_epoch(
+        &self,
+        c: ChannelId,
+        agreement: &str,
+        epoch: Epoch,
+    ) -> Result<Option<UnixMillis>> {
+        let (head, _) = self.head(c);
+        let mut newest = None;
+        for seq in 1..=head {
+            if let Some(r) = self.record_at(c, seq)?
+                && r.agreement_id() == agreement
+                && r.pseudonym_epoch() == epoch
+            {
+                newest = newest.max(Some(r.issued_at_ms()));
+            }
+        }
+        Ok(newest)
     }
 
     /// What is stored for a record id: the record or its erased stub.

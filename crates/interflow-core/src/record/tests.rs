@@ -237,6 +237,45 @@ fn the_idempotency_digest_travels_signed_and_leaves_the_content_hash_alone() {
 }
 
 #[test]
+fn the_pseudonym_epoch_is_in_the_body_and_epoch_one_keeps_the_old_bytes() {
+    use crate::pseudonym::Epoch;
+    let k = key(1);
+    // Epoch 1 leaves the field out: the bytes are those of a body from before epochs.
+    let first = sample(0).seal(1, RecordId::ZERO, &k).unwrap();
+    assert_eq!(first.body().pseudonym_epoch, 0);
+    assert_eq!(first.pseudonym_epoch(), Epoch::FIRST);
+    let mut rotated = sample(0);
+    rotated.pseudonym_epoch = Epoch::new(2).unwrap();
+    let second = rotated.seal(1, RecordId::ZERO, &k).unwrap();
+    assert_eq!(second.pseudonym_epoch(), Epoch::new(2).unwrap());
+    let decoded = DecodedRecord::decode(second.signed().clone()).unwrap();
+    assert_eq!(decoded.pseudonym_epoch(), Epoch::new(2).unwrap());
+    assert_ne!(first.id(), second.id());
+    assert_ne!(first.content_hash(), second.content_hash());
+}
+
+#[test]
+fn an_explicit_epoch_one_is_refused() {
+    let k = key(1);
+    let mut body = sample(0).body(1, RecordId::ZERO);
+    body.pseudonym_epoch = 1;
+    let body = body.encode_to_vec();
+    let signature = sign::sign(&k, Domain::Record, &body).to_vec();
+    let signed = pb::SignedRecord {
+        alg: pb::SignatureAlgorithm::Ed25519 as i32,
+        body,
+        signature,
+    };
+    assert!(matches!(
+        DecodedRecord::decode(signed),
+        Err(RecordError::BadField {
+            field: "pseudonym_epoch",
+            ..
+        })
+    ));
+}
+
+#[test]
 fn a_placed_record_signed_later_is_what_decoding_its_bytes_gives() {
     let k = key(1);
     let placed = sample(0).place(3, RecordId([7; 32]), (&k).into()).unwrap();

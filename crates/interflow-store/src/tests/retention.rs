@@ -101,3 +101,50 @@ fn records_of_unknown_agreements_are_kept() {
     );
     assert_eq!(s.records_from(a_to_b(), 1, 10).unwrap().len(), 2);
 }
+
+#[test]
+fn the_newest_record_of_a_pseudonym_epoch_is_found_until_retention_erases_it() {
+    use interflow_core::pseudonym::Epoch;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let epoch2 = Epoch::new(2).unwrap();
+    let made = |age_ms: i64, epoch: Epoch| NewRecord {
+        pseudonym_epoch: epoch,
+        ..interflow_core::fixtures::sample_record(age_ms)
+    };
+    let items = [
+        made(3_000, Epoch::FIRST),
+        made(2_000, Epoch::FIRST),
+        made(1_000, epoch2),
+    ];
+    s.append_outbound(&key(), &items).unwrap();
+    let (c, agreement) = (a_to_b(), "agr-310115-110105");
+    assert_eq!(
+        s.newest_under_epoch(c, agreement, Epoch::FIRST).unwrap(),
+        Some(NOW - 2_000)
+    );
+    assert_eq!(
+        s.newest_under_epoch(c, agreement, epoch2).unwrap(),
+        Some(NOW - 1_000)
+    );
+    assert_eq!(
+        s.newest_under_epoch(c, agreement, Epoch::new(3).unwrap())
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.newest_under_epoch(c, "agr-other", Epoch::FIRST).unwrap(),
+        None
+    );
+    assert_eq!(
+        s.newest_under_epoch(c.reverse(), agreement, Epoch::FIRST)
+            .unwrap(),
+        None
+    );
+    s.erase_expired(NOW + 31 * 86_400_000, &|_| Some(30))
+        .unwrap();
+    assert_eq!(
+        s.newest_under_epoch(c, agreement, Epoch::FIRST).unwrap(),
+        None
+    );
+}
