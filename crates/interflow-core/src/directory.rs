@@ -262,6 +262,16 @@ impl Directory {
                         format!("key id {} is listed twice", key.key_id),
                     ));
                 }
+                // One id per key: a node finds its key id by its public key.
+                if let Some(x) = keys.iter().find(|x| x.public_key == key.public_key) {
+                    return Err(bad(
+                        "keys",
+                        format!(
+                            "key id {} repeats the public key of key id {}",
+                            key.key_id, x.key_id
+                        ),
+                    ));
+                }
                 keys.push(key);
             }
             let member = Member {
@@ -688,6 +698,11 @@ mod tests {
         assert!(refused(vec![member_key(1, 3, 5_000, 5_000, 0)]));
         assert!(refused(vec![member_key(1, 3, 0, 0, -1)]));
         assert!(refused(vec![member_key(0, 3, 0, 0, 1)]));
+        assert!(refused(vec![
+            member_key(1, 3, 0, 0, 0),
+            member_key(2, 3, 0, 0, 0)
+        ]));
+        assert!(refused(vec![member_key(1, 1, 0, 0, 0)]));
         let mut weak = member_key(1, 3, 0, 0, 0);
         weak.public_key = [0; 32].to_vec();
         weak.public_key[0] = 1; // the identity point: small order
