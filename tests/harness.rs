@@ -87,7 +87,17 @@ impl TestCluster {
     /// Like `start`, with residence notices and status follows residence in every agreement:
     /// odd-indexed nodes are the home bureaus of their neighbours (see [`DevOptions`]).
     pub async fn start_residence(n: usize) -> TestCluster {
-        Self::start_inner(n, n, |_, _, _| {}, false, DevOptions { residence: true }).await
+        Self::start_inner(
+            n,
+            n,
+            |_, _, _| {},
+            false,
+            DevOptions {
+                residence: true,
+                ..DevOptions::default()
+            },
+        )
+        .await
     }
 
     /// Like `start`, with every node's published endpoint a [`Proxy`] in front of its peer
@@ -800,6 +810,54 @@ impl TestCluster {
             revoked_at_ms: 0,
         };
         (key, entry)
+    }
+
+    /// Like [`Self::new_signing_key`], an SM2 key (PKCS#8 PEM, as `keys rotate --alg sm2`).
+    pub fn new_sm2_signing_key(
+        &self,
+        i: usize,
+        key_id: u32,
+        valid_from_ms: i64,
+    ) -> (interflow_core::sm2_suite::Sm2SigningKey, pb::MemberKey) {
+        let key = interflow_core::sm2_suite::Sm2SigningKey::generate();
+        let path = self.node_dir(i).join(format!("keys/signing-{key_id}.pem"));
+        interflow_core::keys::save_sm2_signing_key(&path, &key).expect("write SM2 key");
+        let entry = pb::MemberKey {
+            key_id,
+            alg: pb::SignatureAlgorithm::Sm2Sm3 as i32,
+            public_key: key.verifying_key().to_bytes().to_vec(),
+            valid_from_ms,
+            valid_until_ms: 0,
+            revoked_at_ms: 0,
+        };
+        (key, entry)
+    }
+
+    /// `n` nodes generated with SM2 record-signing keys (key id 1; `interflow dev --sm2`).
+    pub async fn start_sm2(n: usize) -> TestCluster {
+        let options = DevOptions {
+            sm2: true,
+            ..DevOptions::default()
+        };
+        Self::start_inner(n, n, |_, _, _| {}, false, options).await
+    }
+
+    /// Makes node `i` sign with a new SM2 key (key id 1): the directory with `serial` lists it
+    /// at every node (each reloads), then node `i` switches to it by a reload. No restart.
+    pub async fn switch_to_sm2(
+        &self,
+        i: usize,
+        serial: u64,
+    ) -> interflow_core::sm2_suite::Sm2SigningKey {
+        let (key, entry) = self.new_sm2_signing_key(i, 1, self.node(i).now() - 1_000);
+        let dir = self.with_member_key(self.directory_with(serial, |_| true), i, entry);
+        for j in 0..self.nodes.len() {
+            self.publish_directory(j, &dir);
+            self.reload(j).await.expect("reload with the new directory");
+        }
+        self.use_signing_key(i, 1);
+        self.reload(i).await.expect("reload with the SM2 key");
+        key
     }
 
     /// `body` with `key` listed (or replaced, by key id) in node `i`'s entry.

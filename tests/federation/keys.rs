@@ -149,7 +149,17 @@ async fn a_rotated_key_signs_on_and_a_revoked_one_is_refused_after_its_revocatio
     .unwrap();
     let head = RecordId::try_from(after.as_slice()).unwrap();
     let forged = |key_id| {
-        let rec = c.crafted_record(0, 1, 3, head, Sealer { key: &key1, key_id }, 9);
+        let rec = c.crafted_record(
+            0,
+            1,
+            3,
+            head,
+            Sealer {
+                key: (&key1).into(),
+                key_id,
+            },
+            9,
+        );
         assert!(rec.issued_at_ms() >= revoked_at);
         rec.into_decoded().into_signed()
     };
@@ -169,5 +179,228 @@ async fn a_rotated_key_signs_on_and_a_revoked_one_is_refused_after_its_revocatio
         2
     );
     verify_log_clean(&c, 1).await;
+    c.shutdown().await;
+}
+
+/// `n - s` for the SM2 group order `n` (big-endian, 32 bytes).
+fn negate_mod_order(s: &[u8]) -> Vec<u8> {
+    const N: &str = "FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123";
+    let n: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&N[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut out = vec![0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(n[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        out[i] = d.rem_euclid(256) as u8;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_federation_exchanges_with_sm2_on_one_side_and_ed25519_on_the_other() {
+    let c = TestCluster::start(2).await;
+    let (a, b) = (c.region(0), c.region(1));
+    let sm2 = c.switch_to_sm2(0, 2).await;
+    assert_eq!(c.node(0).signer().key_id(), 1);
+
+    // A → B in SM2, B → A in Ed25519; each side's receipts (A's in SM2) drain the other's
+    // pending.
+    let from_a = c.submit_one(0, sample_submission(1, b.as_str())).await;
+    let got = c.wait_for_record(1, &from_a).await;
+    assert_eq!(got.signed().alg, pb::SignatureAlgorithm::Sm2Sm3 as i32);
+    let from_b = c.submit_one(1, sample_submission(2, a.as_str())).await;
+    let got = c.wait_for_record(0, &from_b).await;
+    assert_eq!(got.signed().alg, pb::SignatureAlgorithm::Ed25519 as i32);
+    for (i, peer) in [(0, b), (1, a)] {
+        let node = c.node(i).clone();
+        interflow_tests::eventually(
+            std::time::Duration::from_secs(10),
+            "the peer's signed receipt",
+            || {
+                let n = node.clone();
+                async move {
+                    let me = n.region;
+                    let p = n.store.run(move |s| s.pending(me)).await.ok()?;
+                    p.iter()
+                        .filter(|p| p.channel.destination == peer)
+                        .all(|p| p.pending_count == 0)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    // Reconciliation both ways: head statements in either suite verify; logs are clean.
+    for i in [0, 1] {
+        let report = c.reconcile_now(i).await;
+        for ch in &report.channels {
+            assert!(ch.anomalies.is_empty(), "node {i}: {:?}", ch.anomalies);
+        }
+        verify_log_clean(&c, i).await;
+    }
+
+    // Forged and malleated SM2 records from A are refused at B; nothing is stored.
+    let head = RecordId::try_from(from_a.as_slice()).unwrap();
+    let good = c
+        .crafted_record(
+            0,
+            1,
+            2,
+            head,
+            Sealer {
+                key: (&sm2).into(),
+                key_id: 1,
+            },
+            9,
+        )
+        .into_decoded()
+        .into_signed();
+    let mut malleated = good.clone();
+    let s = negate_mod_order(&malleated.signature[32..]);
+    malleated.signature[32..].copy_from_slice(&s);
+    let mut flipped = good.clone();
+    flipped.signature[5] ^= 0x01;
+    let other = interflow_core::sm2_suite::Sm2SigningKey::generate();
+    let forged = c
+        .crafted_record(
+            0,
+            1,
+            2,
+            head,
+            Sealer {
+                key: (&other).into(),
+                key_id: 1,
+            },
+            9,
+        )
+        .into_decoded()
+        .into_signed();
+    for bad in [malleated, flipped, forged] {
+        assert_eq!(
+            rejection(deliver_one(&c, 0, 1, bad).await),
+            pb::RejectReason::BadSignature
+        );
+    }
+    let a_to_b = interflow_core::record::ChannelId::new(a, b);
+    assert_eq!(c.node(1).store.head(a_to_b).0, 1);
+    // The untouched signature is accepted: the refusals were about the signatures.
+    match deliver_one(&c, 0, 1, good).await.result {
+        Some(pb::delivery_ack::Result::Receipt(r)) => {
+            assert_eq!(r.alg, pb::SignatureAlgorithm::Ed25519 as i32)
+        }
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agreement_that_requires_sm2_carries_only_sm2_records() {
+    use interflow_core::agreement::{encode_body, party_signature};
+    use prost::Message as _;
+    // Nodes 0 and 2 have no agreement with each other; node 0 signs with SM2 (key id 1).
+    let c = TestCluster::start(3).await;
+    let (a, z) = (c.region(0), c.region(2));
+    let sm2 = c.switch_to_sm2(0, 2).await;
+    let (signed, key) = c.new_agreement(0, 2);
+    let mut body = pb::AgreementBody::decode(signed.body.as_slice()).unwrap();
+    body.required_signature_algorithm = pb::SignatureAlgorithm::Sm2Sm3 as i32;
+    let bytes = encode_body(&body);
+    // Both parties sign with their key id 0 (Ed25519), valid at `valid_from_ms`.
+    let agreement = pb::SignedAgreement {
+        signatures: vec![
+            party_signature(&c.signing_key(0), a, &bytes),
+            party_signature(&c.signing_key(2), z, &bytes),
+        ],
+        body: bytes,
+    };
+    for i in [0, 2] {
+        c.admin(i)
+            .await
+            .install_agreement(pb::InstallAgreementRequest {
+                agreement: Some(agreement.clone()),
+                pseudonym_key_file: key.to_string_lossy().into_owned(),
+            })
+            .await
+            .unwrap();
+    }
+    interflow_node::reconcile::run(c.node(0), Some(z), false, None).await;
+    interflow_node::reconcile::run(c.node(2), Some(a), false, None).await;
+    c.wait_released(0).await;
+
+    // A's SM2 records flow; Z, signing with Ed25519, is refused at its own intake.
+    let rid = c.submit_one(0, sample_submission(1, z.as_str())).await;
+    let got = c.wait_for_record(2, &rid).await;
+    assert_eq!(got.signed().alg, pb::SignatureAlgorithm::Sm2Sm3 as i32);
+    let resp = c
+        .intake(2)
+        .await
+        .submit(pb::SubmitRequest {
+            items: vec![sample_submission(2, a.as_str())],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let err = match &resp.results[0].outcome {
+        Some(pb::submit_result::Outcome::Error(e)) => e.clone(),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(err.code(), pb::SubmitErrorCode::NoAgreement);
+    assert!(err.reason.contains("requires"), "{err:?}");
+
+    // An Ed25519 record from A under it (key id 0, still valid) is refused at Z.
+    let head = RecordId::try_from(rid.as_slice()).unwrap();
+    let id = body.agreement_id.clone();
+    let ed = c
+        .crafted_record_under(0, 2, 2, head, &c.signing_key(0), 7, &id)
+        .into_decoded()
+        .into_signed();
+    assert_eq!(
+        rejection(deliver_one(&c, 0, 2, ed).await),
+        pb::RejectReason::WrongSignatureAlgorithm
+    );
+    let sm2_rec = c
+        .crafted_record_under(
+            0,
+            2,
+            2,
+            head,
+            Sealer {
+                key: (&sm2).into(),
+                key_id: 1,
+            },
+            7,
+            &id,
+        )
+        .into_decoded()
+        .into_signed();
+    assert!(matches!(
+        deliver_one(&c, 0, 2, sm2_rec).await.result,
+        Some(pb::delivery_ack::Result::Receipt(_))
+    ));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federation_generated_with_sm2_keys_signs_everything_in_sm2() {
+    let c = TestCluster::start_sm2(2).await;
+    let (a, b) = (c.region(0), c.region(1));
+    for (i, to) in [(0, b), (1, a)] {
+        assert_eq!(c.node(i).signer().key_id(), 1);
+        let rid = c
+            .submit_one(i, sample_submission(i as u64, to.as_str()))
+            .await;
+        let got = c.wait_for_record(1 - i, &rid).await;
+        assert_eq!(got.signed().alg, pb::SignatureAlgorithm::Sm2Sm3 as i32);
+    }
+    for i in [0, 1] {
+        let report = c.reconcile_now(i).await;
+        for ch in &report.channels {
+            assert!(ch.anomalies.is_empty(), "node {i}: {:?}", ch.anomalies);
+        }
+        verify_log_clean(&c, i).await;
+    }
     c.shutdown().await;
 }

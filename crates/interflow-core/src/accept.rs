@@ -2,7 +2,7 @@
 //! the chain link, which the store checks against what it holds.
 
 use crate::agreement::{AgreementSet, CoverError};
-use crate::directory::Directory;
+use crate::directory::{Directory, SignatureAlgorithm};
 use crate::payload::ValidationRules;
 use crate::pb;
 use crate::record::{ChannelId, DecodedRecord, RecordError, VerifiedRecord};
@@ -20,6 +20,12 @@ pub enum AcceptError {
         "agreement `{0}` asks for month precision, and `observed_on` or `since` is not the first day of its month"
     )]
     DatesTooFine(String),
+    #[error("agreement `{id}` requires {required:?} signatures; the record is signed with {got:?}")]
+    WrongSignatureAlgorithm {
+        id: String,
+        required: SignatureAlgorithm,
+        got: Option<SignatureAlgorithm>,
+    },
 }
 
 impl AcceptError {
@@ -32,6 +38,9 @@ impl AcceptError {
             AcceptError::WrongChannel { .. } => pb::RejectReason::WrongDestination,
             AcceptError::Agreement(e) => e.reject_reason(),
             AcceptError::DatesTooFine(_) => pb::RejectReason::DatesTooFine,
+            AcceptError::WrongSignatureAlgorithm { .. } => {
+                pb::RejectReason::WrongSignatureAlgorithm
+            }
         }
     }
 }
@@ -68,12 +77,18 @@ impl AcceptContext<'_> {
             verified.issued_at_ms(),
         )?;
         verified.validate(&self.rules)?;
-        if self
-            .agreements
-            .get(verified.agreement_id())
-            .is_some_and(|a| a.month_dates)
-            && !verified.payload().dates_in_months()
-        {
+        let agreement = self.agreements.get(verified.agreement_id());
+        if let Some(required) = agreement.and_then(|a| a.required_alg) {
+            let got = SignatureAlgorithm::from_pb(verified.signed().alg);
+            if got != Some(required) {
+                return Err(AcceptError::WrongSignatureAlgorithm {
+                    id: verified.agreement_id().to_owned(),
+                    required,
+                    got,
+                });
+            }
+        }
+        if agreement.is_some_and(|a| a.month_dates) && !verified.payload().dates_in_months() {
             return Err(AcceptError::DatesTooFine(
                 verified.agreement_id().to_owned(),
             ));
@@ -158,6 +173,47 @@ mod tests {
         assert!(ctx.accept(rec.signed().clone(), channel()).is_ok());
         // Under day precision the same coarse record is fine too.
         assert!(check(rec.signed().clone(), channel()).is_ok());
+    }
+
+    #[test]
+    fn an_agreement_that_requires_sm2_refuses_other_suites() {
+        use crate::fixtures::{directory, member, sm2_key, sm2_member_key};
+        use crate::record::Sealer;
+        // 310115 has an Ed25519 key id 0 and an SM2 key id 1; the agreement requires SM2.
+        let dir = directory(vec![
+            member("310115", 1, vec![sm2_member_key(1, 5, 0)]),
+            member("110105", 2, vec![]),
+        ]);
+        let mut body = agr::body("310115", "110105");
+        body.required_signature_algorithm = pb::SignatureAlgorithm::Sm2Sm3 as i32;
+        let a = Agreement::verify(agr::signed(&body, &key(1), &key(2)), &dir).unwrap();
+        let set = AgreementSet::new([a]);
+        let ctx = AcceptContext {
+            directory: &dir,
+            agreements: &set,
+            rules: ValidationRules {
+                now_ms: NOW,
+                max_future_skew_ms: 60_000,
+            },
+        };
+        let ed = sample(0).seal(1, RecordId::ZERO, &key(1)).unwrap();
+        let e = ctx.accept(ed.signed().clone(), channel()).unwrap_err();
+        assert_eq!(e.reject_reason(), pb::RejectReason::WrongSignatureAlgorithm);
+        let k = sm2_key(5);
+        let sm2 = sample(0)
+            .seal(
+                1,
+                RecordId::ZERO,
+                Sealer {
+                    key: (&k).into(),
+                    key_id: 1,
+                },
+            )
+            .unwrap();
+        assert!(ctx.accept(sm2.signed().clone(), channel()).is_ok());
+        // A suite this build does not know is refused when the agreement is read.
+        body.required_signature_algorithm = 9;
+        assert!(Agreement::verify(agr::signed(&body, &key(1), &key(2)), &dir).is_err());
     }
 
     #[test]

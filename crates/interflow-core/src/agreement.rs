@@ -7,12 +7,12 @@ use std::fmt;
 use prost::Message;
 
 use crate::canonical::{CanonicalError, decode_canonical};
-use crate::directory::{KeyLookupError, KeySource, SignedBy, SignedByError};
+use crate::directory::{KeyLookupError, KeySource, SignatureAlgorithm, SignedBy, SignedByError};
 use crate::payload::Kind;
 use crate::pb;
 use crate::record::Sealer;
 use crate::region::RegionCode;
-use crate::sign::{self, Domain};
+use crate::sign::Domain;
 use crate::time::{UnixMillis, rfc3339};
 
 /// The legal ground an agreement rests on.
@@ -52,6 +52,8 @@ pub struct Agreement {
     pub retention_days: u32,
     /// Month precision for `observed_on` and `since` under this agreement (coarse dates).
     pub month_dates: bool,
+    /// The suite both parties' records under it must be signed with; `None`: any.
+    pub required_alg: Option<SignatureAlgorithm>,
     /// When a party terminated it ([`Agreement::terminate`]); `None` while not terminated.
     pub terminated_at_ms: Option<UnixMillis>,
     signed: pb::SignedAgreement,
@@ -244,6 +246,15 @@ impl Agreement {
             Ok(pb::DatePrecision::Month) => true,
             Err(_) => return Err(bad("date_precision", "must be DAY or MONTH")),
         };
+        let required_alg = match body.required_signature_algorithm {
+            0 => None,
+            alg => Some(SignatureAlgorithm::from_pb(alg).ok_or_else(|| {
+                bad(
+                    "required_signature_algorithm",
+                    format!("`{alg}` is not a signature suite this build implements"),
+                )
+            })?),
+        };
         for s in &signed.signatures {
             if s.region != body.party_a && s.region != body.party_b {
                 return Err(AgreementError::StrangerSignature {
@@ -300,6 +311,7 @@ impl Agreement {
             legal_basis,
             retention_days: body.retention_days,
             month_dates,
+            required_alg,
             terminated_at_ms: None,
             signed,
         })
@@ -447,8 +459,8 @@ pub fn party_signature<'a>(
     let key = key.into();
     pb::PartySignature {
         region: region.to_string(),
-        alg: pb::SignatureAlgorithm::Ed25519 as i32,
-        signature: sign::sign(key.key, Domain::Agreement, body).to_vec(),
+        alg: key.alg(),
+        signature: key.sign(Domain::Agreement, body),
         key_id: key.key_id,
     }
 }

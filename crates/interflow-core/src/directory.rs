@@ -10,6 +10,7 @@ use crate::canonical::{CanonicalError, decode_canonical};
 use crate::pb;
 use crate::region::RegionCode;
 use crate::sign::{self, Domain, SignatureError};
+use crate::sm2_suite::Sm2VerifyingKey;
 use crate::time::UnixMillis;
 
 /// One member bureau.
@@ -34,26 +35,47 @@ pub struct Member {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureAlgorithm {
     Ed25519,
+    /// SM2 with SM3 ([`crate::sm2_suite`]).
+    Sm2Sm3,
+}
+
+impl SignatureAlgorithm {
+    /// The wire value, as envelopes and directory entries carry it.
+    pub fn to_pb(self) -> i32 {
+        match self {
+            SignatureAlgorithm::Ed25519 => pb::SignatureAlgorithm::Ed25519 as i32,
+            SignatureAlgorithm::Sm2Sm3 => pb::SignatureAlgorithm::Sm2Sm3 as i32,
+        }
+    }
+
+    /// The suite a wire value names, if this build implements it.
+    pub fn from_pb(alg: i32) -> Option<SignatureAlgorithm> {
+        match pb::SignatureAlgorithm::try_from(alg).ok()? {
+            pb::SignatureAlgorithm::Ed25519 => Some(SignatureAlgorithm::Ed25519),
+            pb::SignatureAlgorithm::Sm2Sm3 => Some(SignatureAlgorithm::Sm2Sm3),
+            pb::SignatureAlgorithm::Unspecified => None,
+        }
+    }
 }
 
 /// A member's public key in its algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
     Ed25519(VerifyingKey),
+    Sm2(Sm2VerifyingKey),
 }
 
 impl PublicKey {
     pub fn alg(&self) -> SignatureAlgorithm {
         match self {
             PublicKey::Ed25519(_) => SignatureAlgorithm::Ed25519,
+            PublicKey::Sm2(_) => SignatureAlgorithm::Sm2Sm3,
         }
     }
 
     /// The wire algorithm value, as signed envelopes carry it.
     pub fn alg_pb(&self) -> i32 {
-        match self {
-            PublicKey::Ed25519(_) => pb::SignatureAlgorithm::Ed25519 as i32,
-        }
+        self.alg().to_pb()
     }
 
     /// Verifies a domain-separated signature under this key.
@@ -65,18 +87,21 @@ impl PublicKey {
     ) -> Result<(), SignatureError> {
         match self {
             PublicKey::Ed25519(k) => sign::verify(k, domain, body, signature),
+            PublicKey::Sm2(k) => k.verify(domain, body, signature),
         }
     }
 
-    fn to_bytes(self) -> Vec<u8> {
+    /// The bytes a directory entry carries (32 for Ed25519, 65 uncompressed SEC1 for SM2).
+    pub fn to_bytes(&self) -> Vec<u8> {
         match self {
             PublicKey::Ed25519(k) => k.to_bytes().to_vec(),
+            PublicKey::Sm2(k) => k.to_bytes().to_vec(),
         }
     }
 }
 
 /// One record-signing key of a member with its validity window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberKey {
     pub key_id: u32,
     pub public_key: PublicKey,
@@ -237,6 +262,16 @@ impl Directory {
                         format!("key id {} is listed twice", key.key_id),
                     ));
                 }
+                // One id per key: a node finds its key id by its public key.
+                if let Some(x) = keys.iter().find(|x| x.public_key == key.public_key) {
+                    return Err(bad(
+                        "keys",
+                        format!(
+                            "key id {} repeats the public key of key id {}",
+                            key.key_id, x.key_id
+                        ),
+                    ));
+                }
                 keys.push(key);
             }
             let member = Member {
@@ -318,12 +353,11 @@ impl Directory {
     pub fn key_id_of(
         &self,
         region: RegionCode,
-        public: &VerifyingKey,
+        public: &PublicKey,
         at_ms: UnixMillis,
     ) -> Option<u32> {
         self.members.get(&region)?.keys.iter().find_map(|k| {
-            (k.public_key == PublicKey::Ed25519(*public) && k.check_at(at_ms).is_ok())
-                .then_some(k.key_id)
+            (k.public_key == *public && k.check_at(at_ms).is_ok()).then_some(k.key_id)
         })
     }
 }
@@ -383,7 +417,8 @@ impl KeySource for Directory {
         key_id: u32,
         at_ms: UnixMillis,
     ) -> Result<PublicKey, KeyLookupError> {
-        self.key_for(signer, key_id, at_ms).map(|k| k.public_key)
+        self.key_for(signer, key_id, at_ms)
+            .map(|k| k.public_key.clone())
     }
 }
 
@@ -415,10 +450,12 @@ impl<F: Fn(RegionCode) -> Option<VerifyingKey>> KeySource for F {
 /// Decodes and checks one listed key: a supported algorithm, a strong public key and a window
 /// that is not empty. Key id 0 may be listed only to end or revoke the legacy `signing_key`.
 fn member_key(mk: &pb::MemberKey) -> Result<MemberKey, String> {
-    let public_key = if mk.alg == pb::SignatureAlgorithm::Ed25519 as i32 {
-        PublicKey::Ed25519(ed25519_key(&mk.public_key)?)
-    } else {
-        return Err(format!("signature algorithm `{}` is not supported", mk.alg));
+    let public_key = match SignatureAlgorithm::from_pb(mk.alg) {
+        Some(SignatureAlgorithm::Ed25519) => PublicKey::Ed25519(ed25519_key(&mk.public_key)?),
+        Some(SignatureAlgorithm::Sm2Sm3) => {
+            PublicKey::Sm2(Sm2VerifyingKey::from_bytes(&mk.public_key).map_err(|e| e.to_string())?)
+        }
+        None => return Err(format!("signature algorithm `{}` is not supported", mk.alg)),
     };
     if mk.valid_until_ms != 0 && mk.valid_until_ms <= mk.valid_from_ms {
         return Err("`valid_until_ms` must be after `valid_from_ms` (or 0 for open)".into());
@@ -603,8 +640,14 @@ mod tests {
             at(1, 2_000).and(d.key_for(region("110105"), 0, 2_000).map(|k| k.key_id)),
             Err(KeyLookupError::UnknownMember(region("110105")))
         );
-        assert_eq!(d.key_id_of(a, &key(4).verifying_key(), 2_000), Some(2));
-        assert_eq!(d.key_id_of(a, &key(4).verifying_key(), 3_000), None);
+        assert_eq!(
+            d.key_id_of(a, &PublicKey::Ed25519(key(4).verifying_key()), 2_000),
+            Some(2)
+        );
+        assert_eq!(
+            d.key_id_of(a, &PublicKey::Ed25519(key(4).verifying_key()), 3_000),
+            None
+        );
     }
 
     #[test]
@@ -655,6 +698,11 @@ mod tests {
         assert!(refused(vec![member_key(1, 3, 5_000, 5_000, 0)]));
         assert!(refused(vec![member_key(1, 3, 0, 0, -1)]));
         assert!(refused(vec![member_key(0, 3, 0, 0, 1)]));
+        assert!(refused(vec![
+            member_key(1, 3, 0, 0, 0),
+            member_key(2, 3, 0, 0, 0)
+        ]));
+        assert!(refused(vec![member_key(1, 1, 0, 0, 0)]));
         let mut weak = member_key(1, 3, 0, 0, 0);
         weak.public_key = [0; 32].to_vec();
         weak.public_key[0] = 1; // the identity point: small order

@@ -114,3 +114,20 @@ pub fn directory(members: Vec<pb::Member>) -> crate::directory::Directory {
     crate::directory::Directory::verify(&signed, &key(99).verifying_key())
         .expect("fixture directory")
 }
+
+/// A deterministic SM2 signing key.
+pub fn sm2_key(seed: u8) -> crate::sm2_suite::Sm2SigningKey {
+    crate::sm2_suite::Sm2SigningKey::from_bytes(&[seed; 32]).expect("fixture SM2 key")
+}
+
+/// A listed SM2 key `key_id` = [`sm2_key`]`(seed)`, valid from `from` on.
+pub fn sm2_member_key(key_id: u32, seed: u8, from: i64) -> pb::MemberKey {
+    pb::MemberKey {
+        key_id,
+        alg: pb::SignatureAlgorithm::Sm2Sm3 as i32,
+        public_key: sm2_key(seed).verifying_key().to_bytes().to_vec(),
+        valid_from_ms: from,
+        valid_until_ms: 0,
+        revoked_at_ms: 0,
+    }
+}

@@ -41,8 +41,12 @@ const DIGEST_KEY_LABEL: &[u8] = b"interflow/idempotency-digest/v1";
 impl DigestKey {
     /// Derived from the node's record-signing key: `HMAC-SHA256(signing key, label)`.
     pub fn derive(signing: &SigningKey) -> Self {
-        let secret = Zeroizing::new(signing.to_bytes());
-        DigestKey(Zeroizing::new(hmac(&secret, DIGEST_KEY_LABEL)))
+        Self::derive_from_secret(&Zeroizing::new(signing.to_bytes()))
+    }
+
+    /// Derived from a record-signing key's secret bytes (Ed25519 seed or SM2 scalar).
+    pub fn derive_from_secret(secret: &[u8; 32]) -> Self {
+        DigestKey(Zeroizing::new(hmac(secret, DIGEST_KEY_LABEL)))
     }
 }
 

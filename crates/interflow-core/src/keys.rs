@@ -12,7 +12,10 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
+use crate::directory::PublicKey;
 use crate::pseudonym::{KeyHexError, PseudonymKey};
+use crate::record::SealKey;
+use crate::sm2_suite::{Sm2KeyError, Sm2SigningKey, Sm2VerifyingKey};
 
 /// Why PEM text is not the expected Ed25519 key.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,102 @@ pub enum KeyError {
     NotPublicKey { path: PathBuf, reason: PemError },
     #[error("`{path}` is not a pseudonym key: {reason}")]
     NotPseudonymKey { path: PathBuf, reason: KeyHexError },
+    #[error(
+        "`{path}` is neither an Ed25519 nor an SM2 private key in PKCS#8 PEM (`BEGIN PRIVATE KEY`): {sm2}; create one with `interflowctl keys gen [--alg sm2]`"
+    )]
+    NotRecordSigningKey { path: PathBuf, sm2: Sm2KeyError },
+    #[error("`{path}`: {reason}")]
+    Sm2 { path: PathBuf, reason: Sm2KeyError },
+}
+
+/// A record-signing secret key in its suite: what a node's `[keys] signing_key` file holds.
+#[derive(Clone)]
+pub enum RecordSigningKey {
+    Ed25519(SigningKey),
+    Sm2(Sm2SigningKey),
+}
+
+impl std::fmt::Debug for RecordSigningKey {
+    // Never the key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecordSigningKey({:?})", self.seal_key().alg())
+    }
+}
+
+impl RecordSigningKey {
+    pub fn seal_key(&self) -> SealKey<'_> {
+        match self {
+            RecordSigningKey::Ed25519(k) => SealKey::Ed25519(k),
+            RecordSigningKey::Sm2(k) => SealKey::Sm2(k),
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.seal_key().public_key()
+    }
+
+    /// The secret scalar or seed, for keys derived from the signing key (never stored).
+    pub fn secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        match self {
+            RecordSigningKey::Ed25519(k) => zeroize::Zeroizing::new(k.to_bytes()),
+            RecordSigningKey::Sm2(k) => k.secret_bytes(),
+        }
+    }
+}
+
+/// Reads a record-signing key file: Ed25519 or SM2, both PKCS#8 PEM (told apart by the
+/// algorithm the file names).
+pub fn load_record_signing_key(path: &Path) -> Result<RecordSigningKey, KeyError> {
+    let pem = read(path)?;
+    if let Ok(k) = signing_key_from_pem(&pem) {
+        return Ok(RecordSigningKey::Ed25519(k));
+    }
+    Sm2SigningKey::from_pkcs8_pem(&pem)
+        .map(RecordSigningKey::Sm2)
+        .map_err(|sm2| KeyError::NotRecordSigningKey {
+            path: path.to_owned(),
+            sm2,
+        })
+}
+
+/// Reads a public record-signing key file: Ed25519 or SM2 (`BEGIN PUBLIC KEY`).
+pub fn load_public_key(path: &Path) -> Result<PublicKey, KeyError> {
+    let pem = read(path)?;
+    if let Ok(k) = verifying_key_from_pem(&pem) {
+        return Ok(PublicKey::Ed25519(k));
+    }
+    Sm2VerifyingKey::from_public_key_pem(&pem)
+        .map(PublicKey::Sm2)
+        .map_err(|reason| KeyError::Sm2 {
+            path: path.to_owned(),
+            reason,
+        })
+}
+
+/// Writes a public record-signing key file (PEM) in its suite.
+pub fn save_public_key(path: &Path, key: &PublicKey) -> Result<(), KeyError> {
+    let pem = match key {
+        PublicKey::Ed25519(k) => {
+            return save_verifying_key(path, k);
+        }
+        PublicKey::Sm2(k) => k.to_public_key_pem().map_err(|reason| KeyError::Sm2 {
+            path: path.to_owned(),
+            reason,
+        })?,
+    };
+    std::fs::write(path, pem).map_err(|source| KeyError::Unwritable {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes an SM2 signing key file (PKCS#8 PEM, as OpenSSL writes it) readable by its owner only.
+pub fn save_sm2_signing_key(path: &Path, key: &Sm2SigningKey) -> Result<(), KeyError> {
+    let pem = key.to_pkcs8_pem().map_err(|reason| KeyError::Sm2 {
+        path: path.to_owned(),
+        reason,
+    })?;
+    write_private(path, &pem)
 }
 
 /// Parses a PKCS#8 PEM Ed25519 private key.

@@ -9,13 +9,16 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::canonical::{CanonicalError, decode_canonical};
-use crate::directory::{Directory, KeyLookupError, KeySource, SignedBy, SignedByError};
+use crate::directory::{
+    Directory, KeyLookupError, KeySource, PublicKey, SignatureAlgorithm, SignedBy, SignedByError,
+};
 use crate::idempotency::IdempotencyDigest;
 use crate::payload::{Kind, Payload, PayloadError, ValidationRules};
 use crate::pb;
 use crate::pseudonym::{Epoch, SubjectRef};
 use crate::region::RegionCode;
 use crate::sign::{self, Domain, SignatureError};
+use crate::sm2_suite::Sm2SigningKey;
 use crate::time::UnixMillis;
 
 /// Body format version of records signed with key id 0 (no `key_id` in the body).
@@ -23,12 +26,75 @@ pub const BODY_VERSION: u32 = 1;
 /// Body format version of records that name their signing key (`key_id` ≥ 1).
 pub const BODY_VERSION_KEY_ID: u32 = 2;
 
+/// A record-signing secret key in its suite, borrowed for signing.
+#[derive(Clone, Copy)]
+pub enum SealKey<'a> {
+    Ed25519(&'a SigningKey),
+    Sm2(&'a Sm2SigningKey),
+}
+
+impl fmt::Debug for SealKey<'_> {
+    // Never the key material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealKey({:?})", self.alg())
+    }
+}
+
+impl SealKey<'_> {
+    /// The suite, as envelopes carry it.
+    pub fn alg(&self) -> SignatureAlgorithm {
+        match self {
+            SealKey::Ed25519(_) => SignatureAlgorithm::Ed25519,
+            SealKey::Sm2(_) => SignatureAlgorithm::Sm2Sm3,
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        match self {
+            SealKey::Ed25519(k) => PublicKey::Ed25519(k.verifying_key()),
+            SealKey::Sm2(k) => PublicKey::Sm2(k.verifying_key()),
+        }
+    }
+
+    /// A domain-separated signature over `body` in this key's suite.
+    pub fn sign(&self, domain: Domain, body: &[u8]) -> Vec<u8> {
+        match self {
+            SealKey::Ed25519(k) => sign::sign(k, domain, body).to_vec(),
+            SealKey::Sm2(k) => k.sign(domain, body).to_vec(),
+        }
+    }
+}
+
+impl<'a> From<&'a SigningKey> for SealKey<'a> {
+    fn from(key: &'a SigningKey) -> Self {
+        SealKey::Ed25519(key)
+    }
+}
+
+impl<'a> From<&'a Sm2SigningKey> for SealKey<'a> {
+    fn from(key: &'a Sm2SigningKey) -> Self {
+        SealKey::Sm2(key)
+    }
+}
+
 /// A record-signing key with the id the signer's directory entry lists it under (0: the
 /// legacy `signing_key`). A bare `&SigningKey` is key id 0.
 #[derive(Clone, Copy)]
 pub struct Sealer<'a> {
-    pub key: &'a SigningKey,
+    pub key: SealKey<'a>,
     pub key_id: u32,
+}
+
+impl Sealer<'_> {
+    /// The envelope's algorithm value.
+    pub fn alg(&self) -> i32 {
+        self.key.alg().to_pb()
+    }
+
+    /// A domain-separated signature over `body`.
+    pub fn sign(&self, domain: Domain, body: &[u8]) -> Vec<u8> {
+        self.key.sign(domain, body)
+    }
 }
 
 impl fmt::Debug for Sealer<'_> {
@@ -42,7 +108,10 @@ impl fmt::Debug for Sealer<'_> {
 
 impl<'a> From<&'a SigningKey> for Sealer<'a> {
     fn from(key: &'a SigningKey) -> Self {
-        Sealer { key, key_id: 0 }
+        Sealer {
+            key: key.into(),
+            key_id: 0,
+        }
     }
 }
 
@@ -225,7 +294,7 @@ impl DecodedRecord {
     /// Checks the algorithm, decodes the body canonically and checks its structure, parsing the
     /// payload once into its checked type (every payload rule but the clock's).
     pub fn decode(signed: pb::SignedRecord) -> Result<Self, RecordError> {
-        if signed.alg != pb::SignatureAlgorithm::Ed25519 as i32 {
+        if SignatureAlgorithm::from_pb(signed.alg).is_none() {
             return Err(RecordError::UnsupportedAlgorithm(signed.alg));
         }
         let body: pb::RecordBody = decode_canonical("RecordBody", &signed.body)?;
@@ -460,9 +529,9 @@ impl UnsignedRecord {
         self.0.id
     }
 
-    /// Signs the body bytes as placed with the origin's key.
-    pub fn sign(mut self, key: &SigningKey) -> VerifiedRecord {
-        self.0.signed.signature = sign::sign(key, Domain::Record, &self.0.signed.body).to_vec();
+    /// Signs the body bytes as placed with the origin's key (the one it was placed for).
+    pub fn sign(mut self, key: Sealer<'_>) -> VerifiedRecord {
+        self.0.signed.signature = key.sign(Domain::Record, &self.0.signed.body);
         VerifiedRecord(self.0)
     }
 }
@@ -545,24 +614,24 @@ impl NewRecord {
         key: impl Into<Sealer<'a>>,
     ) -> Result<VerifiedRecord, RecordError> {
         let key = key.into();
-        Ok(self.place(seq, prev, key.key_id)?.sign(key.key))
+        Ok(self.place(seq, prev, key)?.sign(key))
     }
 
-    /// This record at `seq` after `prev`, naming the signer's `key_id` (0: version 1), checked
-    /// and with its id, but not signed yet: a channel's records are placed in seq order (each
-    /// links to the id before it), and their signatures can then be computed in any order, on
-    /// any thread, with the key `key_id` names.
+    /// This record at `seq` after `prev`, naming `key`'s id (0: version 1) and algorithm,
+    /// checked and with its id, but not signed yet: a channel's records are placed in seq
+    /// order (each links to the id before it), and their signatures can then be computed in
+    /// any order, on any thread, with `key`.
     pub fn place(
         &self,
         seq: u64,
         prev: RecordId,
-        key_id: u32,
+        key: Sealer<'_>,
     ) -> Result<UnsignedRecord, RecordError> {
-        let body = self.body_with_key(seq, prev, key_id);
+        let body = self.body_with_key(seq, prev, key.key_id);
         // Encoded once: these bytes are what is signed, stored and sent. Encoding is
         // canonical, so only the structure is checked, as for a received record.
         let signed = pb::SignedRecord {
-            alg: pb::SignatureAlgorithm::Ed25519 as i32,
+            alg: key.alg(),
             body: body.encode_to_vec(),
             signature: Vec::new(),
         };

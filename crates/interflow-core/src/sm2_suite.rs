@@ -19,7 +19,10 @@
 
 use ::sm2::dsa::signature::{Signer as _, Verifier as _};
 use ::sm2::elliptic_curve::sec1::ToEncodedPoint as _;
-use ::sm2::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
+use ::sm2::pkcs8::{
+    DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _,
+    LineEnding,
+};
 
 use crate::sign::{Domain, SignatureError};
 
@@ -115,6 +118,11 @@ impl Sm2SigningKey {
         Sm2VerifyingKey(self.0.verifying_key().clone())
     }
 
+    /// The 32-byte big-endian secret scalar, for keys derived from this one.
+    pub fn secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.0.as_nonzero_scalar().to_bytes().into())
+    }
+
     /// Signs `body` for `domain`: `r || s` over `domain prefix || body`.
     pub fn sign(&self, domain: Domain, body: &[u8]) -> [u8; 64] {
         let sig: ::sm2::dsa::Signature = self.0.sign(&message(domain, body));
@@ -132,6 +140,21 @@ impl Sm2VerifyingKey {
         ::sm2::dsa::VerifyingKey::from_sec1_bytes(DISTINGUISHING_ID, bytes)
             .map(Sm2VerifyingKey)
             .map_err(|_| Sm2KeyError::NotOnCurve)
+    }
+
+    /// Reads a public key PEM (`BEGIN PUBLIC KEY`, SubjectPublicKeyInfo), as `openssl pkey
+    /// -pubout` writes for an SM2 key.
+    pub fn from_public_key_pem(pem: &str) -> Result<Sm2VerifyingKey, Sm2KeyError> {
+        let public = ::sm2::PublicKey::from_public_key_pem(pem)
+            .map_err(|e| Sm2KeyError::Pem(e.to_string()))?;
+        Self::from_bytes(public.to_encoded_point(false).as_bytes())
+    }
+
+    /// The public key as PEM (SubjectPublicKeyInfo), readable by OpenSSL.
+    pub fn to_public_key_pem(&self) -> Result<String, Sm2KeyError> {
+        ::sm2::PublicKey::from(self.0.clone())
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| Sm2KeyError::Pem(e.to_string()))
     }
 
     /// The uncompressed SEC1 encoding.

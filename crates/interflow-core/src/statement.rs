@@ -8,7 +8,7 @@ use crate::directory::{KeySource, SignedBy, SignedByError};
 use crate::pb;
 use crate::record::{ChannelId, RecordId, Sealer};
 use crate::region::RegionCode;
-use crate::sign::{self, Domain};
+use crate::sign::Domain;
 use crate::time::UnixMillis;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,8 +60,8 @@ pub fn sign_receipt<'a>(key: impl Into<Sealer<'a>>, r: &Receipt) -> pb::SignedRe
     }
     .encode_to_vec();
     pb::SignedReceipt {
-        alg: pb::SignatureAlgorithm::Ed25519 as i32,
-        signature: sign::sign(key.key, Domain::Receipt, &body).to_vec(),
+        alg: key.alg(),
+        signature: key.sign(Domain::Receipt, &body),
         body,
         key_id: key.key_id,
     }
@@ -153,8 +153,8 @@ pub fn sign_heads<'a>(key: impl Into<Sealer<'a>>, h: &Heads) -> pb::SignedHeads 
     }
     .encode_to_vec();
     pb::SignedHeads {
-        alg: pb::SignatureAlgorithm::Ed25519 as i32,
-        signature: sign::sign(key.key, Domain::Heads, &body).to_vec(),
+        alg: key.alg(),
+        signature: key.sign(Domain::Heads, &body),
         body,
         key_id: key.key_id,
     }

@@ -11,7 +11,7 @@ use crate::directory::{KeyLookupError, KeySource, SignedBy, SignedByError};
 use crate::pb;
 use crate::record::Sealer;
 use crate::region::RegionCode;
-use crate::sign::{self, Domain};
+use crate::sign::Domain;
 use crate::time::UnixMillis;
 
 /// A verified termination.
@@ -70,8 +70,8 @@ impl Termination {
         .encode_to_vec();
         let key = key.into();
         pb::SignedTermination {
-            alg: pb::SignatureAlgorithm::Ed25519 as i32,
-            signature: sign::sign(key.key, Domain::Termination, &body).to_vec(),
+            alg: key.alg(),
+            signature: key.sign(Domain::Termination, &body),
             body,
             key_id: key.key_id,
         }
@@ -205,7 +205,7 @@ mod tests {
         ));
         // An agreement signature is not a termination signature (domain separation).
         let mut cross = Termination::sign(&key(1), &a.id, region("310115"), NOW);
-        cross.signature = sign::sign(&key(1), Domain::Agreement, &cross.body).to_vec();
+        cross.signature = crate::sign::sign(&key(1), Domain::Agreement, &cross.body).to_vec();
         assert!(matches!(
             Termination::verify(cross, &a, &keys),
             Err(TerminationError::BadSignature { .. })

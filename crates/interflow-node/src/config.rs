@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
 use interflow_core::agreement::{Agreement, AgreementSet};
 use interflow_core::directory::Directory;
 use interflow_core::pseudonym::{Epoch, EpochKeys, PseudonymKey};
@@ -500,7 +499,7 @@ pub struct Config {
 /// Key material, directory and agreements, loaded and verified.
 #[derive(Debug)]
 pub struct Material {
-    pub signing_key: SigningKey,
+    pub signing_key: keys::RecordSigningKey,
     pub directory: Directory,
     /// The directory as the operator signed it: served to peers and persisted.
     pub signed_directory: pb::SignedDirectory,
@@ -731,7 +730,7 @@ impl Config {
             path: path.to_owned(),
             reason,
         };
-        let signing_key = keys::load_signing_key(&self.signing_key)
+        let signing_key = keys::load_record_signing_key(&self.signing_key)
             .map_err(|e| bad("keys.signing_key", &self.signing_key, e.to_string()))?;
         let operator = keys::load_verifying_key(&self.operator_key)
             .map_err(|e| bad("federation.operator_key", &self.operator_key, e.to_string()))?;
@@ -754,7 +753,7 @@ impl Config {
             )
         })?;
         // Whether it is valid now is checked where the clock is (`NodeSigner::find`).
-        let public = interflow_core::directory::PublicKey::Ed25519(signing_key.verifying_key());
+        let public = signing_key.public_key();
         if !me.keys.iter().any(|k| k.public_key == public) {
             return Err(bad(
                 "keys.signing_key",

@@ -104,6 +104,18 @@ pub struct DevOptions {
     /// (1, 3, …) is the home bureau, so residence notices go from its neighbours to it, and its
     /// status records go to a neighbour only while she is registered there.
     pub residence: bool,
+    /// Every node signs with an SM2 key (`keys/signing-sm2.pem`, key id 1 in the directory);
+    /// key id 0 stays the Ed25519 `keys/signing.pem`, which signs the agreements.
+    pub sm2: bool,
+}
+
+/// The config's signing key file of a generated node.
+fn signing_key_file(options: &DevOptions) -> &'static str {
+    if options.sm2 {
+        "keys/signing-sm2.pem"
+    } else {
+        "keys/signing.pem"
+    }
 }
 
 /// Like [`generate`], with the endpoint the directory publishes for each node given apart
@@ -155,6 +167,21 @@ pub fn generate_with_options(
         let key = keys::generate_signing_key();
         mkdirs(&nd.join("keys/signing.pem"))?;
         keys::save_signing_key(&nd.join("keys/signing.pem"), &key)?;
+        let mut listed = Vec::new();
+        if options.sm2 {
+            let sm2 = interflow_core::sm2_suite::Sm2SigningKey::generate();
+            keys::save_sm2_signing_key(&nd.join(signing_key_file(&options)), &sm2)?;
+            let public = interflow_core::directory::PublicKey::Sm2(sm2.verifying_key());
+            keys::save_public_key(&nd.join("keys/signing-sm2.pub.pem"), &public)?;
+            listed.push(pb::MemberKey {
+                key_id: 1,
+                alg: public.alg_pb(),
+                public_key: public.to_bytes(),
+                valid_from_ms: now_ms - 86_400_000,
+                valid_until_ms: 0,
+                revoked_at_ms: 0,
+            });
+        }
         // The master key lives beside the other keys, outside the data directory.
         interflow_store::MasterKey::write_new(&nd.join("keys/master.key"))?;
         mkdirs(&nd.join("tls/x"))?;
@@ -189,7 +216,7 @@ pub fn generate_with_options(
             endpoint: endpoints[i].to_string(),
             signing_key: key.verifying_key().to_bytes().to_vec(),
             tls_identity: tls_identity_for(region),
-            keys: vec![],
+            keys: listed,
         });
         signing.push(key);
         nodes.push(DevNode {
@@ -242,6 +269,7 @@ pub fn generate_with_options(
             kinds_a_to_b: residence_kinds(options, i % 2 == 0),
             kinds_b_to_a: residence_kinds(options, i % 2 == 1),
             status_follows_residence: options.residence,
+            required_signature_algorithm: 0,
         });
         let signed = pb::SignedAgreement {
             signatures: vec![
@@ -268,7 +296,10 @@ pub fn generate_with_options(
             nd.join("federation/operator.pub.pem"),
         )
         .context("copying the operator key")?;
-        write(&node.config, config_text(node, &per_node[i]).as_bytes())?;
+        write(
+            &node.config,
+            config_text(node, &per_node[i], signing_key_file(&options)).as_bytes(),
+        )?;
     }
     let fed = DevFederation {
         nodes,
@@ -282,7 +313,7 @@ pub fn generate_with_options(
     Ok(fed)
 }
 
-fn config_text(node: &DevNode, agreements: &[String]) -> String {
+fn config_text(node: &DevNode, agreements: &[String], signing_key: &str) -> String {
     let list = agreements
         .iter()
         .map(|a| format!("\"agreements/{a}.pb\""))
@@ -308,7 +339,7 @@ listen = "{peer}"
 listen = "{local}"
 
 [keys]
-signing_key = "keys/signing.pem"
+signing_key = "{signing_key}"
 master_key = "keys/master.key"
 
 [tls]

@@ -248,6 +248,20 @@ impl Node {
                 };
                 error(code, "destination", e.to_string())
             })?;
+        // A suite the agreement requires: the partner would refuse what this node signs.
+        if let Some(required) = agreement.required_alg
+            && required != self.signer().alg()
+        {
+            return Err(error(
+                Code::NoAgreement,
+                "destination",
+                format!(
+                    "agreement `{}` requires {required:?} signatures and this node signs with {:?}; rotate to a key of that suite",
+                    agreement.id,
+                    self.signer().alg()
+                ),
+            ));
+        }
         // Coarse dates: the agreement asks for months, so the days are dropped here, before
         // the record is sealed (the receiver refuses finer dates under it).
         if agreement.month_dates {

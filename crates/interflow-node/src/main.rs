@@ -44,6 +44,10 @@ enum Command {
         /// Synthetic records each node submits per agreement.
         #[arg(long, default_value_t = 12)]
         samples: u64,
+        /// Nodes sign with SM2 keys (key id 1 in the directory) instead of Ed25519; only when
+        /// the federation is generated.
+        #[arg(long)]
+        sm2: bool,
     },
     /// Load-test the record path: start two `interflow serve` processes in a temp dir (or use
     /// a running dev federation), submit synthetic records at A for B, and print intake and
@@ -143,7 +147,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             nodes,
             dir,
             samples,
-        } => dev(nodes, dir, samples).await,
+            sm2,
+        } => dev(nodes, dir, samples, sm2).await,
         Command::Bench {
             duration,
             records,
@@ -248,7 +253,7 @@ async fn wait_for_signals(_running: &interflow_node::Running) -> anyhow::Result<
     Ok(())
 }
 
-async fn dev(nodes: Option<usize>, dir: PathBuf, samples: u64) -> anyhow::Result<()> {
+async fn dev(nodes: Option<usize>, dir: PathBuf, samples: u64, sm2: bool) -> anyhow::Result<()> {
     use interflow_node::dev::{
         DevFederation, DevOptions, generate_with_options, residence_samples, sample_person,
         sample_submission,
@@ -285,7 +290,10 @@ async fn dev(nodes: Option<usize>, dir: PathBuf, samples: u64) -> anyhow::Result
             &addrs,
             &endpoints,
             system_clock()(),
-            DevOptions { residence: true },
+            DevOptions {
+                residence: true,
+                sm2,
+            },
         )
         .context("generating the dev federation")?;
         println!(

@@ -364,7 +364,7 @@ impl Node {
         if self
             .fed()
             .directory
-            .key_id_of(self.region, &signer.verifying_key(), self.now())
+            .key_id_of(self.region, &signer.public_key(), self.now())
             != Some(signer.key_id())
         {
             // Peers refuse what this node signs from now on: the operator must act.

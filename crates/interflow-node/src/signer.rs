@@ -3,10 +3,10 @@
 //! again at every reload (the config may name a new key file: that is how a rotation switches
 //! the key), by matching the key's public half against this region's keys in the directory.
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
 use interflow_core::RegionCode;
-use interflow_core::directory::Directory;
+use interflow_core::directory::{Directory, PublicKey, SignatureAlgorithm};
 use interflow_core::idempotency::DigestKey;
+use interflow_core::keys::RecordSigningKey;
 use interflow_core::record::Sealer;
 use interflow_core::time::UnixMillis;
 
@@ -20,9 +20,9 @@ pub struct NotListed {
     pub serial: u64,
 }
 
-/// The key this node signs with now.
+/// The key this node signs with now, in its suite (Ed25519 or SM2).
 pub struct NodeSigner {
-    key: SigningKey,
+    key: RecordSigningKey,
     key_id: u32,
     digest_key: DigestKey,
 }
@@ -32,6 +32,7 @@ impl std::fmt::Debug for NodeSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeSigner")
             .field("key_id", &self.key_id)
+            .field("alg", &self.key.seal_key().alg())
             .finish_non_exhaustive()
     }
 }
@@ -41,18 +42,18 @@ impl NodeSigner {
     /// valid at `now_ms`.
     pub fn find(
         region: RegionCode,
-        key: SigningKey,
+        key: RecordSigningKey,
         directory: &Directory,
         now_ms: UnixMillis,
     ) -> Result<NodeSigner, NotListed> {
         let key_id = directory
-            .key_id_of(region, &key.verifying_key(), now_ms)
+            .key_id_of(region, &key.public_key(), now_ms)
             .ok_or(NotListed {
                 region,
                 serial: directory.serial,
             })?;
         Ok(NodeSigner {
-            digest_key: DigestKey::derive(&key),
+            digest_key: DigestKey::derive_from_secret(&key.secret_bytes()),
             key,
             key_id,
         })
@@ -61,7 +62,7 @@ impl NodeSigner {
     /// The key with its id, for sealing and signing.
     pub fn sealer(&self) -> Sealer<'_> {
         Sealer {
-            key: &self.key,
+            key: self.key.seal_key(),
             key_id: self.key_id,
         }
     }
@@ -70,8 +71,13 @@ impl NodeSigner {
         self.key_id
     }
 
-    pub fn verifying_key(&self) -> VerifyingKey {
-        self.key.verifying_key()
+    /// The suite this node signs in.
+    pub fn alg(&self) -> SignatureAlgorithm {
+        self.key.seal_key().alg()
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public_key()
     }
 
     /// Keys the digests of intake idempotency keys (derived from the signing key, so a node

@@ -5,7 +5,6 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
-use ed25519_dalek::SigningKey;
 use interflow_core::RegionCode;
 use interflow_core::idempotency::IdempotencyDigest;
 use interflow_core::record::{
@@ -99,7 +98,7 @@ struct Plan {
 const PARALLEL_SIGN_MIN: usize = 64;
 
 /// Signs placed records on every core, keeping their order.
-fn sign_all(key: &SigningKey, placed: Vec<Placed<UnsignedRecord>>) -> Vec<Placed<VerifiedRecord>> {
+fn sign_all(key: Sealer<'_>, placed: Vec<Placed<UnsignedRecord>>) -> Vec<Placed<VerifiedRecord>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || placed.len() < PARALLEL_SIGN_MIN {
         return placed.into_iter().map(|(r, i)| (r.sign(key), i)).collect();
@@ -159,8 +158,8 @@ impl Store {
         let key = key.into();
         let _seq = self.sequencer.lock();
         self.check_writable()?;
-        let mut plan = self.plan_outbound(&groups, key.key_id)?;
-        let mut signed = sign_all(key.key, std::mem::take(&mut plan.placed));
+        let mut plan = self.plan_outbound(&groups, key)?;
+        let mut signed = sign_all(key, std::mem::take(&mut plan.placed));
         let _w = self.write.lock();
         self.check_writable()?;
         let mut states = BTreeMap::new();
@@ -175,8 +174,8 @@ impl Store {
         if states.len() != plan.from.len() {
             // Another writer (this node's own feed recovered from a peer) moved a channel
             // while the records were signed: place them again, now under the lock.
-            plan = self.plan_outbound(&groups, key.key_id)?;
-            signed = sign_all(key.key, std::mem::take(&mut plan.placed));
+            plan = self.plan_outbound(&groups, key)?;
+            signed = sign_all(key, std::mem::take(&mut plan.placed));
             for c in plan.from.keys() {
                 states.insert(*c, self.channel_state(*c)?);
             }
@@ -228,8 +227,9 @@ impl Store {
 
     /// Places every new record of `groups` in order: idempotency first (a key seen before,
     /// in the store or earlier in these groups, gives its record), then the next seq of its
-    /// channel, linked to the one before, naming `key_id`. Reads only; signs nothing.
-    fn plan_outbound(&self, groups: &[OutboundGroup<'_>], key_id: u32) -> Result<Plan> {
+    /// channel, linked to the one before, naming `key`'s id and algorithm. Reads only; signs
+    /// nothing.
+    fn plan_outbound(&self, groups: &[OutboundGroup<'_>], key: Sealer<'_>) -> Result<Plan> {
         let mut heads: BTreeMap<ChannelId, (u64, RecordId)> = BTreeMap::new();
         let mut from = BTreeMap::new();
         let mut seen: HashMap<IdempotencyDigest, (RecordId, [u8; 32])> = HashMap::new();
@@ -263,7 +263,7 @@ impl Store {
                         e.insert((st.head_seq, st.head))
                     }
                 };
-                let rec = match item.place(head.0 + 1, head.1, key_id) {
+                let rec = match item.place(head.0 + 1, head.1, key) {
                     Ok(r) => r,
                     Err(e) => {
                         out.push(AppendOutcome::Invalid(e));

@@ -115,6 +115,10 @@ pub struct AgreementToml {
     /// records under the agreement (month: stored as the first day of their month).
     #[serde(default)]
     pub date_precision: Option<String>,
+    /// `ed25519` or `sm2`: the suite both parties' records under the agreement must be signed
+    /// with; absent: any.
+    #[serde(default)]
+    pub required_signature_algorithm: Option<String>,
 }
 
 fn instant_ms(field: &str, v: &toml::Value) -> anyhow::Result<i64> {
@@ -215,6 +219,14 @@ pub fn body_from_toml(text: &str) -> anyhow::Result<pb::AgreementBody> {
         Some("month") => pb::DatePrecision::Month,
         Some(other) => anyhow::bail!("`date_precision` is `{other}`; use `day` or `month`"),
     };
+    let required_signature_algorithm = match a.required_signature_algorithm.as_deref() {
+        None => pb::SignatureAlgorithm::Unspecified,
+        Some("ed25519") => pb::SignatureAlgorithm::Ed25519,
+        Some("sm2") => pb::SignatureAlgorithm::Sm2Sm3,
+        Some(other) => {
+            anyhow::bail!("`required_signature_algorithm` is `{other}`; use `ed25519` or `sm2`")
+        }
+    };
     Ok(pb::AgreementBody {
         agreement_id: a.id,
         party_a: party_a.to_string(),
@@ -229,6 +241,7 @@ pub fn body_from_toml(text: &str) -> anyhow::Result<pb::AgreementBody> {
         statute_reference: statute,
         retention_days: a.retention_days,
         date_precision: date_precision as i32,
+        required_signature_algorithm: required_signature_algorithm as i32,
     })
 }
 

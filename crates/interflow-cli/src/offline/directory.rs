@@ -100,12 +100,13 @@ impl KeyEntry {
             t.as_deref()
                 .map_or(Ok(0), |s| crate::offline::keys::parse_time(what, s))
         };
-        let key = keys::load_verifying_key(&base.join(&self.signing_key))
+        // The suite is the one the PEM names (Ed25519 or SM2).
+        let key = keys::load_public_key(&base.join(&self.signing_key))
             .with_context(|| format!("key id {}", self.id))?;
         Ok(pb::MemberKey {
             key_id: self.id,
-            alg: pb::SignatureAlgorithm::Ed25519 as i32,
-            public_key: key.to_bytes().to_vec(),
+            alg: key.alg_pb(),
+            public_key: key.to_bytes(),
             valid_from_ms: match &self.valid_from {
                 Some(s) => crate::offline::keys::parse_time("valid_from", s)?,
                 None => i64::MIN,
@@ -175,6 +176,38 @@ pub struct MemberView {
     pub endpoint: String,
     pub tls_identity: String,
     pub signing_key: String,
+    /// The listed record-signing keys (rotation), beside key id 0 (`signing_key`).
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub id: u32,
+    /// `ed25519` or `sm2`.
+    pub alg: String,
+    pub public_key: String,
+    /// RFC 3339; absent: from the beginning of time, open, not revoked.
+    pub valid_from: Option<String>,
+    pub valid_until: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+impl KeyView {
+    fn of(k: pb::MemberKey) -> KeyView {
+        let time = |t: i64, none: i64| (t != none).then(|| interflow_core::time::rfc3339(t));
+        KeyView {
+            id: k.key_id,
+            alg: match pb::SignatureAlgorithm::try_from(k.alg) {
+                Ok(pb::SignatureAlgorithm::Ed25519) => "ed25519".into(),
+                Ok(pb::SignatureAlgorithm::Sm2Sm3) => "sm2".into(),
+                _ => format!("unknown ({})", k.alg),
+            },
+            public_key: hex::encode(k.public_key),
+            valid_from: time(k.valid_from_ms, i64::MIN),
+            valid_until: time(k.valid_until_ms, 0),
+            revoked_at: time(k.revoked_at_ms, 0),
+        }
+    }
 }
 
 impl Report for DirectoryView {
@@ -198,6 +231,21 @@ impl Report for DirectoryView {
                 m.endpoint.clone(),
                 m.signing_key.chars().take(16).collect(),
             ]);
+            for k in &m.keys {
+                let window = format!(
+                    "key {} {} {} from {} until {}{}",
+                    k.id,
+                    k.alg,
+                    k.public_key.chars().take(16).collect::<String>(),
+                    k.valid_from.as_deref().unwrap_or("the start"),
+                    k.valid_until.as_deref().unwrap_or("open"),
+                    k.revoked_at
+                        .as_deref()
+                        .map(|r| format!(", REVOKED at {r}"))
+                        .unwrap_or_default(),
+                );
+                t.add_row(vec![String::new(), String::new(), String::new(), window]);
+            }
         }
         s.push_str(&format!("{t}\n"));
         s
@@ -235,6 +283,7 @@ fn view(
                 endpoint: m.endpoint,
                 tls_identity: m.tls_identity,
                 signing_key: hex::encode(m.signing_key),
+                keys: m.keys.into_iter().map(KeyView::of).collect(),
             })
             .collect(),
     })

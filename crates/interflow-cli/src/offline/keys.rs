@@ -8,12 +8,31 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use interflow_core::keys;
 use interflow_core::pseudonym::PseudonymKey;
+use interflow_core::sm2_suite::Sm2SigningKey;
 
 use super::{Written, ensure_parent, refuse_overwrite};
 
+/// A record-signing suite.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Alg {
+    #[default]
+    Ed25519,
+    /// SM2 with SM3 (the national suite).
+    Sm2,
+}
+
+impl Alg {
+    fn name(self) -> &'static str {
+        match self {
+            Alg::Ed25519 => "an Ed25519",
+            Alg::Sm2 => "an SM2",
+        }
+    }
+}
+
 #[derive(Subcommand, Debug, Clone)]
 pub enum KeysCommand {
-    /// A new Ed25519 record-signing key: PKCS#8 PEM (mode 0600) and `<stem>.pub.pem` beside it.
+    /// A new record-signing key: PKCS#8 PEM (mode 0600) and `<stem>.pub.pem` beside it.
     Gen {
         /// Private key file to create.
         #[arg(long)]
@@ -21,8 +40,11 @@ pub enum KeysCommand {
         /// Replace existing files.
         #[arg(long)]
         force: bool,
+        /// The suite: `ed25519` (the directory's key id 0 must be one) or `sm2`.
+        #[arg(long, value_enum, default_value_t = Alg::Ed25519)]
+        alg: Alg,
     },
-    /// Rotation: a new Ed25519 record-signing key under key id `--key-id`, never replacing a
+    /// Rotation: a new record-signing key under key id `--key-id`, never replacing a
     /// file, and the `[[member.key]]` entry for the federation operator's members file
     /// (`directory sign`). Switch the node to it (`[keys] signing_key`, then reload) only once
     /// the directory that lists it is installed at the node.
@@ -37,6 +59,9 @@ pub enum KeysCommand {
         /// Records issued before it do not verify under the key.
         #[arg(long)]
         valid_from: Option<String>,
+        /// The suite of the new key.
+        #[arg(long, value_enum, default_value_t = Alg::Ed25519)]
+        alg: Alg,
     },
     /// A new 32-byte agreement pseudonym key as 64 hex digits (mode 0600). Give the same file
     /// to the other party over a secure channel.
@@ -80,12 +105,40 @@ fn member_key_entry(key_id: u32, public: &Path, valid_from_ms: i64) -> String {
     )
 }
 
+/// Writes a new record-signing key of `alg` at `out` (0600) and its public key beside it;
+/// returns the public key's path and its hex (the directory's bytes).
+fn write_new_key(out: &Path, alg: Alg, force: bool) -> anyhow::Result<(PathBuf, String)> {
+    let public = public_key_path(out);
+    refuse_overwrite(&[out, &public], force)?;
+    ensure_parent(out)?;
+    if force && out.exists() {
+        // The key writer keeps an existing file's mode; start from a fresh 0600 file.
+        std::fs::remove_file(out).with_context(|| format!("replacing `{}`", out.display()))?;
+    }
+    let key = match alg {
+        Alg::Ed25519 => {
+            let key = keys::generate_signing_key();
+            keys::save_signing_key(out, &key).context("writing the signing key")?;
+            keys::RecordSigningKey::Ed25519(key)
+        }
+        Alg::Sm2 => {
+            let key = Sm2SigningKey::generate();
+            keys::save_sm2_signing_key(out, &key).context("writing the signing key")?;
+            keys::RecordSigningKey::Sm2(key)
+        }
+    };
+    let pk = key.public_key();
+    keys::save_public_key(&public, &pk).context("writing the public key")?;
+    Ok((public, hex::encode(pk.to_bytes())))
+}
+
 pub fn run(cmd: &KeysCommand) -> anyhow::Result<Written> {
     match cmd {
         KeysCommand::Rotate {
             out,
             key_id,
             valid_from,
+            alg,
         } => {
             anyhow::ensure!(
                 *key_id >= 1,
@@ -95,41 +148,24 @@ pub fn run(cmd: &KeysCommand) -> anyhow::Result<Written> {
                 Some(s) => parse_time("--valid-from", s)?,
                 None => crate::human::now_ms(),
             };
-            let public = public_key_path(out);
             // A rotation never replaces a key: the old one signs until the switch.
-            refuse_overwrite(&[out, &public], false)?;
-            ensure_parent(out)?;
-            let key = keys::generate_signing_key();
-            keys::save_signing_key(out, &key).context("writing the signing key")?;
-            keys::save_verifying_key(&public, &key.verifying_key())
-                .context("writing the public key")?;
+            let (public, fingerprint) = write_new_key(out, *alg, false)?;
             Ok(Written {
-                what: format!("an Ed25519 record-signing key for key id {key_id}"),
+                what: format!("{} record-signing key for key id {key_id}", alg.name()),
                 files: vec![out.display().to_string(), public.display().to_string()],
-                fingerprint: Some(hex::encode(key.verifying_key().to_bytes())),
+                fingerprint: Some(fingerprint),
                 note: Some(format!(
                     "give the public key to the federation operator with this entry for your `[[member]]` in the members file; once the signed directory is installed at your node, set `[keys] signing_key` to the new file and reload:\n{}",
                     member_key_entry(*key_id, &public, valid_from_ms)
                 )),
             })
         }
-        KeysCommand::Gen { out, force } => {
-            let public = public_key_path(out);
-            refuse_overwrite(&[out, &public], *force)?;
-            ensure_parent(out)?;
-            let key = keys::generate_signing_key();
-            if *force && out.exists() {
-                // The key writer keeps an existing file's mode; start from a fresh 0600 file.
-                std::fs::remove_file(out)
-                    .with_context(|| format!("replacing `{}`", out.display()))?;
-            }
-            keys::save_signing_key(out, &key).context("writing the signing key")?;
-            keys::save_verifying_key(&public, &key.verifying_key())
-                .context("writing the public key")?;
+        KeysCommand::Gen { out, force, alg } => {
+            let (public, fingerprint) = write_new_key(out, *alg, *force)?;
             Ok(Written {
-                what: "an Ed25519 record-signing key".into(),
+                what: format!("{} record-signing key", alg.name()),
                 files: vec![out.display().to_string(), public.display().to_string()],
-                fingerprint: Some(hex::encode(key.verifying_key().to_bytes())),
+                fingerprint: Some(fingerprint),
                 note: Some(
                     "keep the private key secret (mode 0600); the federation operator puts the public key in the directory"
                         .into(),
@@ -178,6 +214,7 @@ mod tests {
         let w = run(&KeysCommand::Gen {
             out: out.clone(),
             force: false,
+            alg: Alg::Ed25519,
         })
         .unwrap();
         let key = keys::load_signing_key(&out).unwrap();
@@ -193,6 +230,7 @@ mod tests {
         let again = run(&KeysCommand::Gen {
             out: out.clone(),
             force: false,
+            alg: Alg::Ed25519,
         });
         assert!(again.unwrap_err().to_string().contains("--force"));
 
@@ -217,15 +255,18 @@ mod tests {
         run(&KeysCommand::Gen {
             out: dir.path().join("signing.pem"),
             force: false,
+            alg: Alg::Ed25519,
         })
         .unwrap();
         let rotate = KeysCommand::Rotate {
             out: dir.path().join("signing-1.pem"),
             key_id: 1,
             valid_from: Some("2026-12-05T08:00:00Z".into()),
+            alg: Alg::Sm2,
         };
         let w = run(&rotate).unwrap();
-        let new = keys::load_signing_key(&dir.path().join("signing-1.pem")).unwrap();
+        let new = keys::load_record_signing_key(&dir.path().join("signing-1.pem")).unwrap();
+        assert!(matches!(new, keys::RecordSigningKey::Sm2(_)));
         // Never over an existing key, not even with the same arguments.
         assert!(run(&rotate).unwrap_err().to_string().contains("exists"));
 
@@ -243,7 +284,7 @@ mod tests {
         .unwrap();
         let region = "310115".parse().unwrap();
         let from = parse_time("t", "2026-12-05T08:00:00Z").unwrap();
-        assert_eq!(d.key_id_of(region, &new.verifying_key(), from), Some(1));
-        assert_eq!(d.key_id_of(region, &new.verifying_key(), from - 1), None);
+        assert_eq!(d.key_id_of(region, &new.public_key(), from), Some(1));
+        assert_eq!(d.key_id_of(region, &new.public_key(), from - 1), None);
     }
 }

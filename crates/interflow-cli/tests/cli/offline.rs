@@ -487,3 +487,66 @@ fn directory_signed_by_the_operator_verifies_as_a_node_checks_it() {
         "{err}"
     );
 }
+
+#[test]
+fn a_rotated_key_and_a_revocation_reach_the_signed_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for k in ["operator", "a"] {
+        let (code, out, err) = run(&["keys", "gen", "--out", p(&d.join(format!("{k}.pem")))]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = run(&[
+        "keys",
+        "rotate",
+        "--out",
+        p(&d.join("a-1.pem")),
+        "--key-id",
+        "1",
+        "--alg",
+        "sm2",
+        "--valid-from",
+        "2026-12-05T08:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let entry = &out[out.find("[[member.key]]").expect("the printed entry")..];
+    std::fs::write(
+        d.join("members.toml"),
+        format!(
+            "serial = 2\n\n[[member]]\nregion = \"310115\"\nname = \"Pudong\"\nendpoint = \"pudong.example:7443\"\nsigning_key = \"a.pub.pem\"\n\n\
+             [[member.key]]\nid = 0\nsigning_key = \"a.pub.pem\"\nrevoked_at = \"2026-12-06T00:00:00Z\"\n\n{entry}"
+        ),
+    )
+    .unwrap();
+    let out_file = d.join("directory.pb");
+    let (code, out, err) = run(&[
+        "directory",
+        "sign",
+        "--members",
+        p(&d.join("members.toml")),
+        "--key",
+        p(&d.join("operator.pem")),
+        "--out",
+        p(&out_file),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let bytes = std::fs::read(&out_file).unwrap();
+    let signed =
+        <interflow_core::pb::SignedDirectory as prost::Message>::decode(bytes.as_slice()).unwrap();
+    let operator = interflow_core::keys::load_verifying_key(&d.join("operator.pub.pem")).unwrap();
+    let directory = interflow_core::directory::Directory::verify(&signed, &operator).unwrap();
+    let a: interflow_core::RegionCode = "310115".parse().unwrap();
+    let revoked = 1_780_272_000_000 + 188 * 86_400_000; // 2026-12-06T00:00:00Z
+    assert!(directory.key_for(a, 0, revoked - 1).is_ok());
+    assert!(directory.key_for(a, 0, revoked).is_err());
+    let sm2 = interflow_core::keys::load_record_signing_key(&d.join("a-1.pem")).unwrap();
+    assert_eq!(directory.key_id_of(a, &sm2.public_key(), revoked), Some(1));
+
+    let (code, out, _) = run(&["directory", "show", p(&out_file), "--json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"alg\": \"sm2\""), "{out}");
+    assert!(
+        out.contains("\"revoked_at\": \"2026-12-06T00:00:00Z\""),
+        "{out}"
+    );
+}

@@ -278,9 +278,9 @@ fn an_explicit_epoch_one_is_refused() {
 #[test]
 fn a_placed_record_signed_later_is_what_decoding_its_bytes_gives() {
     let k = key(1);
-    let placed = sample(0).place(3, RecordId([7; 32]), 0).unwrap();
+    let placed = sample(0).place(3, RecordId([7; 32]), (&k).into()).unwrap();
     let id = placed.id();
-    let rec = placed.sign(&k);
+    let rec = placed.sign((&k).into());
     assert_eq!(rec.id(), id);
     let again = DecodedRecord::from_bytes(&rec.to_bytes()).unwrap();
     assert_eq!(&again, &*rec);
@@ -331,7 +331,10 @@ fn a_version_1_body_verifies_under_key_id_0() {
 #[test]
 fn a_record_verifies_only_under_the_key_it_names_inside_its_window() {
     let dir = rotated_directory();
-    let sealer = |k, key_id| Sealer { key: k, key_id };
+    let sealer = |k, key_id| Sealer {
+        key: SealKey::Ed25519(k),
+        key_id,
+    };
     let (k3, k4) = (key(3), key(4));
     let v2 = issued(1).seal(1, RecordId::ZERO, sealer(&k4, 2)).unwrap();
     assert_eq!((v2.body().version, v2.key_id()), (BODY_VERSION_KEY_ID, 2));
@@ -406,11 +409,145 @@ fn the_signing_key_is_not_content() {
             1,
             RecordId::ZERO,
             Sealer {
-                key: &k4,
+                key: (&k4).into(),
                 key_id: 2,
             },
         )
         .unwrap();
     assert_ne!(before.id(), after.id());
     assert_eq!(r.content_hash(), content_hash_of(after.body().clone()));
+}
+
+/// 310115 lists SM2 key id 1 (sm2_key(5)) besides its Ed25519 key id 0.
+fn sm2_directory() -> Directory {
+    use crate::fixtures::{directory, member, sm2_member_key};
+    directory(vec![
+        member("310115", 1, vec![sm2_member_key(1, 5, 0)]),
+        member("110105", 2, vec![]),
+    ])
+}
+
+fn sm2_sealed() -> VerifiedRecord {
+    let k = crate::fixtures::sm2_key(5);
+    issued(1)
+        .seal(
+            1,
+            RecordId::ZERO,
+            Sealer {
+                key: (&k).into(),
+                key_id: 1,
+            },
+        )
+        .unwrap()
+}
+
+/// `n - s` for the SM2 group order `n`, big-endian.
+fn negate_mod_order(s: &[u8]) -> Vec<u8> {
+    let n =
+        hex::decode("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123").unwrap();
+    let mut out = vec![0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(n[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        out[i] = d.rem_euclid(256) as u8;
+    }
+    out
+}
+
+#[test]
+fn an_sm2_record_verifies_under_its_sm2_key_and_forgeries_do_not() {
+    let dir = sm2_directory();
+    let rec = sm2_sealed();
+    assert_eq!(rec.signed().alg, pb::SignatureAlgorithm::Sm2Sm3 as i32);
+    assert_eq!(rec.signed().signature.len(), 64);
+    // Record ids stay SHA-256 of the body.
+    assert_eq!(rec.id(), RecordId::of_body(&rec.signed().body));
+    assert!(rec.clone().into_decoded().verify_in(&dir).is_ok());
+
+    let refused = |signed: pb::SignedRecord| {
+        DecodedRecord::decode(signed)
+            .and_then(|d| d.verify_in(&dir).map(|_| ()))
+            .unwrap_err()
+            .reject_reason()
+    };
+    let signed = rec.into_decoded().into_signed();
+    // Malleated: s replaced by n - s.
+    let mut m = signed.clone();
+    let s = negate_mod_order(&m.signature[32..]);
+    m.signature[32..].copy_from_slice(&s);
+    assert_eq!(refused(m), pb::RejectReason::BadSignature);
+    // A flipped byte in r.
+    let mut f = signed.clone();
+    f.signature[3] ^= 0x40;
+    assert_eq!(refused(f), pb::RejectReason::BadSignature);
+    // Forged: another SM2 key naming key id 1.
+    let other = crate::fixtures::sm2_key(6);
+    let forged = issued(1)
+        .seal(
+            1,
+            RecordId::ZERO,
+            Sealer {
+                key: (&other).into(),
+                key_id: 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        refused(forged.into_decoded().into_signed()),
+        pb::RejectReason::BadSignature
+    );
+    // The envelope's algorithm must be the named key's.
+    let mut wrong_alg = signed.clone();
+    wrong_alg.alg = pb::SignatureAlgorithm::Ed25519 as i32;
+    assert_eq!(refused(wrong_alg), pb::RejectReason::UnsupportedAlgorithm);
+    // An Ed25519 signature naming the SM2 key id.
+    let ed = issued(1)
+        .seal(
+            1,
+            RecordId::ZERO,
+            Sealer {
+                key: (&key(1)).into(),
+                key_id: 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        refused(ed.into_decoded().into_signed()),
+        pb::RejectReason::UnsupportedAlgorithm
+    );
+}
+
+#[test]
+fn sm2_receipts_and_heads_verify_under_the_signer_s_sm2_key() {
+    use crate::statement::{Receipt, sign_receipt, verify_receipt};
+    let dir = directory_with_sm2_destination();
+    let k = crate::fixtures::sm2_key(5);
+    let r = Receipt {
+        channel: crate::fixtures::a_to_b(),
+        acked_seq: 3,
+        head_hash: RecordId([1; 32]),
+        issued_at_ms: NOW,
+    };
+    let signed = sign_receipt(
+        Sealer {
+            key: (&k).into(),
+            key_id: 1,
+        },
+        &r,
+    );
+    assert_eq!(signed.alg, pb::SignatureAlgorithm::Sm2Sm3 as i32);
+    assert_eq!(verify_receipt(&signed, &dir).unwrap(), r);
+    let mut bad = signed.clone();
+    bad.signature[40] ^= 1;
+    assert!(verify_receipt(&bad, &dir).is_err());
+}
+
+/// 110105 (the destination of `a_to_b`) lists SM2 key id 1 (sm2_key(5)).
+fn directory_with_sm2_destination() -> Directory {
+    use crate::fixtures::{directory, member, sm2_member_key};
+    directory(vec![
+        member("310115", 1, vec![]),
+        member("110105", 2, vec![sm2_member_key(1, 5, 0)]),
+    ])
 }
