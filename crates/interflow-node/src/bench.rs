@@ -195,6 +195,12 @@ impl Drop for Served {
     }
 }
 
+/// glibc gives each thread that allocates while the others hold theirs a malloc arena of its
+/// own, up to 8 per core, and keeps what each one grew to: with signing threads and the
+/// blocking pool a node's RSS doubled (A: 530-570 MiB after 80 k records, 280 MiB with 2
+/// arenas, the rate unchanged). The deployment files set the same.
+pub const MALLOC_ARENA_MAX: (&str, &str) = ("MALLOC_ARENA_MAX", "2");
+
 fn serve(exe: &Path, node: &DevNode) -> anyhow::Result<Served> {
     let log_path = node
         .config
@@ -207,6 +213,8 @@ fn serve(exe: &Path, node: &DevNode) -> anyhow::Result<Served> {
         .args(["serve", "--config"])
         .arg(&node.config)
         .env("RUST_LOG", "warn")
+        // As the deployment files run a node (README, Performance: memory).
+        .env(MALLOC_ARENA_MAX.0, MALLOC_ARENA_MAX.1)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log)

@@ -574,3 +574,56 @@ impl pb::intake_server::Intake for IntakeService {
         Ok(resp)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(records: usize, calls: usize) -> IntakeQueue {
+        IntakeQueue::new(&crate::config::IntakeQueue {
+            max_queued_records: records,
+            max_waiting_calls: calls,
+        })
+    }
+
+    fn hint(s: &Status) -> u64 {
+        s.metadata()
+            .get(interflow_core::RETRY_AFTER_MS_HEADER)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_queue_takes_calls_up_to_its_bounds_and_frees_their_places_when_answered() {
+        let q = queue(10, 2);
+        let a = q.admit(6, 50).unwrap();
+        // Over the item bound.
+        let refused = q.admit(5, 50).err().unwrap();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        let b = q.admit(4, 50).unwrap();
+        // Over the call bound, though one item would fit.
+        assert!(q.admit(0, 50).is_err());
+        drop(a);
+        let c = q.admit(6, 50).unwrap();
+        drop((b, c));
+        assert_eq!(*q.held(), (0, 0));
+    }
+
+    #[test]
+    fn the_hint_follows_the_work_ahead_within_its_bounds() {
+        let q = queue(5000, 64);
+        let _held = q.admit(4000, 100).unwrap();
+        // 4000 items at 100 µs each: 400 ms.
+        assert_eq!(hint(&q.admit(1001, 100).err().unwrap()), 400);
+        assert_eq!(hint(&q.admit(1001, 1).err().unwrap()), RETRY_AFTER_MIN_MS);
+        assert_eq!(
+            hint(&q.admit(1001, 100_000).err().unwrap()),
+            RETRY_AFTER_MAX_MS
+        );
+        let s = q.admit(1001, 100).err().unwrap();
+        assert!(s.message().contains("send it again after 400 ms"), "{s:?}");
+    }
+}
