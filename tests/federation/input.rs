@@ -524,3 +524,111 @@ async fn a_deliver_stream_that_goes_bad_ends_with_a_status_after_its_acks() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     c.shutdown().await;
 }
+
+/// Backpressure: with a tiny `[intake]` bound, concurrent Submit calls beyond it are answered
+/// RESOURCE_EXHAUSTED with a `retry-after-ms` hint, and nothing of a refused call is stored or
+/// audited; sent again later, it is stored as new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_intake_queue_answers_resource_exhausted_with_a_hint_and_stores_nothing() {
+    let c = TestCluster::start_edited(2, |_, text| {
+        text.push_str(
+            "\n[limits]\nmax_submit_batch = 2\n[intake]\nmax_queued_records = 2\nmax_waiting_calls = 1\n",
+        );
+    })
+    .await;
+    c.wait_released(0).await;
+    let b = c.region(1).to_string();
+    let channel = ChannelId::new(c.region(0), c.region(1));
+    let audited = || async {
+        c.admin(0)
+            .await
+            .audit_log(pb::AuditLogRequest {
+                since_ms: 0,
+                limit: 10_000,
+                newest_first: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
+            .iter()
+            .filter(|e| e.action == "Intake.Submit")
+            .count()
+    };
+    let intake = c.intake(0).await;
+    let mut accepted = 0u64;
+    let mut refused = Vec::new();
+    // Calls sent at once: while one is validated and committed the queue is full. A round in
+    // which the node happened to finish each call before the next arrived is sent again.
+    for round in 0..10u64 {
+        let calls: Vec<_> = (0..32u64)
+            .map(|k| {
+                let mut intake = intake.clone();
+                let item = sample_submission(1000 + round * 100 + k, &b);
+                tokio::spawn(async move {
+                    let r = intake
+                        .submit(pb::SubmitRequest {
+                            items: vec![item.clone()],
+                        })
+                        .await;
+                    (item, r)
+                })
+            })
+            .collect();
+        for call in calls {
+            match call.await.unwrap() {
+                (_, Ok(_)) => accepted += 1,
+                (item, Err(s)) => refused.push((item, s)),
+            }
+        }
+        if !refused.is_empty() {
+            break;
+        }
+    }
+    assert!(!refused.is_empty(), "no call was refused");
+    for (_, s) in &refused {
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+        let hint: u64 = s
+            .metadata()
+            .get(interflow_core::RETRY_AFTER_MS_HEADER)
+            .expect("a retry hint")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(hint > 0, "{hint}");
+        assert!(
+            s.message()
+                .contains(&format!("send it again after {hint} ms")),
+            "{}",
+            s.message()
+        );
+    }
+    // Only the accepted calls stored a record and wrote an audit entry.
+    assert_eq!(c.node(0).store.head(channel).0, accepted);
+    assert_eq!(audited().await as u64, accepted);
+    // A refused call left nothing behind: sent again, its item is new, not a duplicate.
+    let (item, _) = refused.swap_remove(0);
+    let again = eventually(
+        std::time::Duration::from_secs(10),
+        "the refused call to be taken",
+        || {
+            let mut intake = intake.clone();
+            let item = item.clone();
+            async move {
+                intake
+                    .submit(pb::SubmitRequest { items: vec![item] })
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await
+    .into_inner();
+    assert!(!again.results[0].duplicate, "{again:?}");
+    assert!(matches!(
+        again.results[0].outcome,
+        Some(pb::submit_result::Outcome::RecordId(_))
+    ));
+    assert_eq!(c.node(0).store.head(channel).0, accepted + 1);
+}

@@ -25,10 +25,10 @@ pub mod time;
 
 /// The encoded descriptor set of every `interflow.v1` service, for server reflection.
 pub use interflow_proto::FILE_DESCRIPTOR_SET;
-/// The `Intake.Submit` response header that names the node's batch limit.
-pub use interflow_proto::MAX_SUBMIT_BATCH_HEADER;
 /// The wire types. Every crate above core reaches them through this re-export (one way), and
 /// the store not at all.
 pub use interflow_proto::v1 as pb;
+/// The `Intake.Submit` response header that names the node's batch limit.
+pub use interflow_proto::{MAX_SUBMIT_BATCH_HEADER, RETRY_AFTER_MS_HEADER};
 pub use national_id::NationalId;
 pub use region::RegionCode;

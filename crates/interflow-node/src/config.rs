@@ -78,6 +78,10 @@ struct RawConfig {
     limits: Limits,
     #[serde(default)]
     retention: Retention,
+    #[serde(default)]
+    intake: IntakeQueue,
+    #[serde(default)]
+    store: StoreTuning,
     /// Read by `interflowctl --config`; the node ignores it.
     #[serde(default)]
     #[allow(dead_code)]
@@ -190,6 +194,49 @@ impl Default for Delivery {
         }
     }
 }
+
+/// Backpressure at intake: how much Submit work the node takes on before it answers
+/// `RESOURCE_EXHAUSTED` with a retry hint (and stores nothing of that call).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeQueue {
+    /// Items of the Submit calls admitted and not yet answered (validating, waiting for the
+    /// group commit, or in it). Must be at least `limits.max_submit_batch`.
+    pub max_queued_records: usize,
+    /// Submit calls admitted and not yet answered.
+    pub max_waiting_calls: usize,
+}
+
+impl Default for IntakeQueue {
+    fn default() -> Self {
+        // Eight full batches: about a quarter of a second of intake at 30k records/s, so a
+        // Submit waits at most that long behind others before its own group commit.
+        IntakeQueue {
+            max_queued_records: 8000,
+            max_waiting_calls: 64,
+        }
+    }
+}
+
+/// Storage tuning.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreTuning {
+    /// sled's page cache (`Config::cache_capacity`), the largest part of a node's memory.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreTuning {
+    fn default() -> Self {
+        StoreTuning {
+            cache_bytes: interflow_store::DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// The smallest and largest `[store] cache_bytes` accepted: below 4 MiB sled re-reads its
+/// pages from disk on every call; above 64 GiB is surely a typo.
+pub const CACHE_BYTES_RANGE: std::ops::RangeInclusive<u64> = (4 << 20)..=(64 << 30);
 
 /// Erasure of records whose agreement this node no longer has.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -494,6 +541,10 @@ pub struct Config {
     pub reconcile: Reconcile,
     pub limits: Limits,
     pub retention: Retention,
+    /// `[intake]`: backpressure to submitters.
+    pub intake: IntakeQueue,
+    /// `[store]`: the sled page cache.
+    pub store: StoreTuning,
 }
 
 /// Key material, directory and agreements, loaded and verified.
@@ -660,6 +711,29 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let q = &raw.intake;
+        if q.max_waiting_calls == 0 {
+            return Err(invalid("intake.max_waiting_calls", "must be positive"));
+        }
+        if q.max_queued_records < raw.limits.max_submit_batch {
+            return Err(invalid(
+                "intake.max_queued_records",
+                format!(
+                    "must be at least limits.max_submit_batch ({}), or a full batch could never be taken",
+                    raw.limits.max_submit_batch
+                ),
+            ));
+        }
+        if !CACHE_BYTES_RANGE.contains(&raw.store.cache_bytes) {
+            return Err(invalid(
+                "store.cache_bytes",
+                format!(
+                    "must be between {} (4 MiB) and {} (64 GiB)",
+                    CACHE_BYTES_RANGE.start(),
+                    CACHE_BYTES_RANGE.end()
+                ),
+            ));
+        }
         let cfg = Config {
             path: path.to_owned(),
             region,
@@ -696,6 +770,8 @@ impl Config {
             reconcile: raw.reconcile,
             limits: raw.limits,
             retention: raw.retention,
+            intake: raw.intake,
+            store: raw.store,
         };
         cfg.check_files()?;
         Ok(cfg)
@@ -875,6 +951,39 @@ mod tests {
         assert_eq!(cfg.local_listen.to_string(), "127.0.0.1:7444");
         assert_eq!(cfg.limits, Limits::default());
         assert_eq!(cfg.delivery, Delivery::default());
+        assert_eq!(cfg.intake, IntakeQueue::default());
+        assert_eq!(cfg.store, StoreTuning::default());
+    }
+
+    #[test]
+    fn intake_bounds_and_cache_sizes_that_cannot_work_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path());
+        let path = dir.path().join("interflow.toml");
+        for (from, to, key) in [
+            (
+                "max_queued_records = 8000",
+                "max_queued_records = 999",
+                "intake.max_queued_records",
+            ),
+            (
+                "max_waiting_calls = 64",
+                "max_waiting_calls = 0",
+                "intake.max_waiting_calls",
+            ),
+            (
+                "cache_bytes = 67108864",
+                "cache_bytes = 1048576",
+                "store.cache_bytes",
+            ),
+        ] {
+            let text = starter("310115".parse().unwrap());
+            assert!(text.contains(from), "the example config sets `{from}`");
+            let err = Config::parse(&path, &text.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -25,14 +25,92 @@ use crate::residence::latest_event;
 pub struct IntakeService {
     pub node: Arc<Node>,
     commits: Arc<GroupCommit>,
+    queue: Arc<IntakeQueue>,
 }
 
 impl IntakeService {
     pub fn new(node: Arc<Node>) -> Self {
+        let queue = Arc::new(IntakeQueue::new(&node.config.intake));
         IntakeService {
             node,
             commits: Arc::default(),
+            queue,
         }
+    }
+}
+
+/// The retry hint's bounds: never "now" (the queue is full now), never so long that a
+/// submitter gives up on a node that drains in a moment.
+const RETRY_AFTER_MIN_MS: u64 = 20;
+const RETRY_AFTER_MAX_MS: u64 = 5000;
+
+/// The commit time per record assumed until a group commit has been measured.
+const ASSUMED_COMMIT_US_PER_RECORD: u64 = 50;
+
+/// Backpressure: the Submit work this node has taken on and not yet answered (items and
+/// calls), bounded by `[intake]`. A call beyond the bound is refused before anything of it is
+/// read, so memory and latency stay bounded however many clients push, and what waits for the
+/// store writer is bounded too (one group commit at a time, the rest of the queue behind it).
+#[derive(Debug)]
+struct IntakeQueue {
+    max_records: usize,
+    max_calls: usize,
+    /// (items, calls) admitted and not yet answered.
+    held: std::sync::Mutex<(usize, usize)>,
+}
+
+/// A call's place in the intake queue; given back when the call is answered.
+struct Admitted<'a> {
+    queue: &'a IntakeQueue,
+    items: usize,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let mut held = self.queue.held();
+        held.0 -= self.items;
+        held.1 -= 1;
+    }
+}
+
+impl IntakeQueue {
+    fn new(c: &crate::config::IntakeQueue) -> Self {
+        IntakeQueue {
+            max_records: c.max_queued_records,
+            max_calls: c.max_waiting_calls,
+            held: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// The counts; a poisoned lock still holds valid counts.
+    fn held(&self) -> std::sync::MutexGuard<'_, (usize, usize)> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a call of `items` on, or refuses it with the status to answer; the hint assumes
+    /// the work ahead drains at `us_per_record`.
+    fn admit(&self, items: usize, us_per_record: u64) -> Result<Admitted<'_>, Status> {
+        let mut held = self.held();
+        let (records, calls) = *held;
+        if records + items <= self.max_records && calls < self.max_calls {
+            *held = (records + items, calls + 1);
+            return Ok(Admitted { queue: self, items });
+        }
+        drop(held);
+        // About when the work ahead is committed, if it drains at the recent rate.
+        let wait_ms =
+            (records as u64 * us_per_record / 1000).clamp(RETRY_AFTER_MIN_MS, RETRY_AFTER_MAX_MS);
+        let mut status = Status::resource_exhausted(format!(
+            "intake is busy: {records} items of {calls} calls are waiting to be stored (this node takes {} items and {} calls at most); nothing of this call was stored, send it again after {wait_ms} ms",
+            self.max_records, self.max_calls
+        ));
+        status.metadata_mut().insert(
+            interflow_core::RETRY_AFTER_MS_HEADER,
+            tonic::metadata::MetadataValue::from(wait_ms),
+        );
+        Err(status)
     }
 }
 
@@ -54,6 +132,9 @@ struct Job {
 struct GroupCommit {
     queued: std::sync::Mutex<Vec<Job>>,
     turn: tokio::sync::Mutex<()>,
+    /// Recent commit time per record in microseconds (a moving average over about eight
+    /// groups; 0 until the first), for the backpressure hint.
+    us_per_record: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Job {
@@ -72,6 +153,29 @@ impl GroupCommit {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Notes how long a group of `records` items took to commit.
+    fn observe(&self, records: usize, took: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let per_record = (took.as_micros() as u64 / records.max(1) as u64).max(1);
+        let old = self.us_per_record.load(Relaxed);
+        let new = match old {
+            0 => per_record,
+            _ => (old * 7 + per_record) / 8,
+        };
+        self.us_per_record.store(new, Relaxed);
+    }
+
+    /// The commit time per record the backpressure hint assumes.
+    fn us_per_record(&self) -> u64 {
+        match self
+            .us_per_record
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => ASSUMED_COMMIT_US_PER_RECORD,
+            us => us,
+        }
+    }
+
     /// Queues a call's records and waits until a group holding them was committed durably.
     async fn commit(&self, node: &Arc<Node>, job: Job) -> Result<Vec<AppendOutcome>, Status> {
         let (tx, mut rx) = oneshot::channel();
@@ -85,7 +189,10 @@ impl GroupCommit {
             let jobs = std::mem::take(&mut *self.queue());
             // Empty when an earlier turn took this call's records with its group.
             if !jobs.is_empty() {
+                let records: usize = jobs.iter().map(|j| j.items).sum();
+                let started = std::time::Instant::now();
                 run_group(node, jobs).await;
+                self.observe(records, started.elapsed());
             }
         }
         rx.await
@@ -488,8 +595,21 @@ impl pb::intake_server::Intake for IntakeService {
                 .insert(interflow_core::MAX_SUBMIT_BATCH_HEADER, limit);
             return Err(status);
         }
+        // Backpressure before anything of the call is read: refused, it stores and audits
+        // nothing (as the rate limit, a full queue must not let a flood grow the audit log).
+        let admitted = match self.queue.admit(items.len(), self.commits.us_per_record()) {
+            Ok(a) => a,
+            Err(mut status) => {
+                self.node.metrics.intake_busy.inc();
+                status
+                    .metadata_mut()
+                    .insert(interflow_core::MAX_SUBMIT_BATCH_HEADER, limit);
+                return Err(status);
+            }
+        };
         let started = std::time::Instant::now();
         let results = self.submit_audited(caller, items).await;
+        drop(admitted);
         self.node
             .metrics
             .submit_seconds
@@ -499,5 +619,58 @@ impl pb::intake_server::Intake for IntakeService {
         resp.metadata_mut()
             .insert(interflow_core::MAX_SUBMIT_BATCH_HEADER, limit);
         Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(records: usize, calls: usize) -> IntakeQueue {
+        IntakeQueue::new(&crate::config::IntakeQueue {
+            max_queued_records: records,
+            max_waiting_calls: calls,
+        })
+    }
+
+    fn hint(s: &Status) -> u64 {
+        s.metadata()
+            .get(interflow_core::RETRY_AFTER_MS_HEADER)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_queue_takes_calls_up_to_its_bounds_and_frees_their_places_when_answered() {
+        let q = queue(10, 2);
+        let a = q.admit(6, 50).unwrap();
+        // Over the item bound.
+        let refused = q.admit(5, 50).err().unwrap();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        let b = q.admit(4, 50).unwrap();
+        // Over the call bound, though one item would fit.
+        assert!(q.admit(0, 50).is_err());
+        drop(a);
+        let c = q.admit(6, 50).unwrap();
+        drop((b, c));
+        assert_eq!(*q.held(), (0, 0));
+    }
+
+    #[test]
+    fn the_hint_follows_the_work_ahead_within_its_bounds() {
+        let q = queue(5000, 64);
+        let _held = q.admit(4000, 100).unwrap();
+        // 4000 items at 100 µs each: 400 ms.
+        assert_eq!(hint(&q.admit(1001, 100).err().unwrap()), 400);
+        assert_eq!(hint(&q.admit(1001, 1).err().unwrap()), RETRY_AFTER_MIN_MS);
+        assert_eq!(
+            hint(&q.admit(1001, 100_000).err().unwrap()),
+            RETRY_AFTER_MAX_MS
+        );
+        let s = q.admit(1001, 100).err().unwrap();
+        assert!(s.message().contains("send it again after 400 ms"), "{s:?}");
     }
 }

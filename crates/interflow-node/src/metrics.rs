@@ -71,6 +71,8 @@ pub struct Metrics {
     /// `process_*`, without the `interflow_` prefix and region label Prometheus tools expect.
     process: Arc<Registry>,
     pub submitted: Counter,
+    /// Submit calls answered RESOURCE_EXHAUSTED because the intake queue was full.
+    pub intake_busy: Counter,
     pub delivered: Family<PeerLabel, Counter>,
     pub received: Counter,
     pub rejected: Family<ReasonLabel, Counter>,
@@ -128,6 +130,7 @@ impl Metrics {
             [("region".into(), region.as_str().to_owned().into())].into_iter(),
         );
         let submitted = Counter::default();
+        let intake_busy = Counter::default();
         let delivered = Family::<PeerLabel, Counter>::default();
         let received = Counter::default();
         let rejected = Family::<ReasonLabel, Counter>::default();
@@ -229,6 +232,11 @@ impl Metrics {
             submitted.clone(),
         );
         registry.register(
+            "intake_busy",
+            "Submit calls refused with a retry hint because the intake queue was full ([intake])",
+            intake_busy.clone(),
+        );
+        registry.register(
             "records_delivered",
             "Records acknowledged by a peer",
             delivered.clone(),
@@ -294,6 +302,7 @@ impl Metrics {
             registry: Arc::new(registry),
             process: Arc::new(process),
             submitted,
+            intake_busy,
             delivered,
             received,
             rejected,

@@ -224,6 +224,7 @@ pub async fn start(config: Config, listeners: Listeners, clock: Clock) -> anyhow
     let metrics = Metrics::new(config.region, &peers);
     let fsync = metrics.store_fsync_seconds.clone();
     let options = StoreOptions {
+        cache_capacity: config.store.cache_bytes,
         sync: Arc::new(move |f: &std::fs::File| {
             let t = std::time::Instant::now();
             let r = f.sync_all();

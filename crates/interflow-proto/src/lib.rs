@@ -15,3 +15,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("inte
 /// Response metadata of `Intake.Submit`, on answers and refusals alike: the most items the node
 /// takes in one request (its `limits.max_submit_batch`), so clients can size their batches.
 pub const MAX_SUBMIT_BATCH_HEADER: &str = "x-interflow-max-batch";
+
+/// Metadata of an `Intake.Submit` answered `RESOURCE_EXHAUSTED` because the node's intake is
+/// full: milliseconds to wait before sending the same request again.
+pub const RETRY_AFTER_MS_HEADER: &str = "retry-after-ms";

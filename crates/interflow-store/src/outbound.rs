@@ -160,7 +160,7 @@ impl Store {
         self.check_writable()?;
         let mut plan = self.plan_outbound(&groups, key)?;
         let mut signed = sign_all(key, std::mem::take(&mut plan.placed));
-        let _w = self.write.lock();
+        let w = self.write.lock();
         self.check_writable()?;
         let mut states = BTreeMap::new();
         for (c, from) in &plan.from {
@@ -222,6 +222,11 @@ impl Store {
             // Only a durable head is ever signed to a peer.
             *self.audit_head.write() = audit_head;
         }
+        // Fairness: hand the writer lock straight to the writer that waited longest during
+        // this commit (a receipt, inbound records), with no barging by a later caller. With
+        // the sequencer (one group at a time, signed before it takes the writer), a delivery
+        // write waits behind at most one group commit.
+        parking_lot::MutexGuard::unlock_fair(w);
         Ok(plan.outcomes)
     }
 

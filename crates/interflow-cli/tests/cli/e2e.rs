@@ -627,3 +627,117 @@ async fn residence_rows_show_in_coverage_and_the_pending_worklist() {
     assert_eq!(v["late_worklists"], 0, "{v}");
     c.shutdown().await;
 }
+
+/// A node whose intake is full answers RESOURCE_EXHAUSTED with a `retry-after-ms` hint;
+/// `submit` waits, sends the batch again, and in the end has stored every row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_waits_for_a_busy_node_and_stores_every_row_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    // One call at a time, and no request rate limit in the way of the other submitters.
+    let c = TestCluster::start_edited(2, |_, text| {
+        text.push_str(
+            "\n[limits]\nmax_submit_batch = 2\npeer_requests_per_sec = 1000000\npeer_burst = 1000000\n[intake]\nmax_queued_records = 2\nmax_waiting_calls = 1\n",
+        );
+    })
+    .await;
+    c.wait_released(0).await;
+    let dest = c.region(1).to_string();
+    let id = interflow_node_free_id();
+    let rows = 40;
+    let csv = c.dir.path().join("busy.csv");
+    let mut text = format!("{HEADER}\n");
+    for k in 0..rows {
+        text.push_str(&format!(
+            "busy-{k},{dest},{id},contraception,,iud,2025-11-10,,,2025-01-01,,3101150042,\n"
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+
+    // Other submitters keep the node's one intake slot busy until the CLI has been refused.
+    let node = c.node(0).clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ours_refused, ours_stored) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let ours_in_flight = Arc::new(AtomicU64::new(0));
+    let mut hammers = Vec::new();
+    for h in 0..4u64 {
+        let mut intake = c.intake(0).await;
+        let (stop, refused, stored, in_flight, dest) = (
+            stop.clone(),
+            ours_refused.clone(),
+            ours_stored.clone(),
+            ours_in_flight.clone(),
+            dest.clone(),
+        );
+        hammers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let items = (0..2)
+                    .map(|i| {
+                        interflow_node::dev::sample_submission(10_000 * (h + 1) + n * 2 + i, &dest)
+                    })
+                    .collect();
+                in_flight.fetch_add(1, Ordering::SeqCst);
+                let r = intake
+                    .submit(interflow_core::pb::SubmitRequest { items })
+                    .await;
+                // Counted as refused before it stops being in flight (see the watch below).
+                match r {
+                    Ok(_) => {
+                        stored.fetch_add(2, Ordering::SeqCst);
+                        n += 1;
+                    }
+                    Err(_) => {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                if r.is_err() {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    let watch = {
+        let (stop, ours_refused, ours_in_flight) =
+            (stop.clone(), ours_refused.clone(), ours_in_flight.clone());
+        tokio::spawn(async move {
+            eventually(
+                Duration::from_secs(60),
+                "the CLI to be refused once",
+                || {
+                    // Read in this order, every refusal of ours the node counted shows in flight
+                    // or refused: more refusals than that were the CLI's.
+                    let busy = node.metrics.intake_busy.get();
+                    let ours =
+                        ours_in_flight.load(Ordering::SeqCst) + ours_refused.load(Ordering::SeqCst);
+                    async move { (busy > ours).then_some(()) }
+                },
+            )
+            .await;
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let (code, out, err) = ctl(args(&c, 0, &["submit", "--file", p(&csv), "--json"])).await;
+    watch.await.unwrap();
+    for h in hammers {
+        h.await.unwrap();
+    }
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["stored"], rows, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(report["busy_retries"].as_u64().unwrap() >= 1, "{report}");
+    let ch = ChannelId::new(c.region(0), c.region(1));
+    assert_eq!(
+        c.node(0).store.head(ch).0,
+        ours_stored.load(Ordering::SeqCst) + rows
+    );
+    // Every row was stored once: a rerun finds them all already stored.
+    let (code, out, err) = ctl(args(&c, 0, &["submit", "--file", p(&csv), "--json"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["stored"], 0, "{report}");
+    assert_eq!(report["duplicates"], rows, "{report}");
+}

@@ -41,6 +41,13 @@ const RETRIES: usize = 5;
 /// The wait before the first retry; it doubles for each further one.
 const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// How often a batch is sent again while the node's intake is busy (`RESOURCE_EXHAUSTED` with
+/// a `retry-after-ms` hint), and the shortest and longest wait before a try: never less than
+/// the node's hint, doubling with jitter. About two and a half minutes in all, then it gives up.
+const BUSY_RETRIES: usize = 20;
+const BUSY_MIN_DELAY: Duration = Duration::from_millis(50);
+const BUSY_MAX_DELAY: Duration = Duration::from_secs(10);
+
 /// What `submit` needs besides the connection.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -66,6 +73,8 @@ struct Tally {
     failed_locally: u64,
     rejected: u64,
     batches: u64,
+    /// Calls sent again because the node's intake was busy.
+    busy_retries: u64,
 }
 
 impl Tally {
@@ -171,7 +180,12 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
             let batch = std::mem::take(&mut items);
             let rows = std::mem::take(&mut queued);
             let mut node_max = None;
-            let sent = send(conn, batch, batch_size, &mut node_max).await;
+            let mut busy = Busy {
+                bar: &bar,
+                retries: 0,
+            };
+            let sent = send(conn, batch, batch_size, &mut node_max, &mut busy).await;
+            tally.busy_retries += busy.retries;
             if let Some(max) = node_max {
                 batch_size = opts.batch.clamp(1, max.max(1));
             }
@@ -248,6 +262,7 @@ pub async fn run(conn: &Connection, opts: &Options) -> anyhow::Result<SubmitSumm
         failed_locally: tally.failed_locally,
         rejected_by_node: tally.rejected,
         batches: tally.batches,
+        busy_retries: tally.busy_retries,
         errors_file: errors_file.map(|p| p.display().to_string()),
         error_summary,
     })
@@ -264,6 +279,7 @@ async fn send(
     items: Vec<pb::Submission>,
     mut limit: usize,
     node_max: &mut Option<usize>,
+    busy: &mut Busy<'_>,
 ) -> anyhow::Result<(Vec<pb::SubmitResult>, u64)> {
     let mut results = Vec::with_capacity(items.len());
     let mut calls = 0;
@@ -271,7 +287,7 @@ async fn send(
     while !rest.is_empty() {
         let chunk: Vec<pb::Submission> = rest.drain(..rest.len().min(limit.max(1))).collect();
         calls += 1;
-        match send_once(conn, &chunk).await? {
+        match send_once(conn, &chunk, busy).await? {
             Sent::Answered(r, max) => {
                 *node_max = max.or(*node_max);
                 results.extend(r);
@@ -303,14 +319,40 @@ fn max_batch(md: &tonic::metadata::MetadataMap) -> Option<usize> {
         .ok()
 }
 
+/// The node's backpressure hint: its intake is full, send the same request again after this.
+fn busy_hint(s: &tonic::Status) -> Option<Duration> {
+    if s.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let ms = s
+        .metadata()
+        .get(interflow_core::RETRY_AFTER_MS_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms))
+}
+
+/// Where retries after a busy answer are shown and counted.
+struct Busy<'a> {
+    bar: &'a ProgressBar,
+    retries: u64,
+}
+
 /// Whether `s` is the node's rate limit: slow down and try again.
 fn rate_limited(s: &tonic::Status) -> bool {
     s.code() == tonic::Code::ResourceExhausted && s.message().contains("rate limit")
 }
 
-/// One `Intake.Submit` call, retried while the node is briefly unavailable or asks to slow down
-/// (safe: items are idempotent by key).
-async fn send_once(conn: &Connection, items: &[pb::Submission]) -> anyhow::Result<Sent> {
+/// One `Intake.Submit` call, retried while the node is briefly unavailable or asks to slow down,
+/// and sent again after the node's hint while its intake is busy (safe: items are idempotent
+/// by key, and a busy node stored nothing of the call).
+async fn send_once(
+    conn: &Connection,
+    items: &[pb::Submission],
+    busy: &mut Busy<'_>,
+) -> anyhow::Result<Sent> {
     let n = items.len();
     let request = pb::SubmitRequest {
         items: items.to_vec(),
@@ -332,21 +374,51 @@ async fn send_once(conn: &Connection, items: &[pb::Submission]) -> anyhow::Resul
         .with_min_delay(FIRST_RETRY_DELAY)
         .with_jitter()
         .with_max_times(RETRIES);
-    let answer = call
-        .retry(backoff)
-        .when(|s| {
-            rate_limited(s)
-                || matches!(
-                    s.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-                )
-        })
-        .notify(|s, wait| {
-            tracing::warn!(code = ?s.code(), retry_in = ?wait, "submit failed; retrying");
+    let transient = || {
+        call.retry(backoff)
+            .when(|s| {
+                rate_limited(s)
+                    || matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                    )
+            })
+            .notify(|s, wait| {
+                tracing::warn!(code = ?s.code(), retry_in = ?wait, "submit failed; retrying");
+            })
+    };
+    let busy_backoff = ExponentialBuilder::default()
+        .with_min_delay(BUSY_MIN_DELAY)
+        .with_max_delay(BUSY_MAX_DELAY)
+        .with_jitter()
+        .with_max_times(BUSY_RETRIES);
+    let started = std::time::Instant::now();
+    let mut tries = 0;
+    let answer = transient
+        .retry(busy_backoff)
+        .when(|s| busy_hint(s).is_some())
+        // Never sooner than the node asked; `None` (tries used up) still gives up.
+        .adjust(|s, wait| wait.map(|w| busy_hint(s).map_or(w, |hint| hint.max(w))))
+        .notify(|_, wait| {
+            busy.retries += 1;
+            tries += 1;
+            busy.bar.set_message(format!(
+                "node busy: sending this batch again in {} ms (retry {tries} of {BUSY_RETRIES})",
+                wait.as_millis()
+            ));
+            tracing::info!(retry_in = ?wait, "node intake busy; sending the batch again");
         })
         .await;
     let resp = match answer {
         Ok(resp) => resp,
+        Err(s) if busy_hint(&s).is_some() => {
+            let tries = format!(
+                "the node's intake stayed busy through {} tries over {}",
+                BUSY_RETRIES + 1,
+                human::format_age(started.elapsed())
+            );
+            return Err(conn.call_error("Intake.Submit", s).context(tries));
+        }
         Err(s) if s.code() == tonic::Code::InvalidArgument => match max_batch(s.metadata()) {
             Some(max) if max < n => return Ok(Sent::TooLarge(max)),
             _ => return Err(conn.call_error("Intake.Submit", s)),

@@ -34,6 +34,8 @@ pub struct SubmitSummary {
     pub failed_locally: u64,
     pub rejected_by_node: u64,
     pub batches: u64,
+    /// Calls sent again, after the node's hint, because its intake was busy.
+    pub busy_retries: u64,
     /// The error report, when a row failed.
     pub errors_file: Option<String>,
     /// Failures grouped by field and code, most frequent first.
@@ -66,7 +68,14 @@ impl Report for SubmitSummary {
                 self.failed_locally, self.rejected_by_node
             ));
         }
-        s.push_str(&format!(" in {}\n", human::count(self.batches, "batch")));
+        s.push_str(&format!(" in {}", human::count(self.batches, "batch")));
+        if self.busy_retries > 0 {
+            s.push_str(&format!(
+                " ({} sent again: the node was busy)",
+                human::count(self.busy_retries, "call")
+            ));
+        }
+        s.push('\n');
         if !self.error_summary.is_empty() {
             let mut t = human::table(&["COUNT", "FIELD", "CODE", "REASON (FIRST)", "FIRST ROW"]);
             for g in &self.error_summary {
@@ -274,6 +283,7 @@ mod tests {
             failed_locally: 0,
             rejected_by_node: failed,
             batches: 1,
+            busy_retries: 0,
             errors_file: Some("in.errors.csv".into()),
             error_summary: groups
                 .iter()
