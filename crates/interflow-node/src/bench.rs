@@ -20,7 +20,7 @@ use interflow_core::sm2_suite::Sm2SigningKey;
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use crate::dev::{DevFederation, DevNode, generate, sample_submission};
+use crate::dev::{DevFederation, DevNode, DevOptions, generate_with_options, sample_submission};
 
 /// What to run; see `interflow bench --help`.
 #[derive(Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct BenchOptions {
     pub drain_timeout: Duration,
     /// `[limits] peer_records_per_sec` (and the burst) of the federation the bench starts.
     pub peer_records_per_sec: u32,
+    /// The started federation's nodes sign with SM2 keys (the national suite) instead of
+    /// Ed25519.
+    pub sm2: bool,
     /// The `interflow` binary to run as `serve` (normally this one).
     pub exe: PathBuf,
 }
@@ -83,6 +86,8 @@ pub struct Sample {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub ceilings: Ceilings,
+    /// The record-signing suite of the run: `ed25519` or `sm2_sm3`.
+    pub suite: &'static str,
     pub batch: usize,
     pub concurrency: usize,
     pub offered_rate: Option<u64>,
@@ -96,9 +101,10 @@ pub struct BenchReport {
     /// Everything submitted was receipted before the drain timeout.
     pub drained: bool,
     pub submit_latency_ms: Latency,
-    /// Intake rate over the cores' sign ceiling (sign rate per core × cores).
+    /// Intake rate over the cores' sign ceiling of the run's suite (sign rate per core × cores).
     pub intake_of_sign_ceiling: f64,
-    /// End-to-end rate over the cores' batch-verify ceiling.
+    /// End-to-end rate over the cores' verify ceiling of the run's suite: Ed25519 batch
+    /// verification, or SM2 verification (which has no batch form).
     pub end_to_end_of_batch_verify_ceiling: f64,
     pub nodes: Vec<ProcessFigures>,
     pub samples: Vec<Sample>,
@@ -349,7 +355,18 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                 };
                 addrs.push((free()?, free()?));
             }
-            let fed = generate(tmp.path(), &addrs, crate::system_clock()())?;
+            let endpoints: Vec<_> = addrs.iter().map(|(peer, _)| *peer).collect();
+            let options = DevOptions {
+                sm2: opts.sm2,
+                ..Default::default()
+            };
+            let fed = generate_with_options(
+                tmp.path(),
+                &addrs,
+                &endpoints,
+                crate::system_clock()(),
+                options,
+            )?;
             for n in &fed.nodes {
                 set_peer_record_limit(n, opts.peer_records_per_sec)?;
                 served.push(serve(&opts.exe, n)?);
@@ -606,11 +623,24 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let intake_rate = submitted as f64 / intake_secs;
     let end_to_end_rate = receipted as f64 / end_to_end_secs;
     let cores = ceilings.cores as f64;
+    let (suite, sign, verify) = if opts.sm2 {
+        (
+            "sm2_sm3",
+            ceilings.sm2_sign_per_core,
+            ceilings.sm2_verify_per_core,
+        )
+    } else {
+        (
+            "ed25519",
+            ceilings.sign_per_core,
+            ceilings.batch_verify_per_core,
+        )
+    };
     Ok(BenchReport {
-        intake_of_sign_ceiling: intake_rate / (ceilings.sign_per_core * cores),
-        end_to_end_of_batch_verify_ceiling: end_to_end_rate
-            / (ceilings.batch_verify_per_core * cores),
+        intake_of_sign_ceiling: intake_rate / (sign * cores),
+        end_to_end_of_batch_verify_ceiling: end_to_end_rate / (verify * cores),
         ceilings,
+        suite,
         batch: opts.batch,
         concurrency: opts.concurrency,
         offered_rate: opts.rate,
@@ -642,23 +672,33 @@ pub fn human(r: &BenchReport) -> String {
         c.sm2_sign_per_core, c.sm2_verify_per_core
     ));
     s.push_str(&format!(
-        "load: {} submitters × {} items per Submit, {}\n",
+        "load: {} submitters × {} items per Submit, {}, records signed with {}\n",
         r.concurrency,
         r.batch,
         r.offered_rate
-            .map_or("flat out".to_owned(), |v| format!("{v} records/s offered"))
+            .map_or("flat out".to_owned(), |v| format!("{v} records/s offered")),
+        r.suite
     ));
     s.push_str(&format!(
         "intake:      {:>10.0} records/s  ({} records in {:.2} s, {} refused or failed; {:.2} of the sign ceiling)\n",
         r.intake_rate, r.submitted, r.intake_secs, r.submit_errors, r.intake_of_sign_ceiling
     ));
     s.push_str(&format!(
-        "end to end:  {:>10.0} records/s  ({} receipted in {:.2} s{}; {:.2} of the batch-verify ceiling)\n",
+        "end to end:  {:>10.0} records/s  ({} receipted in {:.2} s{}; {:.2} of the {} ceiling)\n",
         r.end_to_end_rate,
         r.receipted,
         r.end_to_end_secs,
-        if r.drained { "" } else { ", NOT all before the drain timeout" },
-        r.end_to_end_of_batch_verify_ceiling
+        if r.drained {
+            ""
+        } else {
+            ", NOT all before the drain timeout"
+        },
+        r.end_to_end_of_batch_verify_ceiling,
+        if r.suite == "sm2_sm3" {
+            "SM2 verify"
+        } else {
+            "batch-verify"
+        }
     ));
     let l = &r.submit_latency_ms;
     s.push_str(&format!(
@@ -806,6 +846,7 @@ mod tests {
                 p99: 2.0,
                 max: 2.0,
             },
+            suite: "ed25519",
             intake_of_sign_ceiling: 0.0,
             end_to_end_of_batch_verify_ceiling: 0.0,
             nodes: Vec::new(),

@@ -80,6 +80,10 @@ enum Command {
         /// federation (the default 2000/s bounds a flooding peer, not the record path).
         #[arg(long, default_value_t = 1_000_000)]
         peer_records_per_sec: u32,
+        /// The started federation signs with SM2 keys (the national suite) instead of
+        /// Ed25519.
+        #[arg(long, conflicts_with = "dev_dir")]
+        sm2: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -158,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dev_dir,
             drain_timeout,
             peer_records_per_sec,
+            sm2,
             json,
             svg,
         } => {
@@ -172,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dev_dir,
                 drain_timeout,
                 peer_records_per_sec,
+                sm2,
                 exe: std::env::current_exe().context("finding this `interflow` binary")?,
             };
             let report = interflow_node::bench::run(&opts).await?;

@@ -4,10 +4,8 @@
 
 use std::process::Command;
 
-#[test]
-fn one_second_bench_reports_every_record_receipted() {
-    let dir = tempfile::tempdir().unwrap();
-    let svg = dir.path().join("bench.svg");
+/// Runs a one-second bench with `extra` arguments and answers its JSON report.
+fn bench(extra: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_interflow"))
         .args([
             "bench",
@@ -20,9 +18,8 @@ fn one_second_bench_reports_every_record_receipted() {
             "--drain-timeout",
             "60s",
             "--json",
-            "--svg",
         ])
-        .arg(&svg)
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -30,7 +27,15 @@ fn one_second_bench_reports_every_record_receipted() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn one_second_bench_reports_every_record_receipted() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("bench.svg");
+    let r = bench(&["--svg", svg.to_str().unwrap()]);
+    assert_eq!(r["suite"], "ed25519", "{r}");
     let submitted = r["submitted"].as_u64().unwrap();
     assert!(submitted >= 100, "{r}");
     assert_eq!(r["submit_errors"], 0, "{r}");
@@ -55,4 +60,15 @@ fn one_second_bench_reports_every_record_receipted() {
     }
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.contains("throughput (records/s)"));
+}
+
+#[test]
+fn a_bench_with_sm2_keys_signs_every_record_in_the_national_suite() {
+    let r = bench(&["--sm2"]);
+    assert_eq!(r["suite"], "sm2_sm3", "{r}");
+    let submitted = r["submitted"].as_u64().unwrap();
+    assert!(submitted >= 100, "{r}");
+    assert_eq!(r["drained"], true, "{r}");
+    assert_eq!(r["receipted"].as_u64(), Some(submitted), "{r}");
+    assert!(r["end_to_end_of_batch_verify_ceiling"].as_f64().unwrap() > 0.0);
 }
