@@ -4,7 +4,10 @@
 //! bodies; its keyring is sealed under the test master key `[7; 32]`; regenerate it only on purpose, with
 //! `INTERFLOW_WRITE_GOLDEN=1`, and add a new directory when the schema changes). A newer
 //! build opens it (migrating it to the current schema), finds every record, and verifies the
-//! log; it never silently re-creates it.
+//! log; it never silently re-creates it. `golden/v3-keys` holds schema-3 records in the body
+//! formats that came after it without a store change: version-2 bodies that name their key id
+//! (Ed25519 at the sender, SM2 with SM3 from the peer) and subject refs of pseudonym epoch 2
+//! (written with `INTERFLOW_WRITE_GOLDEN=v3-keys`).
 
 mod common;
 
@@ -175,10 +178,102 @@ fn open_rich(name: &str) -> (tempfile::TempDir, Store) {
 
 #[test]
 fn this_schema_s_data_directory_opens_and_verifies() {
-    if std::env::var_os("INTERFLOW_WRITE_GOLDEN").is_some() {
-        write_golden();
+    match std::env::var("INTERFLOW_WRITE_GOLDEN").as_deref() {
+        Ok("v3-keys") | Err(_) => {}
+        Ok(_) => write_golden(),
     }
     open_rich_with_inbox(&format!("v{SCHEMA_VERSION}"));
+}
+
+/// The directory `golden/v3-keys` was signed under: 310115 signs with Ed25519 key id 1
+/// (seed 3), 110105 with SM2 key id 2 (seed 5); both keep key id 0.
+fn keyed_directory() -> interflow_core::directory::Directory {
+    fixtures::directory(vec![
+        fixtures::member("310115", 1, vec![fixtures::member_key(1, 3, 0, 0, 0)]),
+        fixtures::member("110105", 2, vec![fixtures::sm2_member_key(2, 5, 0)]),
+    ])
+}
+
+/// Writes `golden/v3-keys`: six records sent, signed with key id 1, the last three under
+/// pseudonym epoch 2, and three received, signed with the peer's SM2 key id 2.
+fn write_keyed_golden() {
+    use interflow_core::record::{SealKey, Sealer};
+    let dir = golden("v3-keys");
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = Store::open(
+        &dir,
+        StoreOptions::new(interflow_store::MasterKey::from_bytes([7; 32])),
+    )
+    .unwrap();
+    let (ed, sm2) = (fixtures::key(3), fixtures::sm2_key(5));
+    let epoch2 = interflow_core::pseudonym::Epoch::new(2).unwrap();
+    let items: Vec<_> = (0..6u64)
+        .map(|n| {
+            let mut record = fixtures::sample_record(1000 - n as i64);
+            if n >= 3 {
+                record.pseudonym_epoch = epoch2;
+            }
+            record
+        })
+        .collect();
+    let sender = Sealer {
+        key: SealKey::Ed25519(&ed),
+        key_id: 1,
+    };
+    s.append_outbound(sender, &items).unwrap();
+    let c = fixtures::a_to_b();
+    let peer = Sealer {
+        key: SealKey::Sm2(&sm2),
+        key_id: 2,
+    };
+    let mut prev = interflow_core::record::RecordId::ZERO;
+    let inbound: Vec<_> = (1..=3u64)
+        .map(|seq| {
+            let mut r = fixtures::sample_record(500 - seq as i64);
+            r.channel = c.reverse();
+            let v = r.seal(seq, prev, peer).unwrap();
+            prev = v.id();
+            v
+        })
+        .collect();
+    let me = Arrival {
+        me: c.origin,
+        at_ms: fixtures::NOW,
+    };
+    s.receive(&inbound, me).unwrap();
+}
+
+#[test]
+fn records_naming_their_key_and_epoch_open_and_verify() {
+    if std::env::var("INTERFLOW_WRITE_GOLDEN").as_deref() == Ok("v3-keys") {
+        write_keyed_golden();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    common::copy_dir(&golden("v3-keys"), tmp.path());
+    let s = Store::open(tmp.path(), test_options()).unwrap();
+    let c = fixtures::a_to_b();
+    let read = |c, n: u64| -> Vec<_> {
+        (1..=n)
+            .map(|seq| s.record_at(c, seq).unwrap().expect("a stored record"))
+            .collect()
+    };
+    let sent = read(c, 6);
+    assert_eq!(s.head(c).0, 6);
+    assert!(sent.iter().all(|r| r.key_id() == 1));
+    let epochs: Vec<u32> = sent.iter().map(|r| r.pseudonym_epoch().get()).collect();
+    assert_eq!(epochs, [1, 1, 1, 2, 2, 2]);
+    let received = read(c.reverse(), 3);
+    assert_eq!(s.head(c.reverse()).0, 3);
+    assert!(received.iter().all(|r| r.key_id() == 2));
+    let directory = keyed_directory();
+    let report = s.verify_log(&|r| r.check_signature(&directory)).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    // Under a directory without those keys the same records fail: the check is real.
+    let bare = fixtures::directory(vec![
+        fixtures::member("310115", 1, vec![]),
+        fixtures::member("110105", 2, vec![]),
+    ]);
+    assert!(!s.verify_log(&|r| r.check_signature(&bare)).unwrap().ok());
 }
 
 /// Schema 2 stored bodies in the clear: opening it seals them and blinds the subject index,
