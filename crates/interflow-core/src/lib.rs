@@ -29,6 +29,6 @@ pub use interflow_proto::FILE_DESCRIPTOR_SET;
 /// the store not at all.
 pub use interflow_proto::v1 as pb;
 /// The `Intake.Submit` response header that names the node's batch limit.
-pub use interflow_proto::{MAX_SUBMIT_BATCH_HEADER, RETRY_AFTER_MS_HEADER};
+pub use interflow_proto::{MAX_SUBMIT_BATCH_HEADER, RETRY_AFTER_MS_HEADER, retry_after};
 pub use national_id::NationalId;
 pub use region::RegionCode;

@@ -201,18 +201,6 @@ impl Drop for Served {
     }
 }
 
-/// The `retry-after-ms` hint of a node whose intake is busy.
-fn busy_hint(s: &tonic::Status) -> Option<Duration> {
-    let ms = s
-        .metadata()
-        .get(interflow_core::RETRY_AFTER_MS_HEADER)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
-    Some(Duration::from_millis(ms))
-}
-
 /// glibc gives each thread that allocates while the others hold theirs a malloc arena of its
 /// own, up to 8 per core, and keeps what each one grew to: with signing threads and the
 /// blocking pool a node's RSS doubled (A: 530-570 MiB after 80 k records, 280 MiB with 2
@@ -494,7 +482,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                 let answer = loop {
                     match intake.submit(request.clone()).await {
                         Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                            match busy_hint(&s) {
+                            match interflow_core::retry_after(&s) {
                                 Some(wait) => tokio::time::sleep(wait).await,
                                 None => break Err(s),
                             }

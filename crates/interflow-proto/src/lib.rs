@@ -19,3 +19,19 @@ pub const MAX_SUBMIT_BATCH_HEADER: &str = "x-interflow-max-batch";
 /// Metadata of an `Intake.Submit` answered `RESOURCE_EXHAUSTED` because the node's intake is
 /// full: milliseconds to wait before sending the same request again.
 pub const RETRY_AFTER_MS_HEADER: &str = "retry-after-ms";
+
+/// The wait a busy node asks for: `Some` only for `RESOURCE_EXHAUSTED` carrying a
+/// [`RETRY_AFTER_MS_HEADER`] (other exhaustion, such as a rate limit, has no hint).
+pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let ms = status
+        .metadata()
+        .get(RETRY_AFTER_MS_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms))
+}

@@ -319,21 +319,6 @@ fn max_batch(md: &tonic::metadata::MetadataMap) -> Option<usize> {
         .ok()
 }
 
-/// The node's backpressure hint: its intake is full, send the same request again after this.
-fn busy_hint(s: &tonic::Status) -> Option<Duration> {
-    if s.code() != tonic::Code::ResourceExhausted {
-        return None;
-    }
-    let ms = s
-        .metadata()
-        .get(interflow_core::RETRY_AFTER_MS_HEADER)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
-    Some(Duration::from_millis(ms))
-}
-
 /// Where retries after a busy answer are shown and counted.
 struct Busy<'a> {
     bar: &'a ProgressBar,
@@ -396,9 +381,11 @@ async fn send_once(
     let mut tries = 0;
     let answer = transient
         .retry(busy_backoff)
-        .when(|s| busy_hint(s).is_some())
+        .when(|s| interflow_core::retry_after(s).is_some())
         // Never sooner than the node asked; `None` (tries used up) still gives up.
-        .adjust(|s, wait| wait.map(|w| busy_hint(s).map_or(w, |hint| hint.max(w))))
+        .adjust(|s, wait| {
+            wait.map(|w| interflow_core::retry_after(s).map_or(w, |hint| hint.max(w)))
+        })
         .notify(|_, wait| {
             busy.retries += 1;
             tries += 1;
@@ -411,7 +398,7 @@ async fn send_once(
         .await;
     let resp = match answer {
         Ok(resp) => resp,
-        Err(s) if busy_hint(&s).is_some() => {
+        Err(s) if interflow_core::retry_after(&s).is_some() => {
             let tries = format!(
                 "the node's intake stayed busy through {} tries over {}",
                 BUSY_RETRIES + 1,
