@@ -24,8 +24,7 @@ fn filled(n: u64) -> tempfile::TempDir {
         let items: Vec<_> = (start..(start + 1000).min(n))
             .map(|i| {
                 let mut r = fixtures::sample_record(0);
-                r.payload =
-                    fixtures::contraception(ContraceptionMethod::Iud, (i % 28 + 1) as u32);
+                r.payload = fixtures::contraception(ContraceptionMethod::Iud, (i % 28 + 1) as u32);
                 r.idempotency = Some(fixtures::idempotency(&format!("open-{i}")));
                 r
             })
