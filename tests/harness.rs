@@ -492,6 +492,21 @@ impl TestCluster {
         }
     }
 
+    /// Submits one item at node `i` and answers the refusal it gets (panics if it is stored).
+    pub async fn submit_refused(&self, i: usize, item: pb::Submission) -> pb::SubmitError {
+        let resp = self
+            .intake(i)
+            .await
+            .submit(pb::SubmitRequest { items: vec![item] })
+            .await
+            .expect("submit")
+            .into_inner();
+        match resp.results.first().and_then(|r| r.outcome.clone()) {
+            Some(pb::submit_result::Outcome::Error(e)) => e,
+            _ => panic!("expected a refusal: {resp:?}"),
+        }
+    }
+
     /// Waits until node `i` holds the record with id `id` (bytes as Intake returns them).
     pub async fn wait_for_record(
         &self,
@@ -801,14 +816,13 @@ impl TestCluster {
         let key = interflow_core::keys::generate_signing_key();
         let path = self.node_dir(i).join(format!("keys/signing-{key_id}.pem"));
         interflow_core::keys::save_signing_key(&path, &key).expect("write signing key");
-        let entry = pb::MemberKey {
+        let public = key.verifying_key().to_bytes().to_vec();
+        let entry = open_member_key(
             key_id,
-            alg: pb::SignatureAlgorithm::Ed25519 as i32,
-            public_key: key.verifying_key().to_bytes().to_vec(),
+            pb::SignatureAlgorithm::Ed25519,
+            public,
             valid_from_ms,
-            valid_until_ms: 0,
-            revoked_at_ms: 0,
-        };
+        );
         (key, entry)
     }
 
@@ -822,14 +836,13 @@ impl TestCluster {
         let key = interflow_core::sm2_suite::Sm2SigningKey::generate();
         let path = self.node_dir(i).join(format!("keys/signing-{key_id}.pem"));
         interflow_core::keys::save_sm2_signing_key(&path, &key).expect("write SM2 key");
-        let entry = pb::MemberKey {
+        let public = key.verifying_key().to_bytes().to_vec();
+        let entry = open_member_key(
             key_id,
-            alg: pb::SignatureAlgorithm::Sm2Sm3 as i32,
-            public_key: key.verifying_key().to_bytes().to_vec(),
+            pb::SignatureAlgorithm::Sm2Sm3,
+            public,
             valid_from_ms,
-            valid_until_ms: 0,
-            revoked_at_ms: 0,
-        };
+        );
         (key, entry)
     }
 
@@ -900,4 +913,21 @@ fn config_with_signing_key(text: &str, file: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
+}
+
+/// A directory key entry valid from `valid_from_ms` on, without end or revocation.
+fn open_member_key(
+    key_id: u32,
+    alg: pb::SignatureAlgorithm,
+    public_key: Vec<u8>,
+    valid_from_ms: i64,
+) -> pb::MemberKey {
+    pb::MemberKey {
+        key_id,
+        alg: alg as i32,
+        public_key,
+        valid_from_ms,
+        valid_until_ms: 0,
+        revoked_at_ms: 0,
+    }
 }

@@ -68,19 +68,9 @@ fn agreement_id(c: &TestCluster) -> String {
 
 /// What node `i`'s intake answers for a new record to node `to`.
 async fn submit_code(c: &TestCluster, i: usize, to: usize, n: u64) -> pb::SubmitErrorCode {
-    let resp = c
-        .intake(i)
+    c.submit_refused(i, sample_submission(n, c.region(to).as_str()))
         .await
-        .submit(pb::SubmitRequest {
-            items: vec![sample_submission(n, c.region(to).as_str())],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    match resp.results[0].outcome.clone() {
-        Some(pb::submit_result::Outcome::Error(e)) => e.code(),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+        .code()
 }
 
 async fn fetch_from_1_as_0(c: &TestCluster) -> Result<Vec<pb::SignedRecord>, tonic::Status> {

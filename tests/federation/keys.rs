@@ -334,19 +334,7 @@ async fn an_agreement_that_requires_sm2_carries_only_sm2_records() {
     let rid = c.submit_one(0, sample_submission(1, z.as_str())).await;
     let got = c.wait_for_record(2, &rid).await;
     assert_eq!(got.signed().alg, pb::SignatureAlgorithm::Sm2Sm3 as i32);
-    let resp = c
-        .intake(2)
-        .await
-        .submit(pb::SubmitRequest {
-            items: vec![sample_submission(2, a.as_str())],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let err = match &resp.results[0].outcome {
-        Some(pb::submit_result::Outcome::Error(e)) => e.clone(),
-        other => panic!("expected an error, got {other:?}"),
-    };
+    let err = c.submit_refused(2, sample_submission(2, a.as_str())).await;
     assert_eq!(err.code(), pb::SubmitErrorCode::NoAgreement);
     assert!(err.reason.contains("requires"), "{err:?}");
 

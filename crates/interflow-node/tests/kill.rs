@@ -87,6 +87,18 @@ async fn released_intake(a: &DevNode, b: &DevNode) -> pb::intake_client::IntakeC
     intake
 }
 
+/// `VerifyLog` at `n` is clean and checked `records` records.
+async fn assert_log_verifies(n: &DevNode, records: u64) {
+    let ch = local(n, true).await.unwrap();
+    let verify = pb::admin_client::AdminClient::new(ch)
+        .verify_log(pb::VerifyLogRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verify.ok, "{:?}", verify.problems);
+    assert_eq!(verify.records_checked, records);
+}
+
 async fn stats(n: &DevNode) -> Option<pb::StatsResponse> {
     let ch = local(n, true).await?;
     let r = pb::admin_client::AdminClient::new(ch)
@@ -168,14 +180,7 @@ async fn kill_during_delivery(victim: Victim) {
     )
     .await;
     assert_eq!(done.equivocations, 0);
-    let ch = local(b, true).await.unwrap();
-    let verify = pb::admin_client::AdminClient::new(ch)
-        .verify_log(pb::VerifyLogRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(verify.ok, "{:?}", verify.problems);
-    assert_eq!(verify.records_checked, 1000);
+    assert_log_verifies(b, 1000).await;
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -317,13 +322,6 @@ async fn sigkilled_receiver_with_a_window_in_flight_ends_with_every_record_exact
     )
     .await;
     assert_eq!(done.equivocations, 0);
-    let ch = local(b, true).await.unwrap();
-    let verify = pb::admin_client::AdminClient::new(ch)
-        .verify_log(pb::VerifyLogRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(verify.ok, "{:?}", verify.problems);
-    assert_eq!(verify.records_checked, 1010);
+    assert_log_verifies(b, 1010).await;
     drop(nb);
 }
