@@ -64,7 +64,7 @@ impl Node {
         let bytes = signed.encode_to_vec();
         let (a, key) = self.check_installable(&fed, signed, key_file)?;
         let (id, peer) = (a.id.clone(), a.peer_of(self.region).unwrap_or(a.party_b));
-        if let Some(old) = self.fed().agreements.get(&id) {
+        if let Some(old) = fed.agreements.get(&id) {
             if old.signed() == a.signed() {
                 return Ok((id, peer, false));
             }
