@@ -191,7 +191,10 @@ impl GroupCommit {
             if !jobs.is_empty() {
                 let records: usize = jobs.iter().map(|j| j.items).sum();
                 let started = std::time::Instant::now();
-                run_group(node, jobs).await;
+                // In its own task: a leader whose client goes away must not abandon the other
+                // calls of its group halfway (their answers would be lost with it).
+                let n = node.clone();
+                let _ = tokio::spawn(async move { run_group(&n, jobs).await }).await;
                 self.observe(records, started.elapsed());
             }
         }
