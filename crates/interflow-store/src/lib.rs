@@ -36,7 +36,7 @@
 //! | `h` | channel(12) | the destination's verified `SignedHeads` bytes that last advanced an outbound channel's acked seq (reconciliation without delivery) |
 //! | `v` | peer region(6) | the peer's latest verified `SignedHeads` bytes (cosigned checkpoint; carries the peer's audit head, answered back by `Exchange.AuditAnchor`) |
 //! | `p` | run id(8, BE) | reconciliation report: `0x02` + postcard |
-//! | `n` | inbox position(8, BE) | channel(12) seq(8) arrived-at ms(8): inbound records in arrival order |
+//! | `n` | first inbox position(8, BE) of a run | channel(12) seq(8) arrived-at ms(8) length(4): that many inbound records in arrival order, consecutive seqs of one channel (schema 3: no length, a run of one) |
 //! | `u` | consumer name | cursor position(8, BE) acked-at ms(8) |
 //! | `a` | index(8, BE) | audit entry: `0x03` + postcard (with purpose, case, detail, refusal); older entries keep their bytes (`0x02` + postcard without those) (protobuf layout, frozen in `audit`) so the hash chain over them still verifies |
 //! | `g` | agreement id | an agreement installed at runtime: `0x02` + postcard (retention days, `SignedAgreement` bytes, path of its pseudonym key file) |
@@ -99,7 +99,7 @@ pub use state::{ChannelState, DeliveryState, PendingChannel};
 pub use verify::{Problem, VerifyReport};
 
 /// Schema version this build writes. Opening a newer one is refused; an older one is migrated.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Default page cache: sled's own default (1 GiB) is far too large for a node.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;

@@ -8,6 +8,9 @@
 //!
 //! Schema 2 → 3: bodies sealed, subject index blinded (see [`v2_to_v3`]). What sled kept of the
 //! plain bytes in old segments is removed afterwards by rewriting the files (`rewrite.rs`).
+//!
+//! Schema 3 → 4: inbox positions are stored in runs (see `inbox`); a schema-3 entry reads as a
+//! run of one, so only the version changes.
 
 use interflow_core::record::{ChannelId, DecodedRecord, RecordId};
 use interflow_core::time::UnixMillis;
@@ -28,6 +31,9 @@ pub(crate) fn run(db: &sled::Db, vault: &Vault, found: u32) -> Result<()> {
     }
     if found <= 2 {
         v2_to_v3(db, vault)?;
+    }
+    if found <= 3 {
+        db.insert(keys::META_SCHEMA, &4u32.to_be_bytes())?;
     }
     Ok(())
 }

@@ -211,17 +211,33 @@ impl Store {
             }
         }
 
-        // Inbox positions run 1, 2, ... and each names a stored record.
-        for (expected, kv) in (1u64..).zip(self.db()?.scan_prefix([keys::INBOX])) {
-            let (k, _) = kv?;
-            let ok = k.get(1..).and_then(|b| <[u8; 8]>::try_from(b).ok())
-                == Some(expected.to_be_bytes())
-                && self.inbox_at(expected).ok().flatten().is_some();
-            if !ok {
+        // Inbox positions run 1, 2, ... (in runs) and each names a stored record.
+        let mut expected = 1u64;
+        for run in self.runs_from(1)? {
+            let problem = match run {
+                Err(e) => Some(e.to_string()),
+                Ok((first, _)) if first != expected => Some(format!(
+                    "inbox position `{expected}` is missing or names no record"
+                )),
+                Ok((first, run)) => {
+                    let missing = (0..u64::from(run.len)).find(|&o| {
+                        let (c, seq) = run.at(o);
+                        !matches!(self.entry_at(c, seq), Ok(Some(_)))
+                    });
+                    expected = first + u64::from(run.len);
+                    missing.map(|o| {
+                        format!(
+                            "inbox position `{}` is missing or names no record",
+                            first + o
+                        )
+                    })
+                }
+            };
+            if let Some(problem) = problem {
                 report.problems.push(Problem {
                     channel: None,
                     seq: expected,
-                    problem: format!("inbox position `{expected}` is missing or names no record"),
+                    problem,
                 });
                 break;
             }

@@ -1,8 +1,9 @@
 //! Data directories written by earlier builds must keep opening: `golden/v1` and
 //! `golden/v1-rich` were written by schema version 1 and can no longer be regenerated;
-//! `golden/v2` by schema 2 (bodies in the clear), `golden/v3` by the current schema (sealed
-//! bodies; its keyring is sealed under the test master key `[7; 32]`; regenerate it only on purpose, with
-//! `INTERFLOW_WRITE_GOLDEN=1`, and add a new directory when the schema changes). A newer
+//! `golden/v2` by schema 2 (bodies in the clear), `golden/v3` by schema 3 (sealed bodies, an
+//! inbox entry per record), `golden/v4` by the current schema (inbox positions in runs; the
+//! keyrings are sealed under the test master key `[7; 32]`; regenerate it only on purpose,
+//! with `INTERFLOW_WRITE_GOLDEN=1`, and add a new directory when the schema changes). A newer
 //! build opens it (migrating it to the current schema), finds every record, and verifies the
 //! log; it never silently re-creates it. `golden/v3-keys` holds schema-3 records in the body
 //! formats that came after it without a store change: version-2 bodies that name their key id
@@ -183,6 +184,45 @@ fn this_schema_s_data_directory_opens_and_verifies() {
         Ok(_) => write_golden(),
     }
     open_rich_with_inbox(&format!("v{SCHEMA_VERSION}"));
+}
+
+#[test]
+fn a_version_3_inbox_reads_as_before_and_takes_new_arrivals_after_it() {
+    let (_dir, s) = open_rich_with_inbox("v3");
+    // Two more arrivals on the peer's channel, after the three schema-3 entries.
+    let c = fixtures::a_to_b().reverse();
+    let mut prev = s.entry_at(c, 3).unwrap().unwrap().id();
+    let more: Vec<_> = (4..=5u64)
+        .map(|seq| {
+            let mut r = fixtures::sample_record(500 - seq as i64);
+            r.channel = c;
+            let v = r.seal(seq, prev, &fixtures::key(2)).unwrap();
+            prev = v.id();
+            v
+        })
+        .collect();
+    let me = Arrival {
+        me: c.destination,
+        at_ms: fixtures::NOW + 9,
+    };
+    s.receive(&more, me).unwrap();
+    assert_eq!(s.inbox_head().unwrap(), 5);
+    let page = s.inbox_after(2, 10, 100, &|_| true).unwrap();
+    let got: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| (e.position, e.stored.seq(), e.arrived_at_ms))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (3, 3, fixtures::NOW),
+            (4, 4, fixtures::NOW + 9),
+            (5, 5, fixtures::NOW + 9)
+        ]
+    );
+    let report = s.verify_log(&key_of).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
 }
 
 /// The directory `golden/v3-keys` was signed under: 310115 signs with Ed25519 key id 1

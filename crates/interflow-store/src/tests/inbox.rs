@@ -115,3 +115,62 @@ fn consumer_names_are_checked() {
         assert!(!crate::valid_consumer(bad), "{bad}");
     }
 }
+
+#[test]
+fn a_delivered_batch_takes_one_inbox_entry_and_every_position_in_it_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let recs = chain(6);
+    s.receive(&recs[..1], arrival(NOW)).unwrap();
+    s.receive(&recs[1..], arrival(NOW + 5)).unwrap();
+    let entries = s.db().unwrap().scan_prefix([keys::INBOX]).count();
+    assert_eq!(entries, 2, "one run per received batch");
+    assert_eq!(s.inbox_head().unwrap(), 6);
+    for (position, r) in (1u64..).zip(&recs) {
+        let e = s.inbox_at(position).unwrap().unwrap();
+        assert_eq!((e.position, e.stored.id()), (position, r.id()));
+        assert_eq!(e.arrived_at_ms, if position == 1 { NOW } else { NOW + 5 });
+    }
+    assert!(s.inbox_at(7).unwrap().is_none());
+    assert!(s.inbox_at(0).unwrap().is_none());
+    // Reading from inside a run, with a limit and with a scan bound.
+    let page = s.inbox_after(3, 2, 100, &|_| true).unwrap();
+    let got: Vec<_> = page.entries.iter().map(|e| e.position).collect();
+    assert_eq!((got, page.scanned_to), (vec![4, 5], 5));
+    let page = s.inbox_after(0, 10, 3, &|_| false).unwrap();
+    assert_eq!((page.entries.len(), page.scanned_to), (0, 3));
+    assert!(
+        s.verify_log(&|r| r.check_signature(&key().verifying_key()))
+            .unwrap()
+            .ok()
+    );
+}
+
+#[test]
+fn verify_names_an_inbox_run_that_points_past_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let recs = chain(3);
+    s.receive(&recs, arrival(NOW)).unwrap();
+    // A run claiming four positions over three records.
+    let (k, v) = s
+        .db()
+        .unwrap()
+        .scan_prefix([keys::INBOX])
+        .next()
+        .unwrap()
+        .unwrap();
+    let mut v = v.to_vec();
+    let n = v.len();
+    v[n - 4..].copy_from_slice(&4u32.to_be_bytes());
+    s.db().unwrap().insert(k, v).unwrap();
+    let report = s
+        .verify_log(&|r| r.check_signature(&key().verifying_key()))
+        .unwrap();
+    assert!(!report.ok());
+    assert!(
+        report.problems[0].problem.contains("inbox position `4`"),
+        "{:?}",
+        report.problems
+    );
+}
