@@ -643,14 +643,16 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                     }
                 }
             }
-            anyhow::Ok(hist)
+            // When this submitter's last call was answered: the intake time, to the call
+            // rather than to the sample tick.
+            anyhow::Ok((hist, Instant::now()))
         }));
     }
 
     // Sample progress until the submitters are done, then until B has it all or time is up.
     let mut samples = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut intake_secs = None;
+    let mut submit_done = false;
     let mut end_to_end_secs = 0.0;
     let mut receipted = 0;
     let mut drained = false;
@@ -683,8 +685,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             submitted: sub,
             receipted,
         });
-        if done && intake_secs.is_none() {
-            intake_secs = Some(t);
+        if done && !submit_done {
+            submit_done = true;
             drain_deadline = Some(Instant::now() + opts.drain_timeout);
             if opts.catch_up {
                 let spawned = start.elapsed().as_secs_f64();
@@ -711,13 +713,16 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
         .map_err(|e| anyhow::anyhow!("latency histogram: {e}"))?;
+    let mut submit_end = start;
     for w in workers {
-        hist.add(w.await??)
+        let (h, finished) = w.await??;
+        hist.add(h)
             .map_err(|e| anyhow::anyhow!("latency histogram: {e}"))?;
+        submit_end = submit_end.max(finished);
     }
     let submitted = submitted.load(Ordering::Relaxed);
     let submit_errors = errors.load(Ordering::Relaxed);
-    let intake_secs = intake_secs.unwrap_or(end_to_end_secs).max(1e-9);
+    let intake_secs = submit_end.duration_since(start).as_secs_f64().max(1e-9);
     let end_to_end_secs = end_to_end_secs.max(1e-9);
 
     let mut nodes = Vec::new();
