@@ -6,6 +6,11 @@
 //! `Admin.ListPending`), Submit latency percentiles, CPU and RSS per node process (from
 //! `/proc`), store bytes per record, and this machine's Ed25519 ceilings measured in the same
 //! run, with the ratios. Synthetic records only (the dev generator's IDs and payloads).
+//!
+//! Two phases on request, on the federation it starts: `--catch-up` stops B before submitting,
+//! so A's intake is measured alone, then starts B again and times the catch-up of the backlog;
+//! `--reopen` stops A cleanly after the run and times its start on the full store, from spawn
+//! to the first `Admin` answer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +49,12 @@ pub struct BenchOptions {
     /// The started federation's nodes sign with SM2 keys (the national suite) instead of
     /// Ed25519.
     pub sm2: bool,
+    /// Stop B (cleanly) before submitting, so A's intake runs alone, and start it again once
+    /// submitting stops: the catch-up of the backlog is timed. Only on the started federation.
+    pub catch_up: bool,
+    /// After the run, stop A cleanly and start it again on the same data directory: the time
+    /// to its first `Admin` answer is measured. Only on the started federation.
+    pub reopen: bool,
     /// The `interflow` binary to run as `serve` (normally this one).
     pub exe: PathBuf,
 }
@@ -107,10 +118,45 @@ pub struct BenchReport {
     /// verification, or SM2 verification (which has no batch form).
     pub end_to_end_of_batch_verify_ceiling: f64,
     pub nodes: Vec<ProcessFigures>,
+    /// Absent unless `--catch-up`.
+    #[serde(flatten)]
+    pub catch_up: Option<CatchUp>,
+    /// Absent unless `--reopen`.
+    #[serde(flatten)]
+    pub reopen: Option<Reopen>,
     pub samples: Vec<Sample>,
     /// Submit latencies in µs at each whole percentile 0..=100, for the chart.
     #[serde(skip)]
     pub latency_curve_us: Vec<(f64, u64)>,
+}
+
+/// `--catch-up`: A's intake while B was stopped, and B's catch-up of that backlog once started
+/// again. In such a run the end-to-end figures span both phases.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatchUp {
+    /// Records A took while B was stopped.
+    pub catch_up_backlog: u64,
+    pub intake_alone_secs: f64,
+    pub intake_alone_rate: f64,
+    /// From B's spawn to the first new receipt at A: B's start and A's delivery noticing it.
+    pub catch_up_first_receipt_secs: Option<f64>,
+    /// From B's spawn to the last receipt at A (everything, when the run `drained`).
+    pub catch_up_secs: f64,
+    /// Records receipted after B's spawn over `catch_up_secs`.
+    pub catch_up_rate: f64,
+}
+
+/// `--reopen`: node A stopped cleanly after the run and started again on its data directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reopen {
+    /// From SIGTERM to A's exit.
+    pub reopen_stop_secs: f64,
+    /// From A's spawn to its first `Admin.ListPending` answer.
+    pub reopen_secs: f64,
+    /// Records in A's store (outbound and inbound), as its `Admin.Stats` answers after the start.
+    pub reopen_records: u64,
+    /// A's resident memory right after that first answer.
+    pub reopen_rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -193,6 +239,43 @@ struct Served {
     child: std::process::Child,
 }
 
+/// How long a node may take to stop after SIGTERM, or to answer after its spawn.
+const NODE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a stopping or starting node is looked at: the resolution of the stop and open
+/// times.
+const NODE_POLL: Duration = Duration::from_millis(5);
+
+impl Served {
+    /// Stops the node as an operator does, with SIGTERM (which `interflow serve` answers with a
+    /// clean shutdown), and waits for it to exit; answers how long that took.
+    async fn stop(&mut self, region: &str) -> anyhow::Result<Duration> {
+        let pid = self.child.id().to_string();
+        let t = Instant::now();
+        // kill(1), as the kill tests do: sending one signal needs neither a crate nor unsafe.
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .context("running `kill`")?;
+        anyhow::ensure!(sent.success(), "`kill -TERM {pid}` failed");
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::ensure!(
+                    status.success(),
+                    "node {region} exited with {status} after SIGTERM; see its serve.log"
+                );
+                return Ok(t.elapsed());
+            }
+            anyhow::ensure!(
+                t.elapsed() < NODE_TIMEOUT,
+                "node {region} did not stop within {} s of SIGTERM",
+                NODE_TIMEOUT.as_secs()
+            );
+            tokio::time::sleep(NODE_POLL).await;
+        }
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         // SIGKILL: a bench federation's data is thrown away with its temp dir.
@@ -213,8 +296,12 @@ fn serve(exe: &Path, node: &DevNode) -> anyhow::Result<Served> {
         .parent()
         .map(|d| d.join("serve.log"))
         .unwrap_or_else(|| PathBuf::from("serve.log"));
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating `{}`", log_path.display()))?;
+    // Appended: a node started again (`--catch-up`, `--reopen`) keeps the earlier lines.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening `{}`", log_path.display()))?;
     let child = std::process::Command::new(exe)
         .args(["serve", "--config"])
         .arg(&node.config)
@@ -257,6 +344,28 @@ async fn pending_to(
         .into_iter()
         .find(|c| c.destination == dest)
         .map(|c| (c.head_seq, c.acked_seq))
+}
+
+/// Waits until `node` answers `Admin.ListPending`, and answers its Admin client.
+async fn first_admin_answer(
+    node: &DevNode,
+    since: Instant,
+) -> anyhow::Result<pb::admin_client::AdminClient<Channel>> {
+    loop {
+        if let Ok(ch) = connect(node, true).await {
+            let mut admin = pb::admin_client::AdminClient::new(ch);
+            if admin.list_pending(pb::ListPendingRequest {}).await.is_ok() {
+                return Ok(admin);
+            }
+        }
+        anyhow::ensure!(
+            since.elapsed() < NODE_TIMEOUT,
+            "node {} did not answer within {} s of its start; see its serve.log",
+            node.region,
+            NODE_TIMEOUT.as_secs()
+        );
+        tokio::time::sleep(NODE_POLL).await;
+    }
 }
 
 /// CPU seconds (user + system) and resident/peak memory of a process, from `/proc`.
@@ -303,15 +412,37 @@ fn data_dir(node: &DevNode) -> anyhow::Result<PathBuf> {
     Ok(cfg.data_dir.clone())
 }
 
-/// Raises the generated configs' per-peer record limit, which otherwise bounds what one
-/// peer may deliver (a defence against a flooding peer, not a cost of the record path).
-fn set_peer_record_limit(node: &DevNode, per_sec: u32) -> anyhow::Result<()> {
-    let mut text = std::fs::read_to_string(&node.config)
+/// The delivery backoff of a `--catch-up` federation: A's worker fails against the stopped B
+/// and backs off; the dev configs' 2 s cap (up to twice that with jitter) would be a large
+/// part of the catch-up time, which is to measure the record path. Nothing else wakes a
+/// backing-off worker when the peer comes back.
+const CATCH_UP_BACKOFF_MS: (i64, i64) = (50, 250);
+
+/// Tunes a generated config for the bench: raises the per-peer record limit, which otherwise
+/// bounds what one peer may deliver (a defence against a flooding peer, not a cost of the
+/// record path), and for `--catch-up` shortens the delivery backoff.
+fn tune_config(node: &DevNode, opts: &BenchOptions) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&node.config)
         .with_context(|| format!("reading `{}`", node.config.display()))?;
-    text.push_str(&format!(
-        "\n[limits]\npeer_records_per_sec = {per_sec}\npeer_records_burst = {per_sec}\n"
-    ));
-    std::fs::write(&node.config, text)
+    let mut cfg: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing `{}`", node.config.display()))?;
+    let mut set = |table: &str, key: &str, value: i64| {
+        let t = cfg
+            .entry(table)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = t {
+            t.insert(key.to_owned(), toml::Value::Integer(value));
+        }
+    };
+    let per_sec = i64::from(opts.peer_records_per_sec);
+    set("limits", "peer_records_per_sec", per_sec);
+    set("limits", "peer_records_burst", per_sec);
+    if opts.catch_up {
+        set("delivery", "min_backoff_ms", CATCH_UP_BACKOFF_MS.0);
+        set("delivery", "max_backoff_ms", CATCH_UP_BACKOFF_MS.1);
+    }
+    std::fs::write(&node.config, cfg.to_string())
         .with_context(|| format!("writing `{}`", node.config.display()))
 }
 
@@ -324,6 +455,10 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         "give --duration or --records"
     );
     anyhow::ensure!(opts.rate != Some(0), "--rate must be at least 1");
+    anyhow::ensure!(
+        opts.dev_dir.is_none() || !(opts.catch_up || opts.reopen),
+        "--catch-up and --reopen stop and start nodes, so they run only on the federation the bench starts (without --dev-dir)"
+    );
     // Ceilings first, while nothing else of ours runs.
     let ceilings = tokio::task::spawn_blocking(measure_ceilings).await?;
 
@@ -356,7 +491,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                 options,
             )?;
             for n in &fed.nodes {
-                set_peer_record_limit(n, opts.peer_records_per_sec)?;
+                tune_config(n, opts)?;
                 served.push(serve(&opts.exe, n)?);
             }
             _tmp = tmp;
@@ -372,17 +507,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     // Ready: one record submitted and receipted, which also warms the connections.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut admin = loop {
-        if let Ok(ch) = connect(&a, true).await {
-            break pb::admin_client::AdminClient::new(ch);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "node {} did not start; see its serve.log",
-            a.region
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut admin = first_admin_answer(&a, Instant::now()).await?;
     let mut warm = pb::intake_client::IntakeClient::new(connect(&a, false).await?);
     loop {
         let mut item = sample_submission(0, &b.region);
@@ -421,15 +546,23 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    let pids: Vec<Option<u32>> = if served.is_empty() {
+    // `--catch-up`: A takes the submissions alone.
+    if opts.catch_up {
+        served[1].stop(&b.region).await?;
+    }
+    let mut pids: Vec<Option<u32>> = if served.is_empty() {
         vec![None, None]
     } else {
         served.iter().map(|s| Some(s.child.id())).collect()
     };
-    let cpu0: Vec<Option<f64>> = pids
+    let mut cpu0: Vec<Option<f64>> = pids
         .iter()
         .map(|p| p.and_then(proc_figures).map(|f| f.0))
         .collect();
+    if opts.catch_up {
+        pids[1] = None;
+        cpu0[1] = None;
+    }
 
     // Drive.
     let submitted = Arc::new(AtomicU64::new(0));
@@ -510,19 +643,22 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                     }
                 }
             }
-            anyhow::Ok(hist)
+            // When this submitter's last call was answered: the intake time, to the call
+            // rather than to the sample tick.
+            anyhow::Ok((hist, Instant::now()))
         }));
     }
 
     // Sample progress until the submitters are done, then until B has it all or time is up.
     let mut samples = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut intake_secs = None;
+    let mut submit_done = false;
     let mut end_to_end_secs = 0.0;
     let mut receipted = 0;
     let mut drained = false;
     let mut drain_deadline = None;
     let mut rss_peak = vec![0u64; pids.len()];
+    let mut catch_up: Option<CatchUpClock> = None;
     loop {
         tick.tick().await;
         let t = start.elapsed().as_secs_f64();
@@ -530,6 +666,10 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             let now = acked.saturating_sub(base);
             if now > receipted {
                 end_to_end_secs = t;
+                if let Some(c) = &mut catch_up {
+                    c.first_receipt.get_or_insert(t);
+                    c.last_receipt = t;
+                }
             }
             receipted = now;
         }
@@ -545,9 +685,23 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             submitted: sub,
             receipted,
         });
-        if done && intake_secs.is_none() {
-            intake_secs = Some(t);
+        if done && !submit_done {
+            submit_done = true;
             drain_deadline = Some(Instant::now() + opts.drain_timeout);
+            if opts.catch_up {
+                let spawned = start.elapsed().as_secs_f64();
+                served[1] = serve(&opts.exe, &b)?;
+                // The new process's CPU is all the run's.
+                pids[1] = Some(served[1].child.id());
+                cpu0[1] = Some(0.0);
+                catch_up = Some(CatchUpClock {
+                    spawned,
+                    receipted_before: receipted,
+                    first_receipt: None,
+                    last_receipt: spawned,
+                });
+                tick = tokio::time::interval(CATCH_UP_POLL);
+            }
         }
         if done && receipted >= sub {
             drained = true;
@@ -559,13 +713,16 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
         .map_err(|e| anyhow::anyhow!("latency histogram: {e}"))?;
+    let mut submit_end = start;
     for w in workers {
-        hist.add(w.await??)
+        let (h, finished) = w.await??;
+        hist.add(h)
             .map_err(|e| anyhow::anyhow!("latency histogram: {e}"))?;
+        submit_end = submit_end.max(finished);
     }
     let submitted = submitted.load(Ordering::Relaxed);
     let submit_errors = errors.load(Ordering::Relaxed);
-    let intake_secs = intake_secs.unwrap_or(end_to_end_secs).max(1e-9);
+    let intake_secs = submit_end.duration_since(start).as_secs_f64().max(1e-9);
     let end_to_end_secs = end_to_end_secs.max(1e-9);
 
     let mut nodes = Vec::new();
@@ -595,6 +752,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             store_bytes_per_record: (records > 0).then(|| store_bytes as f64 / records as f64),
         });
     }
+    let catch_up = catch_up.map(|c| c.figures(submitted, intake_secs, receipted));
+    let reopen = match served.first_mut() {
+        Some(served_a) if opts.reopen => Some(reopen(&opts.exe, &a, served_a).await?),
+        _ => None,
+    };
     drop(served);
 
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
@@ -642,13 +804,63 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         drained,
         submit_latency_ms,
         nodes,
+        catch_up,
+        reopen,
         samples,
         latency_curve_us,
     })
 }
 
+/// How often A's `ListPending` is read while B catches up: finer than during the submit
+/// phase (each read is an audited call), since the phase is short.
+const CATCH_UP_POLL: Duration = Duration::from_millis(100);
+
+/// The catch-up phase as the sample loop sees it (seconds since the submit phase began).
+struct CatchUpClock {
+    spawned: f64,
+    receipted_before: u64,
+    first_receipt: Option<f64>,
+    last_receipt: f64,
+}
+
+impl CatchUpClock {
+    fn figures(&self, backlog: u64, intake_secs: f64, receipted: u64) -> CatchUp {
+        let secs = (self.last_receipt - self.spawned).max(1e-9);
+        CatchUp {
+            catch_up_backlog: backlog,
+            intake_alone_secs: intake_secs,
+            intake_alone_rate: backlog as f64 / intake_secs,
+            catch_up_first_receipt_secs: self.first_receipt.map(|t| t - self.spawned),
+            catch_up_secs: secs,
+            catch_up_rate: receipted.saturating_sub(self.receipted_before) as f64 / secs,
+        }
+    }
+}
+
+/// Stops A cleanly and starts it again on the same data directory; times both.
+async fn reopen(exe: &Path, a: &DevNode, served: &mut Served) -> anyhow::Result<Reopen> {
+    let stop = served.stop(&a.region).await?;
+    let spawned = Instant::now();
+    *served = serve(exe, a)?;
+    let mut admin = first_admin_answer(a, spawned).await?;
+    let secs = spawned.elapsed();
+    let rss = proc_figures(served.child.id()).map(|f| f.1);
+    let s = admin.stats(pb::StatsRequest {}).await?.into_inner();
+    Ok(Reopen {
+        reopen_stop_secs: stop.as_secs_f64(),
+        reopen_secs: secs.as_secs_f64(),
+        reopen_records: s.records_outbound + s.records_inbound,
+        reopen_rss_bytes: rss,
+    })
+}
+
 /// The report as a person reads it.
 pub fn human(r: &BenchReport) -> String {
+    let mib = |b: Option<u64>| {
+        b.map_or("-".to_owned(), |b| {
+            format!("{:.0} MiB", b as f64 / 1048576.0)
+        })
+    };
     let mut s = String::new();
     let c = &r.ceilings;
     s.push_str(&format!(
@@ -672,10 +884,15 @@ pub fn human(r: &BenchReport) -> String {
         r.intake_rate, r.submitted, r.intake_secs, r.submit_errors, r.intake_of_sign_ceiling
     ));
     s.push_str(&format!(
-        "end to end:  {:>10.0} records/s  ({} receipted in {:.2} s{}; {:.2} of the {} ceiling)\n",
+        "end to end:  {:>10.0} records/s  ({} receipted in {:.2} s{}{}; {:.2} of the {} ceiling)\n",
         r.end_to_end_rate,
         r.receipted,
         r.end_to_end_secs,
+        if r.catch_up.is_some() {
+            ", B stopped while submitting"
+        } else {
+            ""
+        },
         if r.drained {
             ""
         } else {
@@ -688,17 +905,35 @@ pub fn human(r: &BenchReport) -> String {
             "batch-verify"
         }
     ));
+    if let Some(c) = &r.catch_up {
+        s.push_str(&format!(
+            "intake alone: {:>9.0} records/s  ({} records in {:.2} s with B stopped)\n",
+            c.intake_alone_rate, c.catch_up_backlog, c.intake_alone_secs
+        ));
+        s.push_str(&format!(
+            "catch-up:    {:>10.0} records/s  (backlog receipted {:.2} s after B's start{}; first receipt after {})\n",
+            c.catch_up_rate,
+            c.catch_up_secs,
+            if r.drained { "" } else { ", NOT all" },
+            c.catch_up_first_receipt_secs
+                .map_or("-".to_owned(), |t| format!("{t:.2} s"))
+        ));
+    }
+    if let Some(o) = &r.reopen {
+        s.push_str(&format!(
+            "reopen of A: {:.3} s from start to first admin answer ({} records; RSS {}; clean stop took {:.2} s)\n",
+            o.reopen_secs,
+            o.reopen_records,
+            mib(o.reopen_rss_bytes),
+            o.reopen_stop_secs
+        ));
+    }
     let l = &r.submit_latency_ms;
     s.push_str(&format!(
         "Submit latency: p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} calls)\n",
         l.p50, l.p95, l.p99, l.max, l.calls
     ));
     for n in &r.nodes {
-        let mib = |b: Option<u64>| {
-            b.map_or("-".to_owned(), |b| {
-                format!("{:.0} MiB", b as f64 / 1048576.0)
-            })
-        };
         s.push_str(&format!(
             "node {}: CPU {} cores  RSS {} (peak {})  store {:.1} MiB for {} records = {} per record\n",
             n.region,
@@ -838,6 +1073,8 @@ mod tests {
             intake_of_sign_ceiling: 0.0,
             end_to_end_of_batch_verify_ceiling: 0.0,
             nodes: Vec::new(),
+            catch_up: None,
+            reopen: None,
             samples: vec![
                 Sample {
                     t_secs: 0.0,

@@ -84,6 +84,14 @@ enum Command {
         /// Ed25519.
         #[arg(long, conflicts_with = "dev_dir")]
         sm2: bool,
+        /// Stop B before submitting, so A's intake is measured alone, then start B again and
+        /// time the catch-up of the backlog (`--records 100000 --catch-up`: a 100k backlog).
+        #[arg(long, conflicts_with = "dev_dir")]
+        catch_up: bool,
+        /// After the run, stop A cleanly (SIGTERM) and start it again on its data directory:
+        /// the time from start to its first admin answer, and its RSS then.
+        #[arg(long, conflicts_with = "dev_dir")]
+        reopen: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -163,6 +171,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             drain_timeout,
             peer_records_per_sec,
             sm2,
+            catch_up,
+            reopen,
             json,
             svg,
         } => {
@@ -178,6 +188,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 drain_timeout,
                 peer_records_per_sec,
                 sm2,
+                catch_up,
+                reopen,
                 exe: std::env::current_exe().context("finding this `interflow` binary")?,
             };
             let report = interflow_node::bench::run(&opts).await?;

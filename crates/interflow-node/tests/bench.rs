@@ -1,16 +1,20 @@
 //! `interflow bench` as an operator runs it, for one second (CI stays fast; the figures in the
 //! README come from longer runs): it starts its own two `interflow serve` processes, and its
-//! report accounts for every record it submitted.
+//! report accounts for every record it submitted. With `--catch-up` and `--reopen` it also
+//! stops and starts nodes, and a tiny run of those phases accounts for every record too.
 
 use std::process::Command;
 
 /// Runs a one-second bench with `extra` arguments and answers its JSON report.
 fn bench(extra: &[&str]) -> serde_json::Value {
+    bench_with(&[&["--duration", "1s"], extra].concat())
+}
+
+/// Runs a bench of 100-item calls from two submitters with `args` and answers its JSON report.
+fn bench_with(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_interflow"))
         .args([
             "bench",
-            "--duration",
-            "1s",
             "--batch",
             "100",
             "--concurrency",
@@ -19,7 +23,7 @@ fn bench(extra: &[&str]) -> serde_json::Value {
             "60s",
             "--json",
         ])
-        .args(extra)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -60,6 +64,34 @@ fn one_second_bench_reports_every_record_receipted() {
     }
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.contains("throughput (records/s)"));
+    // The phases not asked for are not in the report.
+    for absent in ["intake_alone_rate", "catch_up_rate", "reopen_secs"] {
+        assert!(r.get(absent).is_none(), "{absent}: {r}");
+    }
+}
+
+#[test]
+fn catch_up_and_reopen_phases_account_for_every_record() {
+    let r = bench_with(&["--records", "300", "--catch-up", "--reopen"]);
+    assert_eq!(r["submitted"], 300, "{r}");
+    assert_eq!(r["submit_errors"], 0, "{r}");
+    assert_eq!(r["drained"], true, "{r}");
+    assert_eq!(r["receipted"], 300, "{r}");
+    // B was stopped while A took the records: the whole backlog was caught up after its start.
+    assert_eq!(r["catch_up_backlog"], 300, "{r}");
+    assert!(r["intake_alone_rate"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["catch_up_rate"].as_f64().unwrap() > 0.0, "{r}");
+    let first = r["catch_up_first_receipt_secs"].as_f64().unwrap();
+    let all = r["catch_up_secs"].as_f64().unwrap();
+    assert!(first > 0.0 && first <= all, "{r}");
+    // A started again on its store, with the warm-up record and the 300.
+    assert!(r["reopen_secs"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["reopen_stop_secs"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["reopen_records"], 301, "{r}");
+    assert!(r["reopen_rss_bytes"].as_u64().unwrap() > 0, "{r}");
+    for n in r["nodes"].as_array().unwrap() {
+        assert_eq!(n["records"], 301, "{n}");
+    }
 }
 
 #[test]
