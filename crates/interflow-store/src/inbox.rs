@@ -74,7 +74,23 @@ pub(crate) struct Run {
     pub(crate) len: u32,
 }
 
+/// A stored entry: its first position and its run. A run that would end past the last
+/// position or seq is damaged data, refused here so no caller's sum overflows.
+fn decode_stored(k: &[u8], v: &[u8]) -> Result<(u64, Run)> {
+    let (first, run) = (position_of(k)?, decode_run(v)?);
+    let len = u64::from(run.len);
+    if first.checked_add(len).is_none() || run.seq.checked_add(len).is_none() {
+        return Err(corrupt(Place::Inbox, "run ends past the last position"));
+    }
+    Ok((first, run))
+}
+
 impl Run {
+    /// The position after the run's last one, for a run stored at `first`.
+    pub(crate) fn end(&self, first: u64) -> u64 {
+        first + u64::from(self.len)
+    }
+
     /// The channel position at `offset` positions into the run.
     pub(crate) fn at(&self, offset: u64) -> (ChannelId, u64) {
         (self.c, self.seq + offset)
@@ -169,7 +185,8 @@ impl Store {
         match self.db()?.scan_prefix([keys::INBOX]).next_back() {
             Some(kv) => {
                 let (k, v) = kv?;
-                Ok(position_of(&k)? + u64::from(decode_run(&v)?.len) - 1)
+                let (first, run) = decode_stored(&k, &v)?;
+                Ok(run.end(first) - 1)
             }
             None => Ok(0),
         }
@@ -185,8 +202,8 @@ impl Store {
         if k.first() != Some(&keys::INBOX) {
             return Ok(None);
         }
-        let (first, run) = (position_of(&k)?, decode_run(&v)?);
-        Ok((position < first + u64::from(run.len)).then_some((first, run)))
+        let (first, run) = decode_stored(&k, &v)?;
+        Ok((position < run.end(first)).then_some((first, run)))
     }
 
     /// Inbox runs from the one holding `position` on (or the first after it), in order.
@@ -207,7 +224,7 @@ impl Store {
             })
             .map(|kv| {
                 let (k, v) = kv?;
-                Ok((position_of(&k)?, decode_run(&v)?))
+                decode_stored(&k, &v)
             });
         Ok(runs)
     }

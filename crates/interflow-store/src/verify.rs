@@ -214,29 +214,29 @@ impl Store {
         // Inbox positions run 1, 2, ... (in runs) and each names a stored record.
         let mut expected = 1u64;
         for run in self.runs_from(1)? {
+            let missing = |position: u64| {
+                (
+                    position,
+                    format!("inbox position `{position}` is missing or names no record"),
+                )
+            };
             let problem = match run {
-                Err(e) => Some(e.to_string()),
-                Ok((first, _)) if first != expected => Some(format!(
-                    "inbox position `{expected}` is missing or names no record"
-                )),
+                Err(e) => Some((expected, e.to_string())),
+                Ok((first, _)) if first != expected => Some(missing(expected)),
                 Ok((first, run)) => {
-                    let missing = (0..u64::from(run.len)).find(|&o| {
-                        let (c, seq) = run.at(o);
-                        !matches!(self.entry_at(c, seq), Ok(Some(_)))
-                    });
-                    expected = first + u64::from(run.len);
-                    missing.map(|o| {
-                        format!(
-                            "inbox position `{}` is missing or names no record",
-                            first + o
-                        )
-                    })
+                    expected = run.end(first);
+                    (0..u64::from(run.len))
+                        .find(|&o| {
+                            let (c, seq) = run.at(o);
+                            !matches!(self.entry_at(c, seq), Ok(Some(_)))
+                        })
+                        .map(|o| missing(first + o))
                 }
             };
-            if let Some(problem) = problem {
+            if let Some((seq, problem)) = problem {
                 report.problems.push(Problem {
                     channel: None,
-                    seq: expected,
+                    seq,
                     problem,
                 });
                 break;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use interflow_core::fixtures;
 use interflow_core::payload::ContraceptionMethod;
+use interflow_core::record::{ChannelId, RecordId, Sealer, VerifiedRecord};
 use interflow_core::statement::{Receipt, sign_receipt};
 use interflow_store::{
     Anomaly, Arrival, AuditNote, ChannelRun, DeliveryState, RunReport, SCHEMA_VERSION, Store,
@@ -26,6 +27,24 @@ fn golden(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(name)
+}
+
+/// The peer's records at `seqs` on channel `c`, chained from `prev`: the golden directories'
+/// arrivals, each a sample record issued `500 - seq` days ago.
+fn peer_records<'a>(
+    c: ChannelId,
+    seqs: std::ops::RangeInclusive<u64>,
+    mut prev: RecordId,
+    key: impl Into<Sealer<'a>> + Copy,
+) -> Vec<VerifiedRecord> {
+    seqs.map(|seq| {
+        let mut r = fixtures::sample_record(500 - seq as i64);
+        r.channel = c;
+        let v = r.seal(seq, prev, key).unwrap();
+        prev = v.id();
+        v
+    })
+    .collect()
 }
 
 /// Writes `golden/v{SCHEMA_VERSION}` with every kind of state this schema keeps.
@@ -83,16 +102,7 @@ fn write_golden() {
         .unwrap();
     }
     // Three records from the peer, in this node's inbox, and a consumer that read two.
-    let mut prev = interflow_core::record::RecordId::ZERO;
-    let inbound: Vec<_> = (1..=3u64)
-        .map(|seq| {
-            let mut r = fixtures::sample_record(500 - seq as i64);
-            r.channel = c.reverse();
-            let v = r.seal(seq, prev, &fixtures::key(2)).unwrap();
-            prev = v.id();
-            v
-        })
-        .collect();
+    let inbound = peer_records(c.reverse(), 1..=3, RecordId::ZERO, &fixtures::key(2));
     let me = Arrival {
         me: c.origin,
         at_ms: fixtures::NOW,
@@ -191,16 +201,8 @@ fn a_version_3_inbox_reads_as_before_and_takes_new_arrivals_after_it() {
     let (_dir, s) = open_rich_with_inbox("v3");
     // Two more arrivals on the peer's channel, after the three schema-3 entries.
     let c = fixtures::a_to_b().reverse();
-    let mut prev = s.entry_at(c, 3).unwrap().unwrap().id();
-    let more: Vec<_> = (4..=5u64)
-        .map(|seq| {
-            let mut r = fixtures::sample_record(500 - seq as i64);
-            r.channel = c;
-            let v = r.seal(seq, prev, &fixtures::key(2)).unwrap();
-            prev = v.id();
-            v
-        })
-        .collect();
+    let prev = s.entry_at(c, 3).unwrap().unwrap().id();
+    let more = peer_records(c, 4..=5, prev, &fixtures::key(2));
     let me = Arrival {
         me: c.destination,
         at_ms: fixtures::NOW + 9,
@@ -237,7 +239,7 @@ fn keyed_directory() -> interflow_core::directory::Directory {
 /// Writes `golden/v3-keys`: six records sent, signed with key id 1, the last three under
 /// pseudonym epoch 2, and three received, signed with the peer's SM2 key id 2.
 fn write_keyed_golden() {
-    use interflow_core::record::{SealKey, Sealer};
+    use interflow_core::record::SealKey;
     let dir = golden("v3-keys");
     let _ = std::fs::remove_dir_all(&dir);
     let s = Store::open(
@@ -266,16 +268,7 @@ fn write_keyed_golden() {
         key: SealKey::Sm2(&sm2),
         key_id: 2,
     };
-    let mut prev = interflow_core::record::RecordId::ZERO;
-    let inbound: Vec<_> = (1..=3u64)
-        .map(|seq| {
-            let mut r = fixtures::sample_record(500 - seq as i64);
-            r.channel = c.reverse();
-            let v = r.seal(seq, prev, peer).unwrap();
-            prev = v.id();
-            v
-        })
-        .collect();
+    let inbound = peer_records(c.reverse(), 1..=3, RecordId::ZERO, peer);
     let me = Arrival {
         me: c.origin,
         at_ms: fixtures::NOW,
